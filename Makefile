@@ -1,0 +1,37 @@
+# pixel2gauss: `make test` and `make demo` set everything up on a fresh machine with Python 3.11.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+P2G := $(VENV)/bin/p2g
+DEMO ?= demo_out
+STAMP := $(VENV)/.installed
+PYTEST_FLAGS ?= -q
+
+.PHONY: install test test-slow test-all demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_FLAGS) -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest $(PYTEST_FLAGS) -m slow
+
+test-all: $(STAMP)
+	$(PY) -m pytest $(PYTEST_FLAGS)
+
+demo: $(STAMP)
+	$(PY) -m workflows.demo_assets --out $(DEMO)
+	$(P2G) render $(DEMO)/astronaut_field.npz --scale 2 --scale 3.7 --scale 8 --out $(DEMO)/renders
+
+bench: $(STAMP)
+	$(PY) benchmarks/render_reference.py
+
+clean:
+	rm -rf $(DEMO) .pytest_cache build *.egg-info

@@ -1,0 +1,21 @@
+"""The continuous 2D Gaussian field: lattice layout, Cholesky maths and renderers.
+
+Imports nothing else of the project (see DESIGN.md).
+"""
+
+__version__ = "0.1.0"
+
+from gaussian_field.field import GaussianField, load_field, save_field
+from gaussian_field.lattice import CUT_MAHALANOBIS_SQ
+from gaussian_field.render import available_backends, output_size_for, render
+
+__all__ = [
+    "__version__",
+    "CUT_MAHALANOBIS_SQ",
+    "GaussianField",
+    "available_backends",
+    "load_field",
+    "output_size_for",
+    "render",
+    "save_field",
+]

@@ -1,0 +1,266 @@
+"""`GaussianField`: one continuous image as a lattice of 2D Gaussians (DESIGN.md, "Conventions of the field").
+
+All quantities are in continuous LR pixel units (x right, y down, LR pixel (i, j) covers [j, j+1) x [i, i+1)).
+Tensors are batched: means (B, N, 2) as (x, y), Cholesky triplets (B, N, 3) as (l11, l21, l22) with
+Sigma = L L^T and L = [[l11, 0], [l21, l22]], colours (B, N, 3). N = h * w * k * k.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from gaussian_field.lattice import base_positions
+
+#: Covariances with det(Sigma) = (l11 * l22)^2 at or below this (LR px^4) are degenerate: `conic()` marks them
+#: invalid and renderers give them zero weight, as the official rasterizer drops det == 0.
+DET_GUARD = 1e-24
+
+FIELD_FILE_VERSION = 1
+
+
+def _as_batched(t: torch.Tensor, width: int, name: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        t = torch.as_tensor(np.asarray(t))
+    if t.dim() == 2:
+        t = t.unsqueeze(0)
+    if t.dim() != 3 or t.shape[-1] != width:
+        raise ValueError(f"{name} must have shape (B, N, {width}) or (N, {width}), got {tuple(t.shape)}")
+    return t
+
+
+@dataclass
+class GaussianField:
+    """A batch of fields on one lattice. Build once (encode or fit), render at any scale."""
+
+    means: torch.Tensor
+    chol: torch.Tensor
+    colors: torch.Tensor
+    h: int
+    w: int
+    k: int = 2
+    validate: bool = True
+
+    def __post_init__(self) -> None:
+        self.means = _as_batched(self.means, 2, "means")
+        self.chol = _as_batched(self.chol, 3, "chol")
+        self.colors = _as_batched(self.colors, 3, "colors")
+        if self.validate:
+            self.check()
+
+    # ------------------------------------------------------------------ validation
+    def check(self) -> "GaussianField":
+        """Raise ValueError naming the first problem (shape, dtype, device, non-finite, bad diagonal)."""
+        for name in ("h", "w", "k"):
+            value = getattr(self, name)
+            if int(value) != value or value < 0:
+                raise ValueError(f"lattice {name} must be a non-negative integer, got {value!r}")
+            setattr(self, name, int(value))
+        if self.h == 0 or self.w == 0 or self.k == 0:
+            raise ValueError(f"empty field: lattice (h, w, k) = ({self.h}, {self.w}, {self.k}) holds no Gaussians")
+        n = self.h * self.w * self.k * self.k
+        tensors = {"means": self.means, "chol": self.chol, "colors": self.colors}
+        if self.means.shape[0] == 0:
+            raise ValueError("empty field: batch size is 0")
+        for name, t in tensors.items():
+            if t.shape[0] != self.means.shape[0]:
+                raise ValueError(
+                    f"batch sizes differ: means has {self.means.shape[0]} fields, {name} has {t.shape[0]}"
+                )
+            if t.shape[1] != n:
+                raise ValueError(
+                    f"{name} holds {t.shape[1]} Gaussians but the lattice {self.h}x{self.w} with k={self.k} "
+                    f"needs {n}"
+                )
+            if not t.is_floating_point():
+                raise ValueError(f"{name} must be a floating-point tensor, got {t.dtype}")
+            if t.dtype != self.means.dtype or t.device != self.means.device:
+                raise ValueError(
+                    f"means, chol and colors must share dtype and device; {name} is {t.dtype} on {t.device}, "
+                    f"means is {self.means.dtype} on {self.means.device}"
+                )
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{name} contains NaN or inf values")
+        if not bool((self.chol[..., 0] > 0).all() and (self.chol[..., 2] > 0).all()):
+            raise ValueError("Cholesky diagonal (l11, l22) must be positive for every Gaussian")
+        return self
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def batch_size(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def num_gaussians(self) -> int:
+        return self.means.shape[1]
+
+    @property
+    def lr_size(self) -> tuple[int, int]:
+        """(h, w) of the LR image the field covers."""
+        return self.h, self.w
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.means.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.means.device
+
+    def to(self, *args, **kwargs) -> "GaussianField":
+        return GaussianField(
+            self.means.to(*args, **kwargs), self.chol.to(*args, **kwargs), self.colors.to(*args, **kwargs),
+            self.h, self.w, self.k, validate=False,
+        )
+
+    def detach(self) -> "GaussianField":
+        return GaussianField(self.means.detach(), self.chol.detach(), self.colors.detach(), self.h, self.w, self.k,
+                             validate=False)
+
+    def base_positions(self) -> torch.Tensor:
+        """Lattice base positions (N, 2), x then y, in the field's dtype."""
+        return base_positions(self.h, self.w, self.k, dtype=self.dtype, device=self.device)
+
+    def offsets(self) -> torch.Tensor:
+        """Drift of each Gaussian from its lattice base (B, N, 2), in LR pixels."""
+        return self.means - self.base_positions()
+
+    # ------------------------------------------------------------------ covariance maths
+    def covariance(self) -> torch.Tensor:
+        """Sigma = L L^T as (B, N, 2, 2) in LR px^2."""
+        l11, l21, l22 = self.chol.unbind(-1)
+        a = l11 * l11
+        b = l11 * l21
+        c = l21 * l21 + l22 * l22
+        return torch.stack([torch.stack([a, b], -1), torch.stack([b, c], -1)], -2)
+
+    def conic(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inverse covariance as (B, N, 3) = (A, B, C) with Sigma^-1 = [[A, B], [B, C]], and a validity mask.
+
+        det(Sigma) = (l11 * l22)^2 exactly; Gaussians with det <= DET_GUARD get a zero conic and valid = False
+        (renderers drop them), instead of an overflowing inverse.
+        """
+        l11, l21, l22 = self.chol.unbind(-1)
+        det = (l11 * l22) ** 2
+        valid = det > DET_GUARD
+        safe = torch.where(valid, det, torch.ones_like(det))
+        a = l11 * l11
+        b = l11 * l21
+        c = l21 * l21 + l22 * l22
+        conic = torch.stack([c / safe, -b / safe, a / safe], -1)
+        return torch.where(valid.unsqueeze(-1), conic, torch.zeros_like(conic)), valid
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_covariance(
+        cls, means: torch.Tensor, cov: torch.Tensor, colors: torch.Tensor, lattice: Sequence[int]
+    ) -> "GaussianField":
+        """Build from LR-pixel means (.., N, 2) and covariances (.., N, 2, 2) via their Cholesky factor."""
+        cov = torch.as_tensor(cov)
+        a = cov[..., 0, 0]
+        b = 0.5 * (cov[..., 0, 1] + cov[..., 1, 0])
+        c = cov[..., 1, 1]
+        if not bool((a > 0).all()):
+            raise ValueError("covariance has a non-positive variance sigma_x^2; it is not positive definite")
+        l11 = torch.sqrt(a)
+        l21 = b / l11
+        rest = c - l21 * l21
+        if not bool((rest > 0).all()):
+            raise ValueError("covariance is not positive definite (det <= 0)")
+        chol = torch.stack([l11, l21, torch.sqrt(rest)], -1)
+        h, w, k = lattice
+        return cls(torch.as_tensor(means), chol, torch.as_tensor(colors), h, w, k)
+
+    @classmethod
+    def from_hr(
+        cls,
+        mean_hr_px: torch.Tensor,
+        cov_hr_px2: torch.Tensor,
+        colors: torch.Tensor,
+        scale: float | Sequence[float],
+        lattice: Sequence[int],
+    ) -> "GaussianField":
+        """Build from Gaussians in HR pixels at scale (s_h, s_w), HR pixel centres at (j+.5, i+.5).
+
+        mean_lr = S^-1 mean_hr and cov_lr = S^-1 cov_hr S^-1 with S = diag(s_w, s_h).
+        """
+        s_h, s_w = _scale_pair(scale)
+        mean_hr_px = torch.as_tensor(mean_hr_px)
+        cov_hr_px2 = torch.as_tensor(cov_hr_px2)
+        inv = torch.tensor([1.0 / s_w, 1.0 / s_h], dtype=mean_hr_px.dtype, device=mean_hr_px.device)
+        means = mean_hr_px * inv
+        cov = cov_hr_px2 * inv.to(cov_hr_px2.dtype)[:, None] * inv.to(cov_hr_px2.dtype)[None, :]
+        return cls.from_covariance(means, cov, torch.as_tensor(colors).to(means.dtype), lattice)
+
+    # ------------------------------------------------------------------ rendering and files
+    def render(self, scale=None, size=None, backend: str = "auto") -> torch.Tensor:
+        """Render at `scale` (s or (s_h, s_w)) or to `size` (H, W); see `gaussian_field.render`."""
+        from gaussian_field.render import render
+
+        return render(self, size=size, scale=scale, backend=backend)
+
+    def save(self, path: str | Path, **metadata) -> None:
+        save_field(self, path, **metadata)
+
+
+def _scale_pair(scale: float | Sequence[float]) -> tuple[float, float]:
+    if isinstance(scale, (int, float)):
+        return float(scale), float(scale)
+    if isinstance(scale, torch.Tensor):
+        scale = scale.flatten().tolist()
+    values = [float(s) for s in scale]
+    if len(values) == 1:
+        return values[0], values[0]
+    if len(values) != 2:
+        raise ValueError(f"scale must be one number or a pair (s_h, s_w), got {scale!r}")
+    return values[0], values[1]
+
+
+def save_field(field: GaussianField, path: str | Path, **metadata) -> None:
+    """Write one `.npz` file holding the field, so it is built once and rendered later (`p2g render`)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "wb") as fh:
+        np.savez(
+            fh,
+            format="pixel2gauss-field",
+            version=np.int64(FIELD_FILE_VERSION),
+            lattice=np.array([field.h, field.w, field.k], dtype=np.int64),
+            means=field.means.detach().cpu().numpy(),
+            chol=field.chol.detach().cpu().numpy(),
+            colors=field.colors.detach().cpu().numpy(),
+            metadata=json.dumps(metadata, sort_keys=True, default=str),
+        )
+    tmp.replace(path)
+
+
+def load_field(path: str | Path, device: str | torch.device = "cpu") -> GaussianField:
+    """Read a field written by `save_field`; a missing or foreign file raises a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"field file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data.get("format", "")) != "pixel2gauss-field":
+                raise ValueError(f"{path} is not a pixel2gauss field file (write one with `p2g upscale --save-field`)")
+            version = int(data["version"])
+            if version > FIELD_FILE_VERSION:
+                raise ValueError(f"{path} was written by a newer pixel2gauss (field format {version}); upgrade")
+            h, w, k = (int(v) for v in data["lattice"])
+            arrays = {name: torch.from_numpy(data[name]).to(device) for name in ("means", "chol", "colors")}
+    except (OSError, KeyError, EOFError, ValueError) as err:
+        if isinstance(err, ValueError) and "pixel2gauss" in str(err):
+            raise
+        raise ValueError(f"{path} is not a readable pixel2gauss field file: {err}") from None
+    return GaussianField(arrays["means"], arrays["chol"], arrays["colors"], h, w, k)
+
+
+def field_metadata(path: str | Path) -> dict:
+    """The metadata dict stored beside a field (scale it came from, source image, model ...)."""
+    with np.load(Path(path), allow_pickle=False) as data:
+        return json.loads(str(data["metadata"])) if "metadata" in data else {}

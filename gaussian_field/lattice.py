@@ -1,0 +1,51 @@
+"""Lattice layout of a field: where each Gaussian sits and how far it can reach.
+
+A field over an h x w LR image has k x k Gaussians per LR pixel, laid out on a (k*h) x (k*w) grid in
+row-major order: Gaussian n = r * (k*w) + c, with r = k*i + a and c = k*j + b for LR pixel (i, j) and
+sub-position (a, b). Its base position is (c/k, r/k) in LR pixels (x then y): zero-offset Gaussians sit on
+sub-cell corners, as in the official model (the golden files pin this).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+#: A term whose squared Mahalanobis distance exceeds this (value < 1/255) is dropped.
+CUT_MAHALANOBIS_SQ = 2.0 * math.log(255.0)
+
+
+def base_positions(h: int, w: int, k: int, *, dtype=torch.float64, device=None) -> torch.Tensor:
+    """Base positions (N, 2) of the lattice in LR pixels, x then y."""
+    rows = torch.arange(k * h, dtype=dtype, device=device) / k
+    cols = torch.arange(k * w, dtype=dtype, device=device) / k
+    yy, xx = torch.meshgrid(rows, cols, indexing="ij")
+    return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=-1)
+
+
+def support_half_extents(chol: torch.Tensor) -> torch.Tensor:
+    """Axis-aligned half extents (..., 2) of each Gaussian's 1/255 ellipse, in LR pixels.
+
+    The ellipse {d : d^T Sigma^-1 d <= T} spans sqrt(T * Sigma_xx) in x and sqrt(T * Sigma_yy) in y.
+    """
+    l11, l21, l22 = chol.unbind(-1)
+    ex = l11.abs()
+    ey = torch.sqrt(l21 * l21 + l22 * l22)
+    return torch.stack([ex, ey], dim=-1) * math.sqrt(CUT_MAHALANOBIS_SQ)
+
+
+def neighbourhood_reach(means: torch.Tensor, chol: torch.Tensor, h: int, w: int, k: int) -> tuple[int, int, int, int]:
+    """Lattice offsets (dy_lo, dy_hi, dx_lo, dx_hi) that can reach a sample point.
+
+    A Gaussian at lattice column c reaches a sample at x only if |x - c/k| <= R_x, where R_x is the field's
+    largest |mean_x - base_x| + half extent. With g = floor(k*x) that means c - g in [-floor(k R_x), ceil(k R_x)].
+    Computed from the field itself, so no Gaussian is ever dropped by the neighbourhood, whatever its shape.
+    """
+    with torch.no_grad():
+        base = base_positions(h, w, k, dtype=torch.float64, device=means.device)
+        drift = (means.detach().double() - base).abs().amax(dim=tuple(range(means.dim() - 1)))
+        extent = support_half_extents(chol.detach().double()).amax(dim=tuple(range(chol.dim() - 1)))
+        reach = (drift + extent).cpu().tolist()
+    rx, ry = (r * (1.0 + 1e-9) + 1e-9 for r in reach)
+    return -math.floor(k * ry), math.ceil(k * ry), -math.floor(k * rx), math.ceil(k * rx)

@@ -1,0 +1,1 @@
+"""The ContinuousSR model: encoders, heads, data, training, inference, metrics, checkpoint import."""

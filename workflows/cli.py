@@ -1,0 +1,58 @@
+"""The `p2g` entry point. Library errors become a one-line message and exit code 2, here and only here."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from gaussian_field import __version__
+
+#: Exceptions that mean "the user's input is wrong": one line, exit code 2, no traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def one_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0]
+
+
+class P2GGroup(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.ClickException:
+            raise
+        except USER_ERRORS as err:
+            click.echo(f"error: {one_line(err)}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted: work done so far is kept; rerun the same command to resume", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=P2GGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="p2g")
+def cli() -> None:
+    """pixel2gauss: arbitrary-scale super-resolution with 2D Gaussian fields (ContinuousSR).
+
+    Pipeline: fit-prior -> prior-stats -> train -> upscale / eval. `p2g VERB --help` for each verb.
+    """
+
+
+def _register() -> None:
+    from workflows import render_cmd
+
+    for module in (render_cmd,):
+        cli.add_command(module.command)
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="p2g")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

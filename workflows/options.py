@@ -1,0 +1,57 @@
+"""Parsers shared by verbs: scales ("4", "3.7", "3x5" = s_h x s_w) and sizes ("WxH")."""
+
+from __future__ import annotations
+
+import click
+
+
+def parse_scale(text: str) -> float | tuple[float, float]:
+    """'4' -> 4.0; '3x5' -> (3.0, 5.0) meaning s_h = 3, s_w = 5."""
+    parts = text.lower().split("x")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a scale: use a number (3.7) or HxW (3x5)") from None
+    if len(values) not in (1, 2) or any(not v > 0 or v == float("inf") for v in values):
+        raise click.BadParameter(f"scale {text!r} must be one positive number or two (HxW)")
+    return values[0] if len(values) == 1 else (values[0], values[1])
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'640x480' (W x H) -> (H, W) = (480, 640)."""
+    parts = text.lower().split("x")
+    try:
+        width, height = (int(p) for p in parts)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a size: use WxH, e.g. 640x480") from None
+    if width <= 0 or height <= 0:
+        raise click.BadParameter(f"size {text!r} must be positive")
+    return height, width
+
+
+def scale_tag(scale: float | tuple[float, float]) -> str:
+    """Name part for an output file: x4, x3.7, x3x5."""
+    def fmt(v: float) -> str:
+        return f"{v:g}"
+
+    if isinstance(scale, tuple):
+        return f"x{fmt(scale[0])}x{fmt(scale[1])}"
+    return f"x{fmt(scale)}"
+
+
+class ScaleType(click.ParamType):
+    name = "SCALE"
+
+    def convert(self, value, param, ctx):
+        return value if isinstance(value, (float, tuple)) else parse_scale(str(value))
+
+
+class SizeType(click.ParamType):
+    name = "WxH"
+
+    def convert(self, value, param, ctx):
+        return value if isinstance(value, tuple) else parse_size(str(value))
+
+
+SCALE = ScaleType()
+SIZE = SizeType()
