@@ -1,0 +1,357 @@
+"""Create, open, validate and write the prior store (layout in `prior_store.schema`).
+
+The client creates the store once from the crop plan; tasks then write whole chunks straight into it
+(`PriorStore.write_chunk`). Opening checks the schema version and the layout; `open_or_create` also checks
+that an existing store was made with the same configuration and crop plan, so reruns resume instead of
+mixing incompatible crops.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import zarr
+
+from prior_store.schema import (
+    ARRAYS,
+    PLAN_ARRAYS,
+    RESULT_ARRAYS,
+    SCHEMA_VERSION,
+    STATS_GROUP,
+    STATUS_DONE,
+    STATUS_FAILED,
+    STATUS_NAMES,
+    STATUS_PENDING,
+    STRING,
+    ArraySpec,
+    StoreConfig,
+)
+
+_SPECS = {spec.path: spec for spec in ARRAYS}
+
+
+class StoreError(ValueError):
+    """A store that cannot be used as asked (missing, foreign, damaged, newer schema)."""
+
+
+class StoreMismatchError(StoreError):
+    """An existing store made with another configuration or crop plan than the one asked for."""
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pixel2gauss")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def plan_digest(sources: Sequence[str], boxes: np.ndarray) -> str:
+    """sha256 over the crop plan (sources and boxes, in order): two runs share a store only if these match."""
+    digest = hashlib.sha256()
+    boxes = np.ascontiguousarray(np.asarray(boxes, dtype=np.int32).reshape(-1, 4))
+    digest.update(str(len(sources)).encode())
+    for source in sources:
+        digest.update(b"\0" + str(source).encode("utf-8"))
+    digest.update(boxes.astype("<i4").tobytes())
+    return digest.hexdigest()
+
+
+def _is_local(path: str | Path) -> bool:
+    return "://" not in str(path)
+
+
+def store_exists(path: str | Path) -> bool:
+    """Whether `path` already holds something (a store, or anything else that must not be overwritten)."""
+    if _is_local(path):
+        return Path(path).exists()
+    try:
+        zarr.open_group(str(path), mode="r")
+        return True
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
+        return False
+
+
+class PriorStore:
+    """An open prior store: its config, its chunks, and whole-chunk reads and writes."""
+
+    def __init__(self, path: str | Path, group: zarr.Group) -> None:
+        self.path = str(path)
+        self.group = group
+        self.attrs = dict(group.attrs)
+        self.config = StoreConfig.from_attrs(self.attrs)
+        self.num_crops = int(group["crops/status"].shape[0])
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def chunk_size(self) -> int:
+        return self.config.chunk_size
+
+    @property
+    def num_chunks(self) -> int:
+        return -(-self.num_crops // self.chunk_size)
+
+    def chunk_bounds(self, index: int) -> tuple[int, int]:
+        """[start, stop) of chunk `index` along the crop axis (the last chunk may be short)."""
+        if not 0 <= index < self.num_chunks:
+            raise IndexError(f"chunk {index} out of range: the store has {self.num_chunks} chunks")
+        start = index * self.chunk_size
+        return start, min(self.num_crops, start + self.chunk_size)
+
+    # ------------------------------------------------------------------ reads
+    def read(self, path: str, start: int = 0, stop: int | None = None) -> np.ndarray | list[str]:
+        """Crops [start, stop) of one array; string arrays come back as a list of str."""
+        values = self.group[path][start : self.num_crops if stop is None else stop]
+        if _SPECS[path].dtype is STRING:
+            return [str(v) for v in values]
+        return np.asarray(values)
+
+    def read_chunk(self, index: int, paths: Iterable[str] | None = None) -> dict:
+        start, stop = self.chunk_bounds(index)
+        return {p: self.read(p, start, stop) for p in (paths or _SPECS)}
+
+    def status(self) -> np.ndarray:
+        return np.asarray(self.read("crops/status"), dtype=np.int8)
+
+    def status_counts(self) -> dict[str, int]:
+        """Crops per status name: {"pending": n, "done": n, "failed": n}."""
+        counts = np.bincount(self.status().astype(np.int64), minlength=len(STATUS_NAMES))
+        return {name: int(counts[code]) for code, name in STATUS_NAMES.items()}
+
+    def chunk_status_counts(self) -> np.ndarray:
+        """(num_chunks, 3) crops per status (pending, done, failed) in each chunk."""
+        status = self.status().astype(np.int64)
+        chunk_of = np.arange(self.num_crops) // self.chunk_size
+        out = np.zeros((self.num_chunks, len(STATUS_NAMES)), dtype=np.int64)
+        np.add.at(out, (chunk_of, status), 1)
+        return out
+
+    def psnr_summary(self) -> dict[str, float | int]:
+        """PSNR statistics (dB) over the done crops: count, median, p5, p95, mean, min, max."""
+        psnr = np.asarray(self.read("crops/psnr"), dtype=np.float64)[self.status() == STATUS_DONE]
+        psnr = psnr[np.isfinite(psnr)]
+        if psnr.size == 0:
+            return {"count": 0}
+        return {
+            "count": int(psnr.size),
+            "median": float(np.median(psnr)),
+            "p5": float(np.percentile(psnr, 5)),
+            "p95": float(np.percentile(psnr, 95)),
+            "mean": float(psnr.mean()),
+            "min": float(psnr.min()),
+            "max": float(psnr.max()),
+        }
+
+    def failure_reasons(self) -> dict[str, int]:
+        """How many crops failed for each reason."""
+        status = self.status()
+        reasons = self.read("crops/reason")
+        counts: dict[str, int] = {}
+        for code, reason in zip(status, reasons):
+            if code == STATUS_FAILED:
+                counts[reason] = counts.get(reason, 0) + 1
+        return counts
+
+    def stats_members(self) -> list[str]:
+        """Paths of the arrays stage 2 wrote under stats/ (empty before it ran)."""
+        if STATS_GROUP not in self.group:
+            return []
+        stats = self.group[STATS_GROUP]
+        return sorted(f"{STATS_GROUP}/{name}" for name, member in stats.members(max_depth=None)
+                      if isinstance(member, zarr.Array))
+
+    # ------------------------------------------------------------------ writes
+    def write_chunk(self, index: int, values: Mapping[str, np.ndarray | Sequence[str]]) -> None:
+        """Write chunk `index` of every result array (RESULT_ARRAYS), status last.
+
+        One call owns the whole chunk: all result arrays must be given, each with exactly the chunk's crop
+        count, so concurrent tasks never touch the same chunk file and a retried task rewrites it whole.
+        """
+        missing = [p for p in RESULT_ARRAYS if p not in values]
+        extra = [p for p in values if p not in RESULT_ARRAYS]
+        if missing or extra:
+            raise ValueError(f"chunk write needs exactly {list(RESULT_ARRAYS)}; missing {missing}, unexpected {extra}")
+        start, stop = self.chunk_bounds(index)
+        prepared = {}
+        for path in RESULT_ARRAYS:
+            spec = _SPECS[path]
+            prepared[path] = _as_array(values[path], spec, (stop - start,) + self.config.tail_shape(spec), path)
+        for path in RESULT_ARRAYS:  # spec order: status last
+            self.group[path][start:stop] = prepared[path]
+
+    # ------------------------------------------------------------------ checks
+    def check_matches(self, config: StoreConfig, digest: str | None = None) -> None:
+        """Refuse (StoreMismatchError) when this store was made with another config or crop plan."""
+        mine, theirs = self.config.attrs(), config.attrs()
+        for key, hint in (("crop_size", "--crop"), ("reference_scale", "the reference scale"),
+                          ("lattice", "lattice (h_lr, w_lr, k)"), ("chunk_size", "--batch")):
+            if mine[key] != theirs[key]:
+                raise StoreMismatchError(
+                    f"store {self.path} was made with {key} {_fmt(mine[key])}, not {_fmt(theirs[key])}; "
+                    f"use the same {hint} to resume it, or a new --store"
+                )
+        if mine["fitting"] != theirs["fitting"]:
+            keys = sorted(set(mine["fitting"]) | set(theirs["fitting"]))
+            diff = [f"{k} {_fmt(mine['fitting'].get(k))} (asked {_fmt(theirs['fitting'].get(k))})"
+                    for k in keys if mine["fitting"].get(k) != theirs["fitting"].get(k)]
+            raise StoreMismatchError(
+                f"store {self.path} was fitted with other settings: {', '.join(diff)}; "
+                "use the same settings to resume it, or a new --store"
+            )
+        if digest is not None and self.attrs.get("plan_digest") != digest:
+            raise StoreMismatchError(
+                f"store {self.path} holds another crop plan (different images, crop layout or seed); "
+                "rerun with the same images and crop options to resume it, or use a new --store"
+            )
+
+
+def _fmt(value) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _as_array(value, spec: ArraySpec, shape: tuple[int, ...], path: str) -> np.ndarray:
+    if spec.dtype is STRING:
+        arr = np.asarray([str(v) for v in value], dtype=np.dtypes.StringDType())
+    else:
+        arr = np.asarray(value)
+        if arr.dtype.kind == "f" and np.dtype(spec.dtype).kind in "iu":
+            raise ValueError(f"{path} needs integers, got {arr.dtype}")
+        arr = arr.astype(spec.dtype)
+    if arr.shape != shape:
+        raise ValueError(f"{path} for this chunk must have shape {shape}, got {arr.shape}")
+    return arr
+
+
+def create_store(
+    path: str | Path,
+    config: StoreConfig,
+    sources: Sequence[str],
+    boxes: np.ndarray,
+    status: np.ndarray | None = None,
+    reasons: Sequence[str] | None = None,
+) -> PriorStore:
+    """Make a new store for a crop plan (sources and [top, left, height, width] boxes), all crops pending
+    unless `status`/`reasons` mark some failed already (files that could not be planned)."""
+    if store_exists(path):
+        raise FileExistsError(f"{path} already exists; open it to resume, or choose a new --store path")
+    count = len(sources)
+    if count == 0:
+        raise ValueError("a prior store needs at least one crop; the crop plan is empty")
+    boxes = np.asarray(boxes, dtype=np.int32).reshape(count, 4)
+    status = np.full(count, STATUS_PENDING, np.int8) if status is None else np.asarray(status, np.int8)
+    reasons = [""] * count if reasons is None else [str(r) for r in reasons]
+    if status.shape != (count,) or len(reasons) != count:
+        raise ValueError(f"status and reasons must hold one entry per crop ({count})")
+    group = zarr.open_group(str(path), mode="w-")
+    for spec in ARRAYS:
+        tail = config.tail_shape(spec)
+        group.create_array(
+            spec.path, shape=(count,) + tail, chunks=(config.chunk_size,) + tail, dtype=spec.dtype,
+            fill_value=spec.fill,
+        )
+    group["crops/source"][:] = np.asarray(list(sources), dtype=np.dtypes.StringDType())
+    group["crops/box"][:] = boxes
+    group["crops/reason"][:] = np.asarray(reasons, dtype=np.dtypes.StringDType())
+    group["crops/status"][:] = status
+    # attrs last: a store without schema_version is an interrupted creation and is refused on open
+    group.attrs.update({
+        "schema_version": SCHEMA_VERSION,
+        **config.attrs(),
+        "plan_digest": plan_digest(list(sources), boxes),
+        "package_version": package_version(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    })
+    return PriorStore(path, group)
+
+
+def open_store(path: str | Path, mode: str = "r") -> PriorStore:
+    """Open and validate a store (mode "r" or "r+"); clear errors for missing, foreign or newer stores."""
+    if mode not in ("r", "r+"):
+        raise ValueError(f"mode must be 'r' or 'r+', got {mode!r}")
+    if not store_exists(path):
+        raise FileNotFoundError(f"prior store not found: {path}")
+    try:
+        group = zarr.open_group(str(path), mode=mode)
+    except Exception as err:  # zarr raises several types for foreign folders
+        raise StoreError(f"{path} is not a Zarr v3 prior store ({type(err).__name__}: {err})") from None
+    problems = validate_group(group)
+    if problems:
+        raise StoreError(f"{path} is not a valid prior store: {problems[0]}")
+    return PriorStore(path, group)
+
+
+def open_or_create(
+    path: str | Path,
+    config: StoreConfig,
+    sources: Sequence[str],
+    boxes: np.ndarray,
+    status: np.ndarray | None = None,
+    reasons: Sequence[str] | None = None,
+) -> tuple[PriorStore, bool]:
+    """(store, created): open an existing store made with the same config and plan, or create it."""
+    if store_exists(path):
+        store = open_store(path, mode="r+")
+        store.check_matches(config, plan_digest(list(sources), np.asarray(boxes, dtype=np.int32)))
+        return store, False
+    return create_store(path, config, sources, boxes, status, reasons), True
+
+
+def validate_group(group: zarr.Group) -> list[str]:
+    """Everything wrong with a group as a prior store, most fundamental first (empty when valid)."""
+    attrs = dict(group.attrs)
+    version = attrs.get("schema_version")
+    if version is None:
+        return ["no schema_version attribute (not a pixel2gauss prior store, or its creation was interrupted)"]
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        return [f"it was written by a newer pixel2gauss (schema {version}; this version reads up to "
+                f"{SCHEMA_VERSION}); upgrade pixel2gauss to read it"]
+    problems = []
+    for key in ("crop_size", "reference_scale", "k", "lattice", "chunk_size", "fitting"):
+        if key not in attrs:
+            problems.append(f"root attribute {key!r} is missing")
+    if problems:
+        return problems
+    try:
+        config = StoreConfig.from_attrs(attrs)
+    except (ValueError, TypeError, KeyError) as err:
+        return [f"root attributes are inconsistent: {err}"]
+    if list(attrs["lattice"]) != list(config.lattice):
+        problems.append(f"lattice {attrs['lattice']} does not match crop_size/reference_scale/k "
+                        f"({list(config.lattice)})")
+    count = None
+    for spec in ARRAYS:
+        if spec.path not in group:
+            problems.append(f"array {spec.path} is missing")
+            continue
+        arr = group[spec.path]
+        if not isinstance(arr, zarr.Array):
+            problems.append(f"{spec.path} is not an array")
+            continue
+        count = arr.shape[0] if count is None else count
+        want = (count,) + config.tail_shape(spec)
+        if arr.shape != want:
+            problems.append(f"{spec.path} has shape {arr.shape}, expected {want}")
+        elif arr.chunks[0] != config.chunk_size:
+            problems.append(f"{spec.path} is chunked by {arr.chunks[0]} crops, expected {config.chunk_size}")
+    return problems
+
+
+__all__ = [
+    "PLAN_ARRAYS",
+    "RESULT_ARRAYS",
+    "PriorStore",
+    "StoreError",
+    "StoreMismatchError",
+    "create_store",
+    "open_or_create",
+    "open_store",
+    "plan_digest",
+    "store_exists",
+    "validate_group",
+]

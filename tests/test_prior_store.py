@@ -1,0 +1,188 @@
+"""The prior store: layout readable by plain zarr and dask, whole-chunk writes, status counts, refusals."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+
+from prior_store import (
+    SCHEMA_VERSION,
+    STATUS_DONE,
+    STATUS_FAILED,
+    STATUS_PENDING,
+    StoreConfig,
+    StoreError,
+    StoreMismatchError,
+    create_store,
+    describe_store,
+    open_or_create,
+    open_store,
+)
+from prior_store.store import RESULT_ARRAYS
+
+FITTING = {"steps": 10, "lr": 0.01, "loss": "l2", "seed": 0}
+
+
+def plan(count: int = 5):
+    sources = [f"photos/img{i // 2}.png" for i in range(count)]
+    boxes = np.array([[8 * i, 0, 32, 32] for i in range(count)], dtype=np.int32)
+    return sources, boxes
+
+
+def chunk_values(store, index: int, status: int = STATUS_DONE, seed: int = 0) -> dict:
+    start, stop = store.chunk_bounds(index)
+    n, g = stop - start, store.config.num_gaussians
+    rng = np.random.default_rng(seed + index)
+    return {
+        "field/means": rng.random((n, g, 2), dtype=np.float32),
+        "field/chol": rng.random((n, g, 3), dtype=np.float32) + 0.1,
+        "field/colors": rng.random((n, g, 3), dtype=np.float32),
+        "crops/content_hash": [f"hash{start + i}" for i in range(n)],
+        "crops/reason": [""] * n,
+        "crops/psnr": np.linspace(30, 31, n, dtype=np.float32),
+        "crops/iterations": np.full(n, 10, np.int32),
+        "crops/status": np.full(n, status, np.int8),
+    }
+
+
+@pytest.fixture
+def config() -> StoreConfig:
+    return StoreConfig(crop_size=32, chunk_size=2, fitting=FITTING)
+
+
+def test_layout_matches_schema_and_is_readable_with_plain_zarr_and_dask(tmp_path, config):
+    sources, boxes = plan(5)
+    store = create_store(tmp_path / "p.zarr", config, sources, boxes)
+    assert (store.num_crops, store.num_chunks) == (5, 3)
+    assert store.chunk_bounds(2) == (4, 5)
+    for index in range(store.num_chunks):
+        store.write_chunk(index, chunk_values(store, index))
+
+    root = zarr.open_group(str(tmp_path / "p.zarr"), mode="r")
+    attrs = dict(root.attrs)
+    assert attrs["schema_version"] == SCHEMA_VERSION
+    assert (attrs["crop_size"], attrs["reference_scale"], attrs["k"]) == (32, 4, 2)
+    assert attrs["lattice"] == [8, 8, 2]
+    assert attrs["fitting"] == FITTING
+    assert attrs["package_version"] and attrs["created"]
+    assert root["field/chol"].shape == (5, 8 * 8 * 4, 3)
+    assert root["field/chol"].chunks == (2, 256, 3)
+    assert root["crops/box"].dtype == np.int32 and root["crops/status"].dtype == np.int8
+    assert list(root["crops/source"][:]) == sources
+    np.testing.assert_array_equal(root["crops/box"][:], boxes)
+
+    chol = da.from_zarr(str(tmp_path / "p.zarr"), component="field/chol")
+    assert chol.chunks[0] == (2, 2, 1)
+    expected = np.concatenate([chunk_values(store, i)["field/chol"] for i in range(3)])
+    np.testing.assert_array_equal(chol.compute(), expected)
+
+
+def test_status_counts_and_psnr_summary(tmp_path, config):
+    sources, boxes = plan(5)
+    status = np.array([0, 0, 0, 0, STATUS_FAILED], np.int8)
+    reasons = ["", "", "", "", "image 16x16 is smaller than the 32 px crop"]
+    store = create_store(tmp_path / "p.zarr", config, sources, boxes, status, reasons)
+    assert store.status_counts() == {"pending": 4, "done": 0, "failed": 1}
+    store.write_chunk(1, chunk_values(store, 1))
+    store = open_store(tmp_path / "p.zarr")
+    assert store.status_counts() == {"pending": 2, "done": 2, "failed": 1}
+    np.testing.assert_array_equal(store.chunk_status_counts(), [[2, 0, 0], [0, 2, 0], [0, 0, 1]])
+    summary = store.psnr_summary()
+    assert summary["count"] == 2 and summary["median"] == pytest.approx(30.5)
+    assert store.failure_reasons() == {reasons[-1]: 1}
+    info = describe_store(tmp_path / "p.zarr")
+    assert info["status"] == {"pending": 2, "done": 2, "failed": 1}
+    assert info["chunks"] == {"total": 3, "finished": 1, "with_pending": 1, "with_failed": 1}
+    assert info["statistics"] == [] and info["dictionary"] == []
+
+
+def test_chunk_write_is_whole_chunk_and_round_trips(tmp_path, config):
+    store = create_store(tmp_path / "p.zarr", config, *plan(5))
+    values = chunk_values(store, 0)
+    store.write_chunk(0, values)
+    back = open_store(tmp_path / "p.zarr").read_chunk(0)
+    for path in RESULT_ARRAYS:
+        if isinstance(values[path], list):
+            assert back[path] == values[path]
+        else:
+            np.testing.assert_array_equal(back[path], values[path])
+    assert back["crops/source"] == ["photos/img0.png", "photos/img0.png"]
+    # untouched chunks keep their fill values
+    assert np.isnan(store.read("crops/psnr", 2, 4)).all()
+
+    with pytest.raises(ValueError, match="shape"):
+        store.write_chunk(2, chunk_values(store, 1))  # two crops for a one-crop chunk
+    partial = chunk_values(store, 0)
+    del partial["crops/status"]
+    with pytest.raises(ValueError, match="missing"):
+        store.write_chunk(0, partial)
+    with pytest.raises(IndexError):
+        store.write_chunk(3, chunk_values(store, 0))
+
+
+def test_reopening_with_another_config_or_plan_is_refused(tmp_path, config):
+    sources, boxes = plan(5)
+    path = tmp_path / "p.zarr"
+    store, created = open_or_create(path, config, sources, boxes)
+    assert created
+    store.write_chunk(0, chunk_values(store, 0))
+    again, created = open_or_create(path, config, sources, boxes)
+    assert not created and again.status_counts()["done"] == 2
+
+    with pytest.raises(StoreMismatchError, match="crop_size 32, not 64"):
+        open_or_create(path, StoreConfig(crop_size=64, chunk_size=2, fitting=FITTING), sources, boxes)
+    with pytest.raises(StoreMismatchError, match="reference_scale 4, not 2"):
+        open_or_create(path, StoreConfig(crop_size=32, chunk_size=2, reference_scale=2, fitting=FITTING),
+                       sources, boxes)
+    with pytest.raises(StoreMismatchError, match="lattice"):
+        open_or_create(path, StoreConfig(crop_size=32, chunk_size=2, k=3, fitting=FITTING), sources, boxes)
+    with pytest.raises(StoreMismatchError, match="steps 10"):
+        open_or_create(path, StoreConfig(crop_size=32, chunk_size=2, fitting={**FITTING, "steps": 20}),
+                       sources, boxes)
+    with pytest.raises(StoreMismatchError, match="another crop plan"):
+        open_or_create(path, config, sources[::-1], boxes)
+    # the refusals changed nothing
+    assert open_store(path).status_counts() == {"pending": 3, "done": 2, "failed": 0}
+
+
+def test_newer_schema_and_foreign_folders_are_refused(tmp_path, config):
+    path = tmp_path / "p.zarr"
+    create_store(path, config, *plan(3))
+    zarr.open_group(str(path), mode="r+").attrs["schema_version"] = SCHEMA_VERSION + 1
+    with pytest.raises(StoreError, match="newer pixel2gauss"):
+        open_store(path)
+
+    with pytest.raises(FileNotFoundError, match="not found"):
+        open_store(tmp_path / "missing.zarr")
+    other = zarr.open_group(str(tmp_path / "other.zarr"), mode="w")
+    other.create_array("x", shape=(3,), dtype="f4")
+    with pytest.raises(StoreError, match="no schema_version"):
+        open_store(tmp_path / "other.zarr")
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "notes.txt").write_text("hello")
+    with pytest.raises(StoreError, match="not"):
+        open_store(tmp_path / "plain")
+
+
+def test_damaged_layout_is_named(tmp_path, config):
+    path = tmp_path / "p.zarr"
+    create_store(path, config, *plan(3))
+    root = zarr.open_group(str(path), mode="r+")
+    del root["field/colors"]
+    with pytest.raises(StoreError, match="field/colors is missing"):
+        open_store(path)
+
+
+def test_create_refuses_existing_path_and_bad_config(tmp_path, config):
+    path = tmp_path / "p.zarr"
+    create_store(path, config, *plan(3))
+    with pytest.raises(FileExistsError, match="already exists"):
+        create_store(path, config, *plan(3))
+    with pytest.raises(ValueError, match="not a multiple of the reference scale"):
+        StoreConfig(crop_size=30, chunk_size=2)
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+        StoreConfig(crop_size=32, chunk_size=0)
+    with pytest.raises(ValueError, match="empty"):
+        create_store(tmp_path / "empty.zarr", config, [], np.zeros((0, 4)))
