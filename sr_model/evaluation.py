@@ -1,0 +1,272 @@
+"""Evaluation as the SR literature reports it: HR folder in, LR by MATLAB bicubic, PSNR/SSIM per protocol.
+
+For every HR image and scale s:
+1. the HR image is mod-cropped (top-left kept) so the LR size is whole: h = floor(H / s), and the HR crop is
+   round(h * s) rows (for integer s simply H - H mod s; likewise for the width);
+2. LR = MATLAB bicubic downscale by 1/s to (h, w) (`sr_model.imresize`), clipped and rounded to 8 bits as
+   the benchmark LR files are;
+3. the model encodes that LR once and renders the field at the HR crop size (both timed); the bicubic
+   baseline upscales the same LR with MATLAB bicubic by s to the same size (timed as its "render");
+4. SR and HR are rounded to 8 bits (BasicSR's `tensor2img`; 16-bit HR files are compared at 8 bits) and
+   scored with BasicSR's PSNR/SSIM (`sr_model.metrics`): protocol 'benchmark' = Y channel, shave s;
+   'div2k' = RGB, shave s + 6 (ceil(s) for non-integer s).
+Scores are averaged per image (mean of per-image PSNRs), as the literature does.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable, Iterable, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from gaussian_field import GaussianField, render
+from gaussian_field.image_io import ImageReadError, read_image
+from sr_model.datasets import NoImagesError, SkippedImageWarning, find_images, to_8bit_levels
+from sr_model.imresize import imresize
+from sr_model.metrics import protocol_settings, psnr, ssim
+
+BICUBIC = "bicubic"
+
+
+class EncodesFields(Protocol):
+    """What eval needs of a model: LR (1, 3, h, w) in [0, 1] -> GaussianField."""
+
+    def encode(self, lr: torch.Tensor) -> GaussianField: ...
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    """One (image, scale, method) result; times in milliseconds (encode is empty for bicubic)."""
+
+    image: str
+    scale: float
+    method: str
+    hr_height: int
+    hr_width: int
+    lr_height: int
+    lr_width: int
+    psnr: float
+    ssim: float
+    encode_ms: float | None
+    render_ms: float
+
+
+def parse_scales(text: str) -> list[float]:
+    """'2,3,4,6' -> [2.0, 3.0, 4.0, 6.0]; each a positive number, at least 1."""
+    scales = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise ValueError(f"{part.strip()!r} in --scales {text!r} is not a number; use e.g. 2,3,4") from None
+        if not (math.isfinite(value) and value >= 1):
+            raise ValueError(f"scale {part.strip()!r} must be a finite number >= 1 (an upscale factor)")
+        scales.append(value)
+    return scales
+
+
+def lr_geometry(hr_size: Sequence[int], scale: float) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((h, w) of the LR, (H', W') of the mod-cropped HR) for an HR image of hr_size at `scale`."""
+    lr = tuple(int(math.floor(n / scale + 1e-9)) for n in hr_size)
+    if min(lr) < 1:
+        raise ValueError(f"an image of {hr_size[0]}x{hr_size[1]} px is too small for x{scale:g}")
+    return lr, tuple(int(round(n * scale)) for n in lr)
+
+
+def make_lr(hr: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """(mod-cropped HR, 8-bit-level LR), both float64 (H, W, 3) in [0, 1]."""
+    (h, w), (crop_h, crop_w) = lr_geometry(hr.shape[:2], scale)
+    hr = np.asarray(hr, dtype=np.float64)[:crop_h, :crop_w]
+    lr = imresize(torch.from_numpy(hr).permute(2, 0, 1), scale=1 / scale, size=(h, w))
+    return hr, to_8bit_levels(lr).permute(1, 2, 0).numpy()
+
+
+def bicubic_upscale(lr: np.ndarray, scale: float, size: tuple[int, int]) -> np.ndarray:
+    """The bicubic baseline: MATLAB bicubic upscale of the LR by `scale` to `size`, float64 (H, W, 3)."""
+    out = imresize(torch.from_numpy(np.asarray(lr, dtype=np.float64)).permute(2, 0, 1), scale=scale, size=size)
+    return out.permute(1, 2, 0).numpy()
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Clip to [0, 1] and round to 8 bits, as BasicSR's tensor2img does before scoring."""
+    return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def model_upscale(model: EncodesFields, lr: np.ndarray, size: tuple[int, int], device) -> tuple[np.ndarray, float, float]:
+    """(SR (H, W, 3), encode seconds, render seconds): one encode, one render at `size`."""
+    device = torch.device(device)
+    lr_t = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32)).permute(2, 0, 1)[None].to(device)
+    with torch.inference_mode():
+        _sync(device)
+        start = time.perf_counter()
+        field = model.encode(lr_t)
+        _sync(device)
+        encoded = time.perf_counter()
+        sr = render(field, size=size)
+        _sync(device)
+        rendered = time.perf_counter()
+    if tuple(sr.shape) != (1, 3, *size):
+        raise ValueError(f"the model rendered {tuple(sr.shape)}, expected (1, 3, {size[0]}, {size[1]})")
+    return sr[0].permute(1, 2, 0).double().cpu().numpy(), encoded - start, rendered - encoded
+
+
+def _score(hr8: np.ndarray, sr: np.ndarray, protocol: str, scale: float) -> tuple[float, float]:
+    border, y_channel = protocol_settings(protocol, scale)
+    sr8 = to_uint8(sr)
+    return psnr(hr8, sr8, border, y_channel), ssim(hr8, sr8, border, y_channel)
+
+
+def evaluate(
+    sources: Sequence[str | os.PathLike],
+    scales: Sequence[float],
+    protocol: str = "benchmark",
+    model: EncodesFields | None = None,
+    device: str | torch.device = "cpu",
+    progress: Callable[[Iterable], Iterable] | None = None,
+) -> list[EvalRow]:
+    """Score the bicubic baseline and, if given, the model on every image and scale (see module doc)."""
+    protocol_settings(protocol, 2.0)  # unknown protocol: fail before any work
+    if not scales:
+        raise ValueError("no scale to evaluate; give e.g. --scales 2,3,4")
+    paths = find_images(sources)
+    if model is not None and hasattr(model, "eval"):
+        model.eval()
+    rows: list[EvalRow] = []
+    skipped = 0
+    for path in progress(paths) if progress else paths:
+        try:
+            hr_full = read_image(path)
+        except ImageReadError as err:
+            warnings.warn(f"skipping unreadable image {path}: {err}", SkippedImageWarning, stacklevel=2)
+            skipped += 1
+            continue
+        for scale in scales:
+            try:
+                hr, lr = make_lr(hr_full, scale)
+            except ValueError as err:
+                raise ValueError(f"{path}: {err}") from None
+            hr8 = to_uint8(hr)
+            geometry = dict(image=str(path), scale=scale, hr_height=hr.shape[0], hr_width=hr.shape[1],
+                            lr_height=lr.shape[0], lr_width=lr.shape[1])
+            start = time.perf_counter()
+            sr = bicubic_upscale(lr, scale, hr.shape[:2])
+            seconds = time.perf_counter() - start
+            rows.append(EvalRow(method=BICUBIC, **geometry, **_scores(hr8, sr, protocol, scale, path),
+                                encode_ms=None, render_ms=seconds * 1e3))
+            if model is not None:
+                sr, encode_s, render_s = model_upscale(model, lr, hr.shape[:2], device)
+                rows.append(EvalRow(method="model", **geometry, **_scores(hr8, sr, protocol, scale, path),
+                                    encode_ms=encode_s * 1e3, render_ms=render_s * 1e3))
+    if not rows:
+        raise NoImagesError(f"none of the {len(paths)} image(s) could be read ({skipped} unreadable)")
+    return rows
+
+
+def _scores(hr8, sr, protocol, scale, path) -> dict[str, float]:
+    try:
+        value_psnr, value_ssim = _score(hr8, sr, protocol, scale)
+    except ValueError as err:
+        raise ValueError(f"{path} at x{scale:g}: {err}") from None
+    return {"psnr": value_psnr, "ssim": value_ssim}
+
+
+def load_eval_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> EncodesFields | None:
+    """None for 'bicubic' (baseline only), else the model of a checkpoint file."""
+    if str(checkpoint) == BICUBIC:
+        return None
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path} (or use --checkpoint bicubic for the baseline alone)")
+    try:
+        from sr_model.checkpoint import load_model
+    except ImportError as err:
+        raise ValueError(f"cannot load model checkpoints in this installation ({err})") from None
+    return load_model(path, device)
+
+
+def write_csv(rows: Sequence[EvalRow], path: str | os.PathLike) -> Path:
+    """Per-image results, one row per (image, scale, method)."""
+    path = Path(path)
+    names = [f.name for f in fields(EvalRow)]
+    tmp = path.with_name(f".{path.name}.partial")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=names)
+        writer.writeheader()
+        for row in rows:
+            record = asdict(row)
+            for key in ("psnr", "ssim", "encode_ms", "render_ms"):
+                if record[key] is not None:
+                    record[key] = f"{record[key]:.6f}"
+            record["scale"] = f"{row.scale:g}"
+            writer.writerow(record)
+    os.replace(tmp, path)
+    return path
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def summarize(rows: Sequence[EvalRow]) -> list[dict]:
+    """Per (scale, method): image count and mean PSNR, SSIM, encode ms, render ms; in scale order."""
+    groups: dict[tuple[float, str], list[EvalRow]] = {}
+    for row in rows:
+        groups.setdefault((row.scale, row.method), []).append(row)
+    return [
+        {"scale": scale, "method": method, "images": len(group), "psnr": _mean(r.psnr for r in group),
+         "ssim": _mean(r.ssim for r in group), "encode_ms": _mean(r.encode_ms for r in group),
+         "render_ms": _mean(r.render_ms for r in group)}
+        for (scale, method), group in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1] != BICUBIC))
+    ]
+
+
+def summary_markdown(rows: Sequence[EvalRow], protocol: str, title: str = "") -> str:
+    """The summary as a markdown table: bicubic and model side by side, one line per scale."""
+    border_rule = "Y channel, shave = scale" if protocol == "benchmark" else "RGB, shave = scale + 6"
+    by_scale: dict[float, dict[str, dict]] = {}
+    for entry in summarize(rows):
+        by_scale.setdefault(entry["scale"], {})[entry["method"]] = entry
+    has_model = any(row.method != BICUBIC for row in rows)
+    images = len({row.image for row in rows})
+    lines = [f"{title or 'Evaluation'}: protocol {protocol} ({border_rule}), {images} image(s), "
+             "LR by MATLAB bicubic (8-bit); PSNR in dB, times in ms (mean per image)", ""]
+    if has_model:
+        lines += ["| scale | bicubic PSNR | bicubic SSIM | model PSNR | model SSIM | PSNR gain | encode ms | render ms |",
+                  "|---|---|---|---|---|---|---|---|"]
+    else:
+        lines += ["| scale | bicubic PSNR | bicubic SSIM | bicubic ms |", "|---|---|---|---|"]
+    for scale, methods in by_scale.items():
+        base = methods[BICUBIC]
+        if has_model:
+            model = methods["model"]
+            lines.append(f"| x{scale:g} | {base['psnr']:.3f} | {base['ssim']:.4f} | {model['psnr']:.3f} | "
+                         f"{model['ssim']:.4f} | {model['psnr'] - base['psnr']:+.3f} | {model['encode_ms']:.1f} | "
+                         f"{model['render_ms']:.1f} |")
+        else:
+            lines.append(f"| x{scale:g} | {base['psnr']:.3f} | {base['ssim']:.4f} | {base['render_ms']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(rows: Sequence[EvalRow], out_dir: str | os.PathLike, protocol: str, title: str = "") -> list[Path]:
+    """per_image.csv and summary.md in out_dir (created)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = out_dir / "summary.md"
+    tmp = out_dir / ".summary.md.partial"
+    tmp.write_text(summary_markdown(rows, protocol, title))
+    os.replace(tmp, summary)
+    return [write_csv(rows, out_dir / "per_image.csv"), summary]
