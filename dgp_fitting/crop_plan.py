@@ -1,0 +1,147 @@
+"""The crop plan: which square crops of which images the prior job fits, decided once, deterministically.
+
+Files and folders are scanned recursively (folders contribute files with an image suffix; a file named
+explicitly is always taken, whatever its suffix). Only image headers are read here, so planning a large
+corpus is cheap; decoding happens in the workers. A file that cannot be planned (not an image, unreadable
+header, smaller than a crop) becomes one failed entry with the reason instead of stopping the job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from gaussian_field.image_io import IMAGE_SUFFIXES, ImageReadError, read_image
+from prior_store import STATUS_FAILED, STATUS_PENDING
+
+
+@dataclass
+class CropPlan:
+    """Crops in store order: source path, box [top, left, height, width], and a status/reason for files
+    already known to be unusable (status failed), else pending."""
+
+    sources: list[str]
+    boxes: np.ndarray
+    status: np.ndarray
+    reasons: list[str]
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    @property
+    def num_images(self) -> int:
+        return len(set(self.sources))
+
+    @property
+    def num_failed(self) -> int:
+        return int((self.status == STATUS_FAILED).sum())
+
+
+def scan_images(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """Image files under `paths` (files as given, folders recursively by suffix), sorted, no duplicates."""
+    found: set[str] = set()
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                for name in files:
+                    if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                        found.add(str(Path(root) / name))
+        elif path.exists():
+            found.add(str(path))
+        else:
+            raise FileNotFoundError(f"image path not found: {path}")
+    return sorted(found)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) from the header when Pillow knows the format, else by decoding the whole file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            return int(height), int(width)
+    except UnidentifiedImageError:
+        pass  # maybe a format only OpenCV reads: let read_image decide, with its reason
+    except OSError as err:
+        raise ImageReadError(f"{path}: unreadable image ({err})") from None
+    return tuple(read_image(path).shape[:2])  # type: ignore[return-value]
+
+
+def _image_seed(seed: int, source: str) -> np.random.Generator:
+    digest = hashlib.sha256(f"{seed}\0{source}".encode("utf-8")).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def crop_boxes(
+    height: int, width: int, crop: int, stride: int | None = None, count: int | None = None,
+    rng: np.random.Generator | None = None,
+) -> list[tuple[int, int, int, int]]:
+    """Boxes of one image: a grid with `stride` (default: the crop, non-overlapping), or `count` random ones."""
+    if height < crop or width < crop:
+        return []
+    if count is not None:
+        rng = rng if rng is not None else np.random.default_rng(0)
+        tops = rng.integers(0, height - crop + 1, size=count)
+        lefts = rng.integers(0, width - crop + 1, size=count)
+        return [(int(t), int(l), crop, crop) for t, l in zip(tops, lefts)]
+    step = stride or crop
+    return [(t, l, crop, crop) for t in range(0, height - crop + 1, step) for l in range(0, width - crop + 1, step)]
+
+
+def plan_crops(
+    paths: Sequence[str | os.PathLike],
+    crop: int,
+    stride: int | None = None,
+    crops_per_image: int | None = None,
+    seed: int = 0,
+) -> CropPlan:
+    """The deterministic crop list for a corpus: same inputs, same plan (order, boxes), on any machine."""
+    if crop <= 0:
+        raise ValueError(f"crop size must be positive, got {crop}")
+    if stride is not None and crops_per_image is not None:
+        raise ValueError("give either --stride or --crops-per-image, not both")
+    if stride is not None and stride <= 0:
+        raise ValueError(f"stride must be positive, got {stride}")
+    if crops_per_image is not None and crops_per_image <= 0:
+        raise ValueError(f"crops per image must be positive, got {crops_per_image}")
+    files = scan_images(paths)
+    if not files:
+        raise ValueError(f"no image files found in {', '.join(str(p) for p in paths)} "
+                         f"(looked for {', '.join(IMAGE_SUFFIXES)})")
+    sources: list[str] = []
+    boxes: list[tuple[int, int, int, int]] = []
+    status: list[int] = []
+    reasons: list[str] = []
+
+    def add(source: str, box, code: int, reason: str = "") -> None:
+        sources.append(source)
+        boxes.append(box)
+        status.append(code)
+        reasons.append(reason)
+
+    for source in files:
+        try:
+            height, width = image_size(source)
+        except (ImageReadError, OSError) as err:
+            add(source, (0, 0, 0, 0), STATUS_FAILED, _short(err))
+            continue
+        rng = _image_seed(seed, source) if crops_per_image is not None else None
+        found = crop_boxes(height, width, crop, stride, crops_per_image, rng)
+        if not found:
+            add(source, (0, 0, height, width), STATUS_FAILED,
+                f"image {width}x{height} is smaller than the {crop} px crop")
+        for box in found:
+            add(source, box, STATUS_PENDING)
+    return CropPlan(sources, np.asarray(boxes, dtype=np.int32).reshape(-1, 4), np.asarray(status, np.int8), reasons)
+
+
+def _short(err: BaseException) -> str:
+    return (str(err).strip() or type(err).__name__).splitlines()[0]
