@@ -1,0 +1,120 @@
+"""`ContinuousSR`: LR image -> `GaussianField` (encode once) -> any scale or size (render).
+
+    lr (B, 3, h, w) --encoder--> (B, 64, 4h, 4w) --PixelUnshuffle(2)--> (B, 256, 2h, 2w): one feature per
+    Gaussian of the k = 2 lattice (N = 4hw). Then, per Gaussian n at lattice (r, c):
+      mean   = (c/2, r/2) + tanh offset          LR px, |offset| < 1 (or the base alone: positions="fixed")
+      chol   = mixed dictionary triplet / s_ref  LR px (official: para / 4)
+      colour = MLP(feature)                      no activation
+
+The field is in LR pixel units, so one encode serves every scale; `gaussian_field.render` does the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from gaussian_field import GaussianField, render
+from gaussian_field.lattice import base_positions
+from sr_model.dictionary import OFFICIAL_REFERENCE_SCALE, CovarianceDictionary, load_dictionary
+from sr_model.encoders import FEATURE_CHANNELS, build_encoder
+from sr_model.heads import ColorHead, DictionaryCovarianceHead, FreeCovarianceHead, OffsetHead
+from sr_model.presets import ConfigError, ModelConfig
+
+#: Gaussians per LR pixel along each axis (PixelUnshuffle(2) of the 4x features).
+LATTICE_K = 2
+GAUSSIAN_FEATURES = FEATURE_CHANNELS * LATTICE_K * LATTICE_K
+
+
+class ContinuousSR(nn.Module):
+    """Encoder + three heads. `encode(lr)` gives the field; `model(lr, scale=... | size=...)` renders it.
+
+    Buffers `dictionary` (K, 3) and `dictionary_scale` (the reference scale) are saved with the weights;
+    `dictionary_provenance` (a plain dict) says where the dictionary came from.
+    """
+
+    def __init__(self, config: ModelConfig, dictionary: CovarianceDictionary | None) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = build_encoder(config)
+        self.unshuffle = nn.PixelUnshuffle(LATTICE_K)
+        if config.uses_dictionary:
+            if dictionary is None:
+                raise ConfigError("covariance='dictionary' needs a dictionary (a .npy file, a prior store or "
+                                  "'official')")
+            self.covariance_head = DictionaryCovarianceHead(GAUSSIAN_FEATURES, config.cov_dim, config.cov_hidden)
+            self.register_buffer("dictionary", dictionary.kernels.clone().to(torch.float32))
+            scale, provenance = dictionary.reference_scale, dict(dictionary.provenance)
+        else:
+            self.covariance_head = FreeCovarianceHead(GAUSSIAN_FEATURES, config.cov_dim, config.cov_hidden)
+            self.register_buffer("dictionary", None)
+            scale, provenance = OFFICIAL_REFERENCE_SCALE, {"method": "none (free covariance ablation)"}
+        self.register_buffer("dictionary_scale", torch.tensor(float(scale), dtype=torch.float64))
+        self.dictionary_provenance = provenance
+        self.offset_head = (OffsetHead(GAUSSIAN_FEATURES, config.offset_hidden, config.offset_input == "leaky_relu")
+                            if config.positions == "drift" else None)
+        self.color_head = ColorHead(GAUSSIAN_FEATURES, config.color_hidden)
+
+    # ------------------------------------------------------------------ pieces
+    def features(self, lr: torch.Tensor) -> torch.Tensor:
+        """(B, 256, 2h, 2w): one feature column per Gaussian."""
+        return self.unshuffle(self.encoder(self._check_input(lr)))
+
+    def gaussians(self, lr: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The heads' raw outputs, (B, N, .) each: `offset` (tanh, LR px), `mixed` (dictionary units), `color`."""
+        feat = self.features(lr)
+        out = {"color": self.color_head(feat), "mixed": self.covariance_head(feat, self.dictionary)}
+        if self.offset_head is not None:
+            out["offset"] = self.offset_head(feat)
+        else:
+            out["offset"] = torch.zeros_like(out["color"][..., :2])
+        return out
+
+    # ------------------------------------------------------------------ the API
+    def encode(self, lr: torch.Tensor) -> GaussianField:
+        """LR image (B, 3, h, w) in [0, 1] -> field in LR px units (k = 2, N = 4hw Gaussians per image).
+
+        Built without the field's strict check: as upstream, a mix that lands exactly on a zero diagonal
+        gives det = 0 and the renderer drops that Gaussian.
+        """
+        h, w = lr.shape[-2:]
+        parts = self.gaussians(lr)
+        base = base_positions(h, w, LATTICE_K, dtype=parts["offset"].dtype, device=parts["offset"].device)
+        chol = parts["mixed"] / self.dictionary_scale.to(parts["mixed"].dtype)
+        return GaussianField(base + parts["offset"], chol, parts["color"], h, w, LATTICE_K, validate=False)
+
+    def forward(self, lr: torch.Tensor, scale: float | Sequence[float] | None = None,
+                size: Sequence[int] | None = None, backend: str = "auto") -> torch.Tensor:
+        """Encode and render at `scale` (s or (s_h, s_w)) or to `size` (H, W): (B, 3, H, W), unclamped."""
+        return render(self.encode(lr), size=size, scale=scale, backend=backend)
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def reference_scale(self) -> float:
+        return float(self.dictionary_scale)
+
+    def _check_input(self, lr: torch.Tensor) -> torch.Tensor:
+        if not isinstance(lr, torch.Tensor) or lr.dim() != 4 or lr.shape[1] != 3:
+            shape = tuple(lr.shape) if isinstance(lr, torch.Tensor) else type(lr).__name__
+            raise ValueError(f"the model takes an RGB batch (B, 3, h, w) in [0, 1], got {shape}")
+        if min(lr.shape) == 0:
+            raise ValueError(f"empty input image batch {tuple(lr.shape)}")
+        if not lr.is_floating_point():
+            raise ValueError(f"input must be a float tensor in [0, 1], got {lr.dtype}")
+        param = self.color_head.mlp.layers[0].weight
+        lr = lr.to(device=param.device, dtype=param.dtype)
+        if not bool(torch.isfinite(lr).all()):
+            raise ValueError("input image contains NaN or inf values")
+        return lr
+
+
+def build_model(config: ModelConfig, dictionary: CovarianceDictionary | str | None = None) -> ContinuousSR:
+    """A fresh model; `dictionary` is a loaded dictionary or a source for `load_dictionary` ("official", a
+    .npy file, a prior store). The free-covariance ablation needs none."""
+    if isinstance(dictionary, (str, bytes)) or hasattr(dictionary, "__fspath__"):
+        dictionary = load_dictionary(dictionary)
+    if not config.uses_dictionary:
+        dictionary = None
+    return ContinuousSR(config, dictionary)
