@@ -7,7 +7,7 @@ DEMO ?= demo_out
 STAMP := $(VENV)/.installed
 PYTEST_FLAGS ?= -q
 
-.PHONY: install test test-slow test-all demo bench clean
+.PHONY: install test test-slow test-all demo bench clean data
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ test-all: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m workflows.demo_assets --out $(DEMO)
 	$(P2G) render $(DEMO)/astronaut_field.npz --scale 2 --scale 3.7 --scale 8 --out $(DEMO)/renders
+
+# A larger local corpus: photographs from Debian wallpaper packages (network: apt-get download) -> data/wallpapers
+data: $(STAMP)
+	$(PY) -m workflows.make_corpus --out data
 
 bench: $(STAMP)
 	$(PY) benchmarks/render_reference.py

@@ -170,3 +170,67 @@ def test_augment_gives_the_eight_symmetries(photo):
 def test_bad_settings(photo_dir, kwargs, message):
     with pytest.raises(ValueError, match=message):
         _dataset(photo_dir, **kwargs)
+
+
+# ---------------------------------------------------------------- `make data` (offline: apt-get is faked)
+def _fake_package(root: Path, photo) -> Path:
+    """An unpacked package: two photos, one excluded drawing, a Plasma-style folder of two sizes, a copyright."""
+    backgrounds = root / "usr/share/backgrounds"
+    backgrounds.mkdir(parents=True)
+    write_image(backgrounds / "bridge.jpg", photo("rocket", size=40))
+    write_image(backgrounds / "bird.jpg", photo("chelsea", size=40))
+    write_image(backgrounds / "gradient.jpg", photo("coffee", size=40))
+    images = root / "usr/share/wallpapers/Lake/contents/images"
+    images.mkdir(parents=True)
+    write_image(images / "40x20.png", photo("astronaut", size=40)[:20])
+    write_image(images / "40x40.png", photo("astronaut", size=40))
+    doc = root / "usr/share/doc/fake-wallpapers"
+    doc.mkdir(parents=True)
+    (doc / "copyright").write_text("CC-BY-SA")
+    return root
+
+
+def test_make_corpus_selects_photos_and_splits_stably(tmp_path, photo, monkeypatch):
+    from workflows import make_corpus
+
+    unpacked = _fake_package(tmp_path / "unpacked", photo)
+    source = make_corpus.PhotoSource(
+        "fake-wallpapers", ("usr/share/backgrounds/*.jpg", "usr/share/wallpapers/Lake/contents/images/*"),
+        ("*/gradient.jpg",),
+    )
+    picked = make_corpus.select_photos(unpacked, source)
+    assert [p.name for p in picked] == ["bird.jpg", "bridge.jpg", "40x40.png"]  # largest rendition only
+
+    monkeypatch.setattr(make_corpus, "download", lambda package, debs: debs / f"{package}_1.0_all.deb")
+    monkeypatch.setattr(make_corpus, "unpack", lambda deb, into: unpacked)
+    out = tmp_path / "data"
+    rows = make_corpus.build_corpus(out, sources=(source,), val_fraction=0.5)
+    files = sorted(r["file"].split("/", 1)[1] for r in rows)
+    assert files == ["fake-wallpapers__Lake.png", "fake-wallpapers__bird.jpg", "fake-wallpapers__bridge.jpg"]
+    for row in rows:
+        assert (out / "wallpapers" / row["file"]).is_file()
+        assert row["file"].split("/")[0] == make_corpus.split_of(row["file"].split("/", 1)[1], 0.5)
+    assert (out / "wallpapers/licenses/fake-wallpapers.copyright").read_text() == "CC-BY-SA"
+    assert len((out / "wallpapers/manifest.tsv").read_text().splitlines()) == 4
+    data = SRTrainDataset([out / "wallpapers"], patch=4, scale_range=(2.0, 4.0))  # the corpus is usable
+    assert len(data) == 3
+
+
+def test_make_corpus_without_packages_is_a_clear_error(tmp_path, monkeypatch):
+    from workflows import make_corpus
+
+    def unavailable(package, debs):
+        raise make_corpus.CorpusError(f"apt-get download {package} failed; run `apt-get update` and retry")
+
+    monkeypatch.setattr(make_corpus, "download", unavailable)
+    assert make_corpus.main(["--out", str(tmp_path / "data")]) == 2
+    assert not (tmp_path / "data" / "wallpapers").exists()
+
+
+def test_split_is_a_stable_fraction():
+    from workflows.make_corpus import split_of
+
+    names = [f"pkg__photo{i}.jpg" for i in range(2000)]
+    val = [n for n in names if split_of(n, 0.15) == "val"]
+    assert 0.12 < len(val) / len(names) < 0.18
+    assert val == [n for n in names if split_of(n, 0.15) == "val"]
