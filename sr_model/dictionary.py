@@ -112,8 +112,11 @@ def load_dictionary(source: str | Path, reference_scale: float | None = None) ->
 
 
 def _from_store(path: Path, reference_scale: float | None) -> CovarianceDictionary:
-    from prior_store.dictionary import read_dictionary  # stage 2's reader; imported only when a store is named
-
+    try:  # stage 2's reader, imported only when a store is named
+        from prior_store.dictionary import read_dictionary
+    except ImportError:
+        raise DictionaryError(f"{path} is a folder, but this installation cannot read dictionaries from a prior "
+                              f"store (prior_store.dictionary is missing); export it to .npy") from None
     kernels, provenance = read_dictionary(path)
     kernels = check_kernels(kernels, str(path))
     scale = _check_scale(float(provenance["reference_scale"]), str(path))

@@ -41,9 +41,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from workflows import eval_cmd, render_cmd
+    from workflows import eval_cmd, import_official_cmd, render_cmd
 
-    for module in (render_cmd, eval_cmd):
+    for module in (render_cmd, eval_cmd, import_official_cmd):
         cli.add_command(module.command)
 
 

@@ -1,0 +1,124 @@
+"""Our checkpoint format: a plain dict that `torch.load(path, weights_only=True)` reads, and rebuilds its model.
+
+    {"format": "pixel2gauss-checkpoint", "version": 1,
+     "config": ModelConfig.to_dict(),
+     "dictionary": {"reference_scale", "size", "kernels_hash", "provenance": {...}},
+     "state_dict": model.state_dict(),          # includes the dictionary buffer
+     ...extra}                                   # e.g. optimizer state, step (plain containers and tensors)
+
+Files are written to `NAME.partial` and renamed, so a killed process never leaves half a checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from sr_model.dictionary import CovarianceDictionary, content_hash
+from sr_model.model import ContinuousSR
+from sr_model.presets import ModelConfig
+
+CHECKPOINT_FORMAT = "pixel2gauss-checkpoint"
+CHECKPOINT_VERSION = 1
+RESERVED_KEYS = ("format", "version", "config", "dictionary", "state_dict")
+_PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.dtype, torch.device, torch.Size)
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable pixel2gauss checkpoint."""
+
+
+def _check_plain(value, where: str) -> None:
+    """Refuse anything `torch.load(weights_only=True)` could not read back (custom classes, numpy...)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_plain(key, where)
+            _check_plain(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+    elif not isinstance(value, _PLAIN):
+        raise TypeError(f"checkpoint entry {where} is a {type(value).__name__}; store plain containers, numbers, "
+                        f"strings and tensors only")
+
+
+def checkpoint_payload(model: ContinuousSR, **extra) -> dict:
+    """The dict `save_checkpoint` writes (useful for tests and for DDP rank-0 saving)."""
+    clash = sorted(set(extra) & set(RESERVED_KEYS))
+    if clash:
+        raise TypeError(f"extra checkpoint keys {clash} are reserved")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    dictionary = {"reference_scale": model.reference_scale, "provenance": dict(model.dictionary_provenance)}
+    if model.dictionary is not None:
+        dictionary.update(size=int(model.dictionary.shape[0]),
+                          kernels_hash=content_hash(model.dictionary, model.reference_scale))
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": model.config.to_dict(),
+               "dictionary": dictionary, "state_dict": state, **extra}
+    _check_plain(payload, "checkpoint")
+    return payload
+
+
+def save_checkpoint(path: str | Path, model: ContinuousSR, **extra) -> Path:
+    """Write model, config, dictionary provenance and `extra` atomically; returns the path."""
+    path = Path(path)
+    payload = checkpoint_payload(model, **extra)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint dict (tensors on CPU), checked for format and version."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises many types on damaged or foreign files
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} is not a readable pixel2gauss checkpoint ({first})") from None
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        hint = " (an official ContinuousSR file? convert it with `p2g import-official`)" if isinstance(
+            data, dict) and "model" in data else ""
+        raise CheckpointError(f"{path} is not a pixel2gauss checkpoint{hint}")
+    if int(data.get("version", 0)) > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer pixel2gauss (checkpoint format {data['version']}); "
+                              f"upgrade")
+    for key in RESERVED_KEYS:
+        if key not in data:
+            raise CheckpointError(f"{path} is damaged: it has no {key!r} entry")
+    return data
+
+
+def model_from_checkpoint(data: dict, device: str | torch.device = "cpu") -> ContinuousSR:
+    """Rebuild the model a checkpoint dict describes and load its weights (strictly)."""
+    config = ModelConfig.from_dict(data["config"])
+    info, state = data["dictionary"], data["state_dict"]
+    dictionary = None
+    if config.uses_dictionary:
+        kernels = state.get("dictionary")
+        if kernels is None:
+            raise CheckpointError("checkpoint has no dictionary buffer although its model mixes a dictionary")
+        scale = float(info["reference_scale"])
+        if info.get("kernels_hash") and content_hash(kernels, scale) != info["kernels_hash"]:
+            raise CheckpointError("the checkpoint's dictionary does not match its recorded hash; the file is "
+                                  "damaged or was edited")
+        dictionary = CovarianceDictionary(kernels.float(), scale, dict(info.get("provenance", {})))
+    model = ContinuousSR(config, dictionary)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint weights do not fit its config: {str(err).splitlines()[0]}") from None
+    return model.to(device).eval()
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> ContinuousSR:
+    """The model saved at `path`, on `device`, in eval mode (call `.train()` to train on)."""
+    return model_from_checkpoint(read_checkpoint(path), device)

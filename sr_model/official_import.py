@@ -1,0 +1,168 @@
+"""Import released ContinuousSR checkpoints into our format.
+
+Upstream files hold `torch.load(p)["model"] = {"name": "continuous-gaussian", "args": {"encoder_spec": {"name":
+"swinir" | "hat", "args": {...}}, ...}, "sd": state_dict}`. The encoder's settings are read from its weights
+(spandrel's SwinIR/HAT detection), not from `args`: upstream's `swinir` factory ignores its args, so the
+weights are the only reliable record. Floating tensors may be stored in reduced precision; they are cast
+to float32. Head keys are renamed (table below), `encoder.conv_last.*` is dropped (never used upstream),
+the official dictionary is attached, and the result is saved with `save_checkpoint`.
+
+Offset head: the released checkpoint predates the 2025-04-07 refactor (2521c53) that fed leaky_relu
+features to the offset MLP. The paper (arXiv 2503.06617, March 2025) and the first public model code
+(482ec14, 2025-03-24, raw features) come before it, and the refactored reshape mixes images for batch
+sizes above 1, which would have broken batched training. So the default is "raw"; "leaky_relu" is kept
+selectable. This is inferred from the dates; no released checkpoint could be run here to confirm it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from sr_model.checkpoint import save_checkpoint
+from sr_model.dictionary import official_dictionary
+from sr_model.model import ContinuousSR
+from sr_model.presets import OFFSET_INPUTS, RELEASED_OFFSET_INPUT, preset
+
+#: Official head prefixes -> ours (checked in order; "mlp." does not match "mlp_offset." or "mlp_vector.").
+OFFICIAL_KEY_MAP = (
+    ("conv1.", "covariance_head.conv1."),
+    ("mlp_vector.", "covariance_head.mlp_vector."),
+    ("mlp_offset.", "offset_head.mlp."),
+    ("mlp.", "color_head.mlp."),
+    ("encoder.", "encoder."),
+)
+UNUSED_OFFICIAL_PREFIXES = ("encoder.conv_last.",)
+DEFAULT_OFFSET_INPUT = RELEASED_OFFSET_INPUT
+
+
+class OfficialCheckpointError(ValueError):
+    """A file that is not a ContinuousSR checkpoint we can import."""
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    path: Path
+    encoder: str
+    num_parameters: int
+    config_overrides: dict
+
+
+def read_official(path: str | Path) -> dict:
+    """The `model` spec dict of an official file, checked for the fields we need."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"official checkpoint not found: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises many types on damaged or foreign files
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise OfficialCheckpointError(f"{path} is not a readable PyTorch checkpoint ({first})") from None
+    spec = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(spec, dict) or spec.get("name") != "continuous-gaussian":
+        raise OfficialCheckpointError(f"{path} is not a ContinuousSR checkpoint: expected ['model'] with name "
+                                      f"'continuous-gaussian'")
+    encoder_spec = (spec.get("args") or {}).get("encoder_spec") or {}
+    if encoder_spec.get("name") not in ("swinir", "hat"):
+        raise OfficialCheckpointError(f"{path}: unsupported encoder {encoder_spec.get('name')!r}; ContinuousSR "
+                                      f"checkpoints with a 'swinir' or 'hat' encoder can be imported")
+    if not isinstance(spec.get("sd"), dict) or not spec["sd"]:
+        raise OfficialCheckpointError(f"{path}: the checkpoint holds no state dict ('sd')")
+    return spec
+
+
+def encoder_overrides(name: str, encoder_state: dict, args: dict | None = None) -> dict:
+    """ModelConfig fields of the encoder, read from its weights with spandrel (args only for conv_scale)."""
+    from spandrel.architectures.HAT import HATArch
+    from spandrel.architectures.SwinIR import SwinIRArch
+
+    arch = {"swinir": SwinIRArch, "hat": HATArch}[name]()
+    if not arch.detect(encoder_state):
+        raise OfficialCheckpointError(f"the encoder weights are not a {name} network (the spec names {name!r})")
+    try:
+        with warnings.catch_warnings():  # spandrel's torch.meshgrid calls warn about `indexing`; harmless
+            warnings.filterwarnings("ignore", message="torch.meshgrid", category=UserWarning)
+            hp = arch.load(encoder_state).model.hyperparameters
+    except Exception as err:  # spandrel raises assorted errors on foreign weights
+        raise OfficialCheckpointError(f"cannot read the {name} encoder's settings from its weights: {err}") from None
+    if hp.get("upsampler") != "pixelshuffle" or hp.get("upscale") != 4 or hp.get("in_chans") != 3 \
+            or hp.get("resi_connection") != "1conv" or hp.get("patch_size") != 1:
+        raise OfficialCheckpointError(
+            f"the {name} encoder is not a ContinuousSR encoder (needs a 4x pixelshuffle upsampler on RGB input, "
+            f"got upsampler={hp.get('upsampler')!r}, upscale={hp.get('upscale')!r})")
+    fields = dict(embed_dim=int(hp["embed_dim"]), depths=tuple(int(d) for d in hp["depths"]),
+                  num_heads=tuple(int(n) for n in hp["num_heads"]), window_size=int(hp["window_size"]),
+                  mlp_ratio=float(hp["mlp_ratio"]), img_size=int(hp["img_size"]))
+    if name == "hat":
+        fields.update(compress_ratio=int(hp["compress_ratio"]), squeeze_factor=int(hp["squeeze_factor"]),
+                      overlap_ratio=float(hp["overlap_ratio"]),
+                      conv_scale=float((args or {}).get("conv_scale", hp["conv_scale"])))
+    return fields
+
+
+def convert_state_dict(official_sd: dict) -> dict:
+    """Official keys -> ours, floating tensors as float32, `encoder.conv_last.*` dropped."""
+    out = {}
+    for key, value in official_sd.items():
+        if key.startswith(UNUSED_OFFICIAL_PREFIXES):
+            continue
+        for old, new in OFFICIAL_KEY_MAP:
+            if key.startswith(old):
+                out[new + key[len(old):]] = value.to(torch.float32) if value.is_floating_point() else value
+                break
+        else:
+            raise OfficialCheckpointError(f"unexpected key {key!r} in the official state dict")
+    return out
+
+
+def model_from_official(spec: dict, offset_input: str = DEFAULT_OFFSET_INPUT) -> ContinuousSR:
+    """Our model with the official weights and the official dictionary, in eval mode."""
+    if offset_input not in OFFSET_INPUTS:
+        raise ValueError(f"offset_input must be one of {', '.join(OFFSET_INPUTS)}, got {offset_input!r}")
+    encoder_spec = spec["args"]["encoder_spec"]
+    name = encoder_spec["name"]
+    encoder_state = {k[len("encoder."):]: v.to(torch.float32) if v.is_floating_point() else v
+                     for k, v in spec["sd"].items() if k.startswith("encoder.")}
+    config = preset(name, offset_input=offset_input,
+                    **encoder_overrides(name, encoder_state, encoder_spec.get("args")))
+    model = ContinuousSR(config, official_dictionary())
+    state = convert_state_dict(spec["sd"])
+    state.update(dictionary=model.dictionary, dictionary_scale=model.dictionary_scale)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:300]
+        raise OfficialCheckpointError(f"the official weights do not fit the ContinuousSR layout: {detail}") from None
+    return model.eval()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def import_official(source: str | Path, out: str | Path, offset_input: str = DEFAULT_OFFSET_INPUT,
+                    overwrite: bool = False) -> ImportSummary:
+    """Convert the official file `source` into our checkpoint `out`; an existing `out` is kept unless
+    `overwrite`."""
+    source, out = Path(source), Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; choose another --out or pass --force to replace it")
+    spec = read_official(source)
+    model = model_from_official(spec, offset_input)
+    digest = _sha256(source)
+    encoder_spec = spec["args"]["encoder_spec"]
+    save_checkpoint(out, model, imported_from={
+        "file": source.name, "sha256": digest, "encoder_spec_name": encoder_spec["name"],
+        "offset_input": offset_input, "dropped_keys": [k for k in spec["sd"] if k.startswith(UNUSED_OFFICIAL_PREFIXES)],
+    })
+    config = model.config
+    overrides = {k: getattr(config, k) for k in ("embed_dim", "depths", "num_heads", "window_size", "mlp_ratio")}
+    return ImportSummary(out, encoder_spec["name"], sum(p.numel() for p in model.parameters()), overrides)

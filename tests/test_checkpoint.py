@@ -1,0 +1,90 @@
+"""Our checkpoints: plain (weights_only) files that rebuild the same model, carry their dictionary's
+provenance, and refuse damaged or foreign files with a clear message."""
+
+import numpy as np
+import pytest
+import torch
+
+from sr_model.checkpoint import CheckpointError, checkpoint_payload, load_model, read_checkpoint, save_checkpoint
+from sr_model.model import build_model
+from sr_model.presets import preset
+
+
+def lr_image(photo, size=10):
+    return torch.from_numpy(photo("rocket", top=100, left=200, size=size * 3)[::3, ::3].copy()).permute(2, 0, 1)[None]
+
+
+@pytest.fixture
+def npy_dictionary(tmp_path):
+    rng = np.random.default_rng(0)
+    kernels = np.abs(rng.normal(1.0, 0.5, size=(25, 3))).astype(np.float32)
+    np.save(tmp_path / "dictionary.npy", kernels)
+    return tmp_path / "dictionary.npy"
+
+
+@pytest.mark.parametrize("overrides", [{}, {"covariance": "free"}, {"positions": "fixed"}])
+def test_round_trip_rebuilds_the_same_model(overrides, npy_dictionary, tmp_path, photo):
+    torch.manual_seed(1)
+    model = build_model(preset("lite", **overrides), npy_dictionary).eval()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(lr_image(photo).float(), scale=2).mean().backward()
+    optimizer.step()
+    path = save_checkpoint(tmp_path / "run" / "last.pt", model, step=7, optimizer=optimizer.state_dict(),
+                           history=[{"psnr": 30.5}])
+    assert not list(path.parent.glob("*.partial"))
+    plain = torch.load(path, weights_only=True)
+    assert plain["step"] == 7 and plain["history"] == [{"psnr": 30.5}]
+    back = load_model(path)
+    assert back.config == model.config and not back.training
+    assert back.dictionary_provenance == model.dictionary_provenance
+    for (name, a), (name_b, b) in zip(model.state_dict().items(), back.state_dict().items()):
+        assert name == name_b and torch.equal(a, b), name
+    lr = lr_image(photo).float()
+    with torch.no_grad():
+        assert torch.equal(model.encode(lr).means, back.encode(lr).means)
+        assert torch.equal(model(lr, scale=3), back(lr, scale=3))
+    restored = torch.optim.Adam(back.parameters(), lr=1e-3)
+    restored.load_state_dict(plain["optimizer"])
+
+
+def test_dictionary_provenance_is_recorded(npy_dictionary, tmp_path):
+    model = build_model(preset("lite"), npy_dictionary)
+    data = read_checkpoint(save_checkpoint(tmp_path / "c.pt", model))
+    info = data["dictionary"]
+    assert info["size"] == 25 and info["reference_scale"] == 4.0
+    assert info["provenance"]["method"] == "npy" and info["provenance"]["source"] == str(npy_dictionary)
+    assert info["provenance"]["content_hash"].startswith("sha256:")
+    assert torch.equal(data["state_dict"]["dictionary"], torch.from_numpy(np.load(npy_dictionary)))
+
+
+def test_extras_must_be_plain(tmp_path):
+    model = build_model(preset("lite"), "official")
+    with pytest.raises(TypeError, match="plain"):
+        save_checkpoint(tmp_path / "c.pt", model, note=np.zeros(3))
+    with pytest.raises(TypeError, match="reserved"):
+        checkpoint_payload(model, config={})
+    assert not list(tmp_path.iterdir())
+
+
+def test_damaged_and_foreign_files_are_refused(tmp_path):
+    model = build_model(preset("lite"), "official")
+    good = save_checkpoint(tmp_path / "good.pt", model)
+    (tmp_path / "text.pt").write_text("hello")
+    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:5000])
+    torch.save({"model": {"name": "continuous-gaussian"}}, tmp_path / "official.pt")
+    data = torch.load(good, weights_only=True)
+    torch.save({**data, "version": 99}, tmp_path / "newer.pt")
+    tampered = {**data, "state_dict": {**data["state_dict"], "dictionary": data["state_dict"]["dictionary"] * 2}}
+    torch.save(tampered, tmp_path / "tampered.pt")
+    wrong = {**data, "config": {**data["config"], "cov_dim": 32}}
+    torch.save(wrong, tmp_path / "wrong.pt")
+    no_weights = {k: v for k, v in data.items() if k != "state_dict"}
+    torch.save(no_weights, tmp_path / "no_weights.pt")
+    cases = {"text.pt": "not a readable", "cut.pt": "not a readable", "official.pt": "import-official",
+             "newer.pt": "newer", "tampered.pt": "hash", "wrong.pt": "do not fit", "no_weights.pt": "damaged"}
+    for name, words in cases.items():
+        with pytest.raises(CheckpointError, match=words):
+            load_model(tmp_path / name)
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "missing.pt")
+    assert isinstance(CheckpointError("x"), ValueError)  # the CLI turns it into `error: ...`, exit 2
