@@ -122,8 +122,22 @@ class SampleKey:
     seed: tuple[int, ...]
 
 
+def _to_cache(image: np.ndarray) -> np.ndarray:
+    """8-bit images are cached as uint8 (a quarter of the memory), exactly: read_image made them as u8 / 255."""
+    levels = np.round(image * 255.0).astype(np.uint8)
+    return levels if np.array_equal(levels.astype(np.float32) / 255.0, image) else image
+
+
+def _from_cache(image: np.ndarray) -> np.ndarray:
+    return image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image
+
+
 class SRTrainDataset(Dataset):
-    """(LR, HR) pairs from HR photos; indexed by `SampleKey`s that `ScaleBatchSampler` draws."""
+    """(LR, HR) pairs from HR photos; indexed by `SampleKey`s that `ScaleBatchSampler` draws.
+
+    `cache=True` keeps every decoded image in memory (in each DataLoader worker; 8-bit images as uint8, 3 bytes
+    per pixel): worth it when decoding dominates, e.g. a few large photos and small patches.
+    """
 
     def __init__(
         self,
@@ -157,7 +171,8 @@ class SRTrainDataset(Dataset):
         return len(self.paths)
 
     def _load(self, index: int) -> tuple[int, np.ndarray]:
-        """Decode image `index`, or the next readable one if it broke since the scan (warned)."""
+        """Decode image `index`, or the next readable one if it broke since the scan (warned); cached images
+        may be uint8 (see `_to_cache`)."""
         for step in range(len(self.paths)):
             i = (index + step) % len(self.paths)
             if i in self._cached:
@@ -168,7 +183,7 @@ class SRTrainDataset(Dataset):
                 warnings.warn(f"skipping unreadable image {self.paths[i]}: {err}", SkippedImageWarning, stacklevel=2)
                 continue
             if self.cache:
-                self._cached[i] = image
+                image = self._cached[i] = _to_cache(image)
             return i, image
         raise NoImagesError("every training image failed to decode")
 
@@ -181,7 +196,8 @@ class SRTrainDataset(Dataset):
             raise ValueError(f"image {self.paths[key.index]} ({height}x{width}) is smaller than the crop {size}")
         top = int(rng.integers(0, height - size + 1))
         left = int(rng.integers(0, width - size + 1))
-        hr = torch.from_numpy(np.ascontiguousarray(image[top : top + size, left : left + size])).permute(2, 0, 1)
+        crop = _from_cache(np.ascontiguousarray(image[top : top + size, left : left + size]))
+        hr = torch.from_numpy(crop).permute(2, 0, 1)
         if self.augment:
             hr = augment(hr, *(bool(b) for b in rng.integers(0, 2, size=3)))
         hr = hr.contiguous().float()

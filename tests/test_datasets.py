@@ -234,3 +234,14 @@ def test_split_is_a_stable_fraction():
     val = [n for n in names if split_of(n, 0.15) == "val"]
     assert 0.12 < len(val) / len(names) < 0.18
     assert val == [n for n in names if split_of(n, 0.15) == "val"]
+
+
+def test_cache_gives_identical_samples(photo_dir):
+    plain, cached = _dataset(photo_dir), _dataset(photo_dir, cache=True)
+    sampler = ScaleBatchSampler(plain, batch_size=4, seed=5)
+    for b in range(3):  # the second and third pass read from the cache
+        for key in sampler.batch(b):
+            a, c = plain[key], cached[key]
+            torch.testing.assert_close(a["hr"], c["hr"], rtol=0, atol=0)
+            torch.testing.assert_close(a["lr"], c["lr"], rtol=0, atol=0)
+    assert len(cached._cached) == 4 and all(v.dtype == np.uint8 for v in cached._cached.values())
