@@ -1,0 +1,199 @@
+"""What a training run is (`TrainConfig`), what it saves (`best.pt`, `last.pt`) and what it logs (`metrics.jsonl`).
+
+The config holds everything that decides the weights: data, model, schedule, seed. A run directory keeps it in
+every checkpoint, so `--resume` rebuilds the same run from `last.pt` alone. Checkpoints are the model's checkpoint
+format (`sr_model.checkpoint`: config, dictionary and its provenance, weights) plus the optimiser and AMP
+scaler state, the step, the training config and the best validation score: plain containers and tensors that
+`torch.load(weights_only=True)` reads.
+
+The learning rate is a pure function of the step (step decay at absolute milestones), so nothing about the
+schedule needs saving and a resumed run follows the uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from sr_model.checkpoint import read_checkpoint, save_checkpoint
+from sr_model.model import ContinuousSR
+from sr_model.presets import ModelConfig, preset
+
+LAST, BEST, METRICS = "last.pt", "best.pt", "metrics.jsonl"
+#: Settings a resumed run may change: they do not alter the weights of the steps already taken.
+RESUMABLE = ("out", "steps", "val_every", "log_every")
+
+
+class TrainConfigError(ValueError):
+    """A training setting that cannot work, or a resume that would change the run."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Paths are absolute strings; milestones are absolute steps."""
+
+    images: tuple[str, ...]
+    out: str
+    prior: str | None = None
+    preset: str = "lite"
+    model_overrides: dict = field(default_factory=dict)
+    steps: int = 20000
+    batch: int = 16
+    patch: int = 48
+    scale_min: float = 4.0
+    scale_max: float = 8.0
+    lr: float = 2e-4
+    lr_milestones: tuple[int, ...] = ()
+    lr_gamma: float = 0.5
+    freq_weight: float = 0.0
+    grad_clip: float = 1.0
+    val_images: tuple[str, ...] = ()
+    val_scales: tuple[float, ...] = (2.0, 4.0, 8.0)
+    val_every: int = 500
+    val_crop: int = 384
+    log_every: int = 10
+    seed: int = 0
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "images", tuple(str(Path(p).absolute()) for p in self.images))
+        set_(self, "val_images", tuple(str(Path(p).absolute()) for p in self.val_images))
+        set_(self, "out", str(Path(self.out).absolute()))
+        if self.prior is not None and str(self.prior) != "official":
+            set_(self, "prior", str(Path(self.prior).absolute()))
+        set_(self, "lr_milestones", tuple(sorted(int(m) for m in self.lr_milestones)))
+        set_(self, "val_scales", tuple(float(s) for s in self.val_scales))
+        set_(self, "model_overrides", {str(k): _plain(v) for k, v in dict(self.model_overrides).items()})
+        if not self.images:
+            raise TrainConfigError("no training images given; use --images DIR")
+        for name in ("steps", "batch", "patch", "val_every", "log_every", "val_crop"):
+            value = getattr(self, name)
+            if int(value) != value or value < 1:
+                raise TrainConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not (1.0 <= self.scale_min <= self.scale_max < math.inf):
+            raise TrainConfigError(f"scales must satisfy 1 <= min <= max, got {self.scale_min:g}-{self.scale_max:g}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise TrainConfigError(f"learning rate must be a positive number, got {self.lr!r}")
+        if not (0 < self.lr_gamma <= 1):
+            raise TrainConfigError(f"lr decay factor must be in (0, 1], got {self.lr_gamma!r}")
+        if self.freq_weight < 0 or self.grad_clip < 0:
+            raise TrainConfigError("freq_weight and grad_clip must be >= 0 (0 disables them)")
+        if any(s < 1 for s in self.val_scales):
+            raise TrainConfigError(f"validation scales must be >= 1, got {self.val_scales}")
+        config = self.model_config()  # unknown preset or override: fail now, not after loading data
+        if config.uses_dictionary and self.prior is None:
+            raise TrainConfigError("this model mixes a covariance dictionary: give --prior STORE|DICT.npy|official")
+
+    def model_config(self) -> ModelConfig:
+        return preset(self.preset, **self.model_overrides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise TrainConfigError(f"unknown training config fields {unknown}; this run needs a newer pixel2gauss")
+        return cls(**data)
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The rate for the update that takes the model from `step` to `step + 1`."""
+    return config.lr * config.lr_gamma ** sum(1 for m in config.lr_milestones if step >= m)
+
+
+def milestones_from_fractions(steps: int, fractions) -> tuple[int, ...]:
+    """Decay points given as fractions of the run (0.5, 0.8) -> absolute steps."""
+    out = []
+    for f in fractions:
+        if not 0 < float(f) < 1:
+            raise TrainConfigError(f"lr decay points are fractions of the run in (0, 1), got {f!r}")
+        out.append(max(1, round(float(f) * steps)))
+    return tuple(out)
+
+
+def save_state(path: Path, model: ContinuousSR, config: TrainConfig, step: int, optimizer, scaler,
+               best: dict | None, train_seconds: float) -> Path:
+    """A checkpoint `p2g eval` can load and `--resume` can continue from."""
+    return save_checkpoint(path, model, train_config=config.to_dict(), step=int(step),
+                           optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), best=best,
+                           train_seconds=float(train_seconds))
+
+
+def resume_config(run_dir: str | os.PathLike, **overrides) -> tuple[TrainConfig, dict]:
+    """(config, checkpoint) of the run in `run_dir`, with only the RESUMABLE settings changed.
+
+    Any other setting given with a different value is refused: it would make the resumed run a different one.
+    """
+    last = Path(run_dir) / LAST
+    if not last.is_file():
+        raise FileNotFoundError(f"nothing to resume: {last} does not exist (start the run without --resume)")
+    checkpoint = read_checkpoint(last)
+    if "train_config" not in checkpoint:
+        raise TrainConfigError(f"{last} is a model checkpoint without training state; it cannot be resumed")
+    saved = TrainConfig.from_dict(checkpoint["train_config"])
+    given = replace(saved, **{k: v for k, v in overrides.items() if v is not None}) if overrides else saved
+    changed = [f.name for f in fields(TrainConfig)
+               if f.name not in RESUMABLE and getattr(given, f.name) != getattr(saved, f.name)]
+    if changed:
+        raise TrainConfigError(f"--resume continues the saved run; it cannot change {', '.join(changed)} "
+                               f"(only {', '.join(RESUMABLE)} may change); start a new --out instead")
+    if given.steps < int(checkpoint["step"]):
+        raise TrainConfigError(f"the run is already at step {checkpoint['step']}, past --steps {given.steps}")
+    return given, checkpoint
+
+
+class MetricsLog:
+    """metrics.jsonl (one JSON object per line) and, when the tensorboard package is installed, TensorBoard."""
+
+    def __init__(self, out_dir: Path, resume_step: int | None = None) -> None:
+        self.path = out_dir / METRICS
+        if resume_step is not None and self.path.exists():
+            self._drop_after(resume_step)  # lines an interrupted run wrote past its last checkpoint
+        self._file = open(self.path, "a", encoding="utf-8")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # optional: `pip install tensorboard`
+            self._tb = None
+        else:
+            self._tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=resume_step)
+
+    def _drop_after(self, step: int) -> None:
+        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        tmp = self.path.with_name(self.path.name + ".partial")
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def write(self, record: dict) -> None:
+        self._file.write(json.dumps(record, sort_keys=True) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for key, value in _flatten(record):
+                if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                    self._tb.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _flatten(record: dict, prefix: str = ""):
+    for key, value in record.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}/")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _plain(value):
+    if isinstance(value, list):
+        return tuple(value)
+    return value

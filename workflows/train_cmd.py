@@ -1,0 +1,131 @@
+"""`p2g train --prior STORE|DICT.npy --images DIR... --out RUN`: train a ContinuousSR model; `--resume` continues it.
+
+Multi-GPU / multi-node: launch the same command with `torchrun --nproc_per_node N -m workflows.cli train ...`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+import yaml
+from click.core import ParameterSource
+
+from sr_model.evaluation import parse_scales
+from sr_model.train_state import TrainConfig, milestones_from_fractions
+from sr_model.training import TrainResult, resume_training, train
+
+VARIANTS = {"full": {}, "fixed-centres": {"positions": "fixed"}, "no-dictionary": {"covariance": "free"}}
+
+
+def parse_scale_range(text: str) -> tuple[float, float]:
+    """'4-8' or '4,8' -> (4.0, 8.0); '4' -> (4.0, 4.0)."""
+    parts = [p for p in text.replace(",", "-").split("-") if p.strip()]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a scale range: use MIN-MAX, e.g. 4-8") from None
+    if len(values) not in (1, 2):
+        raise click.BadParameter(f"{text!r} is not a scale range: use MIN-MAX, e.g. 4-8")
+    return values[0], values[-1]
+
+
+def parse_model_options(items) -> dict:
+    """('lite_channels=16', 'cov_hidden=[32]') -> {'lite_channels': 16, 'cov_hidden': [32]} (values as YAML)."""
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r}: use KEY=VALUE, e.g. lite_channels=16")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
+def describe(result: TrainResult) -> list[str]:
+    """The lines printed when a run ends."""
+    state = f"stopped at step {result.step} (resume with --resume)" if result.stopped_early else f"{result.step} steps"
+    lines = [f"trained: {state}, {result.seconds:.0f} s of training in total"]
+    if result.best_val:
+        val = result.best_val["val"]
+        scores = ", ".join(f"{k} {v['psnr']:.2f} dB (bicubic {v['bicubic']:.2f}, {v['gain']:+.2f})"
+                           for k, v in val.items() if k.startswith("x"))
+        lines.append(f"best validation (step {result.best_val['step']}, Y-PSNR, shave = scale): {scores}")
+        lines.append(f"wrote {result.best}")
+    lines.append(f"wrote {result.last} and {result.last.parent / 'metrics.jsonl'}")
+    return lines
+
+
+@click.command("train")
+@click.argument("more_images", nargs=-1, type=click.Path(path_type=Path), metavar="[DIR...]")
+@click.option("--prior", help="Covariance dictionary: a prior store (p2g prior-stats), a .npy file, or 'official'.")
+@click.option("--images", multiple=True, type=click.Path(path_type=Path),
+              help="HR training images: folder (recursive) or file; repeatable, or list several after it.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Run folder: best.pt, last.pt, metrics.jsonl.")
+@click.option("--preset", default="lite", show_default=True, type=click.Choice(["lite", "swinir", "hat"]))
+@click.option("--variant", default="full", show_default=True, type=click.Choice(list(VARIANTS)),
+              help="The paper's ablations: Gaussians fixed on the lattice, or a free covariance without dictionary.")
+@click.option("--model-option", "model_options", multiple=True, metavar="KEY=VALUE",
+              help="Override a model config field, e.g. lite_channels=16; repeatable.")
+@click.option("--steps", default=20000, show_default=True, type=int, help="Total optimisation steps.")
+@click.option("--batch", default=16, show_default=True, type=int, help="Patches per step (per process under torchrun).")
+@click.option("--patch", default=48, show_default=True, type=int, help="LR patch side in pixels.")
+@click.option("--scales", default="4-8", show_default=True, help="Training scale range MIN-MAX (one scale per batch).")
+@click.option("--lr", "learning_rate", default=2e-4, show_default=True, type=float, help="Adam learning rate.")
+@click.option("--lr-decay", default="0.5,0.8", show_default=True,
+              help="Fractions of --steps where the rate is multiplied by --lr-gamma ('' for none).")
+@click.option("--lr-gamma", default=0.5, show_default=True, type=float)
+@click.option("--freq-weight", default=0.0, show_default=True, type=float,
+              help="Weight of the frequency (FFT L1) loss; > 0 gives the paper's '+' variant.")
+@click.option("--grad-clip", default=1.0, show_default=True, type=float, help="Max gradient norm (0: no clipping).")
+@click.option("--val-images", multiple=True, type=click.Path(path_type=Path),
+              help="Held-out HR images for validation (centre crops of --val-crop px); repeatable.")
+@click.option("--val-scales", default="2,4,8", show_default=True)
+@click.option("--val-every", default=500, show_default=True, type=int, help="Validate and checkpoint every N steps.")
+@click.option("--val-crop", default=384, show_default=True, type=int)
+@click.option("--log-every", default=10, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA (ignored on CPU).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--workers", type=int, help="DataLoader workers (default: 0 on CPU, up to 4 on CUDA).")
+@click.option("--time-limit", type=float, help="Stop after this many minutes (last.pt saved; --resume continues).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt, bit for bit.")
+@click.pass_context
+def command(ctx: click.Context, more_images, prior, images, out_dir: Path, preset, variant, model_options, steps,
+            batch, patch, scales, learning_rate, lr_decay, lr_gamma, freq_weight, grad_clip, val_images, val_scales,
+            val_every, val_crop, log_every, seed, amp, device, workers, time_limit, resume) -> None:
+    """Train ContinuousSR on HR photos with a covariance dictionary; validate against bicubic as it goes.
+
+    L1 loss (plus the frequency loss with --freq-weight), Adam with step decay, gradient clipping, AMP on CUDA.
+    Checkpoints RUN/best.pt (best mean validation PSNR) and RUN/last.pt load with `p2g eval --checkpoint`.
+    """
+    images = tuple(images) + tuple(more_images)
+    scale_min, scale_max = parse_scale_range(scales)
+    overrides = {**VARIANTS[variant], **parse_model_options(model_options)}
+    decay = [f for f in lr_decay.split(",") if f.strip()]
+    fields = dict(images=images, prior=prior, preset=preset, model_overrides=overrides, steps=steps, batch=batch,
+                  patch=patch, scale_min=scale_min, scale_max=scale_max, lr=learning_rate,
+                  lr_milestones=milestones_from_fractions(steps, decay), lr_gamma=lr_gamma, freq_weight=freq_weight,
+                  grad_clip=grad_clip, val_images=tuple(val_images), val_scales=tuple(parse_scales(val_scales)),
+                  val_every=val_every, val_crop=val_crop, log_every=log_every, seed=seed, amp=amp)
+    runtime = dict(device=device, workers=workers, time_limit=None if time_limit is None else time_limit * 60)
+    if resume:
+        given = {"images": _given(ctx, "images") or bool(more_images), "model_overrides": _given(ctx, "variant") or
+                 _given(ctx, "model_options"), "scale_min": _given(ctx, "scales"), "scale_max": _given(ctx, "scales"),
+                 "lr": _given(ctx, "learning_rate"), "lr_milestones": _given(ctx, "lr_decay")}
+        changes = {k: v for k, v in fields.items() if given.get(k, _given(ctx, k))}
+        if "lr_milestones" in changes:
+            raise click.UsageError("a resumed run keeps its learning-rate schedule; drop --lr-decay")
+        result = resume_training(out_dir, changes, **runtime)
+    else:
+        if not images:
+            raise click.UsageError("give training images with --images DIR")
+        result = train(TrainConfig(out=str(out_dir), **fields), **runtime)
+    if int(os.environ.get("RANK", "0")) == 0:
+        for line in describe(result):
+            click.echo(line)
