@@ -1,0 +1,209 @@
+"""Where the prior job runs: a local cluster, an existing scheduler, SLURM/PBS (dask-jobqueue) or Kubernetes
+(dask-kubernetes), chosen by flags or a YAML file, so the same job scales from a laptop to a cluster.
+
+GPU workers advertise a ``GPU`` resource (one unit per worker process); the job asks for one unit per
+task when it runs with ``--device cuda``, so a GPU is never shared by two tasks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterator
+
+CLUSTER_KINDS = ("local", "slurm", "pbs", "kubernetes")
+
+
+class ClusterConfigError(ValueError):
+    """A cluster request that cannot be met (bad YAML, missing optional package, contradictory flags)."""
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """A cluster request. `workers` counts local worker processes; `jobs` counts batch jobs / pods."""
+
+    kind: str = "local"
+    scheduler: str | None = None  # address of an existing scheduler; overrides kind
+    workers: int = 1
+    cores: int | None = None  # per job / pod
+    memory: str | None = None  # per job / pod, e.g. "16GB"
+    gpus: int = 0  # per job / pod
+    walltime: str | None = None  # e.g. "02:00:00"
+    queue: str | None = None
+    account: str | None = None
+    jobs: int = 1
+    image: str | None = None  # Kubernetes container image with pixel2gauss installed
+    dashboard_address: str = ":8787"
+    #: passed unchanged to the cluster class (e.g. job_extra_directives, local_directory, namespace)
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in CLUSTER_KINDS:
+            raise ClusterConfigError(f"unknown cluster {self.kind!r}; choose one of {', '.join(CLUSTER_KINDS)}")
+        for name in ("workers", "jobs"):
+            if int(getattr(self, name)) < 1:
+                raise ClusterConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.gpus < 0 or (self.cores is not None and self.cores < 1):
+            raise ClusterConfigError("cores must be at least 1 and gpus at least 0")
+
+    @property
+    def worker_processes(self) -> int:
+        """Worker processes per job: one per GPU on GPU jobs, else one per core (one thread each)."""
+        return self.gpus if self.gpus else (self.cores or 1)
+
+
+def load_cluster_config(path: str | Path) -> dict:
+    """Read a YAML mapping of ClusterSpec fields (unknown keys are refused, so typos do not pass silently)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"cluster config not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ClusterConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ClusterConfigError(f"{path} must hold a mapping of cluster settings, not {type(data).__name__}")
+    if "cluster" in data:
+        data["kind"] = data.pop("cluster")
+    known = {f.name for f in fields(ClusterSpec)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ClusterConfigError(f"{path}: unknown cluster setting(s) {', '.join(unknown)}; "
+                                 f"known: {', '.join(sorted(known))}")
+    return data
+
+
+def cluster_spec(config_file: str | Path | None = None, **flags: Any) -> ClusterSpec:
+    """A spec from the YAML file (if any) overridden by the flags that were given (None means not given)."""
+    values = load_cluster_config(config_file) if config_file else {}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    return ClusterSpec(**values)
+
+
+def _require(module: str, what: str):
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError:
+        raise ClusterConfigError(
+            f"--cluster {what} needs the {module.replace('_', '-')} package: pip install 'pixel2gauss[cluster]'"
+        ) from None
+
+
+def jobqueue_cluster(spec: ClusterSpec):
+    """A dask-jobqueue SLURMCluster/PBSCluster for the spec (no jobs submitted until it is scaled)."""
+    jobqueue = _require("dask_jobqueue", spec.kind)
+    if spec.cores is None or spec.memory is None:
+        raise ClusterConfigError(f"--cluster {spec.kind} needs --cores and --memory (per job), by flag or YAML")
+    kwargs: dict[str, Any] = {
+        "cores": spec.cores,
+        "processes": spec.worker_processes,
+        "memory": spec.memory,
+        "walltime": spec.walltime,
+        "queue": spec.queue,
+        "account": spec.account,
+        "name": "p2g-fit-prior",
+        "dashboard_address": spec.dashboard_address,
+    }
+    extra = dict(spec.extra)
+    directives = list(extra.pop("job_extra_directives", []))
+    worker_args = list(extra.pop("worker_extra_args", []))
+    if spec.gpus:
+        worker_args += ["--resources", "GPU=1"]  # per worker process: one process per GPU
+        if spec.kind == "slurm":
+            directives.append(f"--gres=gpu:{spec.gpus}")
+        else:
+            kwargs["resource_spec"] = extra.pop(
+                "resource_spec", f"select=1:ncpus={spec.cores}:ngpus={spec.gpus}:mem={spec.memory}"
+            )
+    kwargs.update(job_extra_directives=directives, worker_extra_args=worker_args, **extra)
+    cls = jobqueue.SLURMCluster if spec.kind == "slurm" else jobqueue.PBSCluster
+    return cls(**{k: v for k, v in kwargs.items() if v is not None})
+
+
+def job_script(spec: ClusterSpec) -> str:
+    """The batch script dask-jobqueue would submit for one job (no scheduler system needed to make it)."""
+    cluster = jobqueue_cluster(spec)
+    try:
+        return cluster.job_script()
+    finally:
+        cluster.close()
+
+
+def kubernetes_cluster(spec: ClusterSpec):
+    """A dask-kubernetes operator KubeCluster with `jobs` worker pods of `cores`/`memory`/`gpus` each."""
+    _require("dask_kubernetes", "kubernetes")
+    from dask_kubernetes.operator import KubeCluster
+    if not spec.image:
+        raise ClusterConfigError("--cluster kubernetes needs an image with pixel2gauss installed (YAML key 'image')")
+    limits: dict[str, str] = {}
+    if spec.cores:
+        limits["cpu"] = str(spec.cores)
+    if spec.memory:
+        limits["memory"] = spec.memory
+    if spec.gpus:
+        limits["nvidia.com/gpu"] = str(spec.gpus)
+    command = f"dask worker --nworkers {spec.worker_processes} --nthreads 1"
+    if spec.gpus:
+        command += " --resources GPU=1"
+    extra = dict(spec.extra)
+    return KubeCluster(
+        name=extra.pop("name", "p2g-fit-prior"), image=spec.image, n_workers=spec.jobs,
+        resources={"requests": dict(limits), "limits": limits} if limits else None,
+        worker_command=command, **extra,
+    )
+
+
+@contextlib.contextmanager
+def connect(spec: ClusterSpec, device: str = "cpu") -> Iterator[Any]:
+    """A distributed Client for the spec; local clusters and batch jobs are closed on exit."""
+    from distributed import Client, LocalCluster
+
+    if spec.scheduler:
+        with Client(spec.scheduler) as client:
+            yield client
+        return
+    if spec.kind == "local":
+        resources = {"GPU": 1} if device == "cuda" else None
+        with LocalCluster(
+            n_workers=spec.workers, threads_per_worker=1, processes=True, resources=resources,
+            dashboard_address=spec.dashboard_address, **spec.extra,
+        ) as cluster, Client(cluster) as client:
+            yield client
+        return
+    if spec.kind in ("slurm", "pbs"):
+        cluster = jobqueue_cluster(spec)
+        cluster.scale(jobs=spec.jobs)
+    else:
+        cluster = kubernetes_cluster(spec)
+    try:
+        with Client(cluster) as client:
+            yield client
+    finally:
+        cluster.close()
+
+
+def local_gpu_index(worker_name: Any, device_count: int) -> int:
+    """Which local GPU a worker process uses: its process index on the node (LocalCluster names workers 0, 1,
+    ...; dask-jobqueue and `dask worker --nworkers` name them <job>-0, <job>-1, ...), modulo the GPUs seen."""
+    if device_count <= 0:
+        return 0
+    match = re.search(r"(\d+)$", str(worker_name))
+    return int(match.group(1)) % device_count if match else 0
+
+
+__all__ = [
+    "CLUSTER_KINDS",
+    "ClusterConfigError",
+    "ClusterSpec",
+    "cluster_spec",
+    "connect",
+    "job_script",
+    "jobqueue_cluster",
+    "kubernetes_cluster",
+    "load_cluster_config",
+    "local_gpu_index",
+]

@@ -1,0 +1,313 @@
+"""The prior-fitting job: one Dask task per store chunk, workers write straight into the store.
+
+The client plans the crops, creates (or reopens) the store, and submits one task per chunk that still has
+work; each task reads its images, fits its crops in one batch, writes its whole chunk and returns a few
+numbers. Because every result lands in the store as soon as its chunk is fitted, killing a worker or the
+client costs only the chunks in flight: rerunning the same command skips finished chunks, refits the rest,
+and retries crops that failed while fitting (crops that failed at planning time, i.e. images that are too
+small or unreadable, stay failed). Tasks lost with a worker are rescheduled by the scheduler.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from dgp_fitting.clusters import ClusterSpec, connect, local_gpu_index
+from dgp_fitting.crop_plan import plan_crops
+from dgp_fitting.fitting import FitConfig, crop_seed, fit_crops
+from gaussian_field.image_io import ImageReadError, read_image
+from prior_store import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, StoreConfig, open_or_create, open_store
+
+#: Crops per chunk (= per task and per fitting batch) when neither --batch nor an existing store says.
+DEFAULT_BATCH = 8
+#: Times a task that raised is resubmitted before its chunk is reported as errored (worker loss is separate:
+#: the scheduler reschedules those, up to distributed's `allowed-failures`).
+TASK_RETRIES = 2
+
+
+@dataclass
+class JobSummary:
+    """What the client learns: counts over the whole store after the run, and this run's throughput."""
+
+    store: str
+    crops: int
+    done: int
+    failed: int
+    pending: int
+    skipped: int  # crops already done before this run
+    fitted: int  # crops fitted (done or failed) by this run's tasks
+    chunks_run: int
+    chunks_skipped: int
+    seconds: float
+    psnr_median: float | None
+    psnr_p5: float | None
+    crops_per_second: float
+    dashboard: str | None = None
+    errors: list[str] = field(default_factory=list)  # chunks whose task kept raising
+
+    def lines(self) -> list[str]:
+        psnr = ("n/a" if self.psnr_median is None
+                else f"median {self.psnr_median:.2f} dB, 5th percentile {self.psnr_p5:.2f} dB")
+        out = [
+            f"store {self.store}: {self.crops} crops: {self.done} done, {self.failed} failed, "
+            f"{self.pending} pending; {self.skipped} skipped (already done)",
+            f"this run: {self.fitted} crops in {self.chunks_run} chunks ({self.chunks_skipped} chunks skipped) "
+            f"in {self.seconds:.1f} s = {self.crops_per_second:.2f} crops/s",
+            f"PSNR of done crops: {psnr}",
+        ]
+        out += [f"chunk error: {e}" for e in self.errors]
+        return out
+
+
+def chunk_needs_work(status: np.ndarray, boxes: np.ndarray, crop: int) -> bool:
+    """A chunk runs if a crop is pending, or failed while fitting (its box is a whole crop)."""
+    refit = (status == STATUS_FAILED) & (boxes[:, 2] == crop) & (boxes[:, 3] == crop)
+    return bool((status == STATUS_PENDING).any() or refit.any())
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _worker_device(device: str) -> torch.device:
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked but this worker sees no CUDA device")
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+    except ValueError:  # not inside a worker
+        name = 0
+    return torch.device("cuda", local_gpu_index(name, torch.cuda.device_count()))
+
+
+def _set_worker_threads() -> None:
+    try:
+        from distributed import get_worker
+
+        torch.set_num_threads(max(1, int(get_worker().state.nthreads)))
+    except ValueError:
+        pass
+
+
+def fit_chunk(store_path: str, index: int, root: str = ".", device: str = "auto") -> dict:
+    """Fit every crop of chunk `index` that needs it and write the whole chunk; return a small summary.
+
+    Runs on a worker. Image paths in the store are resolved against `root` (the client's working folder).
+    """
+    started = time.perf_counter()
+    _set_worker_threads()
+    store = open_store(store_path, mode="r+")
+    config = store.config
+    fit = FitConfig.from_dict(config.fitting)
+    crop = config.crop_size
+    data = store.read_chunk(index)
+    status = data["crops/status"].copy()
+    boxes = data["crops/box"]
+    todo = [i for i in range(len(status))
+            if status[i] == STATUS_PENDING or (status[i] == STATUS_FAILED and boxes[i, 2] == crop == boxes[i, 3])]
+    out = {path: data[path] for path in ("field/means", "field/chol", "field/colors", "crops/psnr",
+                                         "crops/iterations")}
+    out = {k: np.array(v, copy=True) for k, v in out.items()}
+    hashes, reasons = list(data["crops/content_hash"]), list(data["crops/reason"])
+
+    images: dict[str, np.ndarray | str] = {}  # source -> pixels, or why it could not be read
+    digests: dict[str, str] = {}
+    ready: list[int] = []
+    pixels: list[np.ndarray] = []
+    for i in todo:
+        source = data["crops/source"][i]
+        if source not in images:
+            path = Path(root) / source
+            try:
+                digests[source] = _file_digest(path)
+                images[source] = read_image(path)
+            except (ImageReadError, OSError) as err:
+                images[source] = (str(err).strip() or type(err).__name__).splitlines()[0]
+        image = images[source]
+        hashes[i] = digests.get(source, "")
+        top, left, height, width = (int(v) for v in boxes[i])
+        if isinstance(image, str):
+            status[i], reasons[i] = STATUS_FAILED, image
+        elif top + height > image.shape[0] or left + width > image.shape[1]:
+            status[i], reasons[i] = STATUS_FAILED, (
+                f"box {top},{left},{height}x{width} lies outside the {image.shape[1]}x{image.shape[0]} image "
+                "(the file changed since the store was planned; use a new --store)"
+            )
+        else:
+            ready.append(i)
+            pixels.append(image[top : top + height, left : left + width])
+    fitted_psnr: list[float] = []
+    if ready:
+        dev = _worker_device(device)
+        crops = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous().to(dev)
+        seeds = [crop_seed(fit.seed, hashes[i], boxes[i]) for i in ready]
+        result = fit_crops(crops, seeds, fit, scale=config.reference_scale, k=config.k)
+        for j, i in enumerate(ready):
+            out["field/means"][i] = result.means[j].numpy()
+            out["field/chol"][i] = result.chol[j].numpy()
+            out["field/colors"][i] = result.colors[j].numpy()
+            out["crops/psnr"][i] = float(result.psnr[j])
+            out["crops/iterations"][i] = int(result.iterations[j])
+            if result.failed[j]:
+                status[i], reasons[i] = STATUS_FAILED, result.failed[j]
+            else:
+                status[i], reasons[i] = STATUS_DONE, ""
+                fitted_psnr.append(float(result.psnr[j]))
+    for i in todo:  # a crop that did not make it to the end of fitting has no valid parameters
+        if status[i] != STATUS_DONE:
+            out["crops/psnr"][i] = np.nan
+    if todo:  # a rerun of a task whose chunk is already written has nothing to add
+        store.write_chunk(index, {**out, "crops/content_hash": hashes, "crops/reason": reasons,
+                                  "crops/status": status})
+    return {
+        "chunk": index,
+        "fitted": len(todo),
+        "done": int((status[todo] == STATUS_DONE).sum()) if todo else 0,
+        "failed": int((status[todo] == STATUS_FAILED).sum()) if todo else 0,
+        "psnr": fitted_psnr,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def prepare_store(
+    images: Sequence[str | os.PathLike],
+    store_path: str | os.PathLike,
+    crop: int = 256,
+    stride: int | None = None,
+    crops_per_image: int | None = None,
+    fit: FitConfig = FitConfig(),
+    batch: int | None = None,
+    reference_scale: int = 4,
+    k: int = 2,
+):
+    """Plan the crops and create the store, or reopen it after checking it was made the same way."""
+    plan = plan_crops(images, crop, stride=stride, crops_per_image=crops_per_image, seed=fit.seed)
+    if batch is None:
+        batch = open_store(store_path).chunk_size if Path(store_path).exists() else DEFAULT_BATCH
+    config = StoreConfig(crop_size=crop, chunk_size=batch, reference_scale=reference_scale, k=k,
+                         fitting=fit.as_dict())
+    store, _ = open_or_create(store_path, config, plan.sources, plan.boxes, plan.status, plan.reasons)
+    return store
+
+
+def run_prior_job(
+    images: Sequence[str | os.PathLike],
+    store_path: str | os.PathLike,
+    crop: int = 256,
+    stride: int | None = None,
+    crops_per_image: int | None = None,
+    fit: FitConfig = FitConfig(),
+    batch: int | None = None,
+    cluster: ClusterSpec = ClusterSpec(),
+    device: str = "auto",
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+    client=None,
+) -> JobSummary:
+    """Fit every crop of the corpus into the store (resuming it if it exists) and summarise the run.
+
+    `client` (a distributed.Client) overrides `cluster`: the job then runs on that client's cluster.
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    store = prepare_store(images, store_path, crop, stride, crops_per_image, fit, batch)
+    status = store.status()
+    boxes = np.asarray(store.read("crops/box"))
+    todo = []
+    for index in range(store.num_chunks):
+        start, stop = store.chunk_bounds(index)
+        if chunk_needs_work(status[start:stop], boxes[start:stop], crop):
+            todo.append(index)
+    skipped = int((status == STATUS_DONE).sum())
+    started = time.perf_counter()
+    results: list[dict] = []
+    errors: list[str] = []
+    dashboard = None
+    if todo:
+        context = _existing(client) if client is not None else connect(cluster, device)
+        with context as active:
+            dashboard = getattr(active, "dashboard_link", None)
+            if dashboard and client is None:
+                echo(f"dashboard: {dashboard}" + ("" if _has_bokeh() else " (install bokeh to serve it)"))
+            results, errors = _run_tasks(active, store, todo, device, progress)
+    seconds = time.perf_counter() - started
+    return _summarise(store_path, results, errors, skipped, len(todo), seconds, dashboard)
+
+
+class _existing:
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def __enter__(self):
+        return self.client
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _has_bokeh() -> bool:
+    try:
+        import bokeh  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _run_tasks(client, store, todo: list[int], device: str, progress: bool) -> tuple[list[dict], list[str]]:
+    from distributed import as_completed
+    from tqdm import tqdm
+
+    root = os.getcwd()
+    store_path = str(Path(store.path).resolve()) if "://" not in store.path else store.path
+    resources = {"GPU": 1} if device == "cuda" else None
+    futures = [
+        client.submit(fit_chunk, store_path, index, root, device, key=f"p2g-fit-chunk-{index}-{os.getpid()}",
+                      pure=False, retries=TASK_RETRIES, resources=resources)
+        for index in todo
+    ]
+    results, errors = [], []
+    bar = tqdm(total=sum(store.chunk_bounds(i)[1] - store.chunk_bounds(i)[0] for i in todo), unit="crop",
+               desc="fit-prior", disable=not progress)
+    try:
+        for future in as_completed(futures):
+            if future.status == "error":
+                errors.append(f"chunk {todo[futures.index(future)]}: {future.exception()!r}")
+                continue
+            summary = future.result()
+            results.append(summary)
+            bar.update(store.chunk_bounds(summary["chunk"])[1] - store.chunk_bounds(summary["chunk"])[0])
+    except BaseException:
+        client.cancel(futures)
+        raise
+    finally:
+        bar.close()
+    return results, errors
+
+
+def _summarise(store_path, results, errors, skipped, chunks_run, seconds, dashboard) -> JobSummary:
+    store = open_store(store_path)
+    counts = store.status_counts()
+    psnr = store.psnr_summary()
+    fitted = sum(r["fitted"] for r in results)
+    return JobSummary(
+        store=str(store_path), crops=store.num_crops, done=counts["done"], failed=counts["failed"],
+        pending=counts["pending"], skipped=skipped, fitted=fitted, chunks_run=chunks_run,
+        chunks_skipped=store.num_chunks - chunks_run, seconds=seconds,
+        psnr_median=psnr.get("median"), psnr_p5=psnr.get("p5"),
+        crops_per_second=fitted / seconds if seconds > 0 else 0.0, dashboard=dashboard, errors=errors,
+    )

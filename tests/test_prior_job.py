@@ -1,0 +1,249 @@
+"""The Dask job on a real 2-worker LocalCluster: fills the store, batch/worker independence, and the faults of
+the issue (a worker killed mid-task, the client interrupted and rerun, broken files in the corpus)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from PIL import Image
+
+from dgp_fitting.fitting import FitConfig
+from dgp_fitting.prior_job import chunk_needs_work, fit_chunk, prepare_store, run_prior_job
+from prior_store import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, open_store
+
+#: Small and quick: 32 px crops, so 8x8 lattices; enough steps that a task takes a noticeable moment.
+CROP = 32
+FIT = FitConfig(steps=40)
+PHOTOS = (("astronaut", 10, 180), ("coffee", 100, 250), ("chelsea", 40, 120))
+COMPARED = ("field/means", "field/chol", "field/colors", "crops/psnr", "crops/status", "crops/iterations",
+            "crops/content_hash", "crops/source", "crops/box")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, photo) -> Path:
+    """Three 64x64 photo crops = 12 crops of 32 px."""
+    folder = tmp_path_factory.mktemp("corpus")
+    for name, top, left in PHOTOS:
+        pixels = (photo(name, top, left, 64) * 255).round().astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{name}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, corpus, client) -> Path:
+    """A fault-free run with batch 4 (3 chunks) on both workers."""
+    path = tmp_path_factory.mktemp("ref") / "prior.zarr"
+    summary = run_prior_job([corpus], path, crop=CROP, fit=FIT, batch=4, client=client, progress=False)
+    assert (summary.done, summary.failed, summary.pending, summary.fitted) == (12, 0, 0, 12)
+    return path
+
+
+def assert_same_crops(path_a: Path, path_b: Path) -> None:
+    a, b = open_store(path_a), open_store(path_b)
+    for name in COMPARED:
+        va, vb = a.read(name), b.read(name)
+        if isinstance(va, list):
+            assert va == vb, name
+        else:
+            np.testing.assert_array_equal(va, vb, err_msg=name)
+
+
+def test_job_fills_the_store_and_records_content(reference, corpus):
+    store = open_store(reference)
+    assert store.status_counts() == {"pending": 0, "done": 12, "failed": 0}
+    assert store.num_chunks == 3 and store.chunk_size == 4
+    psnr = store.read("crops/psnr")
+    assert np.isfinite(psnr).all() and (psnr > 25).all()
+    assert (store.read("crops/iterations") == FIT.steps).all()
+    hashes = store.read("crops/content_hash")
+    for source, digest in zip(store.read("crops/source"), hashes):
+        assert digest == hashlib.sha256(Path(source).read_bytes()).hexdigest()
+    assert store.config.fitting == FIT.as_dict()
+    chol = store.read("field/chol")
+    assert (chol[..., 0] > 0).all() and (chol[..., 2] > 0).all()
+
+
+def test_results_do_not_depend_on_batch_or_worker(reference, corpus, client, tmp_path):
+    path = tmp_path / "prior.zarr"
+    summary = run_prior_job([corpus], path, crop=CROP, fit=FIT, batch=5, client=client, progress=False)
+    assert summary.chunks_run == 3 and summary.done == 12
+    assert_same_crops(reference, path)
+
+
+def test_rerunning_a_finished_job_fits_nothing(reference, corpus, client):
+    before = {p: p.stat().st_mtime_ns for p in Path(reference).rglob("c/*")}
+    summary = run_prior_job([corpus], reference, crop=CROP, fit=FIT, client=client, progress=False)
+    assert (summary.chunks_run, summary.fitted, summary.skipped, summary.done) == (0, 0, 12, 12)
+    assert {p: p.stat().st_mtime_ns for p in Path(reference).rglob("c/*")} == before
+
+
+def _worker_pids(client) -> dict[str, int]:
+    return client.run(os.getpid)
+
+
+def _executing(dask_worker) -> int:
+    return len(dask_worker.state.executing)
+
+
+def test_killing_a_worker_mid_task_loses_nothing(reference, corpus, client, tmp_path):
+    path = tmp_path / "prior.zarr"
+    outcome: dict = {}
+
+    def job():
+        try:
+            outcome["summary"] = run_prior_job([corpus], path, crop=CROP, fit=FIT, batch=2, client=client,
+                                               progress=False)
+        except BaseException as err:  # reported below
+            outcome["error"] = err
+
+    pids = _worker_pids(client)
+    thread = threading.Thread(target=job)
+    thread.start()
+    victim = None
+    deadline = time.monotonic() + 120
+    while victim is None and time.monotonic() < deadline and thread.is_alive():
+        busy = client.run(_executing)
+        victim = next((addr for addr, n in busy.items() if n > 0), None)
+        if victim is None:
+            time.sleep(0.02)
+    assert victim is not None, "no task was seen running"
+    os.kill(pids[victim], signal.SIGKILL)
+    thread.join(timeout=300)
+    assert not thread.is_alive() and "error" not in outcome, outcome.get("error")
+    summary = outcome["summary"]
+    assert (summary.done, summary.failed, summary.pending) == (12, 0, 0)
+    assert summary.fitted == 12 and summary.chunks_run == 6 and not summary.errors  # no chunk counted twice
+    assert victim not in _worker_pids(client)  # the victim is really gone (its nanny started a new one)
+    client.wait_for_workers(2, timeout=120)
+    assert_same_crops(reference, path)
+
+
+def _chunk_files(store: Path, index: int) -> list[Path]:
+    """Files of chunk `index` of every array (zarr v3 keys: <array>/c/<index>[/0/0])."""
+    out = []
+    for p in store.rglob("*"):
+        parts = p.relative_to(store).parts
+        if p.is_file() and "c" in parts and parts[parts.index("c") + 1] == str(index):
+            out.append(p)
+    return out
+
+
+def test_interrupted_client_resumes_only_unfinished_chunks(reference, corpus, client, tmp_path):
+    path = tmp_path / "prior.zarr"
+    cmd = [sys.executable, "-m", "workflows.cli", "fit-prior", str(corpus), "--store", str(path), "--crop",
+           str(CROP), "--steps", str(FIT.steps), "--batch", "2", "--workers", "1", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    deadline = time.monotonic() + 180
+    done = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (path / "zarr.json").exists():
+            try:
+                status = zarr.open_group(str(path), mode="r")["crops/status"][:]
+                done = int((status == STATUS_DONE).sum())
+            except Exception:  # the store is being created
+                done = 0
+            if done >= 2:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the job ended before it could be interrupted: {proc.communicate()}"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "rerun the same command to resume" in err
+
+    store = open_store(path)
+    status = store.status()
+    done_before = int((status == STATUS_DONE).sum())
+    assert 2 <= done_before < 12 and (status != STATUS_FAILED).all()
+    finished_chunks = [i for i in range(store.num_chunks) if (status[2 * i : 2 * i + 2] == STATUS_DONE).all()]
+    chunk_files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for i in finished_chunks
+                   for p in _chunk_files(path, i)}
+    arrays = {p.relative_to(path).parts[:2] for p in chunk_files}
+    assert {("field", "means"), ("field", "chol"), ("field", "colors"), ("crops", "status")} <= arrays
+
+    summary = run_prior_job([corpus], path, crop=CROP, fit=FIT, client=client, progress=False)
+    assert summary.skipped == done_before
+    assert summary.chunks_run == store.num_chunks - len(finished_chunks)
+    assert summary.fitted == 12 - 2 * len(finished_chunks)
+    assert (summary.done, summary.pending) == (12, 0)
+    for p, (mtime, data) in chunk_files.items():  # finished chunks were not touched
+        assert p.stat().st_mtime_ns == mtime and p.read_bytes() == data
+    assert_same_crops(reference, path)
+
+
+def test_broken_files_are_recorded_as_failed_and_good_ones_fitted(tmp_path, photo, client):
+    import cv2
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    good = (photo("coffee", 100, 200, 48) * 255).round().astype(np.uint8)
+    Image.fromarray(good).save(folder / "truncated.jpg", quality=95)
+    data = (folder / "truncated.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (folder / "text.png").write_text("this is a text file, renamed .png\n")
+    Image.fromarray(good[:16, :16]).save(folder / "small.png")
+    gray16 = (photo("astronaut", 0, 100, 48).mean(-1) * 65535).round().astype(np.uint16)
+    cv2.imwrite(str(folder / "gray16.png"), gray16)
+
+    summary = run_prior_job([folder], tmp_path / "prior.zarr", crop=CROP, fit=FitConfig(steps=10), batch=2,
+                            client=client, progress=False)
+    store = open_store(tmp_path / "prior.zarr")
+    rows = {}
+    for source, code, reason, psnr in zip(store.read("crops/source"), store.status(), store.read("crops/reason"),
+                                          store.read("crops/psnr")):
+        rows[Path(source).name] = (code, reason, psnr)
+    assert rows["gray16.png"][0] == STATUS_DONE and rows["gray16.png"][2] > 20  # 10 steps only
+    assert rows["truncated.jpg"][0] == STATUS_FAILED and "truncated" in rows["truncated.jpg"][1]
+    assert rows["text.png"][0] == STATUS_FAILED and "not a recognised image" in rows["text.png"][1]
+    assert rows["small.png"][0] == STATUS_FAILED and "smaller than the 32 px crop" in rows["small.png"][1]
+    assert (summary.done, summary.failed, summary.pending) == (1, 3, 0)
+    # a rerun retries only the crop that failed while fitting (the truncated JPEG), not the planning failures
+    again = run_prior_job([folder], tmp_path / "prior.zarr", crop=CROP, fit=FitConfig(steps=10), client=client,
+                          progress=False)
+    assert (again.chunks_run, again.fitted, again.failed) == (1, 1, 3)
+
+
+def test_fit_chunk_without_a_cluster_keeps_done_crops(reference, corpus, tmp_path):
+    """The task function itself: refits only what is not done, leaves done crops byte-identical."""
+    path = tmp_path / "prior.zarr"
+    store = prepare_store([corpus], path, crop=CROP, fit=FIT, batch=4)
+    ref = open_store(reference)
+    values = ref.read_chunk(0, ["field/means", "field/chol", "field/colors", "crops/content_hash", "crops/reason",
+                                "crops/psnr", "crops/iterations", "crops/status"])
+    values["crops/status"] = np.array([STATUS_DONE, STATUS_PENDING, STATUS_DONE, STATUS_PENDING], np.int8)
+    values["field/colors"][0] += 1.0  # a marker: a refit of crop 0 would overwrite it
+    store.write_chunk(0, values)
+    summary = fit_chunk(str(path), 0, root=os.getcwd(), device="cpu")
+    assert (summary["fitted"], summary["done"]) == (2, 2)
+    back = open_store(path).read_chunk(0)
+    np.testing.assert_array_equal(back["field/colors"][0], values["field/colors"][0])
+    np.testing.assert_array_equal(back["field/means"][1], ref.read("field/means", 1, 2)[0])
+    assert (back["crops/status"] == STATUS_DONE).all()
+
+
+def test_chunk_needs_work():
+    full, small = [0, 0, 32, 32], [0, 0, 16, 16]
+    assert chunk_needs_work(np.array([1, 0]), np.array([full, full]), 32)
+    assert not chunk_needs_work(np.array([1, 1]), np.array([full, full]), 32)
+    assert chunk_needs_work(np.array([1, 2]), np.array([full, full]), 32)  # failed while fitting: retried
+    assert not chunk_needs_work(np.array([1, 2]), np.array([full, small]), 32)  # failed at planning: final

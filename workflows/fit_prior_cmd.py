@@ -1,0 +1,60 @@
+"""`p2g fit-prior IMAGES... --store STORE`: fit every crop of a photo corpus to a Gaussian field (stage 1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from dgp_fitting.clusters import CLUSTER_KINDS, cluster_spec, job_script
+from dgp_fitting.fitting import FitConfig
+from dgp_fitting.prior_job import run_prior_job
+
+
+@click.command("fit-prior")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--store", "store", required=True, type=click.Path(path_type=Path),
+              help="Zarr store to create, or to resume if it exists.")
+@click.option("--crop", default=256, show_default=True, help="Crop side in HR pixels (multiple of 4).")
+@click.option("--stride", type=int, help="Grid stride between crops [default: the crop size].")
+@click.option("--crops-per-image", type=int, help="Instead of a grid: this many random crops per image.")
+@click.option("--steps", default=FitConfig.steps, show_default=True, help="Optimisation steps per crop.")
+@click.option("--lr", default=FitConfig.lr, show_default=True, help="Adam learning rate of positions/shapes.")
+@click.option("--color-lr", default=FitConfig.color_lr, show_default=True, help="Adam learning rate of colours.")
+@click.option("--loss", type=click.Choice(["l2", "l1"]), default=FitConfig.loss, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seed of random crops and of every crop's start.")
+@click.option("--batch", type=int, help="Crops per task and per store chunk [default: the store's, else 8].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--cluster", "kind", type=click.Choice(CLUSTER_KINDS), help="Where to run [default: local].")
+@click.option("--scheduler", help="Address of an existing Dask scheduler (tcp://host:8786).")
+@click.option("--cluster-config", type=click.Path(path_type=Path), help="YAML file of cluster settings.")
+@click.option("--workers", type=int, help="Local worker processes, one thread each [default: 1].")
+@click.option("--jobs", type=int, help="SLURM/PBS jobs or Kubernetes pods.")
+@click.option("--cores", type=int, help="Cores per job/pod.")
+@click.option("--memory", help="Memory per job/pod, e.g. 16GB.")
+@click.option("--gpus", type=int, help="GPUs per job/pod (one worker process per GPU).")
+@click.option("--walltime", help="Job walltime, e.g. 02:00:00.")
+@click.option("--queue", help="Batch queue / partition.")
+@click.option("--print-job-script", is_flag=True, help="Print the SLURM/PBS job script and exit.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+def command(images, store, crop, stride, crops_per_image, steps, lr, color_lr, loss, seed, batch, device, kind,
+            scheduler, cluster_config, workers, jobs, cores, memory, gpus, walltime, queue, print_job_script,
+            progress) -> None:
+    """Fit crops of IMAGES (files or folders, recursive) to Gaussian fields, into the prior store STORE.
+
+    Rerunning the same command resumes: finished chunks are skipped, the rest fitted.
+    """
+    spec = cluster_spec(cluster_config, kind=kind, scheduler=scheduler, workers=workers, jobs=jobs, cores=cores,
+                        memory=memory, gpus=gpus, walltime=walltime, queue=queue)
+    if print_job_script:
+        if spec.kind not in ("slurm", "pbs"):
+            raise ValueError("--print-job-script needs --cluster slurm or pbs")
+        click.echo(job_script(spec))
+        return
+    fit = FitConfig(steps=steps, lr=lr, color_lr=color_lr, loss=loss, seed=seed)
+    summary = run_prior_job(images, store, crop=crop, stride=stride, crops_per_image=crops_per_image, fit=fit,
+                            batch=batch, cluster=spec, device=device, progress=progress, echo=click.echo)
+    for line in summary.lines():
+        click.echo(line)
+    if summary.errors:
+        raise click.ClickException(f"{len(summary.errors)} chunk(s) kept failing; rerun to retry them")

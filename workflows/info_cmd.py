@@ -1,0 +1,47 @@
+"""`p2g info STORE [--json]`: what a prior store holds (config, counts by status, PSNR, stage-2 contents)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from prior_store import describe_store
+
+
+def info_lines(info: dict) -> list[str]:
+    """Human-readable lines of `describe_store`'s dict."""
+    status, chunks, psnr = info["status"], info["chunks"], info["psnr"]
+    fitting = ", ".join(f"{k}={v}" for k, v in info["fitting"].items())
+    lines = [
+        f"store       {info['store']} (schema {info['schema_version']}, pixel2gauss {info['package_version']}, "
+        f"created {info['created']})",
+        f"crops       {info['crops']} of {info['crop_size']}x{info['crop_size']} px, reference scale "
+        f"x{info['reference_scale']}, lattice {info['lattice'][0]}x{info['lattice'][1]} k={info['k']}",
+        f"status      {status['done']} done, {status['failed']} failed, {status['pending']} pending",
+        f"chunks      {chunks['total']} of {info['chunk_size']} crops: {chunks['finished']} finished, "
+        f"{chunks['with_pending']} with pending crops, {chunks['with_failed']} with failed crops",
+        "psnr        " + (f"median {psnr['median']:.2f} dB, 5th percentile {psnr['p5']:.2f} dB, "
+                          f"min {psnr['min']:.2f}, max {psnr['max']:.2f} ({psnr['count']} crops)"
+                          if psnr["count"] else "no fitted crops yet"),
+        f"fitting     {fitting}",
+        "statistics  " + (", ".join(info["statistics"]) or "not computed yet"),
+        "dictionary  " + (", ".join(info["dictionary"]) or "not computed yet"),
+    ]
+    for reason, count in sorted(info["failure_reasons"].items(), key=lambda item: -item[1]):
+        lines.append(f"failed      {count} x {reason}")
+    return lines
+
+
+@click.command("info")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def command(store: Path, as_json: bool) -> None:
+    """Describe the prior store STORE."""
+    info = describe_store(store)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, allow_nan=False, default=str))
+    else:
+        for line in info_lines(info):
+            click.echo(line)
