@@ -5,7 +5,8 @@ Reads ``field/chol`` (and ``field/colors`` for a content measure) of the selecte
 results), so memory stays at a few store chunks whatever the store's size. Two passes: the first gives
 counts, mean, covariance (Chan's pairwise update), min/max, fixed-range histograms, joint histograms and
 the fractions inside the paper's ranges; the second a fine histogram between each element's min and max,
-from which quantiles are read (to within one fine bin, (max - min) / 16384, linearly interpolated).
+from which quantiles are read, linearly within a bin: exact up to one fine bin ((max - min) / 16384) or,
+in sparse tails, the gap between the two values around the quantile's rank.
 
 Elements, per Gaussian, in LR px (Cholesky) and LR px^2 (covariance), and in HR px / HR px^2 at the store's
 reference scale s (times s, s^2): the Cholesky triplet (l11, l21, l22) and Sigma = L L^T's entries
@@ -13,8 +14,8 @@ sxx = l11^2, sxy = l11 l21 (= rho sigma_x sigma_y), syy = l21^2 + l22^2.
 
 Per crop: the mean of each element, the mean sqrt(det Sigma) = l11 l22, the fitted PSNR and a content
 measure, the gradient energy of the field's LR image approximated by each LR cell's colour mass
-(sum over its k x k Gaussians of colour x 2 pi l11 l22, i.e. their integral): mean squared difference of
-neighbouring cells, in (intensity per LR px)^2. Crops are grouped in terciles of PSNR and of that energy.
+(sum over its k x k Gaussians of colour x 2 pi l11 l22, i.e. their integral): the mean squared difference
+of neighbouring cells (summed over RGB) down plus across, in (intensity per LR px)^2. Crops are grouped in terciles of PSNR and of that energy.
 """
 
 from __future__ import annotations
@@ -211,13 +212,14 @@ def histogram_quantiles(counts: np.ndarray, lo: float, hi: float, qs: Sequence[f
         return [float(lo)] * len(qs)
     width = (hi - lo) / counts.size
     cum = np.cumsum(counts)
+    filled = np.flatnonzero(counts)
     out = []
     for q in qs:
         target = float(q) * total
         k = int(np.searchsorted(cum, target, side="left"))
-        k = min(k, counts.size - 1)
+        k = int(filled[min(np.searchsorted(filled, k), filled.size - 1)])  # first non-empty bin from k on
         before = int(cum[k - 1]) if k else 0
-        frac = (target - before) / counts[k] if counts[k] else 0.0
+        frac = min(max((target - before) / counts[k], 0.0), 1.0)
         out.append(float(min(max(lo + (k + frac) * width, lo), hi)))
     return out
 
