@@ -188,3 +188,46 @@ def test_cli_empty_folder(tmp_path):
 def test_parse_scales():
     assert parse_scales("2,3,4,6,8,12") == [2, 3, 4, 6, 8, 12]
     assert parse_scales(" 3.7 ") == [3.7]
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path) -> Path:
+    """A real (untrained) checkpoint: a small `lite` model with the official dictionary."""
+    from sr_model.checkpoint import save_checkpoint
+    from sr_model.model import build_model
+    from sr_model.presets import preset
+
+    torch.manual_seed(0)
+    model = build_model(preset("lite", lite_channels=8, lite_blocks=1), "official")
+    return save_checkpoint(tmp_path / "tiny.pt", model)
+
+
+def test_cli_with_a_real_checkpoint(hr_dir, tmp_path, tiny_checkpoint):
+    from sr_model.checkpoint import load_model
+
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(cli, ["eval", "--checkpoint", str(tiny_checkpoint), "--images", str(hr_dir),
+                                      "--scales", "2,4", "--protocol", "div2k", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "model PSNR" in result.output and result.output.count("\n| x") == 2
+    with open(out / "per_image.csv") as fh:
+        records = list(csv.DictReader(fh))
+    model_rows = [r for r in records if r["method"] == "model"]
+    assert len(model_rows) == 4 and all(float(r["encode_ms"]) > 0 for r in model_rows)
+    # the coffee x4 row, recomputed here from the checkpoint (div2k: RGB, shave 10)
+    cropped, lr = make_lr(read_image(hr_dir / "coffee.png"), 4)
+    model = load_model(tiny_checkpoint)
+    with torch.no_grad():
+        field = model.encode(torch.from_numpy(lr.astype(np.float32)).permute(2, 0, 1)[None])
+        sr = render(field, size=cropped.shape[:2])[0].permute(1, 2, 0).double().numpy()
+    row = next(r for r in model_rows if r["image"].endswith("coffee.png") and r["scale"] == "4")
+    assert float(row["psnr"]) == pytest.approx(psnr(to_uint8(cropped), to_uint8(sr), 10, False), abs=1e-5)
+
+
+def test_cli_damaged_checkpoint_is_one_line(hr_dir, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    result = CliRunner().invoke(cli, ["eval", "--checkpoint", str(bad), "--images", str(hr_dir)])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and "not a readable pixel2gauss checkpoint" in result.output
+    assert len(result.output.strip().splitlines()) == 1
