@@ -143,7 +143,10 @@ def dictionary_summary(store_path: str | Path) -> dict | None:
     """The stored dictionary's provenance plus element ranges (HR px), or None when there is none."""
     if not has_dictionary(store_path):
         return None
-    kernels, provenance = read_dictionary(store_path)
+    try:
+        kernels, provenance = read_dictionary(store_path)
+    except StoreError as err:  # describe a damaged dictionary rather than fail to describe the store
+        return {"problem": str(err)}
     out = dict(provenance)
     out["ranges"] = {name: [float(kernels[:, i].min()), float(kernels[:, i].max())]
                      for i, name in enumerate(("l11", "l21", "l22"))}
@@ -154,6 +157,8 @@ def dictionary_line(summary: dict | None) -> str:
     """One line describing a dictionary summary (what `p2g info` prints)."""
     if summary is None:
         return "not computed yet"
+    if "problem" in summary:
+        return f"unreadable: {summary['problem']}"
     quantiles = summary.get("quantiles")
     span = (f", quantiles {100 * quantiles[0]:g}-{100 * quantiles[1]:g} %" if quantiles else "")
     seed = f", seed {summary['seed']}" if summary.get("seed") is not None else ""

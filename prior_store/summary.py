@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prior_store.dictionary import dictionary_summary
 from prior_store.schema import STATS_GROUP
 from prior_store.store import open_store
 
@@ -40,4 +41,5 @@ def describe_store(path: str | Path) -> dict:
         "failure_reasons": store.failure_reasons(),
         "statistics": [m for m in stats if not m.startswith(f"{STATS_GROUP}/dictionary")],
         "dictionary": [m for m in stats if m.startswith(f"{STATS_GROUP}/dictionary")],
+        "dictionary_summary": dictionary_summary(path),
     }

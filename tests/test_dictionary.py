@@ -173,6 +173,11 @@ def test_bad_cli_requests_leave_the_store_untouched(tmp_path):
     out = tmp_path / "out"
     assert runner.invoke(cli, ["prior-stats", "--store", str(path), "--out", str(out), "--size", "28"]).exit_code == 0
     before = read_dictionary(path)
+    info = runner.invoke(cli, ["info", str(path)])
+    assert info.exit_code == 0 and "dictionary  grid, 28 kernels (HR px at x4: l11 0.00.." in info.output
+    assert "from 4 crops, " + before[1]["content_hash"][:19] in info.output
+    info = json.loads(runner.invoke(cli, ["info", str(path), "--json"]).output)
+    assert info["dictionary_summary"]["content_hash"] == before[1]["content_hash"]
     for args, words in ((["--size", "500"], "try 344, 513, 730"), (["--quantiles", "99,1"], "low < high"),
                         (["--quantiles", "a,b"], "two percentages")):
         result = runner.invoke(cli, ["prior-stats", "--store", str(path), "--out", str(out), *args])

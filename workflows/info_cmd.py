@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from prior_store import describe_store
+from prior_store.dictionary import dictionary_line
 
 
 def info_lines(info: dict) -> list[str]:
@@ -27,7 +28,7 @@ def info_lines(info: dict) -> list[str]:
                           if psnr["count"] else "no fitted crops yet"),
         f"fitting     {fitting}",
         "statistics  " + (", ".join(info["statistics"]) or "not computed yet"),
-        "dictionary  " + (", ".join(info["dictionary"]) or "not computed yet"),
+        "dictionary  " + dictionary_line(info.get("dictionary_summary")),
     ]
     for reason, count in sorted(info["failure_reasons"].items(), key=lambda item: -item[1]):
         lines.append(f"failed      {count} x {reason}")
