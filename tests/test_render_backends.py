@@ -1,0 +1,243 @@
+"""Every fast backend against the torch reference: random fields, golden files, photos, borders, bands, gradients.
+
+The helpers here (fields, geometries, the agreement check) are shared with tests/test_triton_backend.py, which
+runs the same comparisons for the Triton kernels (on CUDA, or on CPU through TRITON_INTERPRET=1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gaussian_field import CUT_MAHALANOBIS_SQ, GaussianField, available_backends, render
+from gaussian_field.lattice import base_positions, neighbourhood_reach
+
+#: Backends must agree with the reference to this (max abs difference) in float32, and to FLOAT64_ATOL in float64.
+FLOAT32_ATOL = 1e-5
+FLOAT64_ATOL = 1e-12
+
+#: (scale, size) pairs: isotropic, non-integer, anisotropic, smaller than the input, an explicit size, large.
+GEOMETRIES = [
+    (2.0, None),
+    (3.7, None),
+    ((2.0, 5.0), None),
+    ((0.6, 1.3), None),
+    (0.35, None),
+    (None, (7, 5)),
+    (1.0, None),
+    (12.3, None),
+]
+
+
+def random_field(b=1, h=5, w=6, k=2, dtype=torch.float32, seed=0, device="cpu", spread=0.5) -> GaussianField:
+    """Offsets up to 1 LR px, anisotropic covariances (|l21| up to ~3 spread), colours of both signs."""
+    gen = torch.Generator().manual_seed(seed)
+    base = base_positions(h, w, k, dtype=torch.float64)
+    n = base.shape[0]
+    means = base + torch.tanh(2 * torch.randn(b, n, 2, generator=gen, dtype=torch.float64))
+    chol = torch.stack([
+        torch.rand(b, n, generator=gen, dtype=torch.float64) * spread + 0.05,
+        torch.randn(b, n, generator=gen, dtype=torch.float64) * spread * 0.6,
+        torch.rand(b, n, generator=gen, dtype=torch.float64) * spread + 0.05,
+    ], -1)
+    colors = torch.randn(b, n, 3, generator=gen, dtype=torch.float64)
+    return GaussianField(means, chol, colors, h, w, k).to(dtype=dtype, device=device)
+
+
+def golden_fields(golden_model, dtype=torch.float32, device="cpu"):
+    """(name, field, (s_h, s_w)) for every stored scale, built from the HR-pixel Gaussians as the reference test does."""
+    for name, case in golden_model["scales"].items():
+        scale = (case["scale_h"], case["scale_w"])
+        field = GaussianField.from_hr(case["mean_hr_px"], case["cov_hr_px2"], case["color"].double(), scale,
+                                      (20, 24, 2))
+        yield name, field.to(dtype=dtype, device=device), scale
+
+
+def boundary_field(h=4, w=5, k=2, seed=0, dtype=torch.float32) -> tuple[GaussianField, float]:
+    """Each Gaussian is shaped so that one sample point (scale 1.5) lies exactly on its 1/255 ellipse in real maths.
+
+    Whether the rounded float32 distance passes the cut then depends on rounding alone; a backend that decides
+    differently from the reference is off by |colour| / 255 there. Returns the field and the scale.
+    """
+    scale = 1.5
+    gen = np.random.default_rng(seed)
+    base = base_positions(h, w, k, dtype=torch.float64).numpy()
+    n = base.shape[0]
+    means = base + gen.uniform(-0.4, 0.4, size=(n, 2))
+    chol = np.zeros((n, 3))
+    for i in range(n):
+        while True:
+            # a target sample point near the Gaussian: pixel (r, c) samples ((c + .5) / s, (r + .5) / s)
+            c = math.floor(means[i, 0] * scale) + int(gen.integers(-2, 3))
+            r = math.floor(means[i, 1] * scale) + int(gen.integers(-2, 3))
+            dx = (c + 0.5) / scale - means[i, 0]
+            dy = (r + 0.5) / scale - means[i, 1]
+            l11 = gen.uniform(0.3, 1.2)
+            l21 = gen.uniform(-0.6, 0.6)
+            rest = CUT_MAHALANOBIS_SQ - (dx / l11) ** 2
+            if rest > 0.5 and abs(dy - l21 * dx / l11) > 0.05:
+                chol[i] = (l11, l21, abs(dy - l21 * dx / l11) / math.sqrt(rest))
+                break
+    colors = np.ones((n, 3))
+    field = GaussianField(torch.from_numpy(means), torch.from_numpy(chol), torch.from_numpy(colors), h, w, k)
+    return field.to(dtype=dtype), scale
+
+
+def assert_agrees(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, what: str = "") -> None:
+    assert got.shape == want.shape, what
+    assert got.dtype == want.dtype, what
+    atol = FLOAT32_ATOL if dtype == torch.float32 else FLOAT64_ATOL
+    diff = float((got.detach().cpu().double() - want.detach().cpu().double()).abs().max()) if got.numel() else 0.0
+    assert diff <= atol, f"{what}: max |backend - reference| = {diff:.3g} > {atol:g}"
+
+
+def fast_cpu_backends() -> list[str]:
+    return [name for name in available_backends("cpu") if name != "torch"]
+
+
+@pytest.fixture(scope="module", params=fast_cpu_backends() or ["<none>"])
+def backend(request) -> str:
+    if request.param == "<none>":
+        pytest.skip("no fast CPU backend is installed")
+    return request.param
+
+
+def test_a_fast_cpu_backend_exists_and_auto_picks_it():
+    assert "cpu" in fast_cpu_backends()
+    assert available_backends("cpu")[0] == "cpu"
+    assert available_backends("cpu", differentiable=True)[0] == "cpu"
+    field = random_field(seed=9)
+    assert torch.equal(render(field, scale=2.5), render(field, scale=2.5, backend="cpu"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("scale, size", GEOMETRIES)
+def test_random_fields_match_reference(backend, dtype, scale, size):
+    field = random_field(b=2, dtype=dtype, seed=1)
+    want = render(field, scale=scale, size=size, backend="torch")
+    got = render(field, scale=scale, size=size, backend=backend)
+    assert_agrees(got, want, dtype, f"{backend} scale={scale} size={size}")
+
+
+def test_rows_bands_match_reference(backend):
+    field = random_field(h=7, w=4, seed=2)
+    full = render(field, scale=(3.3, 2.1), backend="torch")
+    for rows in [(0, 1), (5, 17), (22, 23), (9, 9), (0, full.shape[2])]:
+        got = render(field, scale=(3.3, 2.1), rows=rows, backend=backend)
+        assert_agrees(got, full[:, :, rows[0] : rows[1]], torch.float32, f"rows {rows}")
+
+
+def test_size_with_explicit_scale_samples_like_reference(backend):
+    """An output size with its own sampling scale (a crop of a larger render): border pixels beyond the field."""
+    field = random_field(h=3, w=3, seed=3)
+    want = render(field, size=(14, 9), scale=(4.0, 2.0), backend="torch")
+    assert_agrees(render(field, size=(14, 9), scale=(4.0, 2.0), backend=backend), want, torch.float32)
+
+
+def test_golden_fields_match_reference_and_official_render(backend, golden_model):
+    for name, field, scale in golden_fields(golden_model):
+        want = render(field, scale=scale, backend="torch")
+        got = render(field, scale=scale, backend=backend)
+        assert_agrees(got, want, torch.float32, name)
+        case = golden_model["scales"][name]
+        mask = case["render_near_threshold_mask"]
+        diff = (got[0].double() - case["render"]).abs()
+        assert float(diff[:, ~mask].max()) < 1e-4, name
+        assert float((diff * mask).max()) <= 1e-4 + case["render_near_threshold_max_jump"], name
+
+
+def test_golden_lr_field_at_other_scales(backend, golden_model):
+    lr = golden_model["field_lr"]
+    field = GaussianField(lr["mean_lr_px"], lr["L_lr"], lr["color"].double(), 20, 24, 2).to(torch.float32)
+    for scale in [1.7, (0.5, 0.8), (6.2, 3.0), 0.1]:
+        assert_agrees(render(field, scale=scale, backend=backend), render(field, scale=scale, backend="torch"),
+                      torch.float32, f"scale {scale}")
+
+
+@pytest.mark.parametrize("name, scale", [("astronaut", 3.3), ("coffee", 0.75), ("retina", (2.0, 4.5))])
+def test_photo_fields_match_reference(backend, photo, name, scale):
+    from gaussian_field.initial import field_from_image
+
+    image = torch.from_numpy(np.ascontiguousarray(photo(name, top=40, left=60, size=20))).float().permute(2, 0, 1)
+    field = field_from_image(image, sigma=0.6)
+    assert_agrees(render(field, scale=scale, backend=backend), render(field, scale=scale, backend="torch"),
+                  torch.float32, name)
+
+
+def test_cut_boundary_is_decided_as_the_reference_decides(backend):
+    field, scale = boundary_field()
+    want = render(field, scale=scale, backend="torch")
+    assert_agrees(render(field, scale=scale, backend=backend), want, torch.float32, "boundary")
+    # The test only means something if the rounding sends targeted terms both ways.
+    means, chol = field.means[0].numpy(), field.chol[0].numpy()
+    kept = dropped = 0
+    xs = ((np.arange(64) + 0.5) / scale).astype(np.float32)
+    for i in range(means.shape[0]):
+        l11, l21, l22 = chol[i]
+        z1 = (xs[None, :] - means[i, 0]) / l11
+        z2 = ((xs[:, None] - means[i, 1]) - l21 * z1) / l22
+        m = z1 * z1 + z2 * z2
+        near = np.abs(m.astype(np.float64) - CUT_MAHALANOBIS_SQ) < 1e-5
+        kept += int((near & (m <= np.float32(CUT_MAHALANOBIS_SQ))).sum())
+        dropped += int((near & (m > np.float32(CUT_MAHALANOBIS_SQ))).sum())
+    assert kept > 0 and dropped > 0, (kept, dropped)
+
+
+def test_wide_and_degenerate_gaussians(backend):
+    """A Gaussian reaching far beyond the usual neighbourhood still counts; l11 or l22 <= 0 is dropped."""
+    field = random_field(h=4, w=4, seed=4, dtype=torch.float64)
+    chol = field.chol.clone()
+    chol[0, 5] = torch.tensor([3.0, 1.5, 2.5], dtype=chol.dtype)
+    chol[0, 7, 0] = 0.0
+    chol[0, 9, 2] = -0.3
+    odd = GaussianField(field.means, chol, field.colors, 4, 4, 2, validate=False)
+    for scale in (1.5, 4.0):
+        want = render(odd, scale=scale, backend="torch")
+        assert_agrees(render(odd, scale=scale, backend=backend), want, torch.float64, f"x{scale}")
+
+
+def test_fast_reach_equals_lattice_reach(golden_model):
+    from gaussian_field.cpu_backend import fast_reach
+
+    fields = [random_field(b=2, seed=s, dtype=d) for s in range(3) for d in (torch.float32, torch.float64)]
+    fields += [f for _, f, _ in golden_fields(golden_model)]
+    for field in fields:
+        assert fast_reach(field) == neighbourhood_reach(field.means, field.chol, field.h, field.w, field.k)
+
+
+def _grads(field: GaussianField, backend: str, scale, weights: torch.Tensor):
+    params = [t.clone().requires_grad_(True) for t in (field.means, field.chol, field.colors)]
+    out = render(GaussianField(*params, field.h, field.w, field.k, validate=False), scale=scale, backend=backend)
+    return out, torch.autograd.grad((out * weights).sum(), params)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gradients_match_reference_autograd(backend, dtype):
+    field = random_field(b=2, h=4, w=5, seed=5, dtype=dtype)
+    scale = (2.7, 3.1)
+    weights = torch.randn(2, 3, 11, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(dtype)
+    out_ref, grads_ref = _grads(field, "torch", scale, weights)
+    out, grads = _grads(field, backend, scale, weights)
+    assert_agrees(out, out_ref, dtype)
+    for name, got, want in zip(("means", "chol", "colors"), grads, grads_ref):
+        tol = 1e-4 * float(want.abs().max()) if dtype == torch.float32 else 1e-11
+        assert float((got - want).abs().max()) <= tol, name
+
+
+def test_gradcheck(backend):
+    field = random_field(h=2, w=2, seed=6, dtype=torch.float64)
+    params = [t.clone().requires_grad_(True) for t in (field.means, field.chol, field.colors)]
+
+    def fn(m, c, col):
+        return render(GaussianField(m, c, col, 2, 2, 2, validate=False), scale=(2.5, 1.5), backend=backend)
+
+    assert torch.autograd.gradcheck(fn, params, eps=1e-6, atol=1e-6)
+
+
+def test_non_float32_64_fields_fall_back_to_reference_maths(backend):
+    field = random_field(h=3, w=3, seed=7).to(dtype=torch.bfloat16)
+    want = render(field, scale=2.0, backend="torch")
+    assert torch.equal(render(field, scale=2.0, backend=backend), want)
