@@ -231,3 +231,15 @@ def test_cli_damaged_checkpoint_is_one_line(hr_dir, tmp_path):
     assert result.exit_code == 2
     assert result.output.startswith("error: ") and "not a readable pixel2gauss checkpoint" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_model_on_cuda_scores_like_cpu(hr_dir, tiny_checkpoint):
+    from sr_model.checkpoint import load_model
+
+    cpu = evaluate([hr_dir], [2, 4], model=load_model(tiny_checkpoint, "cpu"), device="cpu")
+    gpu = evaluate([hr_dir], [2, 4], model=load_model(tiny_checkpoint, "cuda"), device="cuda")
+    for a, b in zip(cpu, gpu):
+        assert (a.image, a.scale, a.method) == (b.image, b.scale, b.method)
+        assert a.psnr == pytest.approx(b.psnr, abs=0.01)  # 8-bit rounding may flip a few pixels

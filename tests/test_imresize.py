@@ -116,3 +116,15 @@ def test_bad_arguments_are_clear_errors(kwargs, message):
 def test_integer_input_is_refused():
     with pytest.raises(ValueError, match="floating-point"):
         imresize(torch.zeros(3, 8, 8, dtype=torch.uint8), 0.5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(golden):
+    source = _chw(golden["astronaut_in"])
+    for scale in (1 / 3.7, 4.0):
+        for dtype in (torch.float32, torch.float64):
+            cpu = imresize(source.to(dtype), scale)
+            gpu = imresize(source.to(dtype).cuda(), scale)
+            assert gpu.is_cuda
+            torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-6 if dtype == torch.float32 else 1e-12)
