@@ -105,8 +105,8 @@ def jobqueue_cluster(spec: ClusterSpec):
         "walltime": spec.walltime,
         "queue": spec.queue,
         "account": spec.account,
-        "name": "p2g-fit-prior",
-        "dashboard_address": spec.dashboard_address,
+        "job_name": "p2g-fit-prior",
+        "scheduler_options": {"dashboard_address": spec.dashboard_address},
     }
     extra = dict(spec.extra)
     directives = list(extra.pop("job_extra_directives", []))
