@@ -81,9 +81,10 @@ def read_checkpoint(path: str | Path) -> dict:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load raises many types on damaged or foreign files
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path} is not a readable pixel2gauss checkpoint ({first})") from None
+    except Exception:  # torch.load raises many types on damaged or foreign files; its advice to drop
+        # weights_only would be wrong here, so its message is not passed on
+        raise CheckpointError(f"{path} is not a readable pixel2gauss checkpoint (damaged, not a PyTorch file, or "
+                              f"holding objects other than tensors and plain containers)") from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         hint = " (an official ContinuousSR file? convert it with `p2g import-official`)" if isinstance(
             data, dict) and "model" in data else ""

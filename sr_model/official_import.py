@@ -59,9 +59,10 @@ def read_official(path: str | Path) -> dict:
         raise FileNotFoundError(f"official checkpoint not found: {path}")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load raises many types on damaged or foreign files
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise OfficialCheckpointError(f"{path} is not a readable PyTorch checkpoint ({first})") from None
+    except Exception:  # torch.load raises many types on damaged or foreign files (message not passed on:
+        # it advises weights_only=False, which would run arbitrary code from the file)
+        raise OfficialCheckpointError(f"{path} is not a readable PyTorch checkpoint (damaged, not a PyTorch file, "
+                                      f"or holding pickled objects that a safe load refuses)") from None
     spec = data.get("model") if isinstance(data, dict) else None
     if not isinstance(spec, dict) or spec.get("name") != "continuous-gaussian":
         raise OfficialCheckpointError(f"{path} is not a ContinuousSR checkpoint: expected ['model'] with name "
