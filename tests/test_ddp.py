@@ -1,0 +1,91 @@
+"""DDP through torchrun: a 2-process gloo run on CPU equals one process that averages the two ranks' gradients."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import default_collate
+
+from gaussian_field.image_io import write_image
+from sr_model.datasets import ScaleBatchSampler, SRTrainDataset
+from sr_model.dictionary import official_kernels
+from sr_model.losses import reconstruction_loss
+from sr_model.model import build_model
+from sr_model.presets import preset
+from sr_model.train_state import TrainConfig, learning_rate
+from sr_model.training import Upscaler
+
+TINY = dict(lite_channels=8, lite_blocks=1, cov_dim=16, cov_hidden=(16,), color_hidden=(16,), offset_hidden=(16,))
+TINY_CLI = [arg for key, value in TINY.items()
+            for arg in ("--model-option", f"{key}={list(value) if isinstance(value, tuple) else value}")]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _emulate(config: TrainConfig, world: int) -> dict[str, torch.Tensor]:
+    """What DDP computes, in one process: per step, the mean of the gradients of batches t*world + r."""
+    dataset = SRTrainDataset(config.images, config.patch, (config.scale_min, config.scale_max))
+    batches = ScaleBatchSampler(dataset, config.batch, config.seed)
+    torch.manual_seed(config.seed)
+    model = build_model(config.model_config(), config.prior)
+    net, optimizer = Upscaler(model, amp=False), torch.optim.Adam(model.parameters(), lr=config.lr)
+    for step in range(config.steps):
+        grads = None
+        for rank in range(world):
+            data = default_collate([dataset[key] for key in batches.batch(step * world + rank)])
+            model.zero_grad()
+            reconstruction_loss(net(data["lr"], data["hr"].shape[-2:]), data["hr"])["loss"].backward()
+            mine = [p.grad.clone() for p in model.parameters()]
+            grads = mine if grads is None else [g + m for g, m in zip(grads, mine)]
+        for param, grad in zip(model.parameters(), grads):
+            param.grad = grad / world
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, step)
+        optimizer.step()
+    return model.state_dict()
+
+
+def test_two_process_gloo_run_matches_averaged_gradients(tmp_path, photo):
+    images = tmp_path / "train"
+    images.mkdir()
+    for name, top, left in (("astronaut", 30, 180), ("coffee", 100, 250), ("rocket", 200, 300)):
+        write_image(images / f"{name}.png", photo(name, top, left, size=40))
+    write_image(tmp_path / "val.png", photo("chelsea", 60, 140, size=32))
+    kernels = official_kernels()[:-1].reshape(9, 9, 9, 3)[::4, ::4, ::4].reshape(-1, 3)
+    np.save(tmp_path / "dictionary.npy", kernels.numpy())
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "workflows.cli", "train", "--prior", str(tmp_path / "dictionary.npy"), "--images", str(images),
+               "--out", str(run), "--steps", "3", "--batch", "2", "--patch", "8", "--scales", "2-4", "--lr", "1e-3",
+               "--val-images", str(tmp_path / "val.png"), "--val-every", "2", "--device", "cpu", *TINY_CLI]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("trained: 3 steps") == 1, done.stdout  # rank 0 alone reports
+    saved = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+    assert saved["step"] == 3 and (run / "best.pt").exists()
+    config = TrainConfig.from_dict(saved["train_config"])
+    expected = _emulate(config, world=2)
+    for key, value in saved["state_dict"].items():
+        torch.testing.assert_close(value, expected[key], rtol=1e-4, atol=1e-6, msg=key)
+    # the comparison tells worlds apart: one rank's batches alone give other weights
+    alone = _emulate(config, world=1)
+    assert any(not torch.allclose(v, alone[k], rtol=1e-4, atol=1e-6) for k, v in saved["state_dict"].items())
+
+
+def test_a_plain_process_is_a_world_of_one(monkeypatch):
+    from sr_model.distributed import setup
+
+    for variable in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(variable, raising=False)
+    runtime = setup("cpu")
+    assert runtime.world_size == 1 and runtime.is_main and not runtime.distributed
+    assert not torch.distributed.is_initialized()
+    with pytest.raises(ValueError, match="unknown device"):
+        setup("tpu9")
