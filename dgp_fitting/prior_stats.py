@@ -61,6 +61,10 @@ class NoDoneCropsError(ValueError):
     """Nothing to compute statistics from: no done crops, or none above the PSNR floor."""
 
 
+class NonFiniteFieldError(ValueError):
+    """Fitted parameters that are NaN or infinite in crops marked done."""
+
+
 def quantile_key(q: float) -> str:
     """The summary's key of quantile q (a fraction): its percentage, e.g. 0.005 -> "0.5"."""
     return f"{100 * q:g}"
@@ -108,6 +112,9 @@ def _merge_moments(a: dict, b: dict) -> dict:
 
 
 def _moments_of(e: np.ndarray, paper_lr: np.ndarray) -> dict:
+    if not np.isfinite(e).all():
+        raise NonFiniteFieldError("field/chol of the selected crops holds NaN or inf; the store is damaged: refit "
+                                  "those crops (rerun `p2g fit-prior`) or raise --min-psnr to leave them out")
     n = e.shape[0]
     mean = e.mean(axis=0)
     d = e - mean
@@ -496,6 +503,7 @@ __all__ = [
     "ELEMENTS",
     "LABELS",
     "NoDoneCropsError",
+    "NonFiniteFieldError",
     "PAPER_RANGES_HR_X4",
     "PER_CROP_COLUMNS",
     "PriorStatistics",

@@ -209,6 +209,12 @@ def test_no_done_crops_and_too_high_floor_are_clear_errors(tmp_path):
     result = runner.invoke(cli, ["prior-stats", "--store", str(tmp_path / "missing.zarr"), "--out", str(tmp_path)])
     assert result.exit_code == 2 and "not found" in result.output
 
+    broken = tmp_path / "broken.zarr"
+    make_store(broken, crops=4, crop=32, chunk=2)
+    open_store(broken, mode="r+").group["field/chol"][3, 5, 1] = np.nan
+    result = runner.invoke(cli, ["prior-stats", "--store", str(broken), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "holds NaN or inf" in result.output
+
 
 def test_cli_reruns_are_byte_identical(tmp_path):
     path = tmp_path / "prior.zarr"
