@@ -1,0 +1,59 @@
+"""Rendering speed of every available backend against the torch reference and bicubic, one run, with ratios.
+
+    .venv/bin/python benchmarks/render_speed.py                 # CPU: 256x256 field at x2, x4, x8, x12.3
+    PYTHONPATH=. python3 benchmarks/render_speed.py --device cuda --json --out gpu_speed.json
+
+The same figures as `p2g bench` (workflows/bench_cmd.py). Where click or the model package cannot be imported
+(the GPU check's machine has only torch and triton), it still measures the renderers and says that the
+multi-scale figure was skipped. Timings on a shared machine are noisy: compare the ratios, which come from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _report(args) -> dict:
+    scales = tuple(float(s) for s in args.scales.split(","))
+    try:
+        from workflows.bench_cmd import bench_report
+    except ImportError as err:
+        import torch
+
+        from gaussian_field.speed import benchmark_field, render_speed, report_header, target_checks
+
+        field = benchmark_field(args.size, device=torch.device(args.device))
+        report = report_header(field)
+        report["scales"] = render_speed(field, scales, repeats=args.repeats)
+        report["multi_scale"] = {"skipped": f"needs the p2g command line and the model package ({err})"}
+        report["targets"] = target_checks(report)
+        return report
+    return bench_report(args.device, args.size, scales, args.repeats, None if args.no_multi_scale else args.multi_lr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--size", type=int, default=256, help="LR size of the benchmark field")
+    parser.add_argument("--scales", default="2,4,8,12.3")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--multi-lr", type=int, default=64, help="LR size for the 40-scale figure")
+    parser.add_argument("--no-multi-scale", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument("--out", type=Path, help="also write the JSON report to this file")
+    args = parser.parse_args()
+    report = _report(args)
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1))
+    if args.json:
+        print(json.dumps(report))
+    else:
+        from gaussian_field.speed import format_report
+
+        print("\n".join(format_report(report)))
+
+
+if __name__ == "__main__":
+    main()

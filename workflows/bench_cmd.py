@@ -1,0 +1,82 @@
+"""`p2g bench [--device cpu|cuda] [--json]`: rendering speed of every backend against the reference and bicubic,
+and the multi-scale figure (one encode for 40 scales against re-running the model per scale, `lite` encoder)."""
+
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+import click
+import torch
+
+from gaussian_field import available_backends
+from gaussian_field.speed import (DEFAULT_SCALES, MULTI_SCALES, benchmark_field, format_report, gradient_speed,
+                                  multi_scale_speed, render_speed, report_header, target_checks)
+
+#: The training-step figure: a batch of two 32x32 fields at x4 (the reference's autograd is slow and memory-hungry).
+GRAD_FIELD = (2, 32)
+
+
+def lite_multi_scale(device: torch.device, lr_size: int, seed: int = 0) -> dict:
+    """The multi-scale figure with a freshly initialised `lite` model (speed does not depend on its weights)."""
+    try:
+        from sr_model.model import build_model
+        from sr_model.presets import preset
+    except ImportError as err:
+        return {"skipped": f"the model package cannot be imported here ({err})"}
+    torch.manual_seed(seed)
+    model = build_model(preset("lite"), "official").to(device).eval()
+    generator = torch.Generator().manual_seed(seed)
+    lr = torch.rand(1, 3, lr_size, lr_size, generator=generator).to(device)
+    result = multi_scale_speed(model.encode, lr, MULTI_SCALES)
+    result["encoder"] = "lite, random init"
+    return result
+
+
+def bench_report(device: str = "cpu", size: int = 256, scales: Sequence[float] = DEFAULT_SCALES, repeats: int = 5,
+                 multi_lr: int | None = 64, seed: int = 0, gradients: bool = True) -> dict:
+    """Every figure of `p2g bench` as one dict; multi_lr=None leaves the multi-scale figure out."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: this machine has no CUDA device; use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu or cuda[:N], got {device!r}")
+    if size < 4:
+        raise ValueError(f"--size must be at least 4 LR pixels, got {size}")
+    if repeats < 1:
+        raise ValueError(f"--repeats must be at least 1, got {repeats}")
+    field = benchmark_field(size, seed, dev)
+    report = report_header(field)
+    report["backends_available"] = available_backends(dev)
+    report["scales"] = render_speed(field, scales, repeats=repeats)
+    if multi_lr is None:
+        report["multi_scale"] = {"skipped": "not asked for (--no-multi-scale)"}
+    else:
+        report["multi_scale"] = lite_multi_scale(dev, multi_lr, seed)
+    if gradients:
+        batch, grad_size = GRAD_FIELD
+        report["gradients"] = gradient_speed(benchmark_field(grad_size, seed, dev, batch=batch), 4.0)
+    report["targets"] = target_checks(report)
+    return report
+
+
+@click.command("bench")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--json", "as_json", is_flag=True, help="Print every figure as one JSON object.")
+@click.option("--size", default=256, show_default=True, help="LR size of the benchmark field (size x size).")
+@click.option("--scale", "scales", type=float, multiple=True,
+              help=f"Scales to time; repeatable (default {', '.join(f'{s:g}' for s in DEFAULT_SCALES)}).")
+@click.option("--repeats", default=5, show_default=True, help="Timed calls per figure (the median is reported).")
+@click.option("--multi-lr", default=64, show_default=True, help="LR size for the 40-scale multi-scale figure.")
+@click.option("--no-multi-scale", is_flag=True, help="Leave out the multi-scale figure.")
+@click.option("--no-gradients", is_flag=True, help="Leave out the training-step (forward + backward) figure.")
+def command(device: str, as_json: bool, size: int, scales, repeats: int, multi_lr: int, no_multi_scale: bool,
+            no_gradients: bool) -> None:
+    """Time every render backend against the torch reference and bicubic (ratios measured in one run)."""
+    report = bench_report(device, size, scales or DEFAULT_SCALES, repeats, None if no_multi_scale else multi_lr,
+                          gradients=not no_gradients)
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        for line in format_report(report):
+            click.echo(line)
