@@ -3,10 +3,11 @@
 Both give float32 Cholesky triplets (l11, l21, l22) in HR px at the store's reference scale, the format of
 the official dictionary (HR px at x4).
 
-- ``grid``: n values per element between the element's quantiles q_lo and q_hi (by default at evenly spaced
-  probability levels, so values are denser where fitted Gaussians are; ``spacing="linear"`` spaces them
-  evenly in value), their Cartesian product with l11 varying slowest (``itertools.product`` as upstream),
-  then the zero kernel as the official dictionary's last row: n^3 + 1 kernels, 730 for n = 9.
+- ``grid``: n values per element between the element's quantiles q_lo and q_hi, evenly spaced in value by
+  default (as the official lists roughly are), or with ``spacing="quantile"`` at evenly spaced probability
+  levels (denser where fitted Gaussians are; on real photos, whose elements peak sharply, that puts most
+  values in a narrow band), their Cartesian product with l11 varying slowest (``itertools.product`` as
+  upstream), then the zero kernel as the official dictionary's last row: n^3 + 1 kernels, 730 for n = 9.
 - ``sample``: N kernels drawn (seeded) from the 3D normal fitted to (l11, l21, l22) (means, stds and
   correlations of the statistics), keeping only draws with l11 > 0, l22 > 0 (Sigma = L L^T positive
   definite) inside the [q_lo, q_hi] quantile box of each element. No zero kernel is added.
@@ -21,7 +22,7 @@ import numpy as np
 from dgp_fitting.prior_stats import CHOLESKY, PriorStatistics
 
 METHODS = ("grid", "sample")
-SPACINGS = ("quantile", "linear")
+SPACINGS = ("linear", "quantile")
 DEFAULT_SIZE = 730
 DEFAULT_QUANTILES = (0.005, 0.995)
 #: Draws tried per requested kernel before `sample` gives up (the quantile box rejects about 3 % by default).
@@ -67,7 +68,7 @@ def grid_dictionary(
     stats: PriorStatistics,
     size: int = DEFAULT_SIZE,
     quantiles=DEFAULT_QUANTILES,
-    spacing: str = "quantile",
+    spacing: str = "linear",
 ) -> tuple[np.ndarray, dict]:
     """(kernels (n^3 + 1, 3) float32 HR px, provenance): the quantile grid plus the zero kernel."""
     n = grid_side(int(size))
@@ -138,7 +139,7 @@ def _cholesky_factor(cov: np.ndarray) -> np.ndarray:
         return vectors @ np.diag(np.sqrt(np.clip(values, 0, None)))
 
 
-def check_request(method: str, size: int, quantiles, spacing: str = "quantile") -> None:
+def check_request(method: str, size: int, quantiles, spacing: str = "linear") -> None:
     """Refuse a dictionary request that cannot be met, before any statistics are computed or written."""
     if method not in METHODS:
         raise DictionaryRequestError(f"method must be one of {METHODS}, got {method!r}")
@@ -157,7 +158,7 @@ def build_dictionary(
     size: int = DEFAULT_SIZE,
     quantiles=DEFAULT_QUANTILES,
     seed: int = 0,
-    spacing: str = "quantile",
+    spacing: str = "linear",
 ) -> tuple[np.ndarray, dict]:
     """Dispatch to `grid_dictionary` or `sample_dictionary` (seed only matters for sample)."""
     check_request(method, size, quantiles, spacing)

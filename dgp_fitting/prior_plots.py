@@ -41,13 +41,13 @@ def _edges_hr(stats: PriorStatistics, element: str, bins: int) -> np.ndarray:
 
 
 def _view(stats: PriorStatistics, element: str) -> tuple[float, float]:
-    """Axis limits (HR): the data's min..max and the paper's range, padded, within the histogram range."""
+    """Axis limits (HR): the 0.5-99.5 % interval and the paper's range, padded, within the histogram range."""
     hr = stats.summary["elements"][element]["hr"]
-    lo, hi = hr["min"], hr["max"]
+    lo, hi = hr["quantiles"]["0.5"], hr["quantiles"]["99.5"]
     if element in CHOLESKY:
         plo, phi = stats.summary["paper_ranges"]["hr"][element]
         lo, hi = min(lo, plo), max(hi, phi)
-    pad = 0.05 * max(hi - lo, 1e-9)
+    pad = 0.25 * max(hi - lo, 1e-9)
     edges = _edges_hr(stats, element, 1)
     return max(lo - pad, float(edges[0])), min(hi + pad, float(edges[-1]))
 

@@ -64,7 +64,7 @@ def run_prior_stats(
     min_psnr: float | None = None,
     quantiles=DEFAULT_QUANTILES,
     seed: int = 0,
-    spacing: str = "quantile",
+    spacing: str = "linear",
     reuse_stats: bool = False,
 ) -> PriorStatsResult:
     """Compute (or, with `reuse_stats`, load) the statistics, derive the dictionary, write store and files."""

@@ -35,7 +35,7 @@ def store_and_stats(tmp_path_factory):
 @pytest.mark.parametrize("size", [730, 344, 28])
 def test_grid_has_the_requested_size_and_spans_the_quantile_interval(store_and_stats, size):
     _, stats = store_and_stats
-    kernels, provenance = grid_dictionary(stats, size=size, quantiles=(0.01, 0.98))
+    kernels, provenance = grid_dictionary(stats, size=size, quantiles=(0.01, 0.98), spacing="quantile")
     n = grid_side(size)
     assert kernels.shape == (size, 3) and kernels.dtype == np.float32
     np.testing.assert_array_equal(kernels[-1], [0, 0, 0])  # the zero kernel, last, as upstream
@@ -58,7 +58,7 @@ def test_grid_has_the_requested_size_and_spans_the_quantile_interval(store_and_s
 
 def test_linear_grid_spacing_is_even_in_value(store_and_stats):
     _, stats = store_and_stats
-    kernels, provenance = grid_dictionary(stats, size=126, spacing="linear")
+    kernels, provenance = grid_dictionary(stats, size=126)  # linear is the default
     for i, name in enumerate(("l11", "l21", "l22")):
         values = np.unique(kernels[:-1, i]).astype(np.float64)
         np.testing.assert_allclose(np.diff(values), np.diff(values).mean(), rtol=1e-5)

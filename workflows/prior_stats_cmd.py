@@ -33,8 +33,8 @@ def parse_quantiles(text: str) -> tuple[float, float]:
 @click.option("--quantiles", "quantiles", default="0.5,99.5", show_default=True, callback=lambda c, p, v:
               parse_quantiles(v), help="Quantile interval LOW,HIGH (percent) the dictionary spans.")
 @click.option("--seed", default=0, show_default=True, help="Seed of --method sample.")
-@click.option("--spacing", type=click.Choice(SPACINGS), default="quantile", show_default=True,
-              help="Grid values at evenly spaced quantiles, or evenly spaced in value.")
+@click.option("--spacing", type=click.Choice(SPACINGS), default="linear", show_default=True,
+              help="Grid values evenly spaced in value, or at evenly spaced quantiles.")
 @click.option("--reuse-stats", is_flag=True,
               help="Build the dictionary and plots from the statistics already in the store.")
 def command(store, out, method, size, min_psnr, quantiles, seed, spacing, reuse_stats) -> None:
