@@ -22,15 +22,46 @@ def _report(args) -> dict:
     except ImportError as err:
         import torch
 
-        from gaussian_field.speed import benchmark_field, render_speed, report_header, target_checks
+        from gaussian_field.speed import benchmark_field, gradient_speed, render_speed, report_header, target_checks
 
-        field = benchmark_field(args.size, device=torch.device(args.device))
+        device = torch.device(args.device)
+        field = benchmark_field(args.size, device=device)
         report = report_header(field)
         report["scales"] = render_speed(field, scales, repeats=args.repeats)
         report["multi_scale"] = {"skipped": f"needs the p2g command line and the model package ({err})"}
+        if not args.no_gradients:
+            report["gradients"] = gradient_speed(benchmark_field(32, device=device, batch=2), 4.0)
         report["targets"] = target_checks(report)
         return report
-    return bench_report(args.device, args.size, scales, args.repeats, None if args.no_multi_scale else args.multi_lr)
+    return bench_report(args.device, args.size, scales, args.repeats, None if args.no_multi_scale else args.multi_lr,
+                        gradients=not args.no_gradients)
+
+
+def triton_tiles(args) -> dict:
+    """Forward time of the Triton kernel at x4 for other tile shapes (rows x cols x warps), to choose the default."""
+    import torch
+
+    from gaussian_field import render, triton_backend
+    from gaussian_field.speed import benchmark_field, time_call
+
+    device = torch.device(args.device)
+    field = benchmark_field(args.size, device=device)
+    want = render(field, scale=4.0, backend="torch")
+    height, width = want.shape[-2:]
+    result = {}
+    for spec in args.triton_tiles.split(","):
+        tile = tuple(int(v) for v in spec.lower().split("x"))
+        seconds, out = time_call(lambda: triton_backend.forward(field, field.means, field.chol, field.colors,
+                                                                (4.0, 4.0), width, 0, height, tile=tile),
+                                 device, args.repeats)
+        result[spec] = {"median_s": seconds, "max_abs_diff_to_reference": float((out - want).abs().max())}
+    return result
+
+
+def available(device: str) -> list[str]:
+    from gaussian_field import available_backends
+
+    return available_backends(device)
 
 
 def main() -> None:
@@ -41,10 +72,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--multi-lr", type=int, default=64, help="LR size for the 40-scale figure")
     parser.add_argument("--no-multi-scale", action="store_true")
+    parser.add_argument("--no-gradients", action="store_true", help="leave out the training-step figure")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--out", type=Path, help="also write the JSON report to this file")
+    parser.add_argument("--triton-tiles", help="also time the Triton forward at x4 with these tiles, e.g. "
+                        "16x16x4,8x32x4 (rows x cols x warps)")
     args = parser.parse_args()
     report = _report(args)
+    if args.triton_tiles and "triton" in report.get("backends_available", available(args.device)):
+        report["triton_tiles_x4"] = triton_tiles(args)
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))
     if args.json:
@@ -53,6 +89,9 @@ def main() -> None:
         from gaussian_field.speed import format_report
 
         print("\n".join(format_report(report)))
+        for spec, fig in report.get("triton_tiles_x4", {}).items():
+            print(f"triton tile {spec} at x4: {fig['median_s'] * 1e3:.3f} ms, max |diff| "
+                  f"{fig['max_abs_diff_to_reference']:.1e}")
 
 
 if __name__ == "__main__":

@@ -173,7 +173,7 @@ def format_report(report: dict) -> list[str]:
         height, width = entry["out"]
         ref = entry["reference"]
         band = "" if ref["rows"][1] == height else f" (rows 0-{ref['rows'][1]})"
-        lines.append(f"x{entry['scale']:g} -> {width}x{height}: reference {ref['mpix_per_s']:.2f} MP/s{band}, "
+        lines.append(f"x{entry['scale']:g} -> {width}x{height}: reference {ref['mpix_per_s']:.3g} MP/s{band}, "
                      f"bicubic {entry['bicubic']['mpix_per_s']:.1f} MP/s")
         for name, fig in entry["backends"].items():
             lines.append(f"  {name:7s} {fig['median_s'] * 1e3:9.2f} ms  {fig['mpix_per_s']:9.1f} MP/s  "
