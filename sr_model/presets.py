@@ -105,7 +105,7 @@ PRESETS: dict[str, ModelConfig] = {
     # on import (sr_model.official_import), so this preset only matters for training from scratch.
     "hat": ModelConfig(preset="hat", encoder="hat", window_size=16, img_size=64, **_TRANSFORMER),
     # Small CNN + narrow heads, trainable on a CPU.
-    "lite": ModelConfig(preset="lite", encoder="lite", lite_channels=32, lite_blocks=4, cov_dim=64,
+    "lite": ModelConfig(preset="lite", encoder="lite", lite_channels=32, lite_blocks=4, cov_dim=32,
                         cov_hidden=(64,), color_hidden=(128, 64), offset_hidden=(128, 64)),
 }
 

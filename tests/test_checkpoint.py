@@ -76,7 +76,7 @@ def test_damaged_and_foreign_files_are_refused(tmp_path):
     torch.save({**data, "version": 99}, tmp_path / "newer.pt")
     tampered = {**data, "state_dict": {**data["state_dict"], "dictionary": data["state_dict"]["dictionary"] * 2}}
     torch.save(tampered, tmp_path / "tampered.pt")
-    wrong = {**data, "config": {**data["config"], "cov_dim": 32}}
+    wrong = {**data, "config": {**data["config"], "cov_dim": 48}}
     torch.save(wrong, tmp_path / "wrong.pt")
     no_weights = {k: v for k, v in data.items() if k != "state_dict"}
     torch.save(no_weights, tmp_path / "no_weights.pt")
