@@ -1,0 +1,161 @@
+"""`p2g upscale`'s job: image files in, one encode each, one rendered file per requested scale or size.
+
+Everything that can be refused is checked before the first output is written: missing inputs, unreadable
+headers, clashing output names, the bit depth for the format, each encode's memory (with a --tile that fits)
+and each output against the format's limits and the free disk space. Outputs are written atomically
+(`sr_model.band_writer`), so an error or an interrupt leaves only complete files.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from gaussian_field.image_io import read_image
+from gaussian_field.render import available_backends, resolve_geometry
+from sr_model.band_writer import WrittenImage, check_output, output_format, render_to_file
+from sr_model.datasets import find_images, image_size
+from sr_model.inference import EncodePlan, encode_tiles, plan_encode
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    """One output per image: `tag` names the file (IMAGE_TAG.png); a scale (s or (s_h, s_w)) or a size (H, W)."""
+
+    tag: str
+    scale: float | tuple[float, float] | None = None
+    size: tuple[int, int] | None = None
+
+
+@dataclass
+class ImageResult:
+    """What one input gave: its LR size, tiles, the encode time and every output file."""
+
+    source: Path
+    lr_size: tuple[int, int]
+    tiles: int
+    encode_seconds: float = 0.0
+    outputs: list[WrittenImage] = field(default_factory=list)
+    field_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class _Job:
+    source: Path
+    plan: EncodePlan
+    outputs: tuple[tuple[RenderRequest, Path], ...]
+    field_path: Path | None
+
+
+def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Image files given directly or found (recursively) in given folders; a missing path is an error."""
+    if not inputs:
+        raise ValueError("no input images given")
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += find_images([item])
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise FileNotFoundError(f"input image not found: {item}")
+    return files
+
+
+def check_backend(backend: str, device: torch.device) -> None:
+    """Refuse an unknown renderer, or one that cannot run on the model's device, before any work."""
+    usable = available_backends(device)
+    if backend != "auto" and backend not in usable:
+        raise ValueError(f"render backend {backend!r} is not available for {device}; choose auto or one of: "
+                         f"{', '.join(usable)}")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def plan_jobs(model: nn.Module, inputs: Sequence[Path], out_dir: Path, requests: Sequence[RenderRequest],
+              suffix: str = ".png", bits: int = 8, save_field: bool = False, tile: int | None = None,
+              context: int | None = None, budget: int | None = None, backend: str = "auto") -> list[_Job]:
+    """Check every input and output before any work; raises ValueError naming the first problem."""
+    if not requests:
+        raise ValueError("nothing to render: give at least one --scale or --size")
+    output_format(f"x{suffix}", bits)
+    check_backend(backend, next(model.parameters()).device)
+    seen: dict[str, Path] = {}
+    for source in inputs:
+        if source.stem in seen:
+            raise ValueError(f"inputs {seen[source.stem]} and {source} would write the same output names "
+                             f"({source.stem}_*); rename one or run them separately")
+        seen[source.stem] = source
+    jobs = []
+    for source in inputs:
+        height, width = image_size(source)  # a damaged header raises ImageReadError naming the file
+        plan = plan_encode(model, height, width, tile, context, budget)
+        outputs = []
+        for request in requests:
+            _, (out_h, out_w) = resolve_geometry((height, width), request.size, request.scale)
+            path = out_dir / f"{source.stem}_{request.tag}{suffix}"
+            check_output(path, out_h, out_w, bits)
+            outputs.append((request, path))
+        field_path = out_dir / f"{source.stem}_field.npz" if save_field else None
+        jobs.append(_Job(source, plan, tuple(outputs), field_path))
+    return jobs
+
+
+def upscale_files(
+    model: nn.Module,
+    inputs: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    requests: Sequence[RenderRequest],
+    *,
+    suffix: str = ".png",
+    bits: int = 8,
+    save_field: bool = False,
+    tile: int | None = None,
+    context: int | None = None,
+    backend: str = "auto",
+    budget: int | None = None,
+    progress: Callable[[Iterable], Iterable] | None = None,
+    on_result: Callable[[ImageResult], None] | None = None,
+    field_metadata: dict | None = None,
+) -> list[ImageResult]:
+    """Encode each input once and render it at every request into out_dir; returns one result per input."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--out {out_dir} exists and is not a folder")
+    jobs = plan_jobs(model, collect_inputs(inputs), out_dir, requests, suffix, bits, save_field, tile, context,
+                     budget, backend)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    param = next(model.parameters())
+    results = []
+    for job in (progress(jobs) if progress is not None else jobs):
+        image = read_image(job.source)
+        lr = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(param.device, param.dtype)
+        result = ImageResult(job.source, (job.plan.height, job.plan.width), len(job.plan.tiles))
+        with torch.no_grad():
+            _sync(param.device)
+            start = time.perf_counter()
+            gaussians = encode_tiles(model, lr, job.plan)
+            _sync(param.device)
+            result.encode_seconds = time.perf_counter() - start
+            if job.field_path is not None:
+                gaussians.save(job.field_path, source=job.source.name, tiles=len(job.plan.tiles),
+                               context=job.plan.context, **(field_metadata or {}))
+                result.field_path = job.field_path
+            for request, path in job.outputs:
+                result.outputs.append(render_to_file(gaussians, path, scale=request.scale, size=request.size,
+                                                     bits=bits, backend=backend))
+        del gaussians, lr
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return results

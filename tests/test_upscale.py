@@ -1,0 +1,241 @@
+"""`p2g upscale`: one encode per image, outputs per scale, banded writing, and bad input that loses nothing."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from gaussian_field import load_field, render
+from gaussian_field.image_io import quantize, read_image, write_image
+from sr_model import band_writer, encoders
+from sr_model.band_writer import OutputTooLargeError, render_to_file
+from sr_model.checkpoint import save_checkpoint
+from sr_model.inference import encode
+from sr_model.upscale_files import RenderRequest, upscale_files
+from tests.test_field import random_field
+from tests.test_tiling import tiny_model
+from workflows.cli import cli
+
+
+def run(*args, env=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], env=env)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model("lite")
+
+
+@pytest.fixture()
+def workspace(tmp_path, photo, model):
+    """A checkpoint and two small photos (PNG and JPEG)."""
+    save_checkpoint(tmp_path / "tiny.pt", model)
+    write_image(tmp_path / "astronaut.png", photo("astronaut", top=40, left=160, size=40)[:, :36])
+    write_image(tmp_path / "coffee.jpg", photo("coffee", top=100, left=250, size=30))
+    return tmp_path
+
+
+@pytest.fixture()
+def encoder_calls(monkeypatch):
+    """Counts forward calls of the lite encoder (every model built here uses it)."""
+    calls = []
+    original = encoders.LiteEncoder.forward
+
+    def counting(self, x):
+        calls.append(tuple(x.shape[-2:]))
+        return original(self, x)
+
+    monkeypatch.setattr(encoders.LiteEncoder, "forward", counting)
+    return calls
+
+
+def all_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*")) if folder.exists() else []
+
+
+def assert_one_line_error(result, *words):
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+# ------------------------------------------------------------------------------ one encode, many renders
+def test_one_encode_per_image_for_every_scale_and_size(workspace, encoder_calls):
+    result = run("upscale", workspace / "astronaut.png", workspace / "coffee.jpg", "--checkpoint",
+                 workspace / "tiny.pt", "--out", workspace / "out", "--scale", 2, "--scale", 3.7, "--scale", "2x3",
+                 "--scale", 0.5, "--size", "50x20")
+    assert result.exit_code == 0, result.output
+    # the memory estimate's probe (once per loaded model), then one call per image whatever the outputs
+    assert encoder_calls == [(16, 16), (40, 36), (30, 30)]
+    sizes = {p.name: Image.open(p).size for p in (workspace / "out").iterdir()}
+    assert sizes == {
+        "astronaut_x2.png": (72, 80), "astronaut_x3.7.png": (133, 148), "astronaut_x2x3.png": (108, 80),
+        "astronaut_x0.5.png": (18, 20), "astronaut_50x20.png": (50, 20),
+        "coffee_x2.png": (60, 60), "coffee_x3.7.png": (111, 111), "coffee_x2x3.png": (90, 60),
+        "coffee_x0.5.png": (15, 15), "coffee_50x20.png": (50, 20),
+    }
+    lines = result.output.splitlines()
+    assert sum("  encode " in line and " ms (1 tile)" in line for line in lines) == 2
+    assert sum("  render " in line and " ms, write " in line for line in lines) == 10
+
+
+def test_outputs_equal_the_in_memory_render(workspace, model):
+    result = run("upscale", workspace / "astronaut.png", "--checkpoint", workspace / "tiny.pt", "--out",
+                 workspace / "out", "--scale", 3.7, "--scale", "2x3", "--save-field")
+    assert result.exit_code == 0, result.output
+    lr = torch.from_numpy(read_image(workspace / "astronaut.png")).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        field = model.encode(lr)
+    for tag, scale in (("x3.7", 3.7), ("x2x3", (2.0, 3.0))):
+        written = np.asarray(Image.open(workspace / "out" / f"astronaut_{tag}.png"))
+        assert np.array_equal(written, quantize(render(field, scale=scale)[0], 8))
+    # the saved field renders (p2g render) to the same image
+    saved = load_field(workspace / "out" / "astronaut_field.npz")
+    assert torch.equal(saved.means, field.means) and torch.equal(saved.colors, field.colors)
+    again = run("render", workspace / "out" / "astronaut_field.npz", "--scale", 3.7, "--out", workspace / "r")
+    assert again.exit_code == 0, again.output
+    assert np.array_equal(np.asarray(Image.open(workspace / "r" / "astronaut_field_x3.7.png")),
+                          np.asarray(Image.open(workspace / "out" / "astronaut_x3.7.png")))
+
+
+def test_tiled_upscale_counts_one_encoder_call_per_tile_and_matches(workspace, model, encoder_calls):
+    result = run("upscale", workspace / "astronaut.png", "--checkpoint", workspace / "tiny.pt", "--out",
+                 workspace / "tiled", "--scale", 2, "--tile", 16)
+    assert result.exit_code == 0, result.output
+    assert len(encoder_calls) == 1 + 9 and "(9 tiles)" in result.output  # probe + tiles
+    encoder_calls.clear()
+    assert run("upscale", workspace / "astronaut.png", "--checkpoint", workspace / "tiny.pt", "--out",
+               workspace / "whole", "--scale", 2).exit_code == 0
+    assert len(encoder_calls) == 1 + 1
+    tiled = np.asarray(Image.open(workspace / "tiled" / "astronaut_x2.png")).astype(int)
+    whole = np.asarray(Image.open(workspace / "whole" / "astronaut_x2.png")).astype(int)
+    assert np.abs(tiled - whole).max() <= 1  # float32 rounding may flip a level
+
+
+def test_16_bit_png_and_tiff_and_jpeg(workspace):
+    result = run("upscale", workspace / "coffee.jpg", "--checkpoint", workspace / "tiny.pt", "--out",
+                 workspace / "o16", "--scale", 2, "--bits", 16)
+    assert result.exit_code == 0, result.output
+    png16 = read_image(workspace / "o16" / "coffee_x2.png")
+    result = run("upscale", workspace / "coffee.jpg", "--checkpoint", workspace / "tiny.pt", "--out",
+                 workspace / "o16", "--scale", 2, "--bits", 16, "--format", "tif")
+    assert result.exit_code == 0, result.output
+    assert np.array_equal(read_image(workspace / "o16" / "coffee_x2.tif"), png16)
+    with Image.open(workspace / "o16" / "coffee_x2.png") as img:
+        assert img.size == (60, 60)
+    result = run("upscale", workspace / "coffee.jpg", "--checkpoint", workspace / "tiny.pt", "--out",
+                 workspace / "o8", "--scale", 2, "--format", "jpg")
+    assert result.exit_code == 0, result.output
+    jpeg = read_image(workspace / "o8" / "coffee_x2.jpg")
+    assert jpeg.shape == (60, 60, 3) and np.abs(jpeg - png16).mean() < 0.02
+
+
+# ------------------------------------------------------------------------------------- banded writing
+@pytest.mark.parametrize("suffix,bits", [(".png", 8), (".png", 16), (".tif", 8), (".tif", 16)])
+def test_banded_memory_mapped_render_equals_the_whole_render(tmp_path, suffix, bits):
+    field = random_field(h=9, w=7, dtype=torch.float32)
+    path = tmp_path / f"big{suffix}"
+    written = render_to_file(field, path, scale=(4.5, 3), bits=bits, band_bytes=3 * 21 * 4 * 5,
+                             in_memory_bytes=0)  # bands of 5 rows, pixels in a scratch file
+    assert written.size == (40, 21)
+    assert all_files(tmp_path) == [path.name]  # no scratch or partial file left
+    want = quantize(render(field, scale=(4.5, 3))[0], bits) / (255.0 if bits == 8 else 65535.0)
+    assert np.array_equal(read_image(path), want.astype(np.float32))
+
+
+def test_an_error_while_rendering_leaves_no_file(tmp_path, monkeypatch):
+    field = random_field(h=6, w=6, dtype=torch.float32)
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(kwargs["rows"])
+        if len(calls) == 3:
+            raise RuntimeError("device lost")
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(band_writer, "render", failing)
+    with pytest.raises(RuntimeError):
+        render_to_file(field, tmp_path / "x.png", scale=4, band_bytes=3 * 24 * 4 * 4, in_memory_bytes=0)
+    assert len(calls) == 3 and all_files(tmp_path) == []
+
+
+def test_outputs_beyond_the_format_or_the_disk_are_refused_before_rendering(tmp_path):
+    field = random_field(h=4, w=5, dtype=torch.float32)
+    with pytest.raises(OutputTooLargeError, match="JPEG limit of 65500"):
+        render_to_file(field, tmp_path / "x.jpg", scale=20000)
+    with pytest.raises(OutputTooLargeError, match="free"):
+        render_to_file(field, tmp_path / "x.tif", scale=1e6)
+    with pytest.raises(ValueError, match="16-bit"):
+        render_to_file(field, tmp_path / "x.jpg", scale=2, bits=16)
+    assert all_files(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------- bad input
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(workspace):
+    (workspace / "broken.png").write_bytes((workspace / "astronaut.png").read_bytes()[:200])
+    (workspace / "notes.png").write_text("not an image")
+    base = ("--checkpoint", workspace / "tiny.pt")
+    cases = [
+        ((workspace / "missing.png", "--scale", 2), ("not found", "missing.png")),
+        ((workspace / "broken.png", "--scale", 2), ("broken.png",)),
+        ((workspace / "astronaut.png", workspace / "notes.png", "--scale", 2), ("notes.png",)),
+        ((workspace / "astronaut.png", "--scale", 0), ("scale",)),
+        ((workspace / "astronaut.png", "--scale", "-2"), ("scale",)),
+        ((workspace / "astronaut.png", "--scale", 1e6), ("1000000 px",)),
+        ((workspace / "astronaut.png", "--scale", 1e5, "--format", "tif"), ("disk",)),
+        ((workspace / "astronaut.png", "--scale", 2, "--bits", 16, "--format", "jpg"), ("16-bit",)),
+        ((workspace / "astronaut.png",), ("--scale",)),
+        ((workspace / "astronaut.png", "--scale", 2, "--tile", 0), ("tile",)),
+        ((workspace / "astronaut.png", "--scale", 2, "--backend", "nope"), ("nope",)),
+        ((workspace / "astronaut.png", "--scale", 2, "--size", "0x5"), ("size",)),
+    ]
+    for args, words in cases:
+        result = run("upscale", *args, *base, "--out", workspace / "out")
+        assert_one_line_error(result, *words)
+        assert all_files(workspace / "out") == [], args
+    result = run("upscale", workspace / "astronaut.png", "--scale", 2, "--checkpoint", workspace / "coffee.jpg",
+                 "--out", workspace / "out")
+    assert_one_line_error(result, "checkpoint")
+    assert all_files(workspace / "out") == []
+
+
+def test_over_the_memory_budget_suggests_a_tile_that_works(workspace):
+    result = run("upscale", workspace / "astronaut.png", "--scale", 2, "--checkpoint", workspace / "tiny.pt",
+                 "--out", workspace / "out", env={"P2G_MEMORY_BUDGET": "30M"})
+    assert_one_line_error(result, "memory budget", "--tile 16")
+    assert all_files(workspace / "out") == []
+    result = run("upscale", workspace / "astronaut.png", "--scale", 2, "--checkpoint", workspace / "tiny.pt",
+                 "--out", workspace / "out", "--tile", 16, env={"P2G_MEMORY_BUDGET": "30M"})
+    assert result.exit_code == 0, result.output
+    assert all_files(workspace / "out") == ["astronaut_x2.png"]
+
+
+def test_inputs_with_the_same_name_are_refused(workspace):
+    (workspace / "b").mkdir()
+    write_image(workspace / "b" / "astronaut.png", np.zeros((8, 8, 3)))
+    result = run("upscale", workspace / "astronaut.png", workspace / "b", "--scale", 2, "--checkpoint",
+                 workspace / "tiny.pt", "--out", workspace / "out")
+    assert_one_line_error(result, "same output names")
+    assert all_files(workspace / "out") == []
+
+
+def test_library_job_returns_timings_and_reads_folders(workspace, model):
+    (workspace / "in").mkdir()
+    write_image(workspace / "in" / "a.png", read_image(workspace / "astronaut.png"))
+    results = upscale_files(model, [workspace / "in"], workspace / "lib", [RenderRequest("x2", scale=2.0)])
+    assert len(results) == 1 and results[0].lr_size == (40, 36) and results[0].tiles == 1
+    assert results[0].encode_seconds > 0 and results[0].outputs[0].render_seconds > 0
+    assert all_files(workspace / "lib") == ["a_x2.png"]
+
+
+def test_encode_memory_check_happens_before_the_encoder_runs(encoder_calls):
+    from sr_model.inference import EncodeMemoryError
+
+    with pytest.raises(EncodeMemoryError):
+        encode(tiny_model("lite"), torch.rand(1, 3, 64, 64), budget=10**6)
+    assert encoder_calls == [(16, 16)]  # only the 16x16 probe of the estimate

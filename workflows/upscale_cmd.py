@@ -1,0 +1,85 @@
+"""`p2g upscale INPUT... --checkpoint CKPT --out DIR --scale S ...`: encode each image once, render every scale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from sr_model.api import check_device
+from sr_model.checkpoint import load_model
+from sr_model.upscale_files import ImageResult, RenderRequest, upscale_files
+from workflows.options import parse_scale, parse_size, scale_tag
+
+FORMAT_SUFFIXES = {"png": ".png", "jpg": ".jpg", "tif": ".tif"}
+
+
+def render_requests(scales, sizes) -> list[RenderRequest]:
+    """Requests from --scale and --size texts, duplicates dropped; bad values raise a one-line ValueError."""
+    try:
+        parsed = [RenderRequest(scale_tag(s), scale=s) for s in map(parse_scale, scales)]
+        parsed += [RenderRequest(f"{w}x{h}", size=(h, w)) for h, w in map(parse_size, sizes)]
+    except click.BadParameter as err:
+        raise ValueError(err.message) from None
+    unique = {}
+    for request in parsed:
+        unique.setdefault(request.tag, request)
+    return list(unique.values())
+
+
+def describe(result: ImageResult) -> list[str]:
+    """The lines printed for one image."""
+    h, w = result.lr_size
+    tiles = f"{result.tiles} tiles" if result.tiles > 1 else "1 tile"
+    lines = [f"{result.source}  {w}x{h}  encode {result.encode_seconds * 1000:.1f} ms ({tiles})"]
+    for out in result.outputs:
+        lines.append(f"  {out.path}  {out.size[1]}x{out.size[0]}  render {out.render_seconds * 1000:.1f} ms, "
+                     f"write {out.write_seconds * 1000:.1f} ms")
+    if result.field_path is not None:
+        lines.append(f"  {result.field_path}  field")
+    return lines
+
+
+def _progress(items):
+    from tqdm import tqdm
+
+    return tqdm(items, desc="upscale", unit="image", disable=None, leave=False)
+
+
+def _print(result: ImageResult) -> None:
+    from tqdm import tqdm
+
+    for line in describe(result):
+        tqdm.write(line)
+
+
+@click.command("upscale")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="INPUT...")
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path), help="Model checkpoint (.pt).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--scale", "scales", multiple=True, metavar="S|HxW",
+              help="Scale s (any positive number) or HxW (s_h x s_w, e.g. 3x5); repeatable.")
+@click.option("--size", "sizes", multiple=True, metavar="WxH", help="Exact output size WxH; repeatable.")
+@click.option("--save-field", is_flag=True, help="Also write IMAGE_field.npz, for `p2g render`.")
+@click.option("--device", default="cpu", show_default=True, help="Device for the model: cpu, cuda, cuda:1 ...")
+@click.option("--backend", default="auto", show_default=True, help="Renderer: auto, torch, cpu, triton.")
+@click.option("--tile", type=int, help="Encode on tiles of N x N LR pixels (for large images).")
+@click.option("--tile-context", type=int,
+              help="LR pixels of context around each tile [default: the encoder's receptive radius: exact].")
+@click.option("--bits", type=click.Choice(["8", "16"]), default="8", show_default=True,
+              help="Bits per channel (16: PNG or TIFF).")
+@click.option("--format", "fmt", type=click.Choice(sorted(FORMAT_SUFFIXES)), default="png", show_default=True,
+              help="Output file format.")
+def command(inputs, checkpoint: Path, out_dir: Path, scales, sizes, save_field: bool, device: str, backend: str,
+            tile: int | None, tile_context: int | None, bits: str, fmt: str) -> None:
+    """Super-resolve images: one encode per INPUT (file or folder), one render per --scale/--size.
+
+    Writes OUT/NAME_x4.png, OUT/NAME_x3x5.png, OUT/NAME_640x480.png ... and prints the encode time and each
+    render time. Large images: --tile N encodes overlapping tiles (stitched exactly) and outputs are rendered
+    to disk in bands; an encode that would not fit in memory is refused with a --tile that does.
+    """
+    requests = render_requests(scales, sizes)
+    model = load_model(checkpoint, check_device(device))
+    upscale_files(model, inputs, out_dir, requests, suffix=FORMAT_SUFFIXES[fmt], bits=int(bits),
+                  save_field=save_field, tile=tile, context=tile_context, backend=backend, progress=_progress,
+                  on_result=_print, field_metadata={"checkpoint": checkpoint.name})
