@@ -220,3 +220,16 @@ def test_runs_quietly_without_warnings(folders):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         train(_config(folders, steps=2), progress=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_training_with_amp_resumes_and_loads_on_cpu(folders):
+    """AMP (fp16 autocast + GradScaler) on CUDA; the scaler state travels in last.pt; the result loads on CPU."""
+    part = train(_config(folders, amp=True), device="cuda", stop_after=3, progress=False)
+    assert _load(part.last)["scaler"]["scale"] > 0
+    result = resume_training(folders["root"] / "run", device="cuda", progress=False)
+    assert result.step == 6
+    model = load_model(result.last)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert torch.isfinite(model(torch.rand(1, 3, 8, 8), scale=2)).all()
