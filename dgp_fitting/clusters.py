@@ -8,6 +8,7 @@ task when it runs with ``--device cuda``, so a GPU is never shared by two tasks.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -168,9 +169,10 @@ def connect(spec: ClusterSpec, device: str = "cpu") -> Iterator[Any]:
         return
     if spec.kind == "local":
         resources = {"GPU": 1} if device == "cuda" else None
+        options = {"silence_logs": logging.ERROR, **spec.extra}  # no shutdown chatter; errors still show
         with LocalCluster(
             n_workers=spec.workers, threads_per_worker=1, processes=True, resources=resources,
-            dashboard_address=spec.dashboard_address, **spec.extra,
+            dashboard_address=spec.dashboard_address, **options,
         ) as cluster, Client(cluster) as client:
             yield client
         return

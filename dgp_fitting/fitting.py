@@ -31,13 +31,17 @@ from gaussian_field.initial import field_from_image
 from gaussian_field.lattice import base_positions
 
 
+#: Steps of the CPU-friendly "demo" preset (the "quality" preset is FitConfig's default).
+DEMO_STEPS = 100
+
+
 @dataclass(frozen=True)
 class FitConfig:
     """Everything that changes a fitted crop; stored in the prior store's `fitting` attribute."""
 
-    steps: int = 400
-    lr: float = 0.02
-    color_lr: float = 0.01
+    steps: int = 500
+    lr: float = 0.05
+    color_lr: float = 0.02
     loss: str = "l2"
     seed: int = 0
     #: starting isotropic std (LR px); a lattice cell is 1/k = 0.5 LR px wide
@@ -47,7 +51,7 @@ class FitConfig:
     chol_min: float = 0.02
     chol_max: float = 1.0
     #: learning rate multiplied by `decay` at each of these fractions of the steps
-    milestones: tuple[float, ...] = (0.6, 0.85)
+    milestones: tuple[float, ...] = (0.8,)
     decay: float = 0.3
 
     def __post_init__(self) -> None:
@@ -73,6 +77,13 @@ class FitConfig:
         if "milestones" in values:
             values["milestones"] = tuple(values["milestones"])
         return cls(**values)
+
+
+#: Named settings: "quality" (the default, for real runs) and "demo" (CPU-friendly: a few seconds per crop).
+FIT_PRESETS: dict[str, FitConfig] = {
+    "quality": FitConfig(),
+    "demo": FitConfig(steps=DEMO_STEPS),
+}
 
 
 @dataclass

@@ -46,7 +46,7 @@ class JobSummary:
     fitted: int  # crops fitted (done or failed) by this run's tasks
     chunks_run: int
     chunks_skipped: int
-    seconds: float
+    seconds: float  # from the first task submitted to the last result (cluster start-up excluded)
     psnr_median: float | None
     psnr_p5: float | None
     crops_per_second: float
@@ -96,11 +96,20 @@ def _worker_device(device: str) -> torch.device:
 
 
 def _set_worker_threads() -> None:
+    """Inside a worker, let torch and numba use the worker's threads only (one each on a local cluster), so
+    worker processes on one machine do not oversubscribe its cores."""
     try:
         from distributed import get_worker
 
-        torch.set_num_threads(max(1, int(get_worker().state.nthreads)))
-    except ValueError:
+        threads = max(1, int(get_worker().state.nthreads))
+    except ValueError:  # not inside a worker
+        return
+    torch.set_num_threads(threads)
+    try:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:
         pass
 
 
@@ -234,18 +243,19 @@ def run_prior_job(
         if chunk_needs_work(status[start:stop], boxes[start:stop], crop):
             todo.append(index)
     skipped = int((status == STATUS_DONE).sum())
-    started = time.perf_counter()
     results: list[dict] = []
     errors: list[str] = []
     dashboard = None
+    seconds = 0.0
     if todo:
         context = _existing(client) if client is not None else connect(cluster, device)
         with context as active:
             dashboard = getattr(active, "dashboard_link", None)
             if dashboard and client is None:
                 echo(f"dashboard: {dashboard}" + ("" if _has_bokeh() else " (install bokeh to serve it)"))
+            started = time.perf_counter()  # throughput excludes starting the cluster
             results, errors = _run_tasks(active, store, todo, device, progress)
-    seconds = time.perf_counter() - started
+            seconds = time.perf_counter() - started
     return _summarise(store_path, results, errors, skipped, len(todo), seconds, dashboard)
 
 

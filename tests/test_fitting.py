@@ -21,13 +21,13 @@ def crops_of(photo, size: int, names=CROPS) -> torch.Tensor:
 
 
 def test_default_settings_reach_the_stated_quality_on_photo_crops(photo):
-    """Median PSNR with the default (quality) settings on six 32 px crops: measured 41.1 dB (see the note)."""
+    """Default (quality) settings on six 32 px crops: measured median 44.93 dB (torch's lower median), min 43.01."""
     crops = crops_of(photo, 32)
     result = fit_crops(crops, list(range(len(crops))))
     assert result.failed == [""] * len(crops)
     assert (result.iterations == FitConfig().steps).all()
-    assert float(result.psnr.median()) > 40.5
-    assert float(result.psnr.min()) > 33.0
+    assert float(result.psnr.median()) > 44.5
+    assert float(result.psnr.min()) > 42.5
 
 
 def test_psnr_grows_with_steps_and_matches_the_stored_parameters(photo):
@@ -60,7 +60,7 @@ def test_parameters_follow_the_model_parametrisation(photo):
 def test_a_crop_result_does_not_depend_on_its_batch(photo, backend):
     crops = crops_of(photo, 32, CROPS[:4])
     seeds = [11, 12, 13, 14]
-    config = FitConfig(steps=6 if backend == "torch" else 25)
+    config = FitConfig(steps=3 if backend == "torch" else 25)  # the reference renderer is slow
     together = fit_crops(crops, seeds, config, backend=backend)
     alone = fit_crops(crops[2:3], seeds[2:3], config, backend=backend)
     pair = fit_crops(crops[1:3], seeds[1:3], config, backend=backend)
@@ -108,3 +108,20 @@ def test_bad_input_is_refused(photo):
     with pytest.raises(ValueError, match="chol_min < init_sigma < chol_max"):
         FitConfig(init_sigma=2.0)
     assert FitConfig.from_dict(FitConfig().as_dict()) == FitConfig()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fitting_on_cuda_matches_cpu(photo):
+    """Same quality on CUDA as on CPU, and a crop fitted alone ends close to the same crop fitted in a batch
+    (bit-equality is only promised on CPU: GPU kernels may accumulate gradients in another order)."""
+    crops = crops_of(photo, 32, CROPS[:4])
+    seeds = [5, 6, 7, 8]
+    config = FitConfig(steps=100)
+    cpu = fit_crops(crops, seeds, config)
+    gpu = fit_crops(crops.cuda(), seeds, config)
+    assert gpu.failed == [""] * 4
+    assert (gpu.psnr - cpu.psnr).abs().max() < 0.5
+    alone = fit_crops(crops[2:3].cuda(), seeds[2:3], config)
+    assert abs(float(alone.psnr[0] - gpu.psnr[2])) < 0.05
+    torch.testing.assert_close(alone.chol[0], gpu.chol[2], atol=2e-3, rtol=0)

@@ -247,3 +247,14 @@ def test_chunk_needs_work():
     assert not chunk_needs_work(np.array([1, 1]), np.array([full, full]), 32)
     assert chunk_needs_work(np.array([1, 2]), np.array([full, full]), 32)  # failed while fitting: retried
     assert not chunk_needs_work(np.array([1, 2]), np.array([full, small]), 32)  # failed at planning: final
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_job_on_cuda_workers_asks_for_the_gpu_resource(corpus, tmp_path):
+    from dgp_fitting.clusters import ClusterSpec
+
+    summary = run_prior_job([corpus], tmp_path / "prior.zarr", crop=CROP, fit=FIT, batch=4,
+                            cluster=ClusterSpec(workers=1, dashboard_address=":0"), device="cuda", progress=False)
+    assert (summary.done, summary.failed, summary.errors) == (12, 0, [])
+    assert summary.psnr_median > 25

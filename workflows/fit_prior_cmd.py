@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
 
 from dgp_fitting.clusters import CLUSTER_KINDS, cluster_spec, job_script
-from dgp_fitting.fitting import FitConfig
+from dgp_fitting.fitting import FIT_PRESETS
 from dgp_fitting.prior_job import run_prior_job
 
 
@@ -18,10 +19,12 @@ from dgp_fitting.prior_job import run_prior_job
 @click.option("--crop", default=256, show_default=True, help="Crop side in HR pixels (multiple of 4).")
 @click.option("--stride", type=int, help="Grid stride between crops [default: the crop size].")
 @click.option("--crops-per-image", type=int, help="Instead of a grid: this many random crops per image.")
-@click.option("--steps", default=FitConfig.steps, show_default=True, help="Optimisation steps per crop.")
-@click.option("--lr", default=FitConfig.lr, show_default=True, help="Adam learning rate of positions/shapes.")
-@click.option("--color-lr", default=FitConfig.color_lr, show_default=True, help="Adam learning rate of colours.")
-@click.option("--loss", type=click.Choice(["l2", "l1"]), default=FitConfig.loss, show_default=True)
+@click.option("--preset", type=click.Choice(sorted(FIT_PRESETS)), default="quality", show_default=True,
+              help="Fitting settings: quality (real runs) or demo (CPU-friendly); the flags below override it.")
+@click.option("--steps", type=int, help="Optimisation steps per crop [default: the preset's].")
+@click.option("--lr", type=float, help="Adam learning rate of positions and shapes [default: the preset's].")
+@click.option("--color-lr", type=float, help="Adam learning rate of colours [default: the preset's].")
+@click.option("--loss", type=click.Choice(["l2", "l1"]), help="Fitting loss [default: the preset's].")
 @click.option("--seed", default=0, show_default=True, help="Seed of random crops and of every crop's start.")
 @click.option("--batch", type=int, help="Crops per task and per store chunk [default: the store's, else 8].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -37,7 +40,7 @@ from dgp_fitting.prior_job import run_prior_job
 @click.option("--queue", help="Batch queue / partition.")
 @click.option("--print-job-script", is_flag=True, help="Print the SLURM/PBS job script and exit.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
-def command(images, store, crop, stride, crops_per_image, steps, lr, color_lr, loss, seed, batch, device, kind,
+def command(images, store, crop, stride, crops_per_image, preset, steps, lr, color_lr, loss, seed, batch, device, kind,
             scheduler, cluster_config, workers, jobs, cores, memory, gpus, walltime, queue, print_job_script,
             progress) -> None:
     """Fit crops of IMAGES (files or folders, recursive) to Gaussian fields, into the prior store STORE.
@@ -51,7 +54,8 @@ def command(images, store, crop, stride, crops_per_image, steps, lr, color_lr, l
             raise ValueError("--print-job-script needs --cluster slurm or pbs")
         click.echo(job_script(spec))
         return
-    fit = FitConfig(steps=steps, lr=lr, color_lr=color_lr, loss=loss, seed=seed)
+    chosen = {"steps": steps, "lr": lr, "color_lr": color_lr, "loss": loss, "seed": seed}
+    fit = dataclasses.replace(FIT_PRESETS[preset], **{k: v for k, v in chosen.items() if v is not None})
     summary = run_prior_job(images, store, crop=crop, stride=stride, crops_per_image=crops_per_image, fit=fit,
                             batch=batch, cluster=spec, device=device, progress=progress, echo=click.echo)
     for line in summary.lines():

@@ -1,0 +1,69 @@
+"""Prior-fitting throughput: crops per second and PSNR of `p2g fit-prior` on CPU, 1 worker vs 2 workers.
+
+Fits crops of the photographs bundled with scikit-image through the real job (LocalCluster, one thread per
+worker, the store written by the workers). Each cluster first runs a tiny warm-up job so that imports and JIT
+compilation are not counted; the measured time runs from the first task to the last result. Timings on a
+shared machine are noisy: compare the two rows of one run, not numbers across runs.
+
+    python benchmarks/fit_throughput.py [--preset demo] [--crop 64] [--crops-per-image 4] [--workers 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+from pathlib import Path
+
+from distributed import Client, LocalCluster
+
+from dgp_fitting.fitting import FIT_PRESETS
+from dgp_fitting.prior_job import run_prior_job
+from workflows.demo_assets import write_demo_photos
+
+
+def measure(workers: int, photos: Path, work: Path, args, fit) -> dict:
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        warm = dataclasses.replace(fit, steps=2)
+        first = sorted(photos.iterdir())[:1]
+        run_prior_job(first, work / f"warmup{workers}.zarr", crop=args.crop, crops_per_image=workers * 2, fit=warm,
+                      batch=1, client=client, progress=False)
+        summary = run_prior_job([photos], work / f"bench{workers}.zarr", crop=args.crop,
+                                crops_per_image=args.crops_per_image, fit=fit, batch=args.batch, client=client,
+                                progress=False)
+    return {"workers": workers, "crops": summary.fitted, "seconds": summary.seconds,
+            "crops_per_s": summary.crops_per_second, "psnr_median": summary.psnr_median, "psnr_p5": summary.psnr_p5}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(FIT_PRESETS), default="demo")
+    parser.add_argument("--steps", type=int, help="override the preset's steps")
+    parser.add_argument("--crop", type=int, default=64)
+    parser.add_argument("--crops-per-image", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    fit = FIT_PRESETS[args.preset]
+    if args.steps is not None:
+        fit = dataclasses.replace(fit, steps=args.steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        photos = work / "photos"
+        write_demo_photos(photos)
+        print(f"fit-prior throughput: preset {args.preset} ({fit.steps} steps), {args.crop} px crops, "
+              f"{args.crops_per_image} per photo x {len(list(photos.iterdir()))} photos, batch {args.batch}")
+        rows = [measure(w, photos, work, args, fit) for w in args.workers]
+    print(f"{'workers':>7} {'crops':>6} {'seconds':>8} {'crops/s':>8} {'PSNR median':>12} {'PSNR p5':>8}")
+    for r in rows:
+        print(f"{r['workers']:>7} {r['crops']:>6} {r['seconds']:>8.2f} {r['crops_per_s']:>8.3f} "
+              f"{r['psnr_median']:>12.2f} {r['psnr_p5']:>8.2f}")
+    if len(rows) > 1:
+        base = rows[0]["crops_per_s"]
+        for r in rows[1:]:
+            print(f"speed-up {r['workers']} vs {rows[0]['workers']} workers: {r['crops_per_s'] / base:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
