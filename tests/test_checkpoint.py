@@ -88,3 +88,21 @@ def test_damaged_and_foreign_files_are_refused(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_model(tmp_path / "missing.pt")
     assert isinstance(CheckpointError("x"), ValueError)  # the CLI turns it into `error: ...`, exit 2
+
+
+def test_store_dictionary_travels_into_the_checkpoint(tmp_path):
+    """A model built from a prior store keeps the store's dictionary and provenance through a checkpoint."""
+    from prior_store.dictionary import write_dictionary
+    from tests.test_prior_stats import make_store
+
+    store = tmp_path / "prior.zarr"
+    make_store(store, crops=4, crop=16, chunk=4)
+    kernels = np.array([[1.2, 0.1, 0.9], [0.4, -0.5, 1.6], [2.0, 0.3, 0.2]], dtype=np.float32)
+    record = write_dictionary(store, kernels, {"method": "grid", "crop_count": 4, "quantiles": [0.01, 0.99],
+                                               "seed": None})
+    model = build_model(preset("lite"), store)
+    back = load_model(save_checkpoint(tmp_path / "c.pt", model))
+    assert torch.equal(back.dictionary, torch.from_numpy(kernels)) and back.reference_scale == 4.0
+    provenance = back.dictionary_provenance
+    assert provenance["source"] == str(store) and provenance["method"] == "grid"
+    assert provenance["content_hash"] == record["content_hash"] and provenance["crop_count"] == 4
