@@ -30,6 +30,7 @@ demo: $(STAMP)
 	$(PY) -m workflows.demo_assets --out $(DEMO)
 	$(P2G) render $(DEMO)/astronaut_field.npz --scale 2 --scale 3.7 --scale 8 --out $(DEMO)/renders
 	$(P2G) fit-prior $(DEMO)/photos --store $(DEMO)/prior.zarr --crop 64 --crops-per-image 2 --preset demo --batch 3 --workers 2
+	$(P2G) prior-stats --store $(DEMO)/prior.zarr --out $(DEMO)/prior_stats
 	$(P2G) info $(DEMO)/prior.zarr
 
 # A larger local corpus: photographs from Debian wallpaper packages (network: apt-get download) -> data/wallpapers
@@ -38,6 +39,7 @@ data: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/render_reference.py
+	$(PY) benchmarks/prior_stats_memory.py
 	$(PY) benchmarks/fit_throughput.py
 
 clean:
