@@ -13,7 +13,7 @@ from gaussian_field.image_io import quantize, read_image, write_image
 from sr_model import band_writer, encoders
 from sr_model.band_writer import OutputTooLargeError, render_to_file
 from sr_model.checkpoint import save_checkpoint
-from sr_model.inference import encode
+from sr_model.inference import encode, estimate_encode_bytes
 from sr_model.upscale_files import RenderRequest, upscale_files
 from tests.test_field import random_field
 from tests.test_tiling import tiny_model
@@ -204,13 +204,15 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(workspace):
     assert all_files(workspace / "out") == []
 
 
-def test_over_the_memory_budget_suggests_a_tile_that_works(workspace):
+def test_over_the_memory_budget_suggests_a_tile_that_works(workspace, model):
+    budget = str(estimate_encode_bytes(model, 40, 36, (28, 28)))  # room for a 16 px tile and its 6 px context
+    assert estimate_encode_bytes(model, 40, 36) > int(budget)
     result = run("upscale", workspace / "astronaut.png", "--scale", 2, "--checkpoint", workspace / "tiny.pt",
-                 "--out", workspace / "out", env={"P2G_MEMORY_BUDGET": "30M"})
+                 "--out", workspace / "out", env={"P2G_MEMORY_BUDGET": budget})
     assert_one_line_error(result, "memory budget", "--tile 16")
     assert all_files(workspace / "out") == []
     result = run("upscale", workspace / "astronaut.png", "--scale", 2, "--checkpoint", workspace / "tiny.pt",
-                 "--out", workspace / "out", "--tile", 16, env={"P2G_MEMORY_BUDGET": "30M"})
+                 "--out", workspace / "out", "--tile", 16, env={"P2G_MEMORY_BUDGET": budget})
     assert result.exit_code == 0, result.output
     assert all_files(workspace / "out") == ["astronaut_x2.png"]
 
