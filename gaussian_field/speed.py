@@ -49,24 +49,33 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+#: Process CPU seconds (all threads) of the median-wall call of the last time_call, for reports on busy machines.
+_last_cpu_s = float("nan")
+
+
 def time_call(fn: Callable[[], torch.Tensor], device: torch.device, repeats: int, warmup: int = 1
               ) -> tuple[float, torch.Tensor]:
-    """(median seconds over `repeats` calls after `warmup` untimed ones, last result)."""
+    """(median wall seconds over `repeats` calls after `warmup` untimed ones, last result)."""
+    global _last_cpu_s
     result = None
     for _ in range(warmup):
         result = fn()
     _sync(device)
     times = []
     for _ in range(max(1, repeats)):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         result = fn()
         _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        times.append((time.perf_counter() - start, time.process_time() - cpu_start))
+    times.sort()
+    wall, _last_cpu_s = times[(len(times) - 1) // 2]
+    return statistics.median(t[0] for t in times), result
 
 
 def _figure(seconds: float, pixels: int) -> dict:
-    return {"median_s": seconds, "mpix_per_s": pixels / seconds / 1e6}
+    """Wall median, megapixels per second, and the process CPU time of that call (all threads): on a shared,
+    busy machine the CPU time shows how much work a call was, whatever share of the cores it got."""
+    return {"median_s": seconds, "mpix_per_s": pixels / seconds / 1e6, "cpu_s": _last_cpu_s}
 
 
 def render_speed(field: GaussianField, scales: Sequence[float] = DEFAULT_SCALES, backends: Sequence[str] | None = None,
@@ -173,10 +182,12 @@ def format_report(report: dict) -> list[str]:
         height, width = entry["out"]
         ref = entry["reference"]
         band = "" if ref["rows"][1] == height else f" (rows 0-{ref['rows'][1]})"
-        lines.append(f"x{entry['scale']:g} -> {width}x{height}: reference {ref['mpix_per_s']:.3g} MP/s{band}, "
+        lines.append(f"x{entry['scale']:g} -> {width}x{height}: reference {ref['mpix_per_s']:.3g} MP/s{band} "
+                     f"(wall {ref['median_s']:.2f} s, cpu {ref['cpu_s']:.2f} s), "
                      f"bicubic {entry['bicubic']['mpix_per_s']:.1f} MP/s")
         for name, fig in entry["backends"].items():
-            lines.append(f"  {name:7s} {fig['median_s'] * 1e3:9.2f} ms  {fig['mpix_per_s']:9.1f} MP/s  "
+            lines.append(f"  {name:7s} {fig['median_s'] * 1e3:9.2f} ms (cpu {fig['cpu_s'] * 1e3:.0f} ms)  "
+                         f"{fig['mpix_per_s']:9.1f} MP/s  "
                          f"{fig['x_reference']:7.1f}x reference  {fig['x_bicubic']:6.2f}x bicubic  "
                          f"max |diff| {fig['max_abs_diff_to_reference']:.1e}")
     multi = report.get("multi_scale")

@@ -36,11 +36,14 @@ def lite_multi_scale(device: torch.device, lr_size: int, seed: int = 0) -> dict:
 def bench_report(device: str = "cpu", size: int = 256, scales: Sequence[float] = DEFAULT_SCALES, repeats: int = 5,
                  multi_lr: int | None = 64, seed: int = 0, gradients: bool = True) -> dict:
     """Every figure of `p2g bench` as one dict; multi_lr=None leaves the multi-scale figure out."""
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu or cuda[:N], got {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: this machine has no CUDA device; use --device cpu")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be cpu or cuda[:N], got {device!r}")
     if size < 4:
         raise ValueError(f"--size must be at least 4 LR pixels, got {size}")
     if repeats < 1:
