@@ -39,6 +39,7 @@ data: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/render_reference.py
+	$(PY) benchmarks/render_speed.py
 	$(PY) benchmarks/prior_stats_memory.py
 	$(PY) benchmarks/fit_throughput.py
 
