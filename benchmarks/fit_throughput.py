@@ -6,6 +6,7 @@ compilation are not counted; the measured time runs from the first task to the l
 shared machine are noisy: compare the two rows of one run, not numbers across runs.
 
     python benchmarks/fit_throughput.py [--preset demo] [--crop 64] [--crops-per-image 4] [--workers 1 2]
+    python benchmarks/fit_throughput.py --device cuda --workers 1 --preset quality --crop 128   # on a GPU machine
 """
 
 from __future__ import annotations
@@ -23,15 +24,16 @@ from workflows.demo_assets import write_demo_photos
 
 
 def measure(workers: int, photos: Path, work: Path, args, fit) -> dict:
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            Client(cluster) as client:
+    resources = {"GPU": 1} if args.device == "cuda" else None
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      resources=resources) as cluster, Client(cluster) as client:
         warm = dataclasses.replace(fit, steps=2)
         first = sorted(photos.iterdir())[:1]
         run_prior_job(first, work / f"warmup{workers}.zarr", crop=args.crop, crops_per_image=workers * 2, fit=warm,
-                      batch=1, client=client, progress=False)
+                      batch=1, client=client, device=args.device, progress=False)
         summary = run_prior_job([photos], work / f"bench{workers}.zarr", crop=args.crop,
                                 crops_per_image=args.crops_per_image, fit=fit, batch=args.batch, client=client,
-                                progress=False)
+                                device=args.device, progress=False)
     return {"workers": workers, "crops": summary.fitted, "seconds": summary.seconds,
             "crops_per_s": summary.crops_per_second, "psnr_median": summary.psnr_median, "psnr_p5": summary.psnr_p5}
 
@@ -44,6 +46,8 @@ def main() -> None:
     parser.add_argument("--crops-per-image", type=int, default=4)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cuda: each worker gets a GPU (worker i uses GPU i modulo the GPUs seen)")
     args = parser.parse_args()
     fit = FIT_PRESETS[args.preset]
     if args.steps is not None:
@@ -52,7 +56,7 @@ def main() -> None:
         work = Path(tmp)
         photos = work / "photos"
         write_demo_photos(photos)
-        print(f"fit-prior throughput: preset {args.preset} ({fit.steps} steps), {args.crop} px crops, "
+        print(f"fit-prior throughput on {args.device}: preset {args.preset} ({fit.steps} steps), {args.crop} px crops, "
               f"{args.crops_per_image} per photo x {len(list(photos.iterdir()))} photos, batch {args.batch}")
         rows = [measure(w, photos, work, args, fit) for w in args.workers]
     print(f"{'workers':>7} {'crops':>6} {'seconds':>8} {'crops/s':>8} {'PSNR median':>12} {'PSNR p5':>8}")

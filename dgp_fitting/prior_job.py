@@ -10,6 +10,7 @@ small or unreadable, stay failed). Tasks lost with a worker are rescheduled by t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -248,7 +249,7 @@ def run_prior_job(
     dashboard = None
     seconds = 0.0
     if todo:
-        context = _existing(client) if client is not None else connect(cluster, device)
+        context = contextlib.nullcontext(client) if client is not None else connect(cluster, device)
         with context as active:
             dashboard = getattr(active, "dashboard_link", None)
             if dashboard and client is None:
@@ -257,17 +258,6 @@ def run_prior_job(
             results, errors = _run_tasks(active, store, todo, device, progress)
             seconds = time.perf_counter() - started
     return _summarise(store_path, results, errors, skipped, len(todo), seconds, dashboard)
-
-
-class _existing:
-    def __init__(self, client) -> None:
-        self.client = client
-
-    def __enter__(self):
-        return self.client
-
-    def __exit__(self, *exc) -> None:
-        return None
 
 
 def _has_bokeh() -> bool:
