@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -260,6 +261,15 @@ def run_prior_job(
     return _summarise(store_path, results, errors, skipped, len(todo), seconds, dashboard)
 
 
+def _check_gpu_workers(client) -> None:
+    """Tasks with --device cuda wait for a worker with a GPU resource: refuse at once if the cluster already
+    has workers and none of them advertises one (batch-job workers that have not started yet are not checked)."""
+    workers = client.scheduler_info().get("workers", {})
+    if workers and not any(w.get("resources", {}).get("GPU") for w in workers.values()):
+        raise ValueError("--device cuda: no worker of this cluster advertises a GPU resource; start workers with "
+                         "`dask worker ... --resources GPU=1` (one per GPU), or use --device cpu")
+
+
 def _has_bokeh() -> bool:
     try:
         import bokeh  # noqa: F401
@@ -275,8 +285,11 @@ def _run_tasks(client, store, todo: list[int], device: str, progress: bool) -> t
     root = os.getcwd()
     store_path = str(Path(store.path).resolve()) if "://" not in store.path else store.path
     resources = {"GPU": 1} if device == "cuda" else None
+    if device == "cuda":
+        _check_gpu_workers(client)
+    run = uuid.uuid4().hex[:8]  # task keys unique per run: a client may run several jobs
     futures = [
-        client.submit(fit_chunk, store_path, index, root, device, key=f"p2g-fit-chunk-{index}-{os.getpid()}",
+        client.submit(fit_chunk, store_path, index, root, device, key=f"p2g-fit-chunk-{index}-{run}",
                       pure=False, retries=TASK_RETRIES, resources=resources)
         for index in todo
     ]

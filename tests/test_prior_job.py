@@ -241,6 +241,13 @@ def test_fit_chunk_without_a_cluster_keeps_done_crops(reference, corpus, tmp_pat
     assert (back["crops/status"] == STATUS_DONE).all()
 
 
+def test_cuda_without_gpu_workers_is_refused(corpus, client, tmp_path):
+    with pytest.raises(ValueError, match="no worker of this cluster advertises a GPU resource"):
+        run_prior_job([corpus], tmp_path / "prior.zarr", crop=CROP, fit=FIT, client=client, device="cuda",
+                      progress=False)
+    assert open_store(tmp_path / "prior.zarr").status_counts() == {"pending": 12, "done": 0, "failed": 0}
+
+
 def test_chunk_needs_work():
     full, small = [0, 0, 32, 32], [0, 0, 16, 16]
     assert chunk_needs_work(np.array([1, 0]), np.array([full, full]), 32)
