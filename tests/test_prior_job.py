@@ -21,9 +21,9 @@ from dgp_fitting.fitting import FitConfig
 from dgp_fitting.prior_job import chunk_needs_work, fit_chunk, prepare_store, run_prior_job
 from prior_store import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, open_store
 
-#: Small and quick: 32 px crops, so 8x8 lattices; enough steps that a task takes a noticeable moment.
+#: Small and quick: 32 px crops, so 8x8 lattices.
 CROP = 32
-FIT = FitConfig(steps=40)
+FIT = FitConfig(steps=100)  # ~1.5 s of CPU per 2-crop task (6 such crops took 4.4 s): time to hit one mid-task
 PHOTOS = (("astronaut", 10, 180), ("coffee", 100, 250), ("chelsea", 40, 120))
 COMPARED = ("field/means", "field/chol", "field/colors", "crops/psnr", "crops/status", "crops/iterations",
             "crops/content_hash", "crops/source", "crops/box")
