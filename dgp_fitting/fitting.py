@@ -8,8 +8,10 @@ Gaussians per cell) rendered at scale r, so the fitted covariances are in the LR
 - colour free (no activation).
 
 Bounding the Cholesky keeps the renderer's lattice neighbourhood small (its cost grows with the field's
-largest reach) and keeps the statistics well inside the bound: the paper's prior reaches l ~ 0.6 LR px, the
-default bound is 1.0 LR px.
+largest reach, i.e. with the single largest Gaussian of the batch). The paper's prior reaches l ~ 0.6 LR px;
+the default bound is 1.0 LR px. Measured with the quality preset on eight 64 px photo crops: 99.9 % of l11
+below 0.80 and of |l21| below 0.93 LR px, so the far tail of l21 touches the bound (a 400-step run with a bound
+of 1.5 put its 99.9 % point at 1.24); `chol_max` changes it.
 
 One optimisation runs over (B, ...) parameter tensors and the loss is the SUM of per-crop mean losses, so a
 crop's gradient only depends on that crop and Adam is element-wise: with the per-crop seed (which only
