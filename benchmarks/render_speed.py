@@ -50,9 +50,10 @@ def triton_tiles(args) -> dict:
     height, width = want.shape[-2:]
     result = {}
     for spec in args.triton_tiles.split(","):
-        tile = tuple(int(v) for v in spec.lower().split("x"))
+        fast = spec.endswith("f")
+        tile = tuple(int(v) for v in spec.lower().rstrip("f").split("x"))
         seconds, out = time_call(lambda: triton_backend.forward(field, field.means, field.chol, field.colors,
-                                                                (4.0, 4.0), width, 0, height, tile=tile),
+                                                                (4.0, 4.0), width, 0, height, tile=tile, fast=fast),
                                  device, args.repeats)
         result[spec] = {"median_s": seconds, "max_abs_diff_to_reference": float((out - want).abs().max())}
     return result
@@ -76,7 +77,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--out", type=Path, help="also write the JSON report to this file")
     parser.add_argument("--triton-tiles", help="also time the Triton forward at x4 with these tiles, e.g. "
-                        "16x16x4,8x32x4 (rows x cols x warps)")
+                        "16x16x4,8x32x4f (rows x cols x warps; a trailing f: the kernel's FAST variant)")
     args = parser.parse_args()
     report = _report(args)
     if args.triton_tiles and "triton" in report.get("backends_available", available(args.device)):

@@ -26,6 +26,9 @@ from gaussian_field.render import Backend, register_backend
 TILE_H = 16
 TILE_W = 16
 FORWARD_WARPS = 4
+#: The forward's FAST variant (reciprocals, exact divisions only near the cut; same decisions): not measured on
+#: a GPU yet, so off until benchmarks/gpu_check.sh shows it pays (its tile sweep times both).
+FAST_FORWARD = False
 #: Under the interpreter every program and loop step costs Python time, so one big tile does the whole window.
 INTERPRETER_TILE = (64, 64, 4)
 BACKWARD_BLOCK = 128
@@ -89,10 +92,12 @@ def triton_cdiv(a: int, b: int) -> int:
 
 
 def forward(field: GaussianField, means, chol, colors, scale_hw, width: int, row_start: int, row_stop: int,
-            tile: tuple[int, int, int] | None = None) -> torch.Tensor:
-    """(B, 3, rows, W) by the forward kernel; `tile` = (rows, cols, warps) overrides the default (benchmarks)."""
+            tile: tuple[int, int, int] | None = None, fast: bool | None = None) -> torch.Tensor:
+    """(B, 3, rows, W) by the forward kernel; `tile` = (rows, cols, warps) and `fast` (the kernel's FAST
+    variant) override the defaults, for benchmarks."""
     kernels = _load_kernels()
     tile_h, tile_w, warps = tile or (INTERPRETER_TILE if interpreting() else (TILE_H, TILE_W, FORWARD_WARPS))
+    fast = FAST_FORWARD if fast is None else fast
     s_h, s_w = scale_hw
     rows = row_stop - row_start
     out = torch.empty(field.batch_size, 3, rows, width, dtype=means.dtype, device=means.device)
@@ -104,7 +109,7 @@ def forward(field: GaussianField, means, chol, colors, scale_hw, width: int, row
         means, chol, colors, reach, out,
         means.shape[1], field.k * field.h, field.k * field.w, field.k, rows, width, row_start,
         _bits(s_h), _bits(s_w), _bits(CUT_MAHALANOBIS_SQ), _bits(1.0 + 1e-9), _bits(1e-9),
-        BH=tile_h, BW=tile_w, F64=means.dtype == torch.float64, **_launch_options(warps),
+        BH=tile_h, BW=tile_w, F64=means.dtype == torch.float64, FAST=fast, **_launch_options(warps),
     )
     return out
 

@@ -155,3 +155,26 @@ def test_other_tile_shapes_agree(tile):
     got = triton_backend.forward(field, field.means, field.chol, field.colors, (3.3, 3.3), want.shape[-1], 0,
                                  want.shape[-2], tile=tile)
     assert_agrees(got, want, torch.float32, f"tile {tile}")
+
+
+def _fast_forward(field, scale):
+    from gaussian_field import triton_backend
+    from gaussian_field.render import resolve_geometry
+
+    (s_h, s_w), (height, width) = resolve_geometry(field.lr_size, None, scale)
+    return triton_backend.forward(field, field.means, field.chol, field.colors, (s_h, s_w), width, 0, height,
+                                  fast=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fast_variant_matches_reference(dtype):
+    field = field_on_device(b=2, h=4, w=5, dtype=dtype, seed=11)
+    for scale in (2.0, (0.6, 1.3)):
+        assert_agrees(_fast_forward(field, scale), render(field, scale=scale, backend="torch"), dtype, f"{scale}")
+
+
+def test_fast_variant_decides_the_cut_boundary_exactly():
+    """Its reciprocal-based m is off by ulps; near the cut it must fall back to the reference's divisions."""
+    field, scale = boundary_field(h=3, w=4)
+    field = field.to(device=DEVICE)
+    assert_agrees(_fast_forward(field, scale), render(field, scale=scale, backend="torch"), torch.float32)
