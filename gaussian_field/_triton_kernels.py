@@ -7,7 +7,8 @@ They evaluate `torch_reference`'s formula with its float operations and order: s
 with IEEE division (div_rn; Triton's plain `/` is approximate in float32), m = z1^2 + z2^2 with no fused
 multiply-add (launch with enable_fp_fusion=False), kept when m <= cut in the dtype, terms added in increasing
 Gaussian index. Only exp() differs in its last bits. float64 scalars (scales, constants) travel as int64 bit
-patterns because Triton types Python floats as float32.
+patterns because Triton types Python floats as float32. Integer arguments are not specialised (no recompilation
+for every output size or scale whose value happens to be 1 or a multiple of 16).
 
 Importing this module imports triton; set TRITON_INTERPRET=1 before that to run the kernels on CPU tensors.
 """
@@ -42,7 +43,7 @@ def _div(a, b, F64: tl.constexpr):
     return result
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["total", "NPER", "KW", "K", "sqrt_cut_bits"])
 def reach_kernel(means_ptr, chol_ptr, out_ptr, total, NPER, KW, K, sqrt_cut_bits, BLOCK: tl.constexpr):
     """out (4,) int64 <- max bit patterns of (|drift_x|, |drift_y|, extent_x, extent_y) in float64, as
     lattice.neighbourhood_reach computes them. All values are >= 0, so int64 order is float order."""
@@ -84,7 +85,8 @@ def _reach_bounds(reach_ptr, K, grow_bits, pad_bits):
     return dy_lo, dy_hi, dx_lo, dx_hi
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["NPER", "KH", "KW", "K", "R", "W", "ROW0", "s_h_bits", "s_w_bits", "cut_bits",
+                               "grow_bits", "pad_bits"])
 def forward_kernel(means_ptr, chol_ptr, colors_ptr, reach_ptr, out_ptr,
                    NPER, KH, KW, K, R, W, ROW0,
                    s_h_bits, s_w_bits, cut_bits, grow_bits, pad_bits,
@@ -163,7 +165,7 @@ def forward_kernel(means_ptr, chol_ptr, colors_ptr, reach_ptr, out_ptr,
     tl.store(out + 2 * plane, acc2, mask=store)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["NPER", "KW", "R", "W", "ROW0", "RMAX", "CMAX", "s_h_bits", "s_w_bits", "cut_bits"])
 def backward_kernel(means_ptr, chol_ptr, colors_ptr, grad_ptr,
                     row_start_ptr, row_stop_ptr, col_start_ptr, col_stop_ptr,
                     grad_means_ptr, grad_chol_ptr, grad_colors_ptr,
