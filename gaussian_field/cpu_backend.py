@@ -1,8 +1,8 @@
 """The fast CPU renderer ("cpu"): numba kernels, multi-threaded, forward and backward.
 
 Registers itself with `gaussian_field.render` on import. Its results equal `torch_reference` term by term (same
-sample points, same neighbourhood, same float ops for the cut decision, same summation order), so only the last
-bits of exp() differ. The kernels live in `_numba_kernels` and are compiled once and cached on disk (numba
+sample points, same neighbourhood, the cut decided as the reference decides it, same summation order), so only
+the last bits of the weights differ. The kernels live in `_numba_kernels` and are compiled once and cached on disk (numba
 cache=True; the first render in a fresh checkout compiles for a few seconds).
 
 numba rather than a C++ extension: the same scanline loop written in C and built with gcc -O3 -march=native
