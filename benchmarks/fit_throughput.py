@@ -1,7 +1,7 @@
 """Prior-fitting throughput: crops per second and PSNR of `p2g fit-prior` on CPU, 1 worker vs 2 workers.
 
 Fits crops of the photographs bundled with scikit-image through the real job (LocalCluster, one thread per
-worker, the store written by the workers). Each cluster first runs a tiny warm-up job so that imports and JIT
+worker, the store written by the workers). Every worker first fits a tiny random crop so that imports and JIT
 compilation are not counted; the measured time runs from the first task to the last result. Timings on a
 shared machine are noisy: compare the two rows of one run, not numbers across runs.
 
@@ -23,14 +23,21 @@ from dgp_fitting.prior_job import run_prior_job
 from workflows.demo_assets import write_demo_photos
 
 
+def warm_up(crop: int, device: str) -> None:
+    import torch
+
+    from dgp_fitting.fitting import FitConfig, fit_crops
+
+    crops = torch.rand(1, 3, crop, crop, device="cuda" if device == "cuda" else "cpu")
+    fit_crops(crops, [0], FitConfig(steps=2))
+
+
 def measure(workers: int, photos: Path, work: Path, args, fit) -> dict:
     resources = {"GPU": 1} if args.device == "cuda" else None
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                       resources=resources) as cluster, Client(cluster) as client:
-        warm = dataclasses.replace(fit, steps=2)
-        first = sorted(photos.iterdir())[:1]
-        run_prior_job(first, work / f"warmup{workers}.zarr", crop=args.crop, crops_per_image=workers * 2, fit=warm,
-                      batch=1, client=client, device=args.device, progress=False)
+        client.wait_for_workers(workers)
+        client.run(warm_up, args.crop, args.device)  # on every worker: imports, kernel compilation or cache load
         summary = run_prior_job([photos], work / f"bench{workers}.zarr", crop=args.crop,
                                 crops_per_image=args.crops_per_image, fit=fit, batch=args.batch, client=client,
                                 device=args.device, progress=False)

@@ -4,6 +4,8 @@ Files and folders are scanned recursively (folders contribute files with an imag
 explicitly is always taken, whatever its suffix). Only image headers are read here, so planning a large
 corpus is cheap; decoding happens in the workers. A file that cannot be planned (not an image, unreadable
 header, smaller than a crop) becomes one failed entry with the reason instead of stopping the job.
+Random crops (`crops_per_image`) are seeded by the job seed and the image's path inside the folder given
+(its name for a file given), so they do not change when the corpus is moved or other images are added.
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ class CropPlan:
         return int((self.status == STATUS_FAILED).sum())
 
 
-def scan_images(paths: Iterable[str | os.PathLike]) -> list[str]:
-    """Image files under `paths` (files as given, folders recursively by suffix), sorted, no duplicates."""
-    found: set[str] = set()
+def _scan(paths: Iterable[str | os.PathLike]) -> dict[str, str]:
+    """{file: key}: the key names a file independently of where the corpus lives (its path inside the folder
+    given, or its name for a file given), so random crops do not change when the corpus moves."""
+    found: dict[str, str] = {}
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
@@ -52,12 +55,18 @@ def scan_images(paths: Iterable[str | os.PathLike]) -> list[str]:
                 dirs[:] = [d for d in dirs if not d.startswith(".")]
                 for name in files:
                     if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                        found.add(str(Path(root) / name))
+                        file = Path(root) / name
+                        found.setdefault(str(file), file.relative_to(path).as_posix())
         elif path.exists():
-            found.add(str(path))
+            found.setdefault(str(path), path.name)
         else:
             raise FileNotFoundError(f"image path not found: {path}")
-    return sorted(found)
+    return found
+
+
+def scan_images(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """Image files under `paths` (files as given, folders recursively by suffix), sorted, no duplicates."""
+    return sorted(_scan(paths))
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -75,8 +84,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     return tuple(read_image(path).shape[:2])  # type: ignore[return-value]
 
 
-def _image_seed(seed: int, source: str) -> np.random.Generator:
-    digest = hashlib.sha256(f"{seed}\0{source}".encode("utf-8")).digest()
+def _image_seed(seed: int, key: str) -> np.random.Generator:
+    digest = hashlib.sha256(f"{seed}\0{key}".encode("utf-8")).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
@@ -112,7 +121,8 @@ def plan_crops(
         raise ValueError(f"stride must be positive, got {stride}")
     if crops_per_image is not None and crops_per_image <= 0:
         raise ValueError(f"crops per image must be positive, got {crops_per_image}")
-    files = scan_images(paths)
+    keys = _scan(paths)
+    files = sorted(keys)
     if not files:
         raise ValueError(f"no image files found in {', '.join(str(p) for p in paths)} "
                          f"(looked for {', '.join(IMAGE_SUFFIXES)})")
@@ -133,7 +143,7 @@ def plan_crops(
         except (ImageReadError, OSError) as err:
             add(source, (0, 0, 0, 0), STATUS_FAILED, _short(err))
             continue
-        rng = _image_seed(seed, source) if crops_per_image is not None else None
+        rng = _image_seed(seed, keys[source]) if crops_per_image is not None else None
         found = crop_boxes(height, width, crop, stride, crops_per_image, rng)
         if not found:
             add(source, (0, 0, height, width), STATUS_FAILED,

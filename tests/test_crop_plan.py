@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -82,7 +84,8 @@ def test_default_stride_is_the_crop_and_plans_are_deterministic(corpus):
     assert again.sources == plan.sources and np.array_equal(again.boxes, plan.boxes)
 
 
-def test_random_crops_are_seeded_per_image_and_inside(corpus):
+def test_random_crops_are_seeded_per_image_and_inside(corpus, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("moved")
     first = plan_crops([corpus], crop=24, crops_per_image=3, seed=5)
     second = plan_crops([corpus], crop=24, crops_per_image=3, seed=5)
     other = plan_crops([corpus], crop=24, crops_per_image=3, seed=6)
@@ -94,9 +97,15 @@ def test_random_crops_are_seeded_per_image_and_inside(corpus):
     for source, (top, left, h, w) in zip(np.array(first.sources)[ok], first.boxes[ok]):
         height, width = sizes[source]
         assert (h, w) == (24, 24) and 0 <= top <= height - 24 and 0 <= left <= width - 24
-    # an image's crops do not depend on which other images are in the corpus
+    # an image's crops do not depend on which other images are in the corpus, nor on where the corpus lives
+    # (an image is named by its path inside the folder given, or by its name when given as a file)
     alone = plan_crops([corpus / "a" / "astro.png"], crop=24, crops_per_image=3, seed=5)
-    assert np.array_equal(alone.boxes, first.boxes[np.array(first.sources) == str(corpus / "a" / "astro.png")])
+    folder = plan_crops([corpus / "a"], crop=24, crops_per_image=3, seed=5)
+    assert np.array_equal(alone.boxes, folder.boxes[np.array(folder.sources) == str(corpus / "a" / "astro.png")])
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(corpus, moved)
+    there = plan_crops([moved], crop=24, crops_per_image=3, seed=5)
+    assert np.array_equal(there.boxes, first.boxes)
 
 
 def test_bad_requests_are_refused(corpus, tmp_path):
