@@ -162,13 +162,14 @@ def plan_encode(model: nn.Module, height: int, width: int, tile: int | None = No
         raise ValueError(f"tile context must be >= 0 LR pixels, got {context}")
     budget = memory_budget(_model_param(model).device) if budget is None else int(budget)
     align = tile_alignment(config)
+    context = -(-context // align) * align  # as plan_tiles rounds it: on the window grid
     tiles = plan_tiles(height, width, max(height, width) if tile is None else tile, context, align)
     needed = estimate_encode_bytes(model, height, width, _largest_outer(tiles))
     if needed > budget:
         suggestion = suggest_tile(model, height, width, context, budget)
         what = "at once" if tile is None else f"with --tile {tile}"
         if suggestion is not None:
-            advice = f"rerun with --tile {suggestion}"
+            advice = f"rerun with --tile {suggestion} (tile={suggestion} in Python)"
         elif estimate_encode_bytes(model, height, width, (0, 0)) > budget:
             advice = "the field alone does not fit; free memory or use a smaller input"
         else:

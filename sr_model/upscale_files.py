@@ -125,10 +125,14 @@ def upscale_files(
     backend: str = "auto",
     budget: int | None = None,
     progress: Callable[[Iterable], Iterable] | None = None,
+    tile_progress: Callable[[Iterable], Iterable] | None = None,
     on_result: Callable[[ImageResult], None] | None = None,
     field_metadata: dict | None = None,
 ) -> list[ImageResult]:
-    """Encode each input once and render it at every request into out_dir; returns one result per input."""
+    """Encode each input once and render it at every request into out_dir; returns one result per input.
+
+    `progress` wraps the list of images and `tile_progress` the tiles of a tiled encode (e.g. tqdm).
+    """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"--out {out_dir} exists and is not a folder")
@@ -144,7 +148,7 @@ def upscale_files(
         with torch.no_grad():
             _sync(param.device)
             start = time.perf_counter()
-            gaussians = encode_tiles(model, lr, job.plan)
+            gaussians = encode_tiles(model, lr, job.plan, tile_progress if job.plan.tiled else None)
             _sync(param.device)
             result.encode_seconds = time.perf_counter() - start
             if job.field_path is not None:

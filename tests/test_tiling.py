@@ -1,5 +1,7 @@
 """Tiled encoding: the tile plan, the receptive radius, and tiled == untiled (exactly, away from the margin)."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -113,14 +115,14 @@ def _compare(tiled, full):
             ("means", "offset", "chol", "colors")}
 
 
-@pytest.mark.parametrize("encoder", ["lite", "swinir"])
-def test_tiled_equals_untiled_with_the_default_context(photo, encoder):
-    model = tiny_model(encoder, torch.float64)
+def test_tiled_equals_untiled_with_the_default_context(photo):
+    model = tiny_model("lite", torch.float64)
     image = photo_batch(photo, torch.float64)
     with torch.no_grad():
         full = model.encode(image)
+    plan = plan_encode(model, 32, 44, tile=16, budget=2**40)
+    assert len(plan.tiles) == 6 and any(0 < t.outer[1] and t.outer[3] < 44 for t in plan.tiles)
     tiled = encode(model, image, tile=16, budget=2**40)
-    assert len(plan_encode(model, 32, 44, tile=16, budget=2**40).tiles) == 6
     assert (tiled.h, tiled.w, tiled.k) == (full.h, full.w, full.k)
     diffs = _compare(tiled, full)
     assert max(diffs.values()) < 1e-12, diffs
@@ -128,6 +130,19 @@ def test_tiled_equals_untiled_with_the_default_context(photo, encoder):
     with torch.no_grad():
         full32 = model.encode(image.float())
     assert max(_compare(tiled32, full32).values()) < 1e-5
+
+
+def test_window_attention_tiles_equal_untiled_and_need_their_context(photo):
+    model = tiny_model("swinir", torch.float64)
+    image = photo_batch(photo, torch.float64, size=(56, 20))
+    plan = plan_encode(model, 56, 20, tile=10, budget=2**40)  # tile 12, context 11 -> 12: the 4 px window grid
+    assert receptive_radius(model.config) == 11 and plan.context == 12 and any(0 < t.outer[0] and t.outer[2] < 56 for t in plan.tiles)
+    with torch.no_grad():
+        full = model.encode(image)
+    diffs = _compare(encode(model, image, tile=10, budget=2**40), full)
+    assert max(diffs.values()) < 1e-12, diffs
+    short = _compare(encode(model, image, tile=10, context=4, budget=2**40), full)
+    assert max(short.values()) > 1e-6
 
 
 def test_with_a_short_context_only_the_margin_near_internal_cuts_differs(photo):
@@ -159,7 +174,7 @@ def test_memory_estimate_refuses_with_a_tile_that_fits():
     with pytest.raises(EncodeMemoryError, match=r"rerun with --tile (\d+)") as err:
         plan_encode(model, 300, 400, budget=whole // 4)
     assert len(str(err.value).splitlines()) == 1
-    tile = int(str(err.value).rsplit("--tile ", 1)[1])
+    tile = int(re.search(r"rerun with --tile (\d+)", str(err.value)).group(1))
     plan = plan_encode(model, 300, 400, tile=tile, budget=whole // 4)
     assert plan.tiled and plan.estimate_bytes <= whole // 4
     with pytest.raises(EncodeMemoryError, match="with --tile 256"):

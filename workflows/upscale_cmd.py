@@ -46,6 +46,12 @@ def _progress(items):
     return tqdm(items, desc="upscale", unit="image", disable=None, leave=False)
 
 
+def _tile_progress(items):
+    from tqdm import tqdm
+
+    return tqdm(items, desc="encode", unit="tile", disable=None, leave=False)
+
+
 def _print(result: ImageResult) -> None:
     from tqdm import tqdm
 
@@ -82,4 +88,4 @@ def command(inputs, checkpoint: Path, out_dir: Path, scales, sizes, save_field: 
     model = load_model(checkpoint, check_device(device))
     upscale_files(model, inputs, out_dir, requests, suffix=FORMAT_SUFFIXES[fmt], bits=int(bits),
                   save_field=save_field, tile=tile, context=tile_context, backend=backend, progress=_progress,
-                  on_result=_print, field_metadata={"checkpoint": checkpoint.name})
+                  tile_progress=_tile_progress, on_result=_print, field_metadata={"checkpoint": checkpoint.name})
