@@ -6,6 +6,7 @@ compilation are not counted; the measured time runs from the first task to the l
 shared machine are noisy: compare the two rows of one run, not numbers across runs.
 
     python benchmarks/fit_throughput.py [--preset demo] [--crop 64] [--crops-per-image 4] [--workers 1 2]
+    python benchmarks/fit_throughput.py --curve 25 50 100 200 500 1000   # PSNR vs steps, in-process
     python benchmarks/fit_throughput.py --device cuda --workers 1 --preset quality --crop 128   # on a GPU machine
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import tempfile
+import time
 from pathlib import Path
 
 from distributed import Client, LocalCluster
@@ -45,6 +47,33 @@ def measure(workers: int, photos: Path, work: Path, args, fit) -> dict:
             "crops_per_s": summary.crops_per_second, "psnr_median": summary.psnr_median, "psnr_p5": summary.psnr_p5}
 
 
+#: The eight 64 px photo crops of the PSNR-vs-steps curve (name, top, left).
+CURVE_CROPS = tuple((name, 60 + 37 * i, 100 + 23 * i) for i, name in enumerate(
+    ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "astronaut", "coffee"]))
+
+
+def psnr_curve(steps_list: list[int], size: int = 64) -> None:
+    """PSNR and Cholesky percentiles after N steps of the quality preset's settings, in this process."""
+    import numpy as np
+    import torch
+
+    from dgp_fitting.fitting import FitConfig, fit_crops
+    from workflows.demo_assets import bundled_photo
+
+    torch.set_num_threads(1)
+    crops = np.stack([bundled_photo(n)[t : t + size, l : l + size] for n, t, l in CURVE_CROPS])
+    crops = torch.from_numpy(crops).permute(0, 3, 1, 2).float().contiguous()
+    print(f"PSNR vs steps: {len(CURVE_CROPS)} photo crops of {size} px, quality settings, one thread")
+    print(f"{'steps':>6} {'median':>7} {'p5':>6} {'min':>6} {'l11 p99.9':>9} {'|l21| p99.9':>11} {'CPU s':>6}")
+    for steps in steps_list:
+        start = time.process_time()
+        result = fit_crops(crops, list(range(len(crops))), FitConfig(steps=steps))
+        cpu = time.process_time() - start
+        psnr, chol = result.psnr.numpy(), result.chol.reshape(-1, 3).numpy()
+        print(f"{steps:>6} {float(result.psnr.median()):>7.2f} {np.percentile(psnr, 5):>6.2f} {psnr.min():>6.2f} "
+              f"{np.percentile(chol[:, 0], 99.9):>9.3f} {np.percentile(np.abs(chol[:, 1]), 99.9):>11.3f} {cpu:>6.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(FIT_PRESETS), default="demo")
@@ -55,7 +84,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="cuda: each worker gets a GPU (worker i uses GPU i modulo the GPUs seen)")
+    parser.add_argument("--curve", type=int, nargs="+", metavar="STEPS",
+                        help="instead: PSNR of 8 photo crops after each number of steps (no cluster)")
     args = parser.parse_args()
+    if args.curve:
+        psnr_curve(args.curve)
+        return
     fit = FIT_PRESETS[args.preset]
     if args.steps is not None:
         fit = dataclasses.replace(fit, steps=args.steps)
