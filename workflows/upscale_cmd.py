@@ -69,8 +69,8 @@ def _print(result: ImageResult) -> None:
 @click.option("--save-field", is_flag=True, help="Also write IMAGE_field.npz, for `p2g render`.")
 @click.option("--device", default="cpu", show_default=True, help="Device for the model: cpu, cuda, cuda:1 ...")
 @click.option("--backend", default="auto", show_default=True, help="Renderer: auto, torch, cpu, triton.")
-@click.option("--tile", type=int, help="Encode on tiles of N x N LR pixels (for large images).")
-@click.option("--tile-context", type=int,
+@click.option("--tile", type=int, metavar="N", help="Encode on tiles of N x N LR pixels (for large images).")
+@click.option("--tile-context", type=int, metavar="C",
               help="LR pixels of context around each tile [default: the encoder's receptive radius: exact].")
 @click.option("--bits", type=click.Choice(["8", "16"]), default="8", show_default=True,
               help="Bits per channel (16: PNG or TIFF).")
