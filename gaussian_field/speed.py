@@ -166,7 +166,14 @@ def report_header(field: GaussianField) -> dict:
     """What was measured on: device, threads, field size and its lattice neighbourhood."""
     device = field.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    try:
+        import numba
+
+        numba_threads = numba.get_num_threads()
+    except ImportError:
+        numba_threads = None
     return {"device": str(device), "device_name": name, "torch_threads": torch.get_num_threads(),
+            "numba_threads": numba_threads,
             "torch": torch.__version__, "field": {"lr": list(field.lr_size), "gaussians": field.num_gaussians,
                                                   "reach": list(neighbourhood_reach(field.means, field.chol,
                                                                                     field.h, field.w, field.k))}}
@@ -176,7 +183,7 @@ def format_report(report: dict) -> list[str]:
     """Human-readable lines of a report made of report_header + {"scales": ..., "multi_scale": ...}."""
     field = report["field"]
     lines = [f"render speed on {report['device_name']} ({report['device']}, {report['torch_threads']} torch "
-             f"threads), {field['lr'][0]}x{field['lr'][1]} field, {field['gaussians']} Gaussians, "
+             f"threads, {report.get('numba_threads')} numba threads), {field['lr'][0]}x{field['lr'][1]} field, {field['gaussians']} Gaussians, "
              f"lattice reach {field['reach']}; medians"]
     for entry in report["scales"]:
         height, width = entry["out"]

@@ -36,8 +36,16 @@ def test_bench_json_has_every_figure():
 
 
 def test_bench_text_report():
-    result = run("--size", 8, "--scale", 4, "--repeats", 1, "--no-multi-scale", "--no-gradients")
+    import numba
+
+    threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
+    try:
+        result = run("--size", 8, "--scale", 4, "--repeats", 1, "--no-multi-scale", "--no-gradients", "--threads", 1)
+    finally:
+        torch.set_num_threads(threads)
+        numba.set_num_threads(numba_threads)
     assert result.exit_code == 0, result.output
+    assert "1 torch threads, 1 numba threads" in result.output
     assert "x4 -> 32x32" in result.output and "x reference" in result.output
     assert "target: cpu backend >= 20x reference at x4" in result.output
 
@@ -47,6 +55,7 @@ def test_bench_text_report():
     (("--device", "tpu"), "cpu or cuda"),
     (("--size", 2), "--size"),
     (("--repeats", 0), "--repeats"),
+    (("--threads", 0), "--threads"),
 ])
 def test_bench_bad_input_is_one_line_error(args, message):
     if args[0] == "--device" and args[1].startswith("cuda") and torch.cuda.is_available():

@@ -17,6 +17,16 @@ from gaussian_field.speed import (DEFAULT_SCALES, MULTI_SCALES, benchmark_field,
 GRAD_FIELD = (2, 32)
 
 
+def set_cpu_threads(threads: int) -> None:
+    """Same thread count for torch and for numba (the CPU backend), so their ratio compares like with like."""
+    torch.set_num_threads(threads)
+    try:
+        import numba
+    except ImportError:
+        return
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
 def lite_multi_scale(device: torch.device, lr_size: int, seed: int = 0) -> dict:
     """The multi-scale figure with a freshly initialised `lite` model (speed does not depend on its weights)."""
     try:
@@ -34,8 +44,10 @@ def lite_multi_scale(device: torch.device, lr_size: int, seed: int = 0) -> dict:
 
 
 def bench_report(device: str = "cpu", size: int = 256, scales: Sequence[float] = DEFAULT_SCALES, repeats: int = 5,
-                 multi_lr: int | None = 64, seed: int = 0, gradients: bool = True) -> dict:
-    """Every figure of `p2g bench` as one dict; multi_lr=None leaves the multi-scale figure out."""
+                 multi_lr: int | None = 64, seed: int = 0, gradients: bool = True, threads: int | None = None
+                 ) -> dict:
+    """Every figure of `p2g bench` as one dict; multi_lr=None leaves the multi-scale figure out; `threads` sets the
+    CPU threads of torch (the reference, bicubic) and of the numba kernels alike."""
     try:
         dev = torch.device(device)
     except RuntimeError:
@@ -48,6 +60,10 @@ def bench_report(device: str = "cpu", size: int = 256, scales: Sequence[float] =
         raise ValueError(f"--size must be at least 4 LR pixels, got {size}")
     if repeats < 1:
         raise ValueError(f"--repeats must be at least 1, got {repeats}")
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {threads}")
+        set_cpu_threads(threads)
     field = benchmark_field(size, seed, dev)
     report = report_header(field)
     report["backends_available"] = available_backends(dev)
@@ -73,11 +89,12 @@ def bench_report(device: str = "cpu", size: int = 256, scales: Sequence[float] =
 @click.option("--multi-lr", default=64, show_default=True, help="LR size for the 40-scale multi-scale figure.")
 @click.option("--no-multi-scale", is_flag=True, help="Leave out the multi-scale figure.")
 @click.option("--no-gradients", is_flag=True, help="Leave out the training-step (forward + backward) figure.")
+@click.option("--threads", type=int, help="CPU threads for torch and the numba kernels alike (default: as set).")
 def command(device: str, as_json: bool, size: int, scales, repeats: int, multi_lr: int, no_multi_scale: bool,
-            no_gradients: bool) -> None:
+            no_gradients: bool, threads: int | None) -> None:
     """Time every render backend against the torch reference and bicubic (ratios measured in one run)."""
     report = bench_report(device, size, scales or DEFAULT_SCALES, repeats, None if no_multi_scale else multi_lr,
-                          gradients=not no_gradients)
+                          gradients=not no_gradients, threads=threads)
     if as_json:
         click.echo(json.dumps(report))
     else:
