@@ -49,7 +49,7 @@ echo "== render speed on CUDA (benchmarks/render_speed.py)"
 left=$(( 285 - ($(date +%s) - start) ))
 (( left < 30 )) && left=30
 timeout "$left" "$PY" benchmarks/render_speed.py --device cuda --repeats 20 \
-    --triton-tiles 16x16x4,8x32x4,16x32x4,32x32x8,16x64x8,16x16x4f,8x32x4f,16x32x4f,32x32x8f \
+    --triton-tiles 2x64x2,4x64x4,8x32x4,16x16x4,4x32x2,8x32x8,2x64x2f,8x32x4f \
     --out "$RESULTS/render_speed_cuda.json" 2>&1 | tee "$RESULTS/render_speed_cuda.txt"
 bench_rc=$?
 

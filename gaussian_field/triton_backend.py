@@ -23,11 +23,13 @@ from gaussian_field.lattice import CUT_MAHALANOBIS_SQ, neighbourhood_reach
 from gaussian_field.render import Backend, register_backend
 
 #: Output tile of one forward program (rows x cols) and its warps; the backward's Gaussians per program.
-TILE_H = 16
-TILE_W = 16
-FORWARD_WARPS = 4
-#: The forward's FAST variant (reciprocals, exact divisions only near the cut; same decisions): not measured on
-#: a GPU yet, so off until benchmarks/gpu_check.sh shows it pays (its tile sweep times both).
+#: 2x64 with 2 warps was the fastest of 14 shapes at x4 on an H100 (0.66 ms vs 1.28 ms for 16x16x4, 256x256 field
+#: -> 1024x1024; `benchmarks/render_speed.py --triton-tiles ...`). See FAST_FORWARD below.
+TILE_H = 2
+TILE_W = 64
+FORWARD_WARPS = 2
+#: The forward's FAST variant (reciprocals, exact divisions only near the cut; same decisions): measured slower
+#: than the exact forward on an H200 at every tile tried (e.g. 8x32x4: 0.94 vs 0.67 ms), so off.
 FAST_FORWARD = False
 #: Under the interpreter every program and loop step costs Python time, so one big tile does the whole window.
 INTERPRETER_TILE = (64, 64, 4)
