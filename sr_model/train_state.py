@@ -162,7 +162,8 @@ class MetricsLog:
         except ImportError:  # optional: `pip install tensorboard`
             self._tb = None
         else:
-            self._tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=resume_step)
+            purge = None if resume_step is None else resume_step + 1  # events after the checkpoint
+            self._tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=purge)
 
     def _drop_after(self, step: int) -> None:
         kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()

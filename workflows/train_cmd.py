@@ -56,6 +56,8 @@ def describe(result: TrainResult) -> list[str]:
                            for k, v in val.items() if k.startswith("x"))
         lines.append(f"best validation (step {result.best_val['step']}, Y-PSNR, shave = scale): {scores}")
         lines.append(f"wrote {result.best}")
+    else:
+        lines.append("no validation (give --val-images to score against bicubic and keep best.pt)")
     lines.append(f"wrote {result.last} and {result.last.parent / 'metrics.jsonl'}")
     return lines
 
