@@ -241,3 +241,18 @@ def test_encode_memory_check_happens_before_the_encoder_runs(encoder_calls):
     with pytest.raises(EncodeMemoryError):
         encode(tiny_model("lite"), torch.rand(1, 3, 64, 64), budget=10**6)
     assert encoder_calls == [(16, 16)]  # only the 16x16 probe of the estimate
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_upscale_matches_cpu(workspace, model):
+    from sr_model.inference import memory_budget
+
+    assert memory_budget("cuda") > 0
+    for device in ("cpu", "cuda"):
+        result = run("upscale", workspace / "astronaut.png", "--checkpoint", workspace / "tiny.pt", "--out",
+                     workspace / device, "--scale", 3.7, "--tile", 16, "--device", device)
+        assert result.exit_code == 0, result.output
+    cpu = np.asarray(Image.open(workspace / "cpu" / "astronaut_x3.7.png")).astype(int)
+    gpu = np.asarray(Image.open(workspace / "cuda" / "astronaut_x3.7.png")).astype(int)
+    assert np.abs(cpu - gpu).max() <= 1
