@@ -77,8 +77,9 @@ class RankBatches(Sampler):
         return self.stop - self.start
 
 
-def _one_thread(_: int) -> None:
+def _loader_worker_init(_: int) -> None:
     torch.set_num_threads(1)  # loader workers share the cores with the model
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle (stop after the step)
 
 
 class _StopFlag:
@@ -164,7 +165,7 @@ def _run(config: TrainConfig, checkpoint: dict | None, runtime: Runtime, workers
     workers = (min(4, torch.get_num_threads()) if runtime.device.type == "cuda" else 0) if workers is None else workers
     batches = ScaleBatchSampler(dataset, config.batch, config.seed)
     loader = DataLoader(dataset, batch_sampler=RankBatches(batches, start, config.steps, runtime), num_workers=workers,
-                        worker_init_fn=_one_thread if workers else None, pin_memory=runtime.device.type == "cuda")
+                        worker_init_fn=_loader_worker_init if workers else None, pin_memory=runtime.device.type == "cuda")
     if main:
         out.mkdir(parents=True, exist_ok=True)
         log = MetricsLog(out, resume_step=start if checkpoint is not None else None)

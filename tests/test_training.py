@@ -167,6 +167,33 @@ def test_time_limit_stops_after_the_current_step(folders):
     assert result.step == 1 and result.stopped_early and _load(result.last)["step"] == 1
 
 
+def test_loader_workers_do_not_change_the_weights(folders):
+    one = train(_config(folders, "w0", steps=3, val_images=()), workers=0, progress=False)
+    two = train(_config(folders, "w2", steps=3, val_images=()), workers=2, progress=False)
+    a, b = _load(one.last)["state_dict"], _load(two.last)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ctrl_c_stops_after_the_current_step_and_saves(folders, monkeypatch):
+    import os
+    import signal
+
+    import sr_model.training as training
+
+    calls = []
+
+    def loss_then_interrupt(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # as a Ctrl-C during the second step
+        return reconstruction_loss(*args, **kwargs)
+
+    monkeypatch.setattr(training, "reconstruction_loss", loss_then_interrupt)
+    result = train(_config(folders, val_images=()), progress=False)
+    assert result.step == 2 and result.stopped_early and _load(result.last)["step"] == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
 def test_broken_image_is_skipped_with_a_warning(folders):
     (folders["train"] / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     with pytest.warns(SkippedImageWarning, match="broken.png"):
