@@ -56,3 +56,16 @@ def test_bad_inputs_one_line_exit_2(tmp_path):
         assert lines and ("error" in result.output.lower()), result.output
         assert "Traceback" not in result.output
     assert not list(tmp_path.glob("o*/*.png"))
+
+
+def test_interrupt_is_one_line_exit_130_and_names_what_is_kept(tmp_path, monkeypatch):
+    import workflows.render_cmd as render_cmd
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(render_cmd, "render_field_file", interrupted)
+    save_field(random_field(h=3, w=4), tmp_path / "f.npz")
+    result = run("render", tmp_path / "f.npz", "--scale", 2, "--out", tmp_path)
+    assert result.exit_code == 130
+    assert result.output.strip() == "interrupted: finished outputs are kept, no partial file is left"

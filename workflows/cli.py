@@ -12,6 +12,13 @@ from gaussian_field import __version__
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
+#: What an interrupted verb leaves behind and how to carry on (only stage 1 and training resume).
+RESUME_HINTS = {
+    "fit-prior": "finished chunks are in the store; rerun the same command to fit only the rest",
+    "train": "last.pt holds the latest checkpoint; rerun with --resume to continue",
+}
+
+
 def one_line(err: BaseException) -> str:
     text = str(err).strip() or type(err).__name__
     return text.splitlines()[0]
@@ -27,7 +34,8 @@ class P2GGroup(click.Group):
             click.echo(f"error: {one_line(err)}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
-            click.echo("interrupted: work done so far is kept; rerun the same command to resume", err=True)
+            hint = RESUME_HINTS.get(ctx.invoked_subcommand or "", "finished outputs are kept, no partial file is left")
+            click.echo(f"interrupted: {hint}", err=True)
             ctx.exit(130)
 
 
