@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import signal
+import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
@@ -86,12 +88,18 @@ def cluster_spec(config_file: str | Path | None = None, **flags: Any) -> Cluster
 
 
 def _require(module: str, what: str):
+    # dask-jobqueue's runner module replaces the Ctrl-C handler at import time with one that exits with
+    # status 0 and no message; keep ours, so an interrupted job still says so and exits 130.
+    ctrl_c_handler = signal.getsignal(signal.SIGINT)
     try:
         return __import__(module, fromlist=["_"])
     except ImportError:
         raise ClusterConfigError(
             f"--cluster {what} needs the {module.replace('_', '-')} package: pip install 'pixel2gauss[cluster]'"
         ) from None
+    finally:
+        if ctrl_c_handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, ctrl_c_handler)
 
 
 def jobqueue_cluster(spec: ClusterSpec):

@@ -95,3 +95,18 @@ def test_cli_prints_the_job_script_and_rejects_bad_combinations():
     assert "#SBATCH --gres=gpu:1" in result.output and "#SBATCH -t 02:00:00" in result.output
     result = runner.invoke(cli, ["fit-prior", "photos", "--store", "s.zarr", "--print-job-script"])
     assert result.exit_code == 2 and "error: --print-job-script needs --cluster slurm or pbs" in result.output
+
+
+def test_building_a_jobqueue_cluster_keeps_the_ctrl_c_handler():
+    # in a fresh interpreter: dask-jobqueue replaces the handler only on its first import
+    import subprocess
+    import sys
+
+    code = (
+        "import signal\n"
+        "from dgp_fitting.clusters import ClusterSpec, job_script\n"
+        "job_script(ClusterSpec(kind='slurm', cores=4, memory='8GB'))\n"
+        "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, signal.getsignal(signal.SIGINT)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

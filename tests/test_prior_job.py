@@ -169,7 +169,7 @@ def test_interrupted_client_resumes_only_unfinished_chunks(reference, corpus, cl
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    assert "rerun the same command to resume" in err
+    assert "rerun the same command to fit only the rest" in err
 
     store = open_store(path)
     status = store.status()
