@@ -32,6 +32,12 @@ demo: $(STAMP)
 	$(P2G) fit-prior $(DEMO)/photos --store $(DEMO)/prior.zarr --crop 64 --crops-per-image 2 --preset demo --batch 3 --workers 2
 	$(P2G) prior-stats --store $(DEMO)/prior.zarr --out $(DEMO)/prior_stats
 	$(P2G) info $(DEMO)/prior.zarr
+	rm -rf $(DEMO)/train && $(P2G) train --prior $(DEMO)/prior.zarr --out $(DEMO)/train --device cpu \
+		--images $(addprefix $(DEMO)/photos/,astronaut.png coffee.png rocket.png hubble_deep_field.png immunohistochemistry.png) \
+		--val-images $(DEMO)/photos/chelsea.png --steps 150 --batch 4 --patch 24 --scales 2-8 --lr 2e-3 --val-every 50
+	$(P2G) upscale $(DEMO)/astronaut_lr.png $(DEMO)/photos/chelsea.png --checkpoint $(DEMO)/train/best.pt \
+		--out $(DEMO)/upscaled --scale 2 --scale 3.7 --scale 8
+	$(P2G) eval --checkpoint $(DEMO)/train/best.pt --images $(DEMO)/photos/chelsea.png --scales 2,3,4,8 --out $(DEMO)/eval
 
 # A larger local corpus: photographs from Debian wallpaper packages (network: apt-get download) -> data/wallpapers
 data: $(STAMP)
