@@ -167,8 +167,9 @@ def test_photo_fields_match_reference(backend, photo, name, scale):
                   torch.float32, name)
 
 
-def test_cut_boundary_is_decided_as_the_reference_decides(backend):
-    field, scale = boundary_field()
+@pytest.mark.parametrize("w", [5, 12])  # 12: 18 output columns, wider than the cpu backend's vector chunk
+def test_cut_boundary_is_decided_as_the_reference_decides(backend, w):
+    field, scale = boundary_field(w=w)
     want = render(field, scale=scale, backend="torch")
     assert_agrees(render(field, scale=scale, backend=backend), want, torch.float32, "boundary")
     # The test only means something if the rounding sends targeted terms both ways.
@@ -197,6 +198,35 @@ def test_wide_and_degenerate_gaussians(backend):
     for scale in (1.5, 4.0):
         want = render(odd, scale=scale, backend="torch")
         assert_agrees(render(odd, scale=scale, backend=backend), want, torch.float64, f"x{scale}")
+
+
+@pytest.mark.parametrize("scale, rows", [(3.7, None), (12.3, None), ((5.1, 16.0), (7, 20)), ((2.0, 2.7), None)])
+def test_cpu_vector_and_scalar_forward_both_match_reference(scale, rows):
+    """The float32 forward has two kernels: vector chunks (windows at least LANES wide) and the scalar loop.
+
+    Both against the reference where the vector one applies: spans longer than a chunk (x12.3), chunks pushed
+    back from the right border, a row window, a batch of two.
+    """
+    from gaussian_field import _numba_kernels, cpu_backend
+
+    field = random_field(b=2, h=5, w=7, seed=8)
+    want = render(field, scale=scale, rows=rows, backend="torch")
+    height, width = want.shape[-2:]
+    assert cpu_backend.uses_vector_kernel(np.dtype(np.float32), width)
+    s_h, s_w = (scale, scale) if isinstance(scale, float) else scale
+    row0 = rows[0] if rows else 0
+    geo = cpu_backend.geometry(field, (s_h, s_w), width, row0, row0 + height)
+    arrays = [cpu_backend._numpy(t) for t in (field.means, field.chol, field.colors)]
+    args = (*arrays, geo.xs, geo.ys, geo.s_h, geo.s_w, geo.row0, geo.kw, geo.row_start, geo.row_stop,
+            geo.col_start, geo.col_stop, np.float32(CUT_MAHALANOBIS_SQ))
+    vector = np.zeros(want.shape, np.float32)
+    scalar = np.zeros(want.shape, np.float32)
+    _numba_kernels.forward_f32(*args, 3, vector)
+    _numba_kernels.forward(*args, True, 3, scalar)
+    assert_agrees(torch.from_numpy(vector), want, torch.float32, f"vector kernel x{scale}")
+    assert_agrees(torch.from_numpy(scalar), want, torch.float32, f"scalar kernel x{scale}")
+    assert torch.equal(render(field, scale=scale, rows=rows, backend="cpu"), torch.from_numpy(
+        cpu_backend.forward_numpy(*arrays, geo)))
 
 
 def test_fast_reach_equals_lattice_reach(golden_model):
