@@ -293,21 +293,6 @@ def forward(means, chol, colors, xs, ys, s_h, s_w, row0, kw, row_start, row_stop
     cut_lo = f_cut * (1.0 - _CUT_BAND)
     cut_hi = f_cut * (1.0 + _CUT_BAND)
     n_bands = (n_rows + band - 1) // band
-    n_g = means.shape[1]
-    first = np.empty((bsz, n_g), np.int32)
-    last = np.empty((bsz, n_g), np.int32)
-    for g in numba.prange(bsz * n_g):
-        b = g // n_g
-        n = g % n_g
-        f11 = float(chol[b, n, 0])
-        f21 = float(chol[b, n, 1])
-        f22 = float(chol[b, n, 2])
-        ra = 0
-        rb = 0
-        if f11 > 0 and f22 > 0:
-            ra, rb = _row_span(float(means[b, n, 1]), math.sqrt(cut_hi * (f21 * f21 + f22 * f22)), s_h, row0, 0, n_rows)
-        first[b, n] = ra
-        last[b, n] = rb
     for job in numba.prange(n_bands * bsz):
         b = job // n_bands
         r0 = (job % n_bands) * band
