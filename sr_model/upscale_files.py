@@ -3,7 +3,8 @@
 Everything that can be refused is checked before the first output is written: missing inputs, unreadable
 headers, clashing output names, the bit depth for the format, each encode's memory (with a --tile that fits)
 and each output against the format's limits and the free disk space. Outputs are written atomically
-(`sr_model.band_writer`), so an error or an interrupt leaves only complete files.
+(`sr_model.band_writer`), so an error or an interrupt leaves only complete files; `skip_existing` then
+resumes an interrupted batch: outputs already on disk are complete, and an image with all of them is not encoded.
 """
 
 from __future__ import annotations
@@ -84,8 +85,12 @@ def _sync(device: torch.device) -> None:
 
 def plan_jobs(model: nn.Module, inputs: Sequence[Path], out_dir: Path, requests: Sequence[RenderRequest],
               suffix: str = ".png", bits: int = 8, save_field: bool = False, tile: int | None = None,
-              context: int | None = None, budget: int | None = None, backend: str = "auto") -> list[_Job]:
-    """Check every input and output before any work; raises ValueError naming the first problem."""
+              context: int | None = None, budget: int | None = None, backend: str = "auto",
+              skip_existing: bool = False) -> list[_Job]:
+    """Check every input and output before any work; raises ValueError naming the first problem.
+
+    With `skip_existing`, outputs already on disk are left out, and so is an image with none left to write.
+    """
     if not requests:
         raise ValueError("nothing to render: give at least one --scale or --size")
     output_format(f"x{suffix}", bits)
@@ -105,9 +110,13 @@ def plan_jobs(model: nn.Module, inputs: Sequence[Path], out_dir: Path, requests:
             _, (out_h, out_w) = resolve_geometry((height, width), request.size, request.scale)
             path = out_dir / f"{source.stem}_{request.tag}{suffix}"
             check_output(path, out_h, out_w, bits)
-            outputs.append((request, path))
+            if not (skip_existing and path.is_file()):
+                outputs.append((request, path))
         field_path = out_dir / f"{source.stem}_field.npz" if save_field else None
-        jobs.append(_Job(source, plan, tuple(outputs), field_path))
+        if skip_existing and field_path is not None and field_path.is_file():
+            field_path = None
+        if outputs or field_path is not None:
+            jobs.append(_Job(source, plan, tuple(outputs), field_path))
     return jobs
 
 
@@ -128,8 +137,10 @@ def upscale_files(
     tile_progress: Callable[[Iterable], Iterable] | None = None,
     on_result: Callable[[ImageResult], None] | None = None,
     field_metadata: dict | None = None,
+    skip_existing: bool = False,
 ) -> list[ImageResult]:
-    """Encode each input once and render it at every request into out_dir; returns one result per input.
+    """Encode each input once and render it at every request into out_dir; returns one result per input
+    encoded (with `skip_existing`, inputs whose outputs are all on disk are neither encoded nor returned).
 
     `progress` wraps the list of images and `tile_progress` the tiles of a tiled encode (e.g. tqdm).
     """
@@ -137,7 +148,7 @@ def upscale_files(
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"--out {out_dir} exists and is not a folder")
     jobs = plan_jobs(model, collect_inputs(inputs), out_dir, requests, suffix, bits, save_field, tile, context,
-                     budget, backend)
+                     budget, backend, skip_existing)
     out_dir.mkdir(parents=True, exist_ok=True)
     param = next(model.parameters())
     results = []

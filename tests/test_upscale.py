@@ -256,3 +256,27 @@ def test_cuda_upscale_matches_cpu(workspace, model):
     cpu = np.asarray(Image.open(workspace / "cpu" / "astronaut_x3.7.png")).astype(int)
     gpu = np.asarray(Image.open(workspace / "cuda" / "astronaut_x3.7.png")).astype(int)
     assert np.abs(cpu - gpu).max() <= 1
+
+
+def test_skip_existing_resumes_a_batch_without_touching_finished_outputs(workspace, encoder_calls):
+    out = workspace / "out"
+    args = ("upscale", workspace / "astronaut.png", workspace / "coffee.jpg", "--checkpoint", workspace / "tiny.pt",
+            "--out", out, "--scale", 2, "--scale", 3)
+
+    def encodes():  # encoder calls on the photos themselves (the memory estimate also runs a small probe)
+        return encoder_calls.count((40, 36)), encoder_calls.count((30, 30))
+
+    assert run(*args).exit_code == 0
+    assert encodes() == (1, 1)
+    # as after an interrupt: coffee's x3 never written; astronaut's outputs are complete and must stay as they are
+    (out / "coffee_x3.png").unlink()
+    kept = (out / "astronaut_x2.png").stat().st_mtime_ns, (out / "astronaut_x3.png").read_bytes()
+    result = run(*args, "--skip-existing")
+    assert result.exit_code == 0, result.output
+    assert encodes() == (1, 2)  # only coffee is encoded again
+    assert "1 image(s) encoded" in result.output
+    assert ((out / "astronaut_x2.png").stat().st_mtime_ns, (out / "astronaut_x3.png").read_bytes()) == kept
+    assert all_files(out) == ["astronaut_x2.png", "astronaut_x3.png", "coffee_x2.png", "coffee_x3.png"]
+    assert read_image(out / "coffee_x3.png").shape[:2] == (90, 90)
+    # without the flag everything is redone
+    assert run(*args).exit_code == 0 and encodes() == (2, 3)

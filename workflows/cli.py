@@ -16,6 +16,7 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError
 RESUME_HINTS = {
     "fit-prior": "finished chunks are in the store; rerun the same command to fit only the rest",
     "train": "last.pt holds the latest checkpoint; rerun with --resume to continue",
+    "upscale": "finished outputs are kept, no partial file is left; rerun with --skip-existing to do only the rest",
 }
 
 

@@ -76,8 +76,10 @@ def _print(result: ImageResult) -> None:
               help="Bits per channel (16: PNG or TIFF).")
 @click.option("--format", "fmt", type=click.Choice(sorted(FORMAT_SUFFIXES)), default="png", show_default=True,
               help="Output file format.")
+@click.option("--skip-existing", is_flag=True,
+              help="Leave outputs already in OUT alone (outputs are written whole or not at all): resumes a batch.")
 def command(inputs, checkpoint: Path, out_dir: Path, scales, sizes, save_field: bool, device: str, backend: str,
-            tile: int | None, tile_context: int | None, bits: str, fmt: str) -> None:
+            tile: int | None, tile_context: int | None, bits: str, fmt: str, skip_existing: bool) -> None:
     """Super-resolve images: one encode per INPUT (file or folder), one render per --scale/--size.
 
     Writes OUT/NAME_x4.png, OUT/NAME_x3x5.png, OUT/NAME_640x480.png ... and prints the encode time and each
@@ -86,6 +88,9 @@ def command(inputs, checkpoint: Path, out_dir: Path, scales, sizes, save_field: 
     """
     requests = render_requests(scales, sizes)
     model = load_model(checkpoint, check_device(device))
-    upscale_files(model, inputs, out_dir, requests, suffix=FORMAT_SUFFIXES[fmt], bits=int(bits),
-                  save_field=save_field, tile=tile, context=tile_context, backend=backend, progress=_progress,
-                  tile_progress=_tile_progress, on_result=_print, field_metadata={"checkpoint": checkpoint.name})
+    results = upscale_files(model, inputs, out_dir, requests, suffix=FORMAT_SUFFIXES[fmt], bits=int(bits),
+                            save_field=save_field, tile=tile, context=tile_context, backend=backend,
+                            progress=_progress, tile_progress=_tile_progress, on_result=_print,
+                            field_metadata={"checkpoint": checkpoint.name}, skip_existing=skip_existing)
+    if skip_existing:
+        click.echo(f"--skip-existing: {len(results)} image(s) encoded, the others' outputs were all in {out_dir}")
