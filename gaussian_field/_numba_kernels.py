@@ -109,6 +109,16 @@ def _col_span(fmx, kc, kr, t_a, fdy, s_w, lo, hi):
     return a, b
 
 
+@numba.njit(cache=True, inline="always")
+def _ellipse(f11, f21, f22, cut_hi):
+    """What every kernel needs of one Gaussian's shape (float64): t_a, kc, kr for `_col_span`, and the reciprocals
+    of m = (dx i11)^2 + (dy i22 - p dx)^2."""
+    a_q = f21 * f21 + f22 * f22
+    i11 = 1.0 / f11
+    i22 = 1.0 / f22
+    return cut_hi * a_q, f11 * f21 / a_q, f11 * f22 / a_q, i11, i22, f21 * i11 * i22
+
+
 #: Columns per vector chunk of `forward_f32`. A constant trip count of 16 is what LLVM's loop vectoriser takes
 #: (numba leaves the SLP vectoriser off, and a constant 8 gets fully unrolled into scalar code instead).
 LANES = 16
@@ -218,16 +228,10 @@ def forward_f32(means, chol, colors, xs, ys, s_h, s_w, row0, kw, row_start, row_
                 f11 = float(l11)
                 f21 = float(l21)
                 f22 = float(l22)
-                a_q = f21 * f21 + f22 * f22
-                t_a = cut_hi * a_q
+                t_a, kc, kr, i11, i22, p = _ellipse(f11, f21, f22, cut_hi)
                 mx = means[b, n, 0]
                 my = means[b, n, 1]
                 fmx = float(mx)
-                kc = f11 * f21 / a_q
-                kr = f11 * f22 / a_q
-                i11 = 1.0 / f11
-                i22 = 1.0 / f22
-                p = f21 * i11 * i22
                 c0 = colors[b, n, 0]
                 c1 = colors[b, n, 1]
                 c2 = colors[b, n, 2]
@@ -316,19 +320,13 @@ def forward(means, chol, colors, xs, ys, s_h, s_w, row0, kw, row_start, row_stop
                 f11 = float(l11)
                 f21 = float(l21)
                 f22 = float(l22)
-                a_q = f21 * f21 + f22 * f22
-                t_a = cut_hi * a_q
                 mx = means[b, n, 0]
                 my = means[b, n, 1]
+                t_a, kc, kr, i11, i22, p = _ellipse(f11, f21, f22, cut_hi)
                 ra, rb = _row_span(float(my), math.sqrt(t_a), s_h, row0, rs, re)
                 if ra >= rb:
                     continue
                 fmx = float(mx)
-                kc = f11 * f21 / a_q
-                kr = f11 * f22 / a_q
-                i11 = 1.0 / f11
-                i22 = 1.0 / f22
-                p = f21 * i11 * i22
                 c0 = colors[b, n, 0]
                 c1 = colors[b, n, 1]
                 c2 = colors[b, n, 2]
@@ -388,19 +386,13 @@ def backward(means, chol, colors, xs, ys, s_h, s_w, row0, kw, row_start, row_sto
             f11 = float(l11)
             f21 = float(l21)
             f22 = float(l22)
-            a_q = f21 * f21 + f22 * f22
-            t_a = cut_hi * a_q
             mx = means[b, n, 0]
             my = means[b, n, 1]
+            t_a, kc, kr, i11, i22, p = _ellipse(f11, f21, f22, cut_hi)
             ra, rb = _row_span(float(my), math.sqrt(t_a), s_h, row0, rs, re)
             if ra >= rb:
                 continue
             fmx = float(mx)
-            kc = f11 * f21 / a_q
-            kr = f11 * f22 / a_q
-            i11 = 1.0 / f11
-            i22 = 1.0 / f22
-            p = f21 * i11 * i22
             c0 = float(colors[b, n, 0])
             c1 = float(colors[b, n, 1])
             c2 = float(colors[b, n, 2])
