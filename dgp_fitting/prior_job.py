@@ -76,11 +76,8 @@ def chunk_needs_work(status: np.ndarray, boxes: np.ndarray, crop: int) -> bool:
 
 
 def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _worker_device(device: str) -> torch.device:

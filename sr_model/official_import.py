@@ -142,11 +142,8 @@ def model_from_official(spec: dict, offset_input: str = DEFAULT_OFFSET_INPUT) ->
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def import_official(source: str | Path, out: str | Path, offset_input: str = DEFAULT_OFFSET_INPUT,
