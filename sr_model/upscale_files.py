@@ -109,9 +109,10 @@ def plan_jobs(model: nn.Module, inputs: Sequence[Path], out_dir: Path, requests:
         for request in requests:
             _, (out_h, out_w) = resolve_geometry((height, width), request.size, request.scale)
             path = out_dir / f"{source.stem}_{request.tag}{suffix}"
+            if skip_existing and path.is_file():
+                continue  # written whole earlier (outputs are renamed into place): nothing to check or write
             check_output(path, out_h, out_w, bits)
-            if not (skip_existing and path.is_file()):
-                outputs.append((request, path))
+            outputs.append((request, path))
         field_path = out_dir / f"{source.stem}_field.npz" if save_field else None
         if skip_existing and field_path is not None and field_path.is_file():
             field_path = None
