@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from sr_model.evaluation import evaluate, load_eval_model, parse_scales, summary_markdown, write_report
+from workflows.options import device_option, resolve_device
 
 
 def _progress(items):
@@ -24,17 +24,20 @@ def _progress(items):
 @click.option("--protocol", type=click.Choice(["benchmark", "div2k"]), default="benchmark", show_default=True,
               help="benchmark: Y channel, shave = scale; div2k: RGB, shave = scale + 6.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Write per_image.csv and summary.md here.")
-@click.option("--device", default="cpu", show_default=True, help="Device for the model: cpu, cuda, cuda:1 ...")
+@device_option()
 def command(more_images, checkpoint: str, images, scales: str, protocol: str, out_dir: Path | None, device: str) -> None:
     """Evaluate a checkpoint (and the bicubic baseline) on HR images: LR by MATLAB bicubic, BasicSR PSNR/SSIM.
 
     HR images are mod-cropped to a multiple of each scale; per-image results go to OUT/per_image.csv, the
     summary table (mean per scale, encode and render time) to stdout and OUT/summary.md.
     """
+    from sr_model.evaluation import evaluate, load_eval_model, parse_scales, summary_markdown, write_report
+
     sources = list(images) + list(more_images)
     if not sources:
         raise click.UsageError("give HR images with --images DIR")
     scale_list = parse_scales(scales)
+    device = resolve_device(device)
     model = load_eval_model(checkpoint, device)
     rows = evaluate(sources, scale_list, protocol, model, device, progress=_progress)
     title = "bicubic baseline" if model is None else f"{checkpoint} vs bicubic"

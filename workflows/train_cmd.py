@@ -8,13 +8,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import click
-import yaml
 from click.core import ParameterSource
 
-from sr_model.evaluation import parse_scales
-from sr_model.train_state import TrainConfig, milestones_from_fractions
-from sr_model.training import TrainResult, resume_training, train
+from workflows.options import device_option
+
+if TYPE_CHECKING:
+    from sr_model.training import TrainResult
 
 VARIANTS = {"full": {}, "fixed-centres": {"positions": "fixed"}, "no-dictionary": {"covariance": "free"}}
 
@@ -33,6 +35,8 @@ def parse_scale_range(text: str) -> tuple[float, float]:
 
 def parse_model_options(items) -> dict:
     """('lite_channels=16', 'cov_hidden=[32]') -> {'lite_channels': 16, 'cov_hidden': [32]} (values as YAML)."""
+    import yaml
+
     options = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -93,7 +97,7 @@ def describe(result: TrainResult) -> list[str]:
 @click.option("--log-every", default=10, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA (ignored on CPU).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option()
 @click.option("--workers", type=int, help="DataLoader workers (default: 0 on CPU, up to 4 on CUDA).")
 @click.option("--time-limit", type=float, help="Stop after this many minutes (last.pt saved; --resume continues).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt, bit for bit.")
@@ -106,6 +110,10 @@ def command(ctx: click.Context, more_images, prior, images, out_dir: Path, prese
     L1 loss (plus the frequency loss with --freq-weight), Adam with step decay, gradient clipping, AMP on CUDA.
     Checkpoints RUN/best.pt (best mean validation PSNR) and RUN/last.pt load with `p2g eval --checkpoint`.
     """
+    from sr_model.evaluation import parse_scales
+    from sr_model.train_state import TrainConfig, milestones_from_fractions
+    from sr_model.training import resume_training, train
+
     images = tuple(images) + tuple(more_images)
     scale_min, scale_max = parse_scale_range(scales)
     overrides = {**VARIANTS[variant], **parse_model_options(model_options)}
