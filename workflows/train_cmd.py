@@ -1,5 +1,8 @@
 """`p2g train --prior STORE|DICT.npy --images DIR... --out RUN`: train a ContinuousSR model; `--resume` continues it.
 
+`--config run.yaml` gives the same flags as a YAML file (flags on the command line override it); every run folder
+gets RUN/config.yaml, the run's flags with absolute paths, which `--config` reads back to repeat the run.
+
 Multi-GPU / multi-node: launch the same command with `torchrun --nproc_per_node N -m workflows.cli train ...`.
 """
 
@@ -14,11 +17,14 @@ import click
 from click.core import ParameterSource
 
 from workflows.options import device_option
+from workflows.run_config import CONFIG_NAME, read_flag_config, write_flag_config
 
 if TYPE_CHECKING:
     from sr_model.training import TrainResult
 
 VARIANTS = {"full": {}, "fixed-centres": {"positions": "fixed"}, "no-dictionary": {"covariance": "free"}}
+#: Flags that are not settings of a run: never read from nor written to a config file.
+NOT_IN_CONFIG = ("config", "resume")
 
 
 def parse_scale_range(text: str) -> tuple[float, float]:
@@ -47,7 +53,29 @@ def parse_model_options(items) -> dict:
 
 
 def _given(ctx: click.Context, name: str) -> bool:
-    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT,
+                                              ParameterSource.DEFAULT_MAP)
+
+
+def _read_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Eager: the file's flags become the defaults of the others, so that command-line flags override them."""
+    if value is not None:
+        ctx.default_map = {**(ctx.default_map or {}), **read_flag_config(value, ctx.command, NOT_IN_CONFIG)}
+
+
+def _absolute(value):
+    return str(Path(value).absolute())
+
+
+def run_flags(params: dict, images: tuple) -> dict:
+    """The run's resolved flags with absolute paths, for RUN/config.yaml (readable from any folder)."""
+    flags = dict(params)
+    flags["images"] = tuple(map(_absolute, images))
+    flags["val_images"] = tuple(map(_absolute, params["val_images"]))
+    flags["out_dir"] = _absolute(params["out_dir"])
+    if params["prior"] is not None and params["prior"] != "official":
+        flags["prior"] = _absolute(params["prior"])
+    return flags
 
 
 def describe(result: TrainResult) -> list[str]:
@@ -68,6 +96,9 @@ def describe(result: TrainResult) -> list[str]:
 
 @click.command("train")
 @click.argument("more_images", nargs=-1, type=click.Path(path_type=Path), metavar="[DIR...]")
+@click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False, callback=_read_config,
+              help="YAML file of these flags (keys as the flags: steps, val-images, model-option ...; lists for "
+                   "repeatable ones); flags given here override it. RUN/config.yaml repeats a run.")
 @click.option("--prior", help="Covariance dictionary: a prior store (p2g prior-stats), a .npy file, or 'official'.")
 @click.option("--images", multiple=True, type=click.Path(path_type=Path),
               help="HR training images: folder (recursive) or file; repeatable, or list several after it.")
@@ -135,7 +166,11 @@ def command(ctx: click.Context, more_images, prior, images, out_dir: Path, prese
     else:
         if not images:
             raise click.UsageError("give training images with --images DIR")
-        result = train(TrainConfig(out=str(out_dir), **fields), **runtime)
+        config = TrainConfig(out=str(out_dir), **fields)  # checks every setting before anything is written
+        if int(os.environ.get("RANK", "0")) == 0 and not (out_dir / "last.pt").exists():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            write_flag_config(out_dir / CONFIG_NAME, ctx.command, run_flags(ctx.params, images), NOT_IN_CONFIG)
+        result = train(config, **runtime)
     if int(os.environ.get("RANK", "0")) == 0:
         for line in describe(result):
             click.echo(line)
