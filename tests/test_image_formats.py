@@ -202,3 +202,13 @@ def test_16_bit_png_stays_16_bit_through_upscale(tmp_path, photo, checkpoint):
     result = upscale(tmp_path / "deep.png", "--checkpoint", checkpoint, "--out", tmp_path / "bad", "--scale", 2,
                      "--format", "webp", "--bits", "16")
     assert result.exit_code == 2 and result.output.startswith("error: WebP cannot hold 16-bit"), result.output
+
+
+def test_header_sizes_of_the_crop_plan_and_datasets_are_upright(tmp_path, photo):
+    """Crops and training patches are planned from header sizes: they must be the upright sizes read_image gives."""
+    from dgp_fitting.crop_plan import image_size as crop_plan_size
+
+    upright = np.round(photo("coffee", 0, 0, 48)[:20, :36] * 255).astype(np.uint8)
+    jpeg_with_orientation(tmp_path / "phone.jpg", upright, 6)
+    assert read_image(tmp_path / "phone.jpg").shape[:2] == (20, 36)
+    assert crop_plan_size(tmp_path / "phone.jpg") == (20, 36) == image_size(tmp_path / "phone.jpg")
