@@ -84,7 +84,8 @@ def write_flag_config(path: str | os.PathLike, command: click.Command, params: d
         data[flag] = _plain(value)
     path = Path(path)
     tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(f"# p2g {command.name} settings; rerun with: p2g {command.name} --config {path.name}\n"
+    tmp.write_text(f"# p2g {command.name} settings (keys: its flags); repeat with p2g {command.name} --config THIS_FILE "
+                   "--out NEW_FOLDER\n"
                    + yaml.safe_dump(data, sort_keys=False))
     os.replace(tmp, path)
     return path
