@@ -137,6 +137,7 @@ def test_rgba_png_keeps_a_plausible_alpha(tmp_path, photo, checkpoint):
     Image.fromarray(rgba, "RGBA").save(tmp_path / "cutout.png")
     image = read_image_file(tmp_path / "cutout.png")
     assert np.array_equal(np.round(image.alpha * 255).astype(np.uint8), rgba[..., 3])
+    colours = {}
     for fmt in ("png", "webp", "tif"):
         result = upscale(tmp_path / "cutout.png", "--checkpoint", checkpoint, "--out", tmp_path / "out", "--scale",
                          2, "--format", fmt, "--quality", 100)
@@ -144,10 +145,14 @@ def test_rgba_png_keeps_a_plausible_alpha(tmp_path, photo, checkpoint):
         with Image.open(tmp_path / "out" / f"cutout_x2.{fmt}") as img:
             assert img.mode == "RGBA" and img.size == (64, 64), fmt
             alpha = np.asarray(img)[..., 3].astype(np.float64) / 255
+            colours[fmt] = np.asarray(img)[..., :3]
         source = rgba[..., 3] / 255.0
         assert alpha[28:36, 28:36].min() == 1.0 and alpha[:4, :4].max() == 0.0, fmt  # centre opaque, corners clear
         pooled = alpha.reshape(32, 2, 32, 2).mean(axis=(1, 3))  # back to the input's grid
         assert np.abs(pooled - source).max() < 0.1, fmt
+    assert np.array_equal(colours["png"], colours["tif"])  # BGRA (OpenCV) and RGBA (tifffile) in the right order
+    visible = alpha > 0  # lossless WebP drops the colour of fully transparent pixels
+    assert np.abs(colours["webp"].astype(int) - colours["png"])[visible].max() <= 1
     result = upscale(tmp_path / "cutout.png", "--checkpoint", checkpoint, "--out", tmp_path / "jpg", "--scale", 2,
                      "--format", "jpg")
     assert result.exit_code == 0, result.output
