@@ -37,7 +37,7 @@ class ImageReadError(ValueError):
 @dataclass(frozen=True)
 class ImageFile:
     """A decoded image: colour float32 (H, W, 3) and alpha float32 (H, W) or None, both in [0, 1], upright;
-    the ICC profile (bytes or None) and the file's bits per channel (8, 16, or 32 for float)."""
+    the file's ICC profile when it describes RGB (else None) and its bits per channel (8, 16, or 32 for float)."""
 
     rgb: np.ndarray
     alpha: np.ndarray | None = None
@@ -129,7 +129,12 @@ def read_image_file(path: str | os.PathLike) -> ImageFile:
     except (OSError, SyntaxError, ValueError, IndexError, KeyError) as err:
         raise ImageReadError(f"{path}: unreadable image ({err})") from None
     rgb, alpha = split_alpha(arr)
-    return ImageFile(rgb, alpha, icc or None, _bits_of(arr))
+    return ImageFile(rgb, alpha, rgb_profile(icc), _bits_of(arr))
+
+
+def rgb_profile(icc: bytes | None) -> bytes | None:
+    """The ICC profile if it describes RGB pixels; a CMYK or gray one does not fit the RGB we decode to."""
+    return icc if icc and icc[16:20] == b"RGB " else None
 
 
 def probe_image(path: str | os.PathLike) -> ImageProbe:
@@ -155,7 +160,7 @@ def probe_image(path: str | os.PathLike) -> ImageProbe:
             alpha = "A" in img.mode or "transparency" in img.info
             if img.format == "TIFF" and img.tag_v2.get(338) is not None:
                 alpha = True
-            return ImageProbe(height, width, bits, alpha, bool(img.info.get("icc_profile")))
+            return ImageProbe(height, width, bits, alpha, rgb_profile(img.info.get("icc_profile")) is not None)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         pass  # a file only OpenCV/tifffile decode: decode it fully, which raises if it is broken
     image = read_image_file(path)

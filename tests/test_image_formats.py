@@ -124,6 +124,15 @@ def test_p3_profile_is_carried_to_every_output_format(tmp_path, photo, p3_profil
         assert read_image_file(tmp_path / f"out{bits}" / f"p3_x2.{fmt}").icc_profile == p3_profile
 
 
+def test_a_profile_that_is_not_rgb_is_not_carried(tmp_path, photo, p3_profile):
+    """A CMYK or gray profile does not describe the RGB pixels we decode to: writing it would misstate them."""
+    cmyk_profile = p3_profile[:16] + b"CMYK" + p3_profile[20:]
+    pixels = np.round(photo("chelsea", 60, 100, 16) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "cmyk_tagged.png", icc_profile=cmyk_profile)
+    assert read_image_file(tmp_path / "cmyk_tagged.png").icc_profile is None
+    assert not probe_image(tmp_path / "cmyk_tagged.png").has_icc
+
+
 def rgba_photo(photo) -> np.ndarray:
     """A photo crop with a soft round alpha mask: opaque centre, transparent corners."""
     rgb = photo("rocket", 80, 180, 32)
