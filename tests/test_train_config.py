@@ -86,3 +86,14 @@ def test_a_bad_config_file_is_one_line(folders, content, message):
     assert result.exit_code == 2, result.output
     assert message in result.output, result.output
     assert not (folders["root"] / "x").exists()
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_config(folders, monkeypatch):
+    def failing_train(config, **runtime):
+        assert (folders["root"] / "failed" / "config.yaml").is_file()  # written before the first step
+        raise ValueError("no images to train on")
+
+    monkeypatch.setattr("sr_model.training.train", failing_train)
+    result = CliRunner().invoke(cli, train_args(folders, folders["root"] / "failed"))
+    assert result.exit_code == 2 and result.output.startswith("error: no images to train on")
+    assert not (folders["root"] / "failed").exists()

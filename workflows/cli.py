@@ -60,6 +60,24 @@ def debug_requested(ctx: click.Context | None = None) -> bool:
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
+def package_version() -> str:
+    """The installed package's version from its metadata (no import of the package, which loads torch)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pixel2gauss")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        from gaussian_field import __version__
+
+        return __version__
+
+
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(f"p2g, version {package_version()}")
+        ctx.exit()
+
+
 def load_verb(name: str) -> click.Command:
     """Import the module of one verb and return its command."""
     module_name, _, attribute = VERBS[name].partition(":")
@@ -101,7 +119,8 @@ class P2GGroup(click.Group):
 
 
 @click.group(cls=P2GGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="pixel2gauss", prog_name="p2g")
+@click.option("--version", is_flag=True, is_eager=True, expose_value=False, callback=_print_version,
+              help="Show the version and exit.")
 @click.option("--debug", is_flag=True, help=f"Print the full traceback instead of a one-line error (or {DEBUG_ENV}=1).")
 def cli(debug: bool) -> None:
     """pixel2gauss: arbitrary-scale super-resolution with 2D Gaussian fields (ContinuousSR).

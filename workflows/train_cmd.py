@@ -94,6 +94,23 @@ def describe(result: TrainResult) -> list[str]:
     return lines
 
 
+def _write_run_config(ctx: click.Context, out_dir: Path, images: tuple) -> tuple[Path, bool]:
+    """RUN/config.yaml before the first step (so that an interrupted run has it too); (its path, folder created)."""
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return write_flag_config(out_dir / CONFIG_NAME, ctx.command, run_flags(ctx.params, images), NOT_IN_CONFIG), created
+
+
+def _remove_unused(written: tuple[Path, bool], out_dir: Path) -> None:
+    """A run that failed before its first checkpoint leaves nothing behind: config.yaml goes, and the folder if
+    it was made for it and is empty."""
+    path, created = written
+    if not (out_dir / "last.pt").exists():
+        path.unlink(missing_ok=True)
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+
+
 @click.command("train")
 @click.argument("more_images", nargs=-1, type=click.Path(path_type=Path), metavar="[DIR...]")
 @click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False, callback=_read_config,
@@ -167,10 +184,15 @@ def command(ctx: click.Context, more_images, prior, images, out_dir: Path, prese
         if not images:
             raise click.UsageError("give training images with --images DIR")
         config = TrainConfig(out=str(out_dir), **fields)  # checks every setting before anything is written
+        written = None
         if int(os.environ.get("RANK", "0")) == 0 and not (out_dir / "last.pt").exists():
-            out_dir.mkdir(parents=True, exist_ok=True)
-            write_flag_config(out_dir / CONFIG_NAME, ctx.command, run_flags(ctx.params, images), NOT_IN_CONFIG)
-        result = train(config, **runtime)
+            written = _write_run_config(ctx, out_dir, images)
+        try:
+            result = train(config, **runtime)
+        except BaseException:
+            if written is not None:
+                _remove_unused(written, out_dir)
+            raise
     if int(os.environ.get("RANK", "0")) == 0:
         for line in describe(result):
             click.echo(line)
