@@ -46,6 +46,8 @@ def test_a_run_started_from_its_config_yaml_has_the_same_train_config(folders, t
     assert a.out != b.out
     assert dataclasses.replace(a, out=b.out) == b
     assert a.model_overrides["positions"] == "fixed" and a.lr_milestones == (1,)
+    resumed = CliRunner().invoke(cli, ["train", "--config", str(root / "first" / "config.yaml"), "--resume"])
+    assert resumed.exit_code == 2 and "drop --config" in resumed.output
     # and the second run's config.yaml is the first's but for --out
     again = yaml.safe_load((root / "second" / "config.yaml").read_text())
     assert {**written, "out": again["out"]} == again

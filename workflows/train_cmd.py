@@ -53,8 +53,7 @@ def parse_model_options(items) -> dict:
 
 
 def _given(ctx: click.Context, name: str) -> bool:
-    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT,
-                                              ParameterSource.DEFAULT_MAP)
+    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
 
 
 def _read_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
@@ -173,6 +172,9 @@ def command(ctx: click.Context, more_images, prior, images, out_dir: Path, prese
                   val_every=val_every, val_crop=val_crop, log_every=log_every, seed=seed, amp=amp)
     runtime = dict(device=device, workers=workers, time_limit=None if time_limit is None else time_limit * 60)
     if resume:
+        if ctx.default_map:
+            raise click.UsageError("--resume continues RUN from its last.pt, which holds the run's settings; drop "
+                                   "--config")
         given = {"images": _given(ctx, "images") or bool(more_images), "model_overrides": _given(ctx, "variant") or
                  _given(ctx, "model_options"), "scale_min": _given(ctx, "scales"), "scale_max": _given(ctx, "scales"),
                  "lr": _given(ctx, "learning_rate"), "lr_milestones": _given(ctx, "lr_decay")}
