@@ -1,4 +1,4 @@
-"""`p2g eval --checkpoint CKPT|bicubic --images DIR... --scales 2,3,4`: PSNR/SSIM against the bicubic baseline."""
+"""`p2g eval [--checkpoint MODEL|bicubic] --images DIR... --scales 2,3,4`: PSNR/SSIM against the bicubic baseline."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from pathlib import Path
 
 import click
 
+from sr_model.api import check_device
 from sr_model.evaluation import evaluate, load_eval_model, parse_scales, summary_markdown, write_report
+from sr_model.model_files import load_file
 
 
 def _progress(items):
@@ -17,7 +19,8 @@ def _progress(items):
 
 @click.command("eval")
 @click.argument("more_images", nargs=-1, type=click.Path(path_type=Path), metavar="[DIR...]")
-@click.option("--checkpoint", required=True, help="Model checkpoint, or 'bicubic' for the baseline alone.")
+@click.option("--checkpoint", help="Model file (.safetensors export, .pt checkpoint, official .pth), or 'bicubic' "
+                                   "for the baseline alone [default: the bundled lite weights].")
 @click.option("--images", "images", multiple=True, type=click.Path(path_type=Path),
               help="HR image folder (searched recursively) or file; repeatable, or list several after it.")
 @click.option("--scales", default="2,3,4", show_default=True, help="Comma-separated scales, e.g. 2,3,4,6,8,12.")
@@ -25,7 +28,7 @@ def _progress(items):
               help="benchmark: Y channel, shave = scale; div2k: RGB, shave = scale + 6.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Write per_image.csv and summary.md here.")
 @click.option("--device", default="cpu", show_default=True, help="Device for the model: cpu, cuda, cuda:1 ...")
-def command(more_images, checkpoint: str, images, scales: str, protocol: str, out_dir: Path | None, device: str) -> None:
+def command(more_images, checkpoint: str | None, images, scales: str, protocol: str, out_dir: Path | None, device: str) -> None:
     """Evaluate a checkpoint (and the bicubic baseline) on HR images: LR by MATLAB bicubic, BasicSR PSNR/SSIM.
 
     HR images are mod-cropped to a multiple of each scale; per-image results go to OUT/per_image.csv, the
@@ -35,7 +38,12 @@ def command(more_images, checkpoint: str, images, scales: str, protocol: str, ou
     if not sources:
         raise click.UsageError("give HR images with --images DIR")
     scale_list = parse_scales(scales)
-    model = load_eval_model(checkpoint, device)
+    if checkpoint is None:
+        loaded = load_file(None, check_device(device))
+        click.echo(loaded.note, err=True)
+        model, checkpoint = loaded.model, loaded.origin
+    else:
+        model = load_eval_model(checkpoint, device)
     rows = evaluate(sources, scale_list, protocol, model, device, progress=_progress)
     title = "bicubic baseline" if model is None else f"{checkpoint} vs bicubic"
     click.echo(summary_markdown(rows, protocol, title), nl=False)
