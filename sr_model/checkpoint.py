@@ -90,8 +90,9 @@ def torch_load_plain(path: Path):
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # torch.load raises many types on damaged or foreign files; its advice to drop
         # weights_only would be wrong here, so its message is not passed on
-        raise CheckpointError(f"{path} is not a readable model file (damaged, not a PyTorch or safetensors file, "
-                              f"or holding objects other than tensors and plain containers)") from None
+        raise CheckpointError(f"{path} is not a readable pixel2gauss checkpoint or model file (damaged, not a PyTorch "
+                              f"or safetensors file, or holding objects other than tensors and plain containers)"
+                              ) from None
 
 
 def is_checkpoint(data) -> bool:

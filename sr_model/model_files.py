@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from sr_model import weights
-from sr_model.checkpoint import CheckpointError, check_checkpoint, is_checkpoint, model_from_checkpoint, torch_load_plain
+from sr_model.checkpoint import (CheckpointError, check_checkpoint, is_checkpoint, model_from_checkpoint,
+                                 torch_load_plain)
 from sr_model.export import is_safetensors, read_export, write_export
 from sr_model.model import ContinuousSR
 

@@ -159,8 +159,8 @@ def file_sha256(path: str | Path) -> str:
 
 def import_record(source: Path, spec: dict, offset_input: str) -> dict:
     """Where an imported model came from (stored as `imported_from` in checkpoints and exports)."""
-    return {"file": source.name, "sha256": file_sha256(source), "encoder_spec_name": spec["args"]["encoder_spec"]["name"],
-            "offset_input": offset_input,
+    return {"file": source.name, "sha256": file_sha256(source),
+            "encoder_spec_name": spec["args"]["encoder_spec"]["name"], "offset_input": offset_input,
             "dropped_keys": [k for k in spec["sd"] if k.startswith(UNUSED_OFFICIAL_PREFIXES)]}
 
 

@@ -28,7 +28,8 @@ def _progress(items):
               help="benchmark: Y channel, shave = scale; div2k: RGB, shave = scale + 6.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Write per_image.csv and summary.md here.")
 @click.option("--device", default="cpu", show_default=True, help="Device for the model: cpu, cuda, cuda:1 ...")
-def command(more_images, checkpoint: str | None, images, scales: str, protocol: str, out_dir: Path | None, device: str) -> None:
+def command(more_images, checkpoint: str | None, images, scales: str, protocol: str, out_dir: Path | None,
+            device: str) -> None:
     """Evaluate a checkpoint (and the bicubic baseline) on HR images: LR by MATLAB bicubic, BasicSR PSNR/SSIM.
 
     HR images are mod-cropped to a multiple of each scale; per-image results go to OUT/per_image.csv, the
