@@ -76,7 +76,7 @@ def export_document(model: ContinuousSR, source: dict) -> dict:
 
 def write_export(path: str | Path, model: ContinuousSR, source: dict) -> Path:
     """Write `model`'s weights and description to `path` atomically (NAME.partial, then renamed)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     document = json.dumps(export_document(model, source), sort_keys=True, allow_nan=False)
@@ -84,7 +84,7 @@ def write_export(path: str | Path, model: ContinuousSR, source: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     try:
-        save_file(state, str(tmp), metadata={METADATA_KEY: document})
+        tmp.write_bytes(save(state, metadata={METADATA_KEY: document}))  # a plain write: the umask's permissions
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
