@@ -163,7 +163,7 @@ def test_verbs_use_the_bundled_model_and_say_so(tmp_path, photo):
     write_image(tmp_path / "coffee.png", photo("coffee", top=100, left=250, size=24))
     result = run("upscale", tmp_path / "coffee.png", "--out", tmp_path / "up", "--scale", 2)
     assert result.exit_code == 0, result.output
-    notes = [line for line in result.output.splitlines() if "bundled" in line]
+    notes = [line for line in result.output.splitlines() if "weights" in line]
     assert notes == ["no checkpoint named: using the bundled lite weights, sr_model/weights/lite.safetensors"]
     want = api.load_model().upscale(read_image(tmp_path / "coffee.png").astype(np.float32), 2)
     assert np.abs(read_image(tmp_path / "up" / "coffee_x2.png") - want).max() <= 0.5 / 255 + 1e-6
