@@ -32,7 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sr_model.checkpoint import load_model  # noqa: E402
+from sr_model.model_files import load_network  # noqa: E402
 from sr_model.inference import encode, estimate_encode_bytes  # noqa: E402
 from sr_model.model import build_model  # noqa: E402
 from sr_model.official_import import model_from_official  # noqa: E402
@@ -55,7 +55,7 @@ def models(args) -> dict:
         found["swinir (random)"] = lambda: build_model(preset("swinir"), "official").eval()
         found["hat (random)"] = lambda: build_model(preset("hat"), "official").eval()
     if args.checkpoint:
-        found[f"{Path(args.checkpoint).name} (trained)"] = lambda: load_model(args.checkpoint)
+        found[f"{Path(args.checkpoint).name} (trained)"] = lambda: load_network(args.checkpoint)
     return found
 
 

@@ -109,10 +109,10 @@ def train_variant(args, name: str, train_dir: Path, prior: Path) -> dict:
 
 
 def evaluate_variant(checkpoint: str, held_dir: Path) -> dict:
-    from sr_model.checkpoint import load_model
     from sr_model.evaluation import evaluate, summarize
+    from sr_model.model_files import load_network
 
-    rows = evaluate([held_dir], EVAL_SCALES, model=load_model(checkpoint))
+    rows = evaluate([held_dir], EVAL_SCALES, model=load_network(checkpoint))
     table: dict = {}
     for entry in summarize(rows):
         table.setdefault(f"x{entry['scale']:g}", {})[entry["method"]] = entry["psnr"]

@@ -7,6 +7,8 @@
      ...extra}                                   # e.g. optimizer state, step (plain containers and tensors)
 
 Files are written to `NAME.partial` and renamed, so a killed process never leaves half a checkpoint.
+This is the training-resume format; `sr_model.export` writes the weights-only safetensors file for sharing, and
+`sr_model.model_files.load_network` reads either (and official ContinuousSR files).
 """
 
 from __future__ import annotations
@@ -79,16 +81,29 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    return check_checkpoint(torch_load_plain(path), path)
+
+
+def torch_load_plain(path: Path):
+    """`torch.load(weights_only=True)` on CPU; a damaged or foreign file is a one-line CheckpointError."""
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # torch.load raises many types on damaged or foreign files; its advice to drop
         # weights_only would be wrong here, so its message is not passed on
-        raise CheckpointError(f"{path} is not a readable pixel2gauss checkpoint (damaged, not a PyTorch file, or "
-                              f"holding objects other than tensors and plain containers)") from None
-    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
-        hint = " (an official ContinuousSR file? convert it with `p2g import-official`)" if isinstance(
-            data, dict) and "model" in data else ""
-        raise CheckpointError(f"{path} is not a pixel2gauss checkpoint{hint}")
+        raise CheckpointError(f"{path} is not a readable pixel2gauss checkpoint or model file (damaged, not a PyTorch "
+                              f"or safetensors file, or holding objects other than tensors and plain containers)"
+                              ) from None
+
+
+def is_checkpoint(data) -> bool:
+    """Whether a loaded dict claims to be one of our checkpoints."""
+    return isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT
+
+
+def check_checkpoint(data, path: str | Path) -> dict:
+    """`data` (read from `path`) if it is a complete checkpoint of a format version we know."""
+    if not is_checkpoint(data):
+        raise CheckpointError(f"{path} is not a pixel2gauss checkpoint")
     if int(data.get("version", 0)) > CHECKPOINT_VERSION:
         raise CheckpointError(f"{path} was written by a newer pixel2gauss (checkpoint format {data['version']}); "
                               f"upgrade")
@@ -118,8 +133,3 @@ def model_from_checkpoint(data: dict, device: str | torch.device = "cpu") -> Con
     except RuntimeError as err:
         raise CheckpointError(f"checkpoint weights do not fit its config: {str(err).splitlines()[0]}") from None
     return model.to(device).eval()
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> ContinuousSR:
-    """The model saved at `path`, on `device`, in eval mode (call `.train()` to train on)."""
-    return model_from_checkpoint(read_checkpoint(path), device)

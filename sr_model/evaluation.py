@@ -304,10 +304,10 @@ def load_eval_model(checkpoint: str | os.PathLike, device: str | torch.device = 
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path} (or use --checkpoint bicubic for the baseline alone)")
     try:
-        from sr_model.checkpoint import load_model
+        from sr_model.model_files import load_network
     except ImportError as err:
         raise ValueError(f"cannot load model checkpoints in this installation ({err})") from None
-    return load_model(path, device)
+    return load_network(path, device)
 
 
 def write_csv(rows: Sequence[EvalRow], path: str | os.PathLike) -> Path:

@@ -5,7 +5,8 @@ Upstream files hold `torch.load(p)["model"] = {"name": "continuous-gaussian", "a
 (spandrel's SwinIR/HAT detection), not from `args`: upstream's `swinir` factory ignores its args, so the
 weights are the only reliable record. Floating tensors may be stored in reduced precision; they are cast
 to float32. Head keys are renamed (table below), `encoder.conv_last.*` is dropped (never used upstream),
-the official dictionary is attached, and the result is saved with `save_checkpoint`.
+the official dictionary is attached, and the result is saved with `save_checkpoint` (`import_official`) or
+used in memory (`model_from_official`, which every model loader calls on an official file).
 
 Offset head: the released checkpoint predates the 2025-04-07 refactor (2521c53) that fed leaky_relu
 features to the offset MLP. The paper (arXiv 2503.06617, March 2025) and the first public model code
@@ -63,6 +64,16 @@ def read_official(path: str | Path) -> dict:
         # it advises weights_only=False, which would run arbitrary code from the file)
         raise OfficialCheckpointError(f"{path} is not a readable PyTorch checkpoint (damaged, not a PyTorch file, "
                                       f"or holding pickled objects that a safe load refuses)") from None
+    return official_spec(data, path)
+
+
+def looks_official(data) -> bool:
+    """Whether a loaded file has the released layout's top-level `model` entry (checked by `official_spec`)."""
+    return isinstance(data, dict) and "model" in data
+
+
+def official_spec(data, path: str | Path) -> dict:
+    """The checked `model` spec of an official file's contents `data` (read from `path`)."""
     spec = data.get("model") if isinstance(data, dict) else None
     if not isinstance(spec, dict) or spec.get("name") != "continuous-gaussian":
         raise OfficialCheckpointError(f"{path} is not a ContinuousSR checkpoint: expected ['model'] with name "
@@ -141,9 +152,16 @@ def model_from_official(spec: dict, offset_input: str = DEFAULT_OFFSET_INPUT) ->
     return model.eval()
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | Path) -> str:
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def import_record(source: Path, spec: dict, offset_input: str) -> dict:
+    """Where an imported model came from (stored as `imported_from` in checkpoints and exports)."""
+    return {"file": source.name, "sha256": file_sha256(source),
+            "encoder_spec_name": spec["args"]["encoder_spec"]["name"], "offset_input": offset_input,
+            "dropped_keys": [k for k in spec["sd"] if k.startswith(UNUSED_OFFICIAL_PREFIXES)]}
 
 
 def import_official(source: str | Path, out: str | Path, offset_input: str = DEFAULT_OFFSET_INPUT,
@@ -155,12 +173,8 @@ def import_official(source: str | Path, out: str | Path, offset_input: str = DEF
         raise FileExistsError(f"{out} exists; choose another --out or pass --force to replace it")
     spec = read_official(source)
     model = model_from_official(spec, offset_input)
-    digest = _sha256(source)
-    encoder_spec = spec["args"]["encoder_spec"]
-    save_checkpoint(out, model, imported_from={
-        "file": source.name, "sha256": digest, "encoder_spec_name": encoder_spec["name"],
-        "offset_input": offset_input, "dropped_keys": [k for k in spec["sd"] if k.startswith(UNUSED_OFFICIAL_PREFIXES)],
-    })
+    save_checkpoint(out, model, imported_from=import_record(source, spec, offset_input))
     config = model.config
     overrides = {k: getattr(config, k) for k in ("embed_dim", "depths", "num_heads", "window_size", "mlp_ratio")}
-    return ImportSummary(out, encoder_spec["name"], sum(p.numel() for p in model.parameters()), overrides)
+    return ImportSummary(out, spec["args"]["encoder_spec"]["name"], sum(p.numel() for p in model.parameters()),
+                         overrides)

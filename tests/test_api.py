@@ -1,4 +1,4 @@
-"""The Python API: load_model, model.encode(image), field.render(scale); numpy or PIL in, the same type out."""
+"""The Python API: load_model, model.encode(image), field.render(scale); numpy, PIL or tensors in, the same type out."""
 
 import numpy as np
 import pytest
@@ -81,7 +81,7 @@ def test_tiled_encode_through_the_api(model, rgb):
     (np.zeros((0, 4, 3)), "empty"),
     (np.full((4, 4, 3), np.nan), "NaN"),
     (np.zeros((4, 4, 3), dtype=bool), "integers or floats"),
-    ("image.png", "numpy array or a PIL image"),
+    ("image.png", "numpy array, a PIL image or a torch tensor"),
 ])
 def test_bad_images_are_clear_errors(model, bad, words):
     with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
@@ -100,3 +100,52 @@ def test_bad_scale_model_and_device(model, rgb, tmp_path):
             api.check_device("cuda")
     with pytest.raises(ValueError, match="not a device"):
         api.check_device("gpu0")
+
+
+def test_tensors_in_tensors_out(model, photo):
+    crops = [photo(name, top=60, left=120, size=24)[:20, :16] for name in ("chelsea", "coffee")]
+    x = torch.from_numpy(np.stack(crops).astype(np.float32)).permute(0, 3, 1, 2).contiguous()  # (2, 3, 20, 16)
+    image_model = api.ImageModel(model)
+    assert image_model.to("cpu") is image_model and image_model.device == torch.device("cpu")
+    out = image_model(x, scale=2)
+    assert out.shape == (2, 3, 40, 32) and out.dtype == torch.float32 and out.device == x.device
+    for i in range(2):  # a batch gives what each image gives alone
+        want = render(reference(model, crops[i]), scale=2).clamp(0, 1)
+        torch.testing.assert_close(out[i : i + 1], want, atol=1e-6, rtol=0)
+    assert image_model.encode(x).render(size=(30, 50)).shape == (2, 3, 30, 50)
+    wide = image_model(x.double(), scale=(1.5, 3))
+    assert wide.dtype == torch.float64 and wide.shape == (2, 3, 30, 48)
+    x8 = (x * 255).round().to(torch.uint8)
+    out8 = image_model(x8, scale=2)
+    assert out8.dtype == torch.uint8
+    assert torch.equal(out8, (image_model(x8.float() / 255, scale=2) * 255).round().to(torch.uint8))
+
+
+@pytest.mark.parametrize("bad,words", [
+    (torch.zeros(3, 8, 8), "pass x[None]"),
+    (torch.zeros(1, 4, 8, 8), "(B, 3, h, w)"),
+    (torch.zeros(1, 3, 8, 8, dtype=torch.int32), "float (values in [0, 1]) or uint8"),
+    (torch.full((1, 3, 8, 8), float("nan")), "NaN"),
+])
+def test_bad_tensors_are_clear_errors(model, bad, words):
+    with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
+                       .replace("]", r"\]")):
+        api.ImageModel(model)(bad, scale=2)
+
+
+def test_one_load_model_for_every_model_file(tmp_path, model):
+    """api.load_model is the one loader: checkpoints and exports alike give an ImageModel."""
+    from sr_model.model_files import export_file
+
+    save_checkpoint(tmp_path / "m.pt", model)
+    export_file(tmp_path / "m.pt", tmp_path / "m.safetensors")
+    x = torch.rand(1, 3, 12, 10, generator=torch.Generator().manual_seed(1))
+    outs = []
+    for name in ("m.pt", "m.safetensors"):
+        loaded = api.load_model(tmp_path / name)
+        assert isinstance(loaded, api.ImageModel) and name in loaded.source
+        outs.append(loaded(x, scale=3))
+    assert torch.equal(outs[0], outs[1])
+    import sr_model.checkpoint
+
+    assert not hasattr(sr_model.checkpoint, "load_model")

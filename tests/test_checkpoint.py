@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from sr_model.checkpoint import CheckpointError, checkpoint_payload, load_model, read_checkpoint, save_checkpoint
+from sr_model.checkpoint import CheckpointError, checkpoint_payload, read_checkpoint, save_checkpoint
 from sr_model.model import build_model
+from sr_model.model_files import load_network
+from sr_model.official_import import OfficialCheckpointError
 from sr_model.presets import preset
 
 
@@ -34,7 +36,7 @@ def test_round_trip_rebuilds_the_same_model(overrides, npy_dictionary, tmp_path,
     assert not list(path.parent.glob("*.partial"))
     plain = torch.load(path, weights_only=True)
     assert plain["step"] == 7 and plain["history"] == [{"psnr": 30.5}]
-    back = load_model(path)
+    back = load_network(path)
     assert back.config == model.config and not back.training
     assert back.dictionary_provenance == model.dictionary_provenance
     for (name, a), (name_b, b) in zip(model.state_dict().items(), back.state_dict().items()):
@@ -80,13 +82,16 @@ def test_damaged_and_foreign_files_are_refused(tmp_path):
     torch.save(wrong, tmp_path / "wrong.pt")
     no_weights = {k: v for k, v in data.items() if k != "state_dict"}
     torch.save(no_weights, tmp_path / "no_weights.pt")
-    cases = {"text.pt": "not a readable", "cut.pt": "not a readable", "official.pt": "import-official",
+    torch.save({"state_dict": data["state_dict"]}, tmp_path / "bare.pt")
+    cases = {"text.pt": "not a readable", "cut.pt": "not a readable", "bare.pt": "not a model file",
              "newer.pt": "newer", "tampered.pt": "hash", "wrong.pt": "do not fit", "no_weights.pt": "damaged"}
     for name, words in cases.items():
         with pytest.raises(CheckpointError, match=words):
-            load_model(tmp_path / name)
+            load_network(tmp_path / name)
+    with pytest.raises(OfficialCheckpointError, match="unsupported encoder"):  # read as official, and refused
+        load_network(tmp_path / "official.pt")
     with pytest.raises(FileNotFoundError):
-        load_model(tmp_path / "missing.pt")
+        load_network(tmp_path / "missing.pt")
     assert isinstance(CheckpointError("x"), ValueError)  # the CLI turns it into `error: ...`, exit 2
 
 
@@ -101,7 +106,7 @@ def test_store_dictionary_travels_into_the_checkpoint(tmp_path):
     record = write_dictionary(store, kernels, {"method": "grid", "crop_count": 4, "quantiles": [0.01, 0.99],
                                                "seed": None})
     model = build_model(preset("lite"), store)
-    back = load_model(save_checkpoint(tmp_path / "c.pt", model))
+    back = load_network(save_checkpoint(tmp_path / "c.pt", model))
     assert torch.equal(back.dictionary, torch.from_numpy(kernels)) and back.reference_scale == 4.0
     provenance = back.dictionary_provenance
     assert provenance["source"] == str(store) and provenance["method"] == "grid"

@@ -203,7 +203,7 @@ def tiny_checkpoint(tmp_path) -> Path:
 
 
 def test_cli_with_a_real_checkpoint(hr_dir, tmp_path, tiny_checkpoint):
-    from sr_model.checkpoint import load_model
+    from sr_model.model_files import load_network
 
     out = tmp_path / "eval"
     result = CliRunner().invoke(cli, ["eval", "--checkpoint", str(tiny_checkpoint), "--images", str(hr_dir),
@@ -216,7 +216,7 @@ def test_cli_with_a_real_checkpoint(hr_dir, tmp_path, tiny_checkpoint):
     assert len(model_rows) == 4 and all(float(r["encode_ms"]) > 0 for r in model_rows)
     # the coffee x4 row, recomputed here from the checkpoint (div2k: RGB, shave 10)
     cropped, lr = make_lr(read_image(hr_dir / "coffee.png"), 4)
-    model = load_model(tiny_checkpoint)
+    model = load_network(tiny_checkpoint)
     with torch.no_grad():
         field = model.encode(torch.from_numpy(lr.astype(np.float32)).permute(2, 0, 1)[None])
         sr = render(field, size=cropped.shape[:2])[0].permute(1, 2, 0).double().numpy()
@@ -236,10 +236,10 @@ def test_cli_damaged_checkpoint_is_one_line(hr_dir, tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_model_on_cuda_scores_like_cpu(hr_dir, tiny_checkpoint):
-    from sr_model.checkpoint import load_model
+    from sr_model.model_files import load_network
 
-    cpu = evaluate([hr_dir], [2, 4], model=load_model(tiny_checkpoint, "cpu"), device="cpu")
-    gpu = evaluate([hr_dir], [2, 4], model=load_model(tiny_checkpoint, "cuda"), device="cuda")
+    cpu = evaluate([hr_dir], [2, 4], model=load_network(tiny_checkpoint, "cpu"), device="cpu")
+    gpu = evaluate([hr_dir], [2, 4], model=load_network(tiny_checkpoint, "cuda"), device="cuda")
     for a, b in zip(cpu, gpu):
         assert (a.image, a.scale, a.method) == (b.image, b.scale, b.method)
         assert a.psnr == pytest.approx(b.psnr, abs=0.01)  # 8-bit rounding may flip a few pixels

@@ -6,7 +6,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from sr_model.checkpoint import load_model, read_checkpoint
+from sr_model.checkpoint import read_checkpoint
+from sr_model.model_files import load_network
 from sr_model.dictionary import official_kernels
 from sr_model.official_import import OfficialCheckpointError, import_official
 from workflows.cli import cli
@@ -27,7 +28,7 @@ def imported(golden_model, tmp_path_factory):
     """(golden dict, our model imported from it, the checkpoint dict) per golden file."""
     tmp = tmp_path_factory.mktemp("official")
     out = import_official(write_official(golden_model, tmp / "official.pth"), tmp / "ours.pt").path
-    return golden_model, load_model(out), read_checkpoint(out)
+    return golden_model, load_network(out), read_checkpoint(out)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,7 @@ def test_golden_render_every_scale(imported, encoded, name):
 
 def test_leaky_relu_offset_variant_matches_upstream_head(golden_model, tmp_path):
     source = write_official(golden_model, tmp_path / "official.pth")
-    model = load_model(import_official(source, tmp_path / "ours.pt", offset_input="leaky_relu").path)
+    model = load_network(import_official(source, tmp_path / "ours.pt", offset_input="leaky_relu").path)
     assert model.config.offset_input == "leaky_relu"
     with torch.no_grad():
         offset = model.gaussians(golden_model["lr"])["offset"][0]
@@ -133,7 +134,7 @@ def test_encoder_settings_come_from_the_weights_not_the_args(golden_model, tmp_p
     spec = {**golden_model["model_spec"]["args"], "encoder_spec": {"name": golden_model["encoder_spec"]["name"],
                                                                    "args": {"embed_dim": 180}}}
     source = write_official(golden_model, tmp_path / "official.pth", args=spec)
-    model = load_model(import_official(source, tmp_path / "ours.pt").path)
+    model = load_network(import_official(source, tmp_path / "ours.pt").path)
     assert model.config.embed_dim == 60
     with torch.no_grad():
         torch.testing.assert_close(model.gaussians(golden_model["lr"])["color"][0], golden_model["color"],
@@ -156,7 +157,7 @@ def test_cli_imports_and_keeps_existing_output(golden_dir, tmp_path):
     assert (tmp_path / "hat.pt").read_bytes() == before
     forced = run("import-official", source, "--out", tmp_path / "hat.pt", "--offset-input", "leaky_relu", "--force")
     assert forced.exit_code == 0, forced.output
-    assert load_model(tmp_path / "hat.pt").config.offset_input == "leaky_relu"
+    assert load_network(tmp_path / "hat.pt").config.offset_input == "leaky_relu"
 
 
 def test_foreign_files_are_refused_with_one_line(golden_dir, tmp_path):

@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from gaussian_field.image_io import write_image
-from sr_model.checkpoint import load_model
+from sr_model.model_files import load_network
 from sr_model.datasets import NoImagesError, SkippedImageWarning
 from sr_model.dictionary import official_kernels
 from sr_model.evaluation import evaluate
@@ -93,7 +93,7 @@ def test_checkpoints_hold_model_optimiser_step_config_and_provenance(folders):
     assert _load(result.last)["step"] == 6 and result.best_val["step"] in (2, 4, 6)
     assert _load(result.best)["best"]["val"]["mean_psnr"] == max(
         r["val"]["mean_psnr"] for r in _metrics(folders["root"] / "run") if "val" in r)
-    model = load_model(result.last)  # what `p2g eval --checkpoint` does
+    model = load_network(result.last)  # what `p2g eval --checkpoint` does
     lr = torch.rand(1, 3, 6, 7)
     assert model(lr, scale=3).shape == (1, 3, 18, 21)
 
@@ -159,7 +159,7 @@ def test_ablation_variants_train(folders, variant):
     prior = None if variant.get("covariance") == "free" else folders["prior"]
     result = train(_config(folders, steps=2, prior=prior, model_overrides={**TINY, **variant}, val_images=()),
                    progress=False)
-    assert result.step == 2 and load_model(result.last).config.positions == variant.get("positions", "drift")
+    assert result.step == 2 and load_network(result.last).config.positions == variant.get("positions", "drift")
 
 
 def test_time_limit_stops_after_the_current_step(folders):
@@ -258,6 +258,6 @@ def test_cuda_training_with_amp_resumes_and_loads_on_cpu(folders):
     assert _load(part.last)["scaler"]["scale"] > 0
     result = resume_training(folders["root"] / "run", device="cuda", progress=False)
     assert result.step == 6
-    model = load_model(result.last)
+    model = load_network(result.last)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert torch.isfinite(model(torch.rand(1, 3, 8, 8), scale=2)).all()

@@ -25,6 +25,7 @@ VERBS = {
     "train": "workflows.train_cmd:command",
     "import-official": "workflows.import_official_cmd:command",
     "bench": "workflows.bench_cmd:command",
+    "export": "workflows.export_cmd:command",
 }
 
 #: Exceptions that mean "the user's input is wrong": one line, exit code 2, no traceback.

@@ -1,4 +1,4 @@
-"""`p2g eval --checkpoint CKPT|bicubic --images DIR... --scales 2,3,4`: PSNR/SSIM against the bicubic baseline."""
+"""`p2g eval [--checkpoint MODEL|bicubic] --images DIR... --scales 2,3,4`: PSNR/SSIM against the bicubic baseline."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ def _progress(items):
 
 @click.command("eval")
 @click.argument("more_images", nargs=-1, type=click.Path(path_type=Path), metavar="[DIR...]")
-@click.option("--checkpoint", required=True, help="Model checkpoint, or 'bicubic' for the baseline alone.")
+@click.option("--checkpoint", help="Model file (.safetensors export, .pt checkpoint, official .pth), or 'bicubic' "
+                                   "for the baseline alone [default: the bundled lite weights].")
 @click.option("--images", "images", multiple=True, type=click.Path(path_type=Path),
               help="HR image folder (searched recursively) or file; repeatable, or list several after it.")
 @click.option("--scales", default="2,3,4", show_default=True,
@@ -32,7 +33,7 @@ def _progress(items):
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Write per_image.csv and summary.md here.")
 @device_option()
 @click.pass_context
-def command(ctx: click.Context, more_images, checkpoint: str, images, scales: str, lr_images, save_dir: Path | None,
+def command(ctx: click.Context, more_images, checkpoint: str | None, images, scales: str, lr_images, save_dir: Path | None,
             protocol: str, out_dir: Path | None, device: str) -> None:
     """Evaluate a checkpoint (and the bicubic baseline) on HR images: LR by MATLAB bicubic, BasicSR PSNR/SSIM.
 
@@ -51,7 +52,15 @@ def command(ctx: click.Context, more_images, checkpoint: str, images, scales: st
     if lr_images and ctx.get_parameter_source("scales") == ParameterSource.DEFAULT:
         scale_list = None  # every scale the LR files have
     device = resolve_device(device)
-    model = load_eval_model(checkpoint, device)
+    if checkpoint is None:
+        from sr_model.api import check_device
+        from sr_model.model_files import load_file
+
+        loaded = load_file(None, check_device(device))
+        click.echo(loaded.note, err=True)
+        model, checkpoint = loaded.model, loaded.origin
+    else:
+        model = load_eval_model(checkpoint, device)
     rows = evaluate(sources, scale_list, protocol, model, device, progress=_progress, lr_sources=lr_images or None,
                     save_dir=save_dir)
     title = "bicubic baseline" if model is None else f"{checkpoint} vs bicubic"

@@ -1,4 +1,4 @@
-"""`p2g upscale INPUT... --checkpoint CKPT --out DIR --scale S ...`: encode each image once, render every scale."""
+"""`p2g upscale INPUT... [--checkpoint MODEL] --out DIR --scale S ...`: encode each image once, render every scale."""
 
 from __future__ import annotations
 
@@ -65,7 +65,9 @@ def _print(result: ImageResult) -> None:
 
 @click.command("upscale")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="INPUT...")
-@click.option("--checkpoint", required=True, type=click.Path(path_type=Path), help="Model checkpoint (.pt).")
+@click.option("--checkpoint", type=click.Path(path_type=Path),
+              help="Model file: a `p2g export` .safetensors, a checkpoint (.pt) or an official ContinuousSR .pth "
+                   "[default: the bundled lite weights].")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--scale", "scales", multiple=True, metavar="S|HxW",
               help="Scale s (any positive number) or HxW (s_h x s_w, e.g. 3x5); repeatable.")
@@ -85,7 +87,7 @@ def _print(result: ImageResult) -> None:
               help="JPEG/WebP quality [default: 95; WebP at 100 is lossless].")
 @click.option("--skip-existing", is_flag=True,
               help="Leave outputs already in OUT alone (outputs are written whole or not at all): resumes a batch.")
-def command(inputs, checkpoint: Path, out_dir: Path, scales, sizes, save_field: bool, device: str, backend: str,
+def command(inputs, checkpoint: Path | None, out_dir: Path, scales, sizes, save_field: bool, device: str, backend: str,
             tile: int | None, tile_context: int | None, bits: str, fmt: str, quality: int | None,
             skip_existing: bool) -> None:
     """Super-resolve images: one encode per INPUT (file or folder), one render per --scale/--size.
@@ -95,15 +97,18 @@ def command(inputs, checkpoint: Path, out_dir: Path, scales, sizes, save_field: 
     to disk in bands; an encode that would not fit in memory is refused with a --tile that does.
     """
     from sr_model.api import check_device
-    from sr_model.checkpoint import load_model
+    from sr_model.model_files import load_file
     from sr_model.upscale_files import upscale_files
 
     requests = render_requests(scales, sizes)
-    model = load_model(checkpoint, check_device(resolve_device(device)))
+    loaded = load_file(checkpoint, check_device(resolve_device(device)))
+    if loaded.bundled:
+        click.echo(loaded.note, err=True)
+    model = loaded.model
     results = upscale_files(model, inputs, out_dir, requests, suffix=FORMAT_SUFFIXES[fmt],
                             bits=None if bits == "auto" else int(bits), quality=quality,
                             save_field=save_field, tile=tile, context=tile_context, backend=backend,
                             progress=_progress, tile_progress=_tile_progress, on_result=_print,
-                            field_metadata={"checkpoint": checkpoint.name}, skip_existing=skip_existing)
+                            field_metadata={"checkpoint": loaded.path.name}, skip_existing=skip_existing)
     if skip_existing:
         click.echo(f"--skip-existing: {len(results)} image(s) encoded, the others' outputs were all in {out_dir}")
