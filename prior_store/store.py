@@ -17,6 +17,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import zarr
 
+from prior_store.checksums import chunk_compressors
 from prior_store.schema import (
     ARRAYS,
     PLAN_ARRAYS,
@@ -253,7 +254,7 @@ def create_store(
         tail = config.tail_shape(spec)
         group.create_array(
             spec.path, shape=(count,) + tail, chunks=(config.chunk_size,) + tail, dtype=spec.dtype,
-            fill_value=spec.fill,
+            fill_value=spec.fill, compressors=chunk_compressors(),
         )
     group["crops/source"][:] = np.asarray(list(sources), dtype=np.dtypes.StringDType())
     group["crops/box"][:] = boxes

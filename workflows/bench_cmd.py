@@ -12,6 +12,7 @@ import torch
 from gaussian_field import available_backends
 from gaussian_field.speed import (DEFAULT_SCALES, MULTI_SCALES, benchmark_field, format_report, gradient_speed,
                                   multi_scale_speed, render_speed, report_header, target_checks)
+from workflows.options import POSITIVE_FLOAT
 
 #: The training-step figure: a batch of two 32x32 fields at x4 (the reference's autograd is slow and memory-hungry).
 GRAD_FIELD = (2, 32)
@@ -83,7 +84,7 @@ def bench_report(device: str = "cpu", size: int = 256, scales: Sequence[float] =
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--json", "as_json", is_flag=True, help="Print every figure as one JSON object.")
 @click.option("--size", default=256, show_default=True, help="LR size of the benchmark field (size x size).")
-@click.option("--scale", "scales", type=float, multiple=True,
+@click.option("--scale", "scales", type=POSITIVE_FLOAT, multiple=True,
               help=f"Scales to time; repeatable (default {', '.join(f'{s:g}' for s in DEFAULT_SCALES)}).")
 @click.option("--repeats", default=5, show_default=True, help="Timed calls per figure (the median is reported).")
 @click.option("--multi-lr", default=64, show_default=True, help="LR size for the 40-scale multi-scale figure.")

@@ -15,6 +15,7 @@ from click.core import ParameterSource
 from sr_model.evaluation import parse_scales
 from sr_model.train_state import TrainConfig, milestones_from_fractions
 from sr_model.training import TrainResult, resume_training, train
+from workflows.options import NON_NEGATIVE_FLOAT, POSITIVE_FLOAT
 
 VARIANTS = {"full": {}, "fixed-centres": {"positions": "fixed"}, "no-dictionary": {"covariance": "free"}}
 
@@ -78,13 +79,13 @@ def describe(result: TrainResult) -> list[str]:
 @click.option("--batch", default=16, show_default=True, type=int, help="Patches per step (per process under torchrun).")
 @click.option("--patch", default=48, show_default=True, type=int, help="LR patch side in pixels.")
 @click.option("--scales", default="4-8", show_default=True, help="Training scale range MIN-MAX (one scale per batch).")
-@click.option("--lr", "learning_rate", default=2e-4, show_default=True, type=float, help="Adam learning rate.")
+@click.option("--lr", "learning_rate", default=2e-4, show_default=True, type=POSITIVE_FLOAT, help="Adam learning rate.")
 @click.option("--lr-decay", default="0.5,0.8", show_default=True,
               help="Fractions of --steps where the rate is multiplied by --lr-gamma ('' for none).")
-@click.option("--lr-gamma", default=0.5, show_default=True, type=float)
-@click.option("--freq-weight", default=0.0, show_default=True, type=float,
+@click.option("--lr-gamma", default=0.5, show_default=True, type=POSITIVE_FLOAT)
+@click.option("--freq-weight", default=0.0, show_default=True, type=NON_NEGATIVE_FLOAT,
               help="Weight of the frequency (FFT L1) loss; > 0 gives the paper's '+' variant.")
-@click.option("--grad-clip", default=1.0, show_default=True, type=float, help="Max gradient norm (0: no clipping).")
+@click.option("--grad-clip", default=1.0, show_default=True, type=NON_NEGATIVE_FLOAT, help="Max gradient norm (0: no clipping).")
 @click.option("--val-images", multiple=True, type=click.Path(path_type=Path),
               help="Held-out HR images for validation (centre crops of --val-crop px); repeatable.")
 @click.option("--val-scales", default="2,4,8", show_default=True)
@@ -95,7 +96,7 @@ def describe(result: TrainResult) -> list[str]:
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA (ignored on CPU).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--workers", type=int, help="DataLoader workers (default: 0 on CPU, up to 4 on CUDA).")
-@click.option("--time-limit", type=float, help="Stop after this many minutes (last.pt saved; --resume continues).")
+@click.option("--time-limit", type=POSITIVE_FLOAT, help="Stop after this many minutes (last.pt saved; --resume continues).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt, bit for bit.")
 @click.pass_context
 def command(ctx: click.Context, more_images, prior, images, out_dir: Path, preset, variant, model_options, steps,

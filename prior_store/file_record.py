@@ -1,0 +1,26 @@
+"""What each source image looked like when the store last checked it: size and mtime per path.
+
+Kept as attributes of the store's ``integrity`` group (written by the client only), so a resume can tell
+untouched files (same size and mtime: no read needed) from files whose bytes must be hashed again.
+"""
+
+from __future__ import annotations
+
+from prior_store.store import PriorStore
+
+RECORD_GROUP = "integrity"
+
+
+def read_file_record(store: PriorStore) -> dict[str, list[int]]:
+    """{source: [size, mtime_ns]} as last recorded (empty for stores that never recorded one)."""
+    if RECORD_GROUP not in store.group:
+        return {}
+    return {str(k): [int(v[0]), int(v[1])] for k, v in dict(store.group[RECORD_GROUP].attrs).get("files", {}).items()}
+
+
+def write_file_record(store: PriorStore, record: dict[str, list[int]]) -> None:
+    group = store.group.require_group(RECORD_GROUP)
+    group.attrs.put({"files": {k: [int(v[0]), int(v[1])] for k, v in sorted(record.items())}})
+
+
+__all__ = ["RECORD_GROUP", "read_file_record", "write_file_record"]
