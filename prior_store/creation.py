@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from prior_store.integrity import mark_every_chunk_stored
 from prior_store.schema import StoreConfig
 from prior_store.store import PriorStore, create_store, open_store, store_exists
 
@@ -28,7 +29,9 @@ def create_store_atomically(
 ) -> PriorStore:
     """`create_store`, but the store appears at `path` only once it is complete (local paths)."""
     if "://" in str(path):
-        return create_store(path, config, sources, boxes, status, reasons)
+        store = create_store(path, config, sources, boxes, status, reasons)
+        mark_every_chunk_stored(store)
+        return store
     path = Path(path)
     if store_exists(path):
         raise FileExistsError(f"{path} already exists; open it to resume, or choose a new --store path")
@@ -37,7 +40,7 @@ def create_store_atomically(
         shutil.rmtree(leftover, ignore_errors=True)
     scratch = path.with_name(f".{path.name}.creating-{os.getpid()}")
     try:
-        create_store(scratch, config, sources, boxes, status, reasons)
+        mark_every_chunk_stored(create_store(scratch, config, sources, boxes, status, reasons))
         os.rename(scratch, path)
     finally:
         if scratch.exists():

@@ -21,10 +21,16 @@ from prior_store.schema import ARRAYS, STATUS_DONE, STRING
 from prior_store.store import PriorStore, StoreError, open_store
 
 _SPECS = {spec.path: spec for spec in ARRAYS}
-#: Arrays whose value for a done crop can equal the fill value: a missing key of these is never damage.
-MAY_EQUAL_FILL = ("crops/reason",)
+#: Arrays whose values for a done crop never equal the fill value (Cholesky diagonals >= chol_min, a finite
+#: PSNR, status 1, a crop-sized box), so zarr always stored their key: missing with done crops is damage.
+#: Other arrays (zero colours of a black crop, zero iterations, empty hashes of synthetic stores) may hold
+#: only fill values, which zarr does not store, unless the store says it stores every chunk (below).
+NEVER_FILL_WHEN_DONE = ("crops/source", "crops/box", "field/chol", "crops/psnr", "crops/status")
 #: Arrays written for every crop when the store is created.
 ALWAYS_STORED = ("crops/source",)
+#: Group whose attrs hold the flag `every_chunk_stored` (stores created by `create_store_atomically`, whose
+#: chunk writes keep fill-only keys) and `prior_store.file_record`'s file record.
+INTEGRITY_GROUP = "integrity"
 
 
 class StoreDamagedError(StoreError):
@@ -155,6 +161,7 @@ def verify_store(store: str | PriorStore, workers: int | None = None) -> Integri
     import dask
 
     opened = store if isinstance(store, PriorStore) else open_store(store)
+    strict = every_chunk_stored(opened)
     count = opened.num_crops
     arrays = {spec.path: opened.group[spec.path] for spec in ARRAYS}
     units = {name: storage_units(arr, name) for name, arr in arrays.items()}
@@ -194,7 +201,8 @@ def verify_store(store: str | PriorStore, workers: int | None = None) -> Integri
                 continue
             if "error" in result:
                 hurt(unit, result["error"])
-            elif not present and (name in ALWAYS_STORED or (name not in MAY_EQUAL_FILL and done[crops].any())):
+            elif not present and (name in ALWAYS_STORED or (done[crops].any() and (
+                    strict or name in NEVER_FILL_WHEN_DONE))):
                 held = "every crop" if name in ALWAYS_STORED else f"{int(done[crops].sum())} done crop(s)"
                 hurt(unit, f"missing (should hold values of {held})")
             elif present and "finite" in result and not result["finite"][done[crops]].all():
@@ -204,6 +212,17 @@ def verify_store(store: str | PriorStore, workers: int | None = None) -> Integri
     damage.sort(key=lambda d: (d.start, d.array))
     checked = sum(len(u) for u in units.values())
     return IntegrityReport(str(opened.path), count, checked, damage)
+
+
+def every_chunk_stored(store: PriorStore) -> bool:
+    """Whether every chunk write of this store kept its keys (so any missing key of a done crop is damage)."""
+    if INTEGRITY_GROUP not in store.group:
+        return False
+    return bool(dict(store.group[INTEGRITY_GROUP].attrs).get("every_chunk_stored", False))
+
+
+def mark_every_chunk_stored(store: PriorStore) -> None:
+    store.group.require_group(INTEGRITY_GROUP).attrs.update({"every_chunk_stored": True})
 
 
 def require_intact(store: str | PriorStore, workers: int | None = None) -> IntegrityReport:
@@ -253,5 +272,5 @@ def reset_crops(
     return widened
 
 
-__all__ = ["Damage", "IntegrityReport", "StoreDamagedError", "merge_ranges", "require_intact", "reset_crops",
+__all__ = ["Damage", "every_chunk_stored", "mark_every_chunk_stored", "IntegrityReport", "StoreDamagedError", "merge_ranges", "require_intact", "reset_crops",
            "storage_units", "verify_store"]

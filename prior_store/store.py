@@ -183,8 +183,8 @@ class PriorStore:
         for path in RESULT_ARRAYS:
             spec = _SPECS[path]
             prepared[path] = _as_array(values[path], spec, (stop - start,) + self.config.tail_shape(spec), path)
-        for path in RESULT_ARRAYS:  # spec order: status last
-            self.group[path][start:stop] = prepared[path]
+        for path in RESULT_ARRAYS:  # spec order: status last; every key stored, so a missing one is damage
+            self.group[path].with_config({"write_empty_chunks": True})[start:stop] = prepared[path]
 
     # ------------------------------------------------------------------ checks
     def check_matches(self, config: StoreConfig, digest: str | None = None) -> None:
