@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from gaussian_field.image_io import IMAGE_SUFFIXES, ImageReadError, read_image
+from gaussian_field.image_io import IMAGE_SUFFIXES, ImageReadError, bomb_error, configure_pillow, read_image
 from prior_store import STATUS_FAILED, STATUS_PENDING
 
 
@@ -71,14 +71,17 @@ def scan_images(paths: Iterable[str | os.PathLike]) -> list[str]:
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(height, width) from the header when Pillow knows the format, else by decoding the whole file."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
+    Image = configure_pillow()
     try:
         with Image.open(path) as img:
             width, height = img.size
             return int(height), int(width)
     except UnidentifiedImageError:
         pass  # maybe a format only OpenCV reads: let read_image decide, with its reason
+    except Image.DecompressionBombError as err:
+        raise bomb_error(path, err) from None
     except OSError as err:
         raise ImageReadError(f"{path}: unreadable image ({err})") from None
     return tuple(read_image(path).shape[:2])  # type: ignore[return-value]

@@ -7,6 +7,10 @@ below them may host it. Pillow and OpenCV (TIFF, 16-bit PNG) are imported lazily
 Reading always gives float32 RGB in [0, 1], HxWx3: grayscale is replicated, palette expanded, alpha
 dropped, 16-bit scaled by 1/65535. Writing is atomic (temporary file, then rename), so a failed or
 interrupted write never leaves a partial image behind.
+
+File names need not be UTF-8: OpenCV gets bytes (`imdecode`/`imencode`), never a path, because its path
+conversion crashes on surrogate-escaped names. Pillow's decompression-bomb check (headers claiming more
+than twice `P2G_MAX_IMAGE_PIXELS`, default Pillow's 89.5 MP) becomes an ImageReadError naming the setting.
 """
 
 from __future__ import annotations
@@ -24,10 +28,33 @@ class ImageReadError(ValueError):
     """A file that is not a readable image; the message says why."""
 
 
+def configure_pillow():
+    """Pillow's Image module with the pixel limit from P2G_MAX_IMAGE_PIXELS (an integer, or "none")."""
+    from PIL import Image
+
+    limit = os.environ.get("P2G_MAX_IMAGE_PIXELS", "").strip().lower()
+    if limit in ("none", "0"):
+        Image.MAX_IMAGE_PIXELS = None
+    elif limit:
+        try:
+            Image.MAX_IMAGE_PIXELS = int(float(limit))
+        except ValueError:
+            raise ValueError(f"P2G_MAX_IMAGE_PIXELS must be a pixel count or 'none', got {limit!r}") from None
+    return Image
+
+
+def bomb_error(path, err: Exception) -> ImageReadError:
+    """The one-line refusal of an image whose header claims more pixels than the decoder allows."""
+    text = str(err).split(" could be decompression bomb")[0]
+    return ImageReadError(f"{path}: header claims too many pixels to decode safely ({text}); set "
+                          "P2G_MAX_IMAGE_PIXELS to a larger pixel count (or 'none') if the file is trusted")
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file to float32 RGB in [0, 1] with shape (H, W, 3)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
+    Image = configure_pillow()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
@@ -41,6 +68,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             return array_to_rgb_float(np.asarray(img))
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not a recognised image file") from None
+    except Image.DecompressionBombError as err:
+        raise bomb_error(path, err) from None
     except (OSError, SyntaxError, ValueError, IndexError) as err:
         raise ImageReadError(f"{path}: unreadable image ({err})") from None
 
@@ -48,7 +77,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 def _read_with_opencv(path: Path) -> np.ndarray:
     import cv2
 
-    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    arr = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise OSError("OpenCV could not decode it")
     if arr.ndim == 3:
@@ -124,8 +153,10 @@ def write_image(path: str | os.PathLike, image, bits: int = 8) -> Path:
         if bits == 16:
             import cv2
 
-            if not cv2.imwrite(str(tmp), np.ascontiguousarray(data[..., ::-1])):
-                raise OSError(f"OpenCV could not write {path}")
+            ok, encoded = cv2.imencode(suffix, np.ascontiguousarray(data[..., ::-1]))
+            if not ok:
+                raise OSError(f"OpenCV could not encode {path}")
+            tmp.write_bytes(encoded.tobytes())
         else:
             from PIL import Image
 
@@ -133,6 +164,5 @@ def write_image(path: str | os.PathLike, image, bits: int = 8) -> Path:
             Image.fromarray(data, "RGB").save(tmp, **kwargs)
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return path

@@ -168,5 +168,15 @@ def _encode(pixels: np.ndarray, tmp: Path, fmt: OutputFormat) -> None:
     import cv2
 
     params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if fmt.name == "JPEG" else []
-    if not cv2.imwrite(str(tmp), pixels, params):
+    try:
+        name = str(tmp).encode("utf-8")
+    except UnicodeEncodeError:  # OpenCV crashes on such names: encode in memory, write with Python
+        name = None
+    if name is None:
+        ok, encoded = cv2.imencode(tmp.suffix, pixels, params)
+        if ok:
+            tmp.write_bytes(encoded.tobytes())
+    else:
+        ok = cv2.imwrite(str(tmp), pixels, params)
+    if not ok:
         raise OSError(f"OpenCV could not write {tmp.name} ({fmt.name}, {pixels.shape[1]}x{pixels.shape[0]} px)")

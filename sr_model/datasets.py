@@ -67,7 +67,7 @@ def image_size(path: Path) -> tuple[int, int]:
             width, height = img.size
             img.verify()  # checks the structure cheaply (no pixel decode for most formats)
         return height, width
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         pass  # maybe a format only OpenCV reads (e.g. some 16-bit TIFFs): decode fully, which raises if broken
     return read_image(path).shape[:2]
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from sr_model.api import check_device
 from sr_model.evaluation import evaluate, load_eval_model, parse_scales, summary_markdown, write_report
 
 
@@ -35,6 +36,7 @@ def command(more_images, checkpoint: str, images, scales: str, protocol: str, ou
     if not sources:
         raise click.UsageError("give HR images with --images DIR")
     scale_list = parse_scales(scales)
+    check_device(device)  # before any image is read, also for the bicubic baseline
     model = load_eval_model(checkpoint, device)
     rows = evaluate(sources, scale_list, protocol, model, device, progress=_progress)
     title = "bicubic baseline" if model is None else f"{checkpoint} vs bicubic"
