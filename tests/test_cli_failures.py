@@ -236,3 +236,24 @@ def test_sigterm_is_an_interrupt_with_cleanup(monkeypatch, tmp_path):
     result = CliRunner().invoke(cli, ["info", str(tmp_path)])
     assert result.exit_code == 143
     assert result.output == "terminated: finished outputs are kept, no partial file is left\n"
+
+
+def test_one_ctrl_c_on_train_saves_and_exits_130(tmp_path, monkeypatch):
+    from sr_model.training import TrainResult
+    from workflows import train_cmd
+
+    def interrupted(config, **runtime):  # what train() returns after Ctrl-C at step 3: last.pt saved
+        return TrainResult(step=3, stopped_early=True, last=Path(config.out) / "last.pt", best=None, best_val=None,
+                           seconds=1.0)
+
+    monkeypatch.setattr(train_cmd, "train", interrupted)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["train", "--out", str(run), "--prior", "official", "--images", str(tmp_path),
+                                      "--val-images", str(tmp_path), "--steps", "10", "--device", "cpu"])
+    assert result.exit_code == 130
+    assert result.output.splitlines() == [
+        "trained: stopped at step 3 (resume with --resume), 1 s of training in total",
+        "no validation yet (stopped at step 3, before the first one)",
+        f"wrote {run / 'last.pt'} and {run / 'metrics.jsonl'}",
+        "interrupted: last.pt holds the latest checkpoint; rerun with --resume to continue",
+    ]

@@ -6,6 +6,7 @@ Multi-GPU / multi-node: launch the same command with `torchrun --nproc_per_node 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import click
@@ -47,8 +48,8 @@ def _given(ctx: click.Context, name: str) -> bool:
     return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
 
 
-def describe(result: TrainResult) -> list[str]:
-    """The lines printed when a run ends."""
+def describe(result: TrainResult, validating: bool | None = None) -> list[str]:
+    """The lines printed when a run ends (`validating`: whether validation images were given; None if unknown)."""
     state = f"stopped at step {result.step} (resume with --resume)" if result.stopped_early else f"{result.step} steps"
     lines = [f"trained: {state}, {result.seconds:.0f} s of training in total"]
     if result.best_val:
@@ -57,8 +58,10 @@ def describe(result: TrainResult) -> list[str]:
                            for k, v in val.items() if k.startswith("x"))
         lines.append(f"best validation (step {result.best_val['step']}, Y-PSNR, shave = scale): {scores}")
         lines.append(f"wrote {result.best}")
-    else:
+    elif validating is False:
         lines.append("no validation (give --val-images to score against bicubic and keep best.pt)")
+    else:
+        lines.append(f"no validation yet (stopped at step {result.step}, before the first one)")
     lines.append(f"wrote {result.last} and {result.last.parent / 'metrics.jsonl'}")
     return lines
 
@@ -117,6 +120,7 @@ def command(ctx: click.Context, more_images, prior, images, out_dir: Path, prese
                   grad_clip=grad_clip, val_images=tuple(val_images), val_scales=tuple(parse_scales(val_scales)),
                   val_every=val_every, val_crop=val_crop, log_every=log_every, seed=seed, amp=amp)
     runtime = dict(device=device, workers=workers, time_limit=None if time_limit is None else time_limit * 60)
+    began = time.monotonic()
     if resume:
         given = {"images": _given(ctx, "images") or bool(more_images), "model_overrides": _given(ctx, "variant") or
                  _given(ctx, "model_options"), "scale_min": _given(ctx, "scales"), "scale_max": _given(ctx, "scales"),
@@ -130,5 +134,7 @@ def command(ctx: click.Context, more_images, prior, images, out_dir: Path, prese
             raise click.UsageError("give training images with --images DIR")
         result = train(TrainConfig(out=str(out_dir), **fields), **runtime)
     if int(os.environ.get("RANK", "0")) == 0:
-        for line in describe(result):
+        for line in describe(result, None if resume else bool(val_images)):
             click.echo(line)
+    if result.stopped_early and (time_limit is None or time.monotonic() - began < time_limit * 60):
+        raise KeyboardInterrupt  # Ctrl-C stopped it after a step and last.pt was saved: exit as interrupted
