@@ -129,10 +129,11 @@ def check_store_before_resume(
         rows = np.flatnonzero([s in names for s in stored])
         step = store.chunk_size
         ranges = sorted({(int(i) - int(i) % step, min(store.num_crops, int(i) - int(i) % step + step)) for i in rows})
-        reset_crops(store, ranges, sources, boxes, status, reasons)
+        reset = reset_crops(store, ranges, sources, boxes, status, reasons)
         for source in changed:
             record[source] = _stat(Path(root) / source)
-        echo(f"refitting {len(rows)} crops of {len(changed)} changed image(s)")
+        echo(f"refitting the {len(rows)} crops of {len(changed)} changed image(s) "
+             f"({sum(b - a for a, b in reset)} crops in their chunks)")
     write_file_record(store, {k: v for k, v in record.items() if v is not None})
 
 
