@@ -272,5 +272,6 @@ def reset_crops(
     return widened
 
 
-__all__ = ["Damage", "every_chunk_stored", "mark_every_chunk_stored", "IntegrityReport", "StoreDamagedError", "merge_ranges", "require_intact", "reset_crops",
+__all__ = ["INTEGRITY_GROUP", "Damage", "IntegrityReport", "StoreDamagedError", "every_chunk_stored",
+           "mark_every_chunk_stored", "merge_ranges", "require_intact", "reset_crops",
            "storage_units", "verify_store"]

@@ -35,8 +35,7 @@ def store_lock(store: str | os.PathLike, verb: str) -> Iterator[None]:
     import fcntl
 
     path = lock_path(store)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"folder {path.parent} of the store does not exist; create it first")
+    path.parent.mkdir(parents=True, exist_ok=True)  # as creating the store would
     while True:
         try:
             handle = open(path, "a+")

@@ -257,3 +257,31 @@ def test_one_ctrl_c_on_train_saves_and_exits_130(tmp_path, monkeypatch):
         f"wrote {run / 'last.pt'} and {run / 'metrics.jsonl'}",
         "interrupted: last.pt holds the latest checkpoint; rerun with --resume to continue",
     ]
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_a_png_whose_data_ends_early_is_refused_not_zero_filled(tmp_path, photo, bits):
+    path = write_image(tmp_path / "cut.png", photo("chelsea", 0, 0, 48), bits=bits)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ImageReadError, match="unreadable image"):
+        read_image(path)
+
+
+def test_upscale_names_its_own_inputs_when_a_folder_has_no_images(tmp_path):
+    from sr_model.upscale_files import collect_inputs
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="found in folder .*empty; give image files or folders") as err:
+        collect_inputs([tmp_path / "empty"])
+    assert "--images" not in str(err.value)
+
+
+def test_eval_report_keeps_non_utf8_names(tmp_path):
+    from sr_model.evaluation import EvalRow, write_report
+
+    row = EvalRow(image=LATIN1_NAME, scale=2.0, method="bicubic", hr_height=48, hr_width=48, lr_height=24,
+                  lr_width=24, psnr=30.0, ssim=0.9, encode_ms=None, render_ms=1.0)
+    files = write_report([row], tmp_path, "benchmark")
+    assert [p.name for p in files] == ["per_image.csv", "summary.md"]
+    assert r"caf\udce9.png" in (tmp_path / "per_image.csv").read_text(encoding="utf-8")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["per_image.csv", "summary.md"]  # no .partial left

@@ -191,8 +191,9 @@ def test_resume_refuses_changed_images_or_refits_them(photo, client, tmp_path):
     _rewrite(corpus / "coffee.png")
     with pytest.raises(CorpusChangedError) as err:
         run_prior_job([corpus], store, crop=CROP, fit=FIT, client=client, progress=False)
-    assert str(err.value) == (f"1 image(s) changed since their crops were fitted into {store}: {corpus / 'coffee.png'}; "
-                              "restore them, or rerun with --refit-changed to refit their crops")
+    assert str(err.value) == (f"1 image(s) changed since their crops were fitted into {store}: "
+                              f"{corpus / 'coffee.png'}; restore them, or rerun with --refit-changed to refit their "
+                              "crops")
     result = CliRunner().invoke(cli, ["fit-prior", str(corpus), "--store", str(store), "--crop", "32", "--steps", "8",
                                       "--no-progress"])
     assert result.exit_code == 2 and result.output.startswith("error: 1 image(s) changed since")

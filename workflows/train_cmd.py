@@ -88,7 +88,8 @@ def describe(result: TrainResult, validating: bool | None = None) -> list[str]:
 @click.option("--lr-gamma", default=0.5, show_default=True, type=POSITIVE_FLOAT)
 @click.option("--freq-weight", default=0.0, show_default=True, type=NON_NEGATIVE_FLOAT,
               help="Weight of the frequency (FFT L1) loss; > 0 gives the paper's '+' variant.")
-@click.option("--grad-clip", default=1.0, show_default=True, type=NON_NEGATIVE_FLOAT, help="Max gradient norm (0: no clipping).")
+@click.option("--grad-clip", default=1.0, show_default=True, type=NON_NEGATIVE_FLOAT,
+              help="Max gradient norm (0: no clipping).")
 @click.option("--val-images", multiple=True, type=click.Path(path_type=Path),
               help="Held-out HR images for validation (centre crops of --val-crop px); repeatable.")
 @click.option("--val-scales", default="2,4,8", show_default=True)
@@ -99,7 +100,8 @@ def describe(result: TrainResult, validating: bool | None = None) -> list[str]:
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA (ignored on CPU).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--workers", type=int, help="DataLoader workers (default: 0 on CPU, up to 4 on CUDA).")
-@click.option("--time-limit", type=POSITIVE_FLOAT, help="Stop after this many minutes (last.pt saved; --resume continues).")
+@click.option("--time-limit", type=POSITIVE_FLOAT,
+              help="Stop after this many minutes (last.pt saved; --resume continues).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt, bit for bit.")
 @click.pass_context
 def command(ctx: click.Context, more_images, prior, images, out_dir: Path, preset, variant, model_options, steps,
