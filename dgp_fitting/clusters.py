@@ -178,10 +178,18 @@ def connect(spec: ClusterSpec, device: str = "cpu") -> Iterator[Any]:
     if spec.kind == "local":
         resources = {"GPU": 1} if device == "cuda" else None
         options = {"silence_logs": logging.ERROR, **spec.extra}  # no shutdown chatter; errors still show
-        with LocalCluster(
-            n_workers=spec.workers, threads_per_worker=1, processes=True, resources=resources,
-            dashboard_address=spec.dashboard_address, **options,
-        ) as cluster, Client(cluster) as client:
+        cluster = None
+        try:
+            with sigint_ignored_by_children():
+                cluster = LocalCluster(
+                    n_workers=spec.workers, threads_per_worker=1, processes=True, resources=resources,
+                    dashboard_address=spec.dashboard_address, **options,
+                )
+        except BaseException:
+            if cluster is not None:
+                cluster.close()
+            raise
+        with cluster, Client(cluster) as client:
             yield client
         return
     if spec.kind in ("slurm", "pbs"):
@@ -194,6 +202,21 @@ def connect(spec: ClusterSpec, device: str = "cpu") -> Iterator[Any]:
             yield client
     finally:
         cluster.close()
+
+
+@contextlib.contextmanager
+def sigint_ignored_by_children() -> Iterator[None]:
+    """Start local workers with SIGINT ignored (an ignored disposition survives exec; a blocked mask does not),
+    so Ctrl-C at the terminal reaches only the client, which stops the job once instead of every worker
+    printing a traceback. The price: a Ctrl-C during the seconds the workers start is not seen."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def local_gpu_index(worker_name: Any, device_count: int) -> int:

@@ -18,7 +18,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from gaussian_field.image_io import IMAGE_SUFFIXES, ORIENTATION_TAG, ImageReadError, read_image
+from gaussian_field.image_io import (IMAGE_SUFFIXES, ORIENTATION_TAG, ImageReadError, bomb_error, configure_pillow,
+                                     read_image)
 from prior_store import STATUS_FAILED, STATUS_PENDING
 
 
@@ -71,19 +72,30 @@ def scan_images(paths: Iterable[str | os.PathLike]) -> list[str]:
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(height, width) from the header when Pillow knows the format, else by decoding the whole file."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
+    Image = configure_pillow()
     try:
         with Image.open(path) as img:
             width, height = img.size
-            if img.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):  # read_image turns it upright: sides swap
+            if _orientation(img) in (5, 6, 7, 8):  # read_image turns it upright: sides swap
                 width, height = height, width
             return int(height), int(width)
     except UnidentifiedImageError:
         pass  # maybe a format only OpenCV reads: let read_image decide, with its reason
+    except Image.DecompressionBombError as err:
+        raise bomb_error(path, err) from None
     except OSError as err:
         raise ImageReadError(f"{path}: unreadable image ({err})") from None
     return tuple(read_image(path).shape[:2])  # type: ignore[return-value]
+
+
+def _orientation(img) -> int:
+    """The EXIF orientation, or 1 when it cannot be read from the header (read_image decides about the rest)."""
+    try:
+        return int(img.getexif().get(ORIENTATION_TAG, 1))
+    except (OSError, SyntaxError, ValueError):  # e.g. EXIF after pixel data the header-only read did not reach
+        return 1
 
 
 def _image_seed(seed: int, key: str) -> np.random.Generator:

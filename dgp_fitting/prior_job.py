@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import time
 import uuid
@@ -23,10 +24,14 @@ import numpy as np
 import torch
 
 from dgp_fitting.clusters import ClusterSpec, connect, local_gpu_index
+from dgp_fitting.corpus_check import check_store_before_resume, record_files, refuse_unencodable
 from dgp_fitting.crop_plan import plan_crops
 from dgp_fitting.fitting import FitConfig, crop_seed, fit_crops
 from gaussian_field.image_io import ImageReadError, read_image
-from prior_store import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, StoreConfig, open_or_create, open_store
+from prior_store import (STATUS_DONE, STATUS_FAILED, STATUS_PENDING, StoreConfig, open_or_create, open_store,
+                         store_exists)
+from prior_store.creation import create_store_atomically
+from prior_store.lock import check_writable, store_lock
 
 #: Crops per chunk (= per task and per fitting batch) when neither --batch nor an existing store says.
 DEFAULT_BATCH = 8
@@ -202,14 +207,23 @@ def prepare_store(
     batch: int | None = None,
     reference_scale: int = 4,
     k: int = 2,
+    refit_changed: bool = False,
+    echo: Callable[[str], None] = print,
 ):
-    """Plan the crops and create the store, or reopen it after checking it was made the same way."""
+    """Plan the crops and create the store, or reopen it after checking it was made the same way, mending
+    damaged chunks and checking that its images did not change (`dgp_fitting.corpus_check`)."""
     plan = plan_crops(images, crop, stride=stride, crops_per_image=crops_per_image, seed=fit.seed)
+    refuse_unencodable(plan.sources)
     if batch is None:
         batch = open_store(store_path).chunk_size if Path(store_path).exists() else DEFAULT_BATCH
     config = StoreConfig(crop_size=crop, chunk_size=batch, reference_scale=reference_scale, k=k,
                          fitting=fit.as_dict())
+    if not store_exists(store_path):
+        store = create_store_atomically(store_path, config, plan.sources, plan.boxes, plan.status, plan.reasons)
+        record_files(store, plan.sources)
+        return store
     store, _ = open_or_create(store_path, config, plan.sources, plan.boxes, plan.status, plan.reasons)
+    check_store_before_resume(store, plan.sources, plan.boxes, plan.status, plan.reasons, refit_changed, echo=echo)
     return store
 
 
@@ -226,14 +240,38 @@ def run_prior_job(
     progress: bool = True,
     echo: Callable[[str], None] = print,
     client=None,
+    refit_changed: bool = False,
 ) -> JobSummary:
     """Fit every crop of the corpus into the store (resuming it if it exists) and summarise the run.
 
-    `client` (a distributed.Client) overrides `cluster`: the job then runs on that client's cluster.
+    `client` (a distributed.Client) overrides `cluster`: the job then runs on that client's cluster. One job
+    per store at a time (`prior_store.lock`); a resumed store is verified and mended first.
     """
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-    store = prepare_store(images, store_path, crop, stride, crops_per_image, fit, batch)
+    check_fit_config(fit)
+    if device == "cuda" and client is None and cluster.kind == "local" and not cluster.scheduler \
+            and not torch.cuda.is_available():
+        raise ValueError("--device cuda: this machine has no usable CUDA device (torch.cuda.is_available() is "
+                         "False); use --device cpu, or run on a cluster with GPU workers")
+    with store_lock(store_path, "fit-prior"):
+        check_writable(store_path)
+        return _run_locked(images, store_path, crop, stride, crops_per_image, fit, batch, cluster, device,
+                           progress, echo, client, refit_changed)
+
+
+def check_fit_config(fit: FitConfig) -> None:
+    """Refuse non-finite fitting numbers (NaN passes `lr <= 0`) before any store is touched."""
+    for name, value in fit.as_dict().items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise ValueError(f"fitting setting {name} must be a finite number, got {value!r}")
+
+
+def _run_locked(images, store_path, crop, stride, crops_per_image, fit, batch, cluster, device, progress, echo,
+                client, refit_changed) -> JobSummary:
+    store = prepare_store(images, store_path, crop, stride, crops_per_image, fit, batch,
+                          refit_changed=refit_changed, echo=echo)
     status = store.status()
     boxes = np.asarray(store.read("crops/box"))
     todo = []

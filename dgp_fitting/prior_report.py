@@ -17,7 +17,10 @@ from dgp_fitting.dictionary_sampling import DEFAULT_QUANTILES, DEFAULT_SIZE, bui
 from dgp_fitting.prior_plots import write_plots
 from dgp_fitting.prior_stats import (CHOLESKY, ELEMENTS, LABELS, QUANTILES, PriorStatistics, compute_statistics,
                                      is_current, load_statistics, quantile_key)
+from dgp_fitting.atomic_outputs import stats_transaction
 from prior_store import STATUS_DONE, open_store
+from prior_store.integrity import require_intact
+from prior_store.lock import check_writable, store_lock
 from prior_store.dictionary import export_npy, write_dictionary
 from prior_store.store import StoreError
 
@@ -72,6 +75,13 @@ def run_prior_stats(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file; give a folder for the statistics and plots")
+    with store_lock(store, "prior-stats"):
+        check_writable(store)
+        require_intact(store)  # a missing chunk reads as zeros and would change every statistic
+        return _run_locked(store, out, method, size, min_psnr, quantiles, seed, spacing, reuse_stats)
+
+
+def _run_locked(store, out: Path, method, size, min_psnr, quantiles, seed, spacing, reuse_stats) -> PriorStatsResult:
     if reuse_stats:
         stats = load_statistics(store)
         why = is_current(stats, store, min_psnr)
@@ -81,18 +91,18 @@ def run_prior_stats(
     else:
         stats = compute_statistics(store, min_psnr)
     kernels, provenance = build_dictionary(stats, method, size, quantiles, seed, spacing)
-    if not reuse_stats:
-        stats.write(store)
-    record = write_dictionary(store, kernels, provenance)
-
-    out.mkdir(parents=True, exist_ok=True)
-    summary = dict(stats.summary, dictionary=record)
-    files = [out / "summary.json", out / "summary.md"]
-    files[0].write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    files[1].write_text(summary_markdown(summary))
-    files += list(export_npy(store, out / "dictionary.npy"))
-    files += write_plots(stats, kernels, record, _done_psnr(store), out)
-    return PriorStatsResult(stats, kernels, record, files)
+    json.dumps(stats.summary, allow_nan=False)  # a NaN anywhere fails here, before anything is written
+    with stats_transaction(store, out) as staging:
+        if not reuse_stats:
+            stats.write(store)
+        record = write_dictionary(store, kernels, provenance)
+        summary = dict(stats.summary, dictionary=record)
+        names = [Path("summary.json"), Path("summary.md")]
+        (staging / names[0]).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+        (staging / names[1]).write_text(summary_markdown(summary))
+        names += [Path(p.name) for p in export_npy(store, staging / "dictionary.npy")]
+        names += [Path(p.name) for p in write_plots(stats, kernels, record, _done_psnr(store), staging)]
+    return PriorStatsResult(stats, kernels, record, [out / name for name in names])
 
 
 def _done_psnr(store: str | Path) -> np.ndarray:

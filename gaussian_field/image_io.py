@@ -9,6 +9,11 @@ comes out upright), and the ICC profile, the alpha channel and the bit depth are
 (`read_image_file`), so that outputs can carry them. `read_image` gives only the colour: float32 RGB in [0, 1],
 HxWx3, grayscale replicated, palette expanded, 16-bit scaled by 1/65535. Writing is atomic (temporary file,
 then rename), so a failed or interrupted write never leaves a partial image behind.
+
+File names need not be UTF-8: OpenCV gets bytes (`imdecode`, and `imencode` for such names), never a path it
+cannot convert, because its path conversion crashes on surrogate-escaped names. Pillow's decompression-bomb
+check (headers claiming more than twice `P2G_MAX_IMAGE_PIXELS`, default Pillow's 89.5 MP) becomes an
+ImageReadError naming the setting.
 """
 
 from __future__ import annotations
@@ -96,6 +101,28 @@ def output_format(path: str | os.PathLike, bits: int = 8) -> OutputFormat:
     return fmt
 
 
+def configure_pillow():
+    """Pillow's Image module with the pixel limit from P2G_MAX_IMAGE_PIXELS (an integer, or "none")."""
+    from PIL import Image
+
+    limit = os.environ.get("P2G_MAX_IMAGE_PIXELS", "").strip().lower()
+    if limit in ("none", "0"):
+        Image.MAX_IMAGE_PIXELS = None
+    elif limit:
+        try:
+            Image.MAX_IMAGE_PIXELS = int(float(limit))
+        except ValueError:
+            raise ValueError(f"P2G_MAX_IMAGE_PIXELS must be a pixel count or 'none', got {limit!r}") from None
+    return Image
+
+
+def bomb_error(path, err: Exception) -> ImageReadError:
+    """The one-line refusal of an image whose header claims more pixels than the decoder allows."""
+    text = str(err).split(" could be decompression bomb")[0]
+    return ImageReadError(f"{path}: header claims too many pixels to decode safely ({text}); set "
+                          "P2G_MAX_IMAGE_PIXELS to a larger pixel count (or 'none') if the file is trusted")
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file to float32 RGB in [0, 1] with shape (H, W, 3), EXIF orientation applied."""
     return read_image_file(path).rgb
@@ -103,8 +130,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 def read_image_file(path: str | os.PathLike) -> ImageFile:
     """Decode an image file upright, with its alpha channel, ICC profile and bit depth (see the module doc)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import ImageOps, UnidentifiedImageError
 
+    Image = configure_pillow()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
@@ -126,6 +154,8 @@ def read_image_file(path: str | os.PathLike) -> ImageFile:
                 arr = np.asarray(img)
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not a recognised image file") from None
+    except Image.DecompressionBombError as err:
+        raise bomb_error(path, err) from None
     except (OSError, SyntaxError, ValueError, IndexError, KeyError) as err:
         raise ImageReadError(f"{path}: unreadable image ({err})") from None
     rgb, alpha = split_alpha(arr)
@@ -140,8 +170,9 @@ def rgb_profile(icc: bytes | None) -> bytes | None:
 def probe_image(path: str | os.PathLike) -> ImageProbe:
     """An image's upright size, bit depth, alpha and ICC profile from its header (full decode only where Pillow
     cannot read the header)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
+    Image = configure_pillow()
     path = Path(path)
     try:
         with Image.open(path) as img:
@@ -161,6 +192,8 @@ def probe_image(path: str | os.PathLike) -> ImageProbe:
             if img.format == "TIFF" and img.tag_v2.get(338) is not None:
                 alpha = True
             return ImageProbe(height, width, bits, alpha, rgb_profile(img.info.get("icc_profile")) is not None)
+    except Image.DecompressionBombError as err:
+        raise bomb_error(path, err) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         pass  # a file only OpenCV/tifffile decode: decode it fully, which raises if it is broken
     image = read_image_file(path)
@@ -184,7 +217,12 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, int, bytes | None]:
 def _read_with_opencv(path: Path) -> np.ndarray:
     import cv2
 
-    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # never applies the EXIF orientation: done by the caller
+    # imread never applies the EXIF orientation (the caller does; imdecode may apply it for TIFF). OpenCV's path
+    # conversion crashes on names that are not UTF-8, so those are decoded from bytes.
+    if _utf8_path(path):
+        arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    else:
+        arr = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise OSError("OpenCV could not decode it")
     if arr.ndim == 3:
@@ -343,7 +381,13 @@ def encode_pixels(pixels: np.ndarray, path: Path, fmt: OutputFormat, icc_profile
     elif fmt.name == "PNG":
         import cv2
 
-        if not cv2.imwrite(str(path), pixels):
+        if _utf8_path(path):
+            written = cv2.imwrite(str(path), pixels)
+        else:  # OpenCV's path conversion crashes on surrogate-escaped names: encode in memory instead
+            written, encoded = cv2.imencode(".png", pixels)
+            if written:
+                path.write_bytes(encoded.tobytes())
+        if not written:
             raise OSError(f"OpenCV could not write {path.name} (PNG, {pixels.shape[1]}x{pixels.shape[0]} px)")
         if icc_profile:
             _insert_png_icc(path, icc_profile)
@@ -359,6 +403,14 @@ def encode_pixels(pixels: np.ndarray, path: Path, fmt: OutputFormat, icc_profile
                 options["icc_profile"] = icc_profile
         image = Image.fromarray(np.ascontiguousarray(pixels), "RGBA" if channels == 4 else "RGB")
         image.save(path, format=fmt.name.upper(), **options)
+
+
+def _utf8_path(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _insert_png_icc(path: Path, icc_profile: bytes) -> None:

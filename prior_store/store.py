@@ -17,6 +17,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import zarr
 
+from prior_store.checksums import chunk_compressors
 from prior_store.schema import (
     ARRAYS,
     PLAN_ARRAYS,
@@ -182,8 +183,8 @@ class PriorStore:
         for path in RESULT_ARRAYS:
             spec = _SPECS[path]
             prepared[path] = _as_array(values[path], spec, (stop - start,) + self.config.tail_shape(spec), path)
-        for path in RESULT_ARRAYS:  # spec order: status last
-            self.group[path][start:stop] = prepared[path]
+        for path in RESULT_ARRAYS:  # spec order: status last; every key stored, so a missing one is damage
+            self.group[path].with_config({"write_empty_chunks": True})[start:stop] = prepared[path]
 
     # ------------------------------------------------------------------ checks
     def check_matches(self, config: StoreConfig, digest: str | None = None) -> None:
@@ -253,7 +254,7 @@ def create_store(
         tail = config.tail_shape(spec)
         group.create_array(
             spec.path, shape=(count,) + tail, chunks=(config.chunk_size,) + tail, dtype=spec.dtype,
-            fill_value=spec.fill,
+            fill_value=spec.fill, compressors=chunk_compressors(),
         )
     group["crops/source"][:] = np.asarray(list(sources), dtype=np.dtypes.StringDType())
     group["crops/box"][:] = boxes

@@ -70,7 +70,7 @@ def image_size(path: Path) -> tuple[int, int]:
             if img.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):  # read upright: sides swap
                 width, height = height, width
         return height, width
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         pass  # maybe a format only OpenCV reads (e.g. some 16-bit TIFFs): decode fully, which raises if broken
     return read_image(path).shape[:2]
 

@@ -315,17 +315,20 @@ def write_csv(rows: Sequence[EvalRow], path: str | os.PathLike) -> Path:
     path = Path(path)
     names = [f.name for f in fields(EvalRow)]
     tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=names)
-        writer.writeheader()
-        for row in rows:
-            record = asdict(row)
-            for key in ("psnr", "ssim", "encode_ms", "render_ms"):
-                if record[key] is not None:
-                    record[key] = f"{record[key]:.6f}"
-            record["scale"] = f"{row.scale:g}"
-            writer.writerow(record)
-    os.replace(tmp, path)
+    try:  # names that are not UTF-8 are written backslash-escaped, so the CSV stays valid UTF-8
+        with open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as fh:
+            writer = csv.DictWriter(fh, fieldnames=names)
+            writer.writeheader()
+            for row in rows:
+                record = asdict(row)
+                for key in ("psnr", "ssim", "encode_ms", "render_ms"):
+                    if record[key] is not None:
+                        record[key] = f"{record[key]:.6f}"
+                record["scale"] = f"{row.scale:g}"
+                writer.writerow(record)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -381,6 +384,9 @@ def write_report(rows: Sequence[EvalRow], out_dir: str | os.PathLike, protocol: 
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = out_dir / "summary.md"
     tmp = out_dir / ".summary.md.partial"
-    tmp.write_text(summary_markdown(rows, protocol, title, lr_from))
-    os.replace(tmp, summary)
+    try:
+        tmp.write_text(summary_markdown(rows, protocol, title, lr_from), encoding="utf-8", errors="backslashreplace")
+        os.replace(tmp, summary)
+    finally:
+        tmp.unlink(missing_ok=True)
     return [write_csv(rows, out_dir / "per_image.csv"), summary]

@@ -101,4 +101,6 @@ def test_debug_prints_the_traceback_instead_of_one_line(tmp_path, how):
 def test_error_line_is_the_one_place_that_words_user_errors():
     assert cli_module.error_line(ValueError("bad --scale\nmore detail")) == "error: bad --scale"
     assert cli_module.error_line(FileNotFoundError("no such file")) == "error: no such file"
-    assert cli_module.error_line(RuntimeError("a bug")) is None
+    assert cli_module.error_line(RuntimeError("a bug")) == (
+        "error: internal error (RuntimeError: a bug); rerun with --debug (or P2G_DEBUG=1) for the traceback, and "
+        "report it")

@@ -213,7 +213,9 @@ def test_no_done_crops_and_too_high_floor_are_clear_errors(tmp_path):
     make_store(broken, crops=4, crop=32, chunk=2)
     open_store(broken, mode="r+").group["field/chol"][3, 5, 1] = np.nan
     result = runner.invoke(cli, ["prior-stats", "--store", str(broken), "--out", str(tmp_path / "o")])
-    assert result.exit_code == 2 and "holds NaN or inf" in result.output
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "field/chol/c/1/0/0 (crops 2-3): non-finite values for done crop(s) 3" in result.output
+    assert "rerun the p2g fit-prior command" in result.output
 
 
 def test_cli_reruns_are_byte_identical(tmp_path):

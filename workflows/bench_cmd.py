@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import click
 
-from workflows.options import device_option, resolve_device
+from workflows.options import POSITIVE_FLOAT, device_option, resolve_device
 
 if TYPE_CHECKING:
     import torch
@@ -99,7 +99,7 @@ def bench_report(device: str = "cpu", size: int = 256, scales: Sequence[float] =
 @device_option()
 @click.option("--json", "as_json", is_flag=True, help="Print every figure as one JSON object.")
 @click.option("--size", default=256, show_default=True, help="LR size of the benchmark field (size x size).")
-@click.option("--scale", "scales", type=float, multiple=True,
+@click.option("--scale", "scales", type=POSITIVE_FLOAT, multiple=True,
               help=f"Scales to time; repeatable (default {', '.join(f'{s:g}' for s in DEFAULT_SCALES)}).")
 @click.option("--repeats", default=5, show_default=True, help="Timed calls per figure (the median is reported).")
 @click.option("--multi-lr", default=64, show_default=True, help="LR size for the 40-scale multi-scale figure.")

@@ -3,12 +3,16 @@
 Verbs are loaded lazily (click's documented lazy group): `p2g --help`, `p2g --version` and `p2g VERB --help`
 import only click and the verb's own module, whose heavy imports (torch, dask, zarr) live inside its function.
 Adding a verb is one entry in `VERBS`.
+
+`--debug` (or P2G_DEBUG=1) prints the full traceback before the line. SIGTERM is handled like Ctrl-C, so
+the verbs' cleanup runs and no partial file is left; its exit code is 143.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 import traceback
 
@@ -28,8 +32,9 @@ VERBS = {
     "export": "workflows.export_cmd:command",
 }
 
-#: Exceptions that mean "the user's input is wrong": one line, exit code 2, no traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+#: Exceptions that mean "the input or the environment is wrong": one line, exit code 2, no traceback.
+#: (OSError covers missing, unreadable and read-only files and a full disk.)
+USER_ERRORS = (ValueError, OSError, EOFError)
 
 #: Set to 1 to print the full traceback instead of the one-line error (as `p2g --debug` does).
 DEBUG_ENV = "P2G_DEBUG"
@@ -47,11 +52,20 @@ def one_line(err: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def error_line(err: BaseException) -> str | None:
-    """The one line printed for a user error, or None for an exception that is a bug (traceback kept)."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is so that cleanup runs as for Ctrl-C."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+def error_line(err: BaseException) -> str:
+    """The one line printed for an exception: the message of a user error, or a request to report a bug."""
     if isinstance(err, USER_ERRORS):
         return f"error: {one_line(err)}"
-    return None
+    return (f"error: internal error ({type(err).__name__}: {one_line(err)}); rerun with --debug "
+            f"(or {DEBUG_ENV}=1) for the traceback, and report it")
 
 
 def debug_requested(ctx: click.Context | None = None) -> bool:
@@ -102,27 +116,25 @@ class P2GGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except click.exceptions.ClickException:
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
-        except KeyboardInterrupt:
-            hint = RESUME_HINTS.get(ctx.invoked_subcommand or "", "finished outputs are kept, no partial file is left")
-            click.echo(f"interrupted: {hint}", err=True)
-            ctx.exit(130)
-        except Exception as err:
-            line = error_line(err)
-            if line is None:
-                raise
+        except KeyboardInterrupt as err:
             if debug_requested(ctx):
                 traceback.print_exc()
-            else:
-                click.echo(line, err=True)
-            ctx.exit(2)
+            hint = RESUME_HINTS.get(ctx.invoked_subcommand or "", "finished outputs are kept, no partial file is left")
+            click.echo(f"{'terminated' if isinstance(err, Terminated) else 'interrupted'}: {hint}", err=True)
+            ctx.exit(143 if isinstance(err, Terminated) else 130)
+        except Exception as err:
+            if debug_requested(ctx):
+                traceback.print_exc()
+            click.echo(error_line(err), err=True)
+            ctx.exit(2 if isinstance(err, USER_ERRORS) else 1)
 
 
 @click.group(cls=P2GGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--version", is_flag=True, is_eager=True, expose_value=False, callback=_print_version,
               help="Show the version and exit.")
-@click.option("--debug", is_flag=True, help=f"Print the full traceback instead of a one-line error (or {DEBUG_ENV}=1).")
+@click.option("--debug", is_flag=True, help=f"On an error, print the full traceback too (or {DEBUG_ENV}=1).")
 def cli(debug: bool) -> None:
     """pixel2gauss: arbitrary-scale super-resolution with 2D Gaussian fields (ContinuousSR).
 
@@ -131,6 +143,7 @@ def cli(debug: bool) -> None:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     cli(prog_name="p2g")
 
 

@@ -52,10 +52,11 @@ def command(ctx: click.Context, more_images, checkpoint: str | None, images, sca
     if lr_images and ctx.get_parameter_source("scales") == ParameterSource.DEFAULT:
         scale_list = None  # every scale the LR files have
     device = resolve_device(device)
-    if checkpoint is None:
-        from sr_model.api import check_device
-        from sr_model.model_files import load_file
+    from sr_model.api import check_device
+    from sr_model.model_files import load_file
 
+    check_device(device)  # before any image is read, also for the bicubic baseline
+    if checkpoint is None:
         loaded = load_file(None, check_device(device))
         click.echo(loaded.note, err=True)
         model, checkpoint = loaded.model, loaded.origin

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from dgp_fitting.clusters import CLUSTER_KINDS, cluster_spec, job_script
-from workflows.options import device_option
+from workflows.options import POSITIVE_FLOAT, device_option
 
 #: The names of dgp_fitting.fitting.FIT_PRESETS, repeated so that `--help` does not import torch (tested).
 FIT_PRESET_NAMES = ("demo", "quality")
@@ -24,8 +24,8 @@ FIT_PRESET_NAMES = ("demo", "quality")
 @click.option("--preset", type=click.Choice(FIT_PRESET_NAMES), default="quality", show_default=True,
               help="Fitting settings: quality (real runs) or demo (CPU-friendly); the flags below override it.")
 @click.option("--steps", type=int, help="Optimisation steps per crop [default: the preset's].")
-@click.option("--lr", type=float, help="Adam learning rate of positions and shapes [default: the preset's].")
-@click.option("--color-lr", type=float, help="Adam learning rate of colours [default: the preset's].")
+@click.option("--lr", type=POSITIVE_FLOAT, help="Adam learning rate of positions and shapes [default: the preset's].")
+@click.option("--color-lr", type=POSITIVE_FLOAT, help="Adam learning rate of colours [default: the preset's].")
 @click.option("--loss", type=click.Choice(["l2", "l1"]), help="Fitting loss [default: the preset's].")
 @click.option("--seed", default=0, show_default=True, help="Seed of random crops and of every crop's start.")
 @click.option("--batch", type=int, help="Crops per task and per store chunk [default: the store's, else 8].")
@@ -42,12 +42,15 @@ FIT_PRESET_NAMES = ("demo", "quality")
 @click.option("--queue", help="Batch queue / partition.")
 @click.option("--print-job-script", is_flag=True, help="Print the SLURM/PBS job script and exit.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@click.option("--refit-changed", is_flag=True,
+              help="On resume, refit the crops of images whose contents changed (default: refuse to resume).")
 def command(images, store, crop, stride, crops_per_image, preset, steps, lr, color_lr, loss, seed, batch, device, kind,
             scheduler, cluster_config, workers, jobs, cores, memory, gpus, walltime, queue, print_job_script,
-            progress) -> None:
+            progress, refit_changed) -> None:
     """Fit crops of IMAGES (files or folders, recursive) to Gaussian fields, into the prior store STORE.
 
-    Rerunning the same command resumes: finished chunks are skipped, the rest fitted.
+    Rerunning the same command resumes: finished chunks are skipped, the rest fitted; damaged chunks of the
+    store are refitted, and images changed since their crops were fitted are refused (see --refit-changed).
     """
     from dgp_fitting.fitting import FIT_PRESETS
     from dgp_fitting.prior_job import run_prior_job
@@ -62,7 +65,8 @@ def command(images, store, crop, stride, crops_per_image, preset, steps, lr, col
     chosen = {"steps": steps, "lr": lr, "color_lr": color_lr, "loss": loss, "seed": seed}
     fit = dataclasses.replace(FIT_PRESETS[preset], **{k: v for k, v in chosen.items() if v is not None})
     summary = run_prior_job(images, store, crop=crop, stride=stride, crops_per_image=crops_per_image, fit=fit,
-                            batch=batch, cluster=spec, device=device, progress=progress, echo=click.echo)
+                            batch=batch, cluster=spec, device=device, progress=progress, echo=click.echo,
+                            refit_changed=refit_changed)
     for line in summary.lines():
         click.echo(line)
     if summary.errors:

@@ -37,13 +37,42 @@ def info_lines(info: dict) -> list[str]:
 @click.command("info")
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-def command(store: Path, as_json: bool) -> None:
+@click.option("--verify", is_flag=True,
+              help="Read every chunk (in parallel) and report missing or undecodable ones by crop range; exit 1 "
+                   "if any.")
+def command(store: Path, as_json: bool, verify: bool) -> None:
     """Describe the prior store STORE."""
-    from prior_store import describe_store
+    from prior_store import open_store
+    from prior_store.integrity import verify_store
 
-    info = describe_store(store)
+    if verify:
+        report = verify_store(open_store(store))
+        if as_json:
+            click.echo(json.dumps(report.as_dict(), indent=2))
+        else:
+            for line in report.lines():
+                click.echo(line)
+        if not report.ok:
+            raise SystemExit(1)
+        return
+    info = describe_or_refuse(store)
     if as_json:
         click.echo(json.dumps(info, indent=2, allow_nan=False, default=str))
     else:
         for line in info_lines(info):
             click.echo(line)
+
+
+def describe_or_refuse(store: Path) -> dict:
+    """`describe_store`, or, when the store's bytes cannot be read, one line naming the damaged keys."""
+    from prior_store import describe_store, open_store
+    from prior_store.integrity import StoreDamagedError, verify_store
+
+    opened = open_store(store)  # missing, foreign or newer stores are refused here
+    try:
+        return describe_store(store)
+    except Exception:  # codec errors of damaged chunks (zstd, checksum) have no common type
+        report = verify_store(opened)
+        if report.ok:
+            raise
+        raise StoreDamagedError(report.one_line()) from None

@@ -1,7 +1,13 @@
-"""What verbs share: the scale ("4", "3.7", "3x5" = s_h x s_w) and size ("WxH") parsers, and --device (auto
-by default). Imports only click at module level, so that `--help` stays fast."""
+"""Parsers shared by verbs: scales ("4", "3.7", "3x5" = s_h x s_w), sizes ("WxH"), finite numbers, and --device
+(auto by default). Imports only click at module level, so that `--help` stays fast.
+
+click's FLOAT accepts "nan" and "inf", which slip through checks such as `lr <= 0`; every float option of
+the verbs uses `FINITE_FLOAT` (or `POSITIVE_FLOAT`, `NON_NEGATIVE_FLOAT`) instead.
+"""
 
 from __future__ import annotations
+
+import math
 
 import click
 
@@ -73,3 +79,28 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+class FiniteFloat(click.ParamType):
+    """A float that must be finite, optionally > 0 (`positive`) or >= 0 (`non_negative`)."""
+
+    name = "NUMBER"
+
+    def __init__(self, positive: bool = False, non_negative: bool = False) -> None:
+        self.positive, self.non_negative = positive, non_negative
+
+    def convert(self, value, param, ctx):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        if self.positive and not number > 0:
+            self.fail(f"{value!r} must be greater than 0", param, ctx)
+        if self.non_negative and number < 0:
+            self.fail(f"{value!r} must not be negative", param, ctx)
+        return number
+
+
+FINITE_FLOAT = FiniteFloat()
+POSITIVE_FLOAT = FiniteFloat(positive=True)
+NON_NEGATIVE_FLOAT = FiniteFloat(non_negative=True)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
+
+from workflows.options import FINITE_FLOAT
 
 #: dgp_fitting.dictionary_sampling's METHODS, SPACINGS and DEFAULT_SIZE, repeated so that `--help` does not import
 #: dask and zarr (tested).
@@ -18,6 +21,8 @@ def parse_quantiles(text: str) -> tuple[float, float]:
     parts = [p.strip() for p in text.split(",")]
     try:
         low, high = (float(p) / 100 for p in parts)
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ValueError
     except ValueError:
         raise click.BadParameter(f"expected two percentages LOW,HIGH such as 0.5,99.5, got {text!r}") from None
     return low, high
@@ -32,7 +37,7 @@ def parse_quantiles(text: str) -> tuple[float, float]:
                    "kernel; sample: kernels drawn from the fitted normal.")
 @click.option("--size", default=DEFAULT_SIZE, show_default=True,
               help="Kernels in the dictionary (grid: n^3 + 1, e.g. 344 or 730).")
-@click.option("--min-psnr", type=float, help="Only use crops whose fitted PSNR reaches this (dB).")
+@click.option("--min-psnr", type=FINITE_FLOAT, help="Only use crops whose fitted PSNR reaches this (dB).")
 @click.option("--quantiles", "quantiles", default="0.5,99.5", show_default=True, callback=lambda c, p, v:
               parse_quantiles(v), help="Quantile interval LOW,HIGH (percent) the dictionary spans.")
 @click.option("--seed", default=0, show_default=True, help="Seed of --method sample.")

@@ -9,6 +9,7 @@ Multi-GPU / multi-node: launch the same command with `torchrun --nproc_per_node 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 import click
 from click.core import ParameterSource
 
-from workflows.options import device_option
+from workflows.options import NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, device_option
 from workflows.run_config import CONFIG_NAME, read_flag_config, write_flag_config
 
 if TYPE_CHECKING:
@@ -77,8 +78,8 @@ def run_flags(params: dict, images: tuple) -> dict:
     return flags
 
 
-def describe(result: TrainResult) -> list[str]:
-    """The lines printed when a run ends."""
+def describe(result: TrainResult, validating: bool | None = None) -> list[str]:
+    """The lines printed when a run ends (`validating`: whether validation images were given; None if unknown)."""
     state = f"stopped at step {result.step} (resume with --resume)" if result.stopped_early else f"{result.step} steps"
     lines = [f"trained: {state}, {result.seconds:.0f} s of training in total"]
     if result.best_val:
@@ -87,8 +88,10 @@ def describe(result: TrainResult) -> list[str]:
                            for k, v in val.items() if k.startswith("x"))
         lines.append(f"best validation (step {result.best_val['step']}, Y-PSNR, shave = scale): {scores}")
         lines.append(f"wrote {result.best}")
-    else:
+    elif validating is False:
         lines.append("no validation (give --val-images to score against bicubic and keep best.pt)")
+    else:
+        lines.append(f"no validation yet (stopped at step {result.step}, before the first one)")
     lines.append(f"wrote {result.last} and {result.last.parent / 'metrics.jsonl'}")
     return lines
 
@@ -129,13 +132,14 @@ def _remove_unused(written: tuple[Path, bool], out_dir: Path) -> None:
 @click.option("--batch", default=16, show_default=True, type=int, help="Patches per step (per process under torchrun).")
 @click.option("--patch", default=48, show_default=True, type=int, help="LR patch side in pixels.")
 @click.option("--scales", default="4-8", show_default=True, help="Training scale range MIN-MAX (one scale per batch).")
-@click.option("--lr", "learning_rate", default=2e-4, show_default=True, type=float, help="Adam learning rate.")
+@click.option("--lr", "learning_rate", default=2e-4, show_default=True, type=POSITIVE_FLOAT, help="Adam learning rate.")
 @click.option("--lr-decay", default="0.5,0.8", show_default=True,
               help="Fractions of --steps where the rate is multiplied by --lr-gamma ('' for none).")
-@click.option("--lr-gamma", default=0.5, show_default=True, type=float)
-@click.option("--freq-weight", default=0.0, show_default=True, type=float,
+@click.option("--lr-gamma", default=0.5, show_default=True, type=POSITIVE_FLOAT)
+@click.option("--freq-weight", default=0.0, show_default=True, type=NON_NEGATIVE_FLOAT,
               help="Weight of the frequency (FFT L1) loss; > 0 gives the paper's '+' variant.")
-@click.option("--grad-clip", default=1.0, show_default=True, type=float, help="Max gradient norm (0: no clipping).")
+@click.option("--grad-clip", default=1.0, show_default=True, type=NON_NEGATIVE_FLOAT,
+              help="Max gradient norm (0: no clipping).")
 @click.option("--val-images", multiple=True, type=click.Path(path_type=Path),
               help="Held-out HR images for validation (centre crops of --val-crop px); repeatable.")
 @click.option("--val-scales", default="2,4,8", show_default=True)
@@ -146,7 +150,8 @@ def _remove_unused(written: tuple[Path, bool], out_dir: Path) -> None:
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA (ignored on CPU).")
 @device_option()
 @click.option("--workers", type=int, help="DataLoader workers (default: 0 on CPU, up to 4 on CUDA).")
-@click.option("--time-limit", type=float, help="Stop after this many minutes (last.pt saved; --resume continues).")
+@click.option("--time-limit", type=POSITIVE_FLOAT,
+              help="Stop after this many minutes (last.pt saved; --resume continues).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt, bit for bit.")
 @click.pass_context
 def command(ctx: click.Context, more_images, prior, images, out_dir: Path, preset, variant, model_options, steps,
@@ -171,6 +176,7 @@ def command(ctx: click.Context, more_images, prior, images, out_dir: Path, prese
                   grad_clip=grad_clip, val_images=tuple(val_images), val_scales=tuple(parse_scales(val_scales)),
                   val_every=val_every, val_crop=val_crop, log_every=log_every, seed=seed, amp=amp)
     runtime = dict(device=device, workers=workers, time_limit=None if time_limit is None else time_limit * 60)
+    began = time.monotonic()
     if resume:
         if ctx.default_map:
             raise click.UsageError("--resume continues RUN from its last.pt, which holds the run's settings; drop "
@@ -196,5 +202,7 @@ def command(ctx: click.Context, more_images, prior, images, out_dir: Path, prese
                 _remove_unused(written, out_dir)
             raise
     if int(os.environ.get("RANK", "0")) == 0:
-        for line in describe(result):
+        for line in describe(result, None if resume else bool(val_images)):
             click.echo(line)
+    if result.stopped_early and (time_limit is None or time.monotonic() - began < time_limit * 60):
+        raise KeyboardInterrupt  # Ctrl-C stopped it after a step and last.pt was saved: exit as interrupted

@@ -1,0 +1,27 @@
+"""What each source image looked like when the store last checked it: size and mtime per path.
+
+Kept as attributes of the store's ``integrity`` group (written by the client only; `prior_store.integrity`
+keeps its own flag there too), so a resume can tell
+untouched files (same size and mtime: no read needed) from files whose bytes must be hashed again.
+"""
+
+from __future__ import annotations
+
+from prior_store.store import PriorStore
+
+from prior_store.integrity import INTEGRITY_GROUP as RECORD_GROUP
+
+
+def read_file_record(store: PriorStore) -> dict[str, list[int]]:
+    """{source: [size, mtime_ns]} as last recorded (empty for stores that never recorded one)."""
+    if RECORD_GROUP not in store.group:
+        return {}
+    return {str(k): [int(v[0]), int(v[1])] for k, v in dict(store.group[RECORD_GROUP].attrs).get("files", {}).items()}
+
+
+def write_file_record(store: PriorStore, record: dict[str, list[int]]) -> None:
+    group = store.group.require_group(RECORD_GROUP)
+    group.attrs.update({"files": {k: [int(v[0]), int(v[1])] for k, v in sorted(record.items())}})
+
+
+__all__ = ["RECORD_GROUP", "read_file_record", "write_file_record"]

@@ -1,0 +1,232 @@
+"""Damaged stores: `p2g info --verify` finds missing, undecodable and non-finite keys by crop range, fit-prior
+mends them bit for bit, prior-stats refuses them and writes nothing; resume notices changed images; one
+fit-prior per store. Every fault is injected here (a key deleted, overwritten, truncated, an image rewritten)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from click.testing import CliRunner
+from PIL import Image
+
+from dgp_fitting.corpus_check import CorpusChangedError
+from dgp_fitting.fitting import FitConfig
+from dgp_fitting.prior_job import run_prior_job
+from prior_store import STATUS_DONE, STATUS_PENDING, open_store
+from prior_store.integrity import StoreDamagedError, require_intact, verify_store
+from prior_store.lock import StoreLockedError, store_lock
+from prior_store.schema import ARRAYS
+from workflows.cli import cli
+
+CROP = 32
+FIT = FitConfig(steps=8)
+PHOTOS = (("astronaut", 10, 180), ("coffee", 100, 250))  # 2 x 64 px = 8 crops of 32 px, 4 chunks of 2
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client
+
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as client:
+        yield client
+
+
+def write_corpus(folder: Path, photo) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, top, left in PHOTOS:
+        Image.fromarray((photo(name, top, left, 64) * 255).round().astype(np.uint8)).save(folder / f"{name}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory, photo, client) -> tuple[Path, Path]:
+    """(corpus, store) of an undamaged run; tests damage copies of the store."""
+    root = tmp_path_factory.mktemp("fitted")
+    corpus = write_corpus(root / "photos", photo)
+    store = root / "prior.zarr"
+    summary = run_prior_job([corpus], store, crop=CROP, fit=FIT, batch=2, client=client, progress=False)
+    assert (summary.done, summary.pending, summary.failed) == (8, 0, 0)
+    return corpus, store
+
+
+def copy_store(store: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "prior.zarr"
+    shutil.copytree(store, target)
+    return target
+
+
+def overwrite_random(path: Path) -> None:
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, path.stat().st_size, dtype=np.uint8).tobytes())
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def assert_same_store(a: Path, b: Path) -> None:
+    sa, sb = open_store(a), open_store(b)
+    for spec in ARRAYS:
+        va, vb = sa.read(spec.path), sb.read(spec.path)
+        if isinstance(va, list):
+            assert va == vb, spec.path
+        else:
+            assert va.dtype == vb.dtype and va.tobytes() == vb.tobytes(), spec.path
+
+
+def test_verify_reports_each_kind_of_damage_by_crop_range(fitted, tmp_path):
+    _, original = fitted
+    assert verify_store(original).ok
+    store = copy_store(original, tmp_path)
+    (store / "field/chol/c/1/0/0").unlink()  # crops 2-3
+    overwrite_random(store / "field/colors/c/2/0/0")  # crops 4-5
+    truncate(store / "crops/status/c/3")  # crops 6-7
+    open_store(store, mode="r+").group["crops/psnr"][0] = np.nan  # a valid key holding a NaN PSNR (done crop 0)
+    report = verify_store(store)
+    found = {(d.key, d.start, d.stop): d.problem for d in report.damage}
+    assert set(found) == {("crops/psnr/c/0", 0, 2), ("field/chol/c/1/0/0", 2, 4), ("field/colors/c/2/0/0", 4, 6),
+                          ("crops/status/c/3", 6, 8)}
+    assert found[("field/chol/c/1/0/0", 2, 4)] == "missing (should hold values of 2 done crop(s))"
+    assert found[("field/colors/c/2/0/0", 4, 6)].startswith("undecodable")
+    assert found[("crops/status/c/3", 6, 8)].startswith("undecodable")
+    assert found[("crops/psnr/c/0", 0, 2)] == "non-finite values for done crop(s) 0"
+    assert report.crop_ranges() == [(0, 8)] and report.keys_checked == len(ARRAYS) * 4
+
+    runner = CliRunner()
+    result = runner.invoke(cli, ["info", str(store), "--verify"])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[0] == f"damaged {store}: 4 of 40 storage keys, 8 crops"
+    assert "  field/chol/c/1/0/0 (crops 2-3): missing (should hold values of 2 done crop(s))" in result.output
+    assert "rerun the p2g fit-prior command" in result.output
+    as_json = json.loads(runner.invoke(cli, ["info", str(store), "--verify", "--json"]).output)
+    assert as_json["ok"] is False and as_json["damaged_crop_ranges"] == [[0, 8]]
+    assert runner.invoke(cli, ["info", str(original), "--verify"]).output.startswith(f"verified {original}: 40")
+
+    # plain `p2g info` of a store whose status key is truncated: one line naming the keys, not a traceback
+    result = runner.invoke(cli, ["info", str(store)])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert result.output.startswith(f"error: store {store} has 4 damaged storage key(s): crops/psnr/c/0")
+
+
+def test_verify_in_an_old_store_judges_only_arrays_that_cannot_hold_fill_values(fitted, tmp_path):
+    """Stores made before chunk writes kept fill-only keys: a missing colours key may be a black crop."""
+    _, original = fitted
+    store = copy_store(original, tmp_path)
+    zarr.open_group(str(store), mode="r+")["integrity"].attrs.update({"every_chunk_stored": False})
+    (store / "field/colors/c/1/0/0").unlink()
+    (store / "crops/box/c/2/0").unlink()
+    assert [d.key for d in verify_store(store).damage] == ["crops/box/c/2/0"]
+
+
+def test_fit_prior_mends_damaged_keys_bit_for_bit(fitted, client, tmp_path):
+    corpus, original = fitted
+    store = copy_store(original, tmp_path)
+    (store / "field/means/c/0/0/0").unlink()
+    truncate(store / "crops/psnr/c/2")
+    overwrite_random(store / "crops/source/c/3")
+    messages = []
+    summary = run_prior_job([corpus], store, crop=CROP, fit=FIT, client=client, progress=False,
+                            echo=messages.append)
+    assert messages[0].startswith("mending: 3 damaged storage key(s)") and "6 crops marked pending" in messages[0]
+    assert (summary.done, summary.fitted, summary.chunks_run) == (8, 6, 3)
+    assert verify_store(store).ok
+    assert_same_store(store, original)
+
+
+def test_prior_stats_refuses_a_damaged_store_and_writes_nothing(fitted, tmp_path):
+    _, original = fitted
+    store = copy_store(original, tmp_path)
+    (store / "field/chol/c/2/0/0").unlink()
+    out = tmp_path / "stats"
+    result = CliRunner().invoke(cli, ["prior-stats", "--store", str(store), "--out", str(out), "--size", "28"])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "field/chol/c/2/0/0 (crops 4-5): missing" in result.output
+    assert "rerun the p2g fit-prior command that made it" in result.output
+    assert not (store / "stats").exists() and not out.exists()
+    with pytest.raises(StoreDamagedError):
+        require_intact(store)
+
+
+def test_prior_stats_is_all_or_nothing(fitted, tmp_path, monkeypatch):
+    from dgp_fitting import prior_report
+
+    _, original = fitted
+    store = copy_store(original, tmp_path)
+    out = tmp_path / "stats"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["prior-stats", "--store", str(store), "--out", str(out), "--size", "28"]).exit_code == 0
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    stored = {p.relative_to(store): p.read_bytes() for p in (store / "stats").rglob("*") if p.is_file()}
+
+    def broken_plots(*args, **kwargs):
+        raise ValueError("plotting failed")
+
+    monkeypatch.setattr(prior_report, "write_plots", broken_plots)
+    result = runner.invoke(cli, ["prior-stats", "--store", str(store), "--out", str(out), "--size", "9"])
+    assert result.exit_code == 2 and result.output == "error: plotting failed\n"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files  # no new file, no staging folder
+    assert {p.relative_to(store): p.read_bytes() for p in (store / "stats").rglob("*") if p.is_file()} == stored
+
+
+def _rewrite(path: Path) -> None:
+    pixels = np.asarray(Image.open(path))
+    Image.fromarray(np.ascontiguousarray(pixels[::-1])).save(path)  # same size, other contents
+
+
+def test_resume_refuses_changed_images_or_refits_them(photo, client, tmp_path):
+    corpus = write_corpus(tmp_path / "photos", photo)
+    store = tmp_path / "prior.zarr"
+    run_prior_job([corpus], store, crop=CROP, fit=FIT, batch=2, client=client, progress=False)
+    # touched but the same bytes: resumes without a word
+    os.utime(corpus / "coffee.png", ns=(1, 1))
+    assert run_prior_job([corpus], store, crop=CROP, fit=FIT, client=client, progress=False).fitted == 0
+
+    _rewrite(corpus / "coffee.png")
+    with pytest.raises(CorpusChangedError) as err:
+        run_prior_job([corpus], store, crop=CROP, fit=FIT, client=client, progress=False)
+    assert str(err.value) == (f"1 image(s) changed since their crops were fitted into {store}: "
+                              f"{corpus / 'coffee.png'}; restore them, or rerun with --refit-changed to refit their "
+                              "crops")
+    result = CliRunner().invoke(cli, ["fit-prior", str(corpus), "--store", str(store), "--crop", "32", "--steps", "8",
+                                      "--no-progress"])
+    assert result.exit_code == 2 and result.output.startswith("error: 1 image(s) changed since")
+
+    summary = run_prior_job([corpus], store, crop=CROP, fit=FIT, client=client, progress=False, refit_changed=True)
+    assert summary.fitted == 4 and summary.done == 8
+    opened = open_store(store)
+    digest = __import__("hashlib").sha256((corpus / "coffee.png").read_bytes()).hexdigest()
+    coffee = [i for i, s in enumerate(opened.read("crops/source")) if s.endswith("coffee.png")]
+    assert {opened.read("crops/content_hash")[i] for i in coffee} == {digest}
+    assert run_prior_job([corpus], store, crop=CROP, fit=FIT, client=client, progress=False).fitted == 0
+
+
+def test_a_second_fit_prior_on_a_store_is_refused_naming_the_first(fitted, client, tmp_path):
+    corpus, original = fitted
+    store = copy_store(original, tmp_path)
+    with store_lock(store, "fit-prior"):
+        with pytest.raises(StoreLockedError) as err:
+            run_prior_job([corpus], store, crop=CROP, fit=FIT, client=client, progress=False)
+        result = CliRunner().invoke(cli, ["prior-stats", "--store", str(store), "--out", str(tmp_path / "o")])
+    assert str(err.value) == (f"another p2g fit-prior is running on store {store} (pid {os.getpid()}, host "
+                              f"{socket.gethostname()}); wait for it to finish, or stop it")
+    assert result.exit_code == 2 and result.output.startswith("error: another p2g fit-prior is running on store")
+    assert not Path(str(store) + ".lock").exists()  # released and removed
+    assert run_prior_job([corpus], store, crop=CROP, fit=FIT, client=client, progress=False).fitted == 0
+
+
+def test_a_status_key_lost_alone_is_damage(fitted, tmp_path):
+    _, original = fitted
+    store = copy_store(original, tmp_path)
+    (store / "crops/status/c/1").unlink()  # crops 2-3 read as pending while their fields are stored
+    report = verify_store(store)
+    assert [(d.key, d.problem) for d in report.damage] == [
+        ("crops/status/c/1", "missing (other arrays hold fitted results for these crops)")]
+    assert open_store(store).status()[2:4].tolist() == [STATUS_PENDING] * 2
+    assert open_store(original).status()[2:4].tolist() == [STATUS_DONE] * 2
