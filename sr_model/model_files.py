@@ -22,9 +22,8 @@ from sr_model.checkpoint import (CheckpointError, check_checkpoint, is_checkpoin
                                  torch_load_plain)
 from sr_model.export import is_safetensors, read_export, write_export
 from sr_model.model import ContinuousSR
-
-KINDS = ("export", "checkpoint", "official")
-
+from sr_model.official_import import (DEFAULT_OFFSET_INPUT, file_sha256, import_record, looks_official,
+                                      model_from_official, official_spec)
 
 @dataclass(frozen=True)
 class LoadedModel:
@@ -63,8 +62,6 @@ def _read(path: Path) -> tuple[str, dict]:
     data = torch_load_plain(path)
     if is_checkpoint(data):
         return "checkpoint", check_checkpoint(data, path)
-    from sr_model.official_import import looks_official
-
     if looks_official(data):
         return "official", data
     raise CheckpointError(f"{path} is not a model file pixel2gauss reads: expected a `p2g export` .safetensors, a "
@@ -83,8 +80,6 @@ def load_file(path: str | os.PathLike | None = None, device: str | torch.device 
     if offset_input is not None and kind != "official":
         raise ValueError(f"offset_input applies to official ContinuousSR files; {path} is a pixel2gauss {kind}")
     if kind == "official":
-        from sr_model.official_import import DEFAULT_OFFSET_INPUT, import_record, model_from_official, official_spec
-
         spec = official_spec(data, path)
         offset_input = DEFAULT_OFFSET_INPUT if offset_input is None else offset_input
         model = model_from_official(spec, offset_input).to(device)
@@ -103,8 +98,6 @@ def load_network(path: str | os.PathLike | None = None, device: str | torch.devi
 
 def source_record(kind: str, path: Path, data: dict) -> dict:
     """What an export records about the file its weights came from."""
-    from sr_model.official_import import file_sha256
-
     if kind == "export":  # re-exporting keeps the original origin
         return dict(data["source"])
     record = {"kind": kind, "file": path.name, "sha256": file_sha256(path)}
