@@ -1,0 +1,70 @@
+"""What `p2g view` shows: a saved field, or an image encoded once, with the LR image the bicubic half uses."""
+
+from __future__ import annotations
+
+import inspect
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gaussian_field import GaussianField, load_field, render
+from gaussian_field.image_io import quantize, read_image
+from workflows.viewer.packing import pack_field
+from workflows.viewer.server import ViewerContent
+
+
+def png_bytes(rgb_uint8: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgb_uint8, "RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def load_image_model(checkpoint: Path | None, device: str):
+    """`sr_model.api.load_model(checkpoint)`, or its bundled default when it has one and none is given."""
+    from sr_model.api import load_model
+
+    if checkpoint is not None:
+        return load_model(checkpoint, device=device)
+    path_param = next(iter(inspect.signature(load_model).parameters.values()))
+    if path_param.default is inspect.Parameter.empty:
+        raise ValueError("encoding an image needs a model: give --checkpoint CKPT (a p2g train checkpoint), "
+                         "or open a saved FIELD.npz instead")
+    return load_model(device=device)
+
+
+def content_for_field(field: GaussianField, lr_rgb: np.ndarray, info: dict) -> ViewerContent:
+    """Pack a field beside its LR image (float RGB HxWx3 in [0, 1]) for the server."""
+    if lr_rgb.shape[:2] != (field.h, field.w):
+        raise ValueError(f"the LR image is {lr_rgb.shape[1]}x{lr_rgb.shape[0]} but the field covers "
+                         f"{field.w}x{field.h} LR pixels")
+    return ViewerContent(pack_field(field), png_bytes(quantize(lr_rgb, 8)), info)
+
+
+def load_view_content(source: Path, checkpoint: Path | None = None, device: str = "cpu",
+                      tile: int | None = None) -> ViewerContent:
+    """A FIELD.npz as saved, or an image encoded once by the model; bad input raises a one-line error."""
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"nothing to view: {source} does not exist")
+    if source.is_dir():
+        raise IsADirectoryError(f"{source} is a folder; give one image or one FIELD.npz")
+    if source.suffix.lower() == ".npz":
+        field = load_field(source)
+        if field.batch_size != 1:
+            raise ValueError(f"{source} holds {field.batch_size} fields; the viewer shows one")
+        with torch.no_grad():
+            lr = render(field, scale=1)[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy()
+        info = {"title": source.name, "bicubic_of": "the field rendered at x1 (no LR image travels with a field)"}
+        return content_for_field(field, lr, info)
+    lr = read_image(source)
+    model = load_image_model(checkpoint, device)
+    start = time.perf_counter()
+    field = model.encode(lr, tile=tile).field
+    encode_ms = (time.perf_counter() - start) * 1000
+    info = {"title": source.name, "bicubic_of": "the LR image", "encode_ms": round(encode_ms, 1)}
+    return content_for_field(field.to("cpu", torch.float32), lr, info)
