@@ -62,6 +62,7 @@ class ViewerHandler(BaseHTTPRequestHandler):
     server: "ViewerServer"
     server_version = "p2g-view"
     sys_version = ""
+    default_request_version = "HTTP/1.0"  # so that even a garbled request line gets a status line back
 
     def do_GET(self) -> None:
         self._answer(with_body=True)
@@ -95,20 +96,26 @@ class ViewerHandler(BaseHTTPRequestHandler):
 
     def _resolve(self) -> tuple[int, bytes, str]:
         text = "text/plain; charset=utf-8"
-        host = (self.headers.get("Host") or "").lower()
-        if host not in self.server.allowed_hosts:
-            return HTTPStatus.FORBIDDEN, b"unexpected Host header: open the URL that p2g view printed\n", text
         raw = self.path
         path = urlsplit(raw).path
         if not raw.startswith("/") or raw.startswith("//") or any(bad in path for bad in ("..", "\\", "\0", "%")):
             return HTTPStatus.BAD_REQUEST, b"malformed path\n", text
+        host = (self.headers.get("Host") or "").lower()
+        if host not in self.server.allowed_hosts:
+            return HTTPStatus.FORBIDDEN, b"unexpected Host header: open the URL that p2g view printed\n", text
         if path not in self.server.table:
             return HTTPStatus.NOT_FOUND, b"not found: this server only serves the viewer page and its field\n", text
         body, kind = self.server.table[path]
         return HTTPStatus.OK, body, kind
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """Short plain-text errors (used by http.server itself for malformed request lines)."""
+        """Short plain-text errors (used by http.server itself for malformed request lines).
+
+        http.server answers an unknown HTTP version with 505; a client can only get there by a malformed request,
+        so it is a 400 here.
+        """
+        if code == HTTPStatus.HTTP_VERSION_NOT_SUPPORTED:
+            code, message = HTTPStatus.BAD_REQUEST, "unsupported HTTP version"
         body = f"{code} {message or HTTPStatus(code).phrase}\n".encode("utf-8", "replace")
         try:
             self.send_response(code, message)
