@@ -183,6 +183,18 @@ def test_bad_input_is_one_line_exit_2(tmp_path, lr):
     assert_one_line_error(run("view", tmp_path / "other.npz", "--no-browser"), "not a pixel2gauss field")
     assert_one_line_error(run("view", tmp_path / "broken.png", "--checkpoint", tmp_path / "no.pt"), "broken.png")
     assert run("view", tmp_path / "lr.png", "--port", "70000").exit_code == 2
+    assert_one_line_error(run("view", tmp_path / "lr.png", "--lr", tmp_path / "lr.png", "--checkpoint", "x.pt"),
+                          "--lr is for a FIELD.npz")
+
+
+def test_a_field_shows_bicubic_of_its_lr_image_when_given(tmp_path, field, lr):
+    save_field(field, tmp_path / "f.npz")
+    write_image(tmp_path / "lr.png", lr)
+    write_image(tmp_path / "small.png", lr[:6])
+    content = load_view_content(tmp_path / "f.npz", lr_image=tmp_path / "lr.png")
+    assert json.loads(content.header_json())["bicubic_of"] == "lr.png"
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(content.lr_png))), np.round(lr * 255).astype(np.uint8))
+    assert_one_line_error(run("view", tmp_path / "f.npz", "--lr", tmp_path / "small.png"), "16x6", "16x12")
 
 
 def test_a_busy_port_is_one_line_exit_2(tmp_path, field):

@@ -31,15 +31,17 @@ def describe(content, url: str) -> list[str]:
 @click.option("--no-browser", is_flag=True, help="Only print the URL; do not open a browser.")
 @click.option("--device", default="cpu", show_default=True, help="Device for the model: cpu, cuda, cuda:1 ...")
 @click.option("--tile", type=int, metavar="N", help="Encode on tiles of N x N LR pixels (for large images).")
+@click.option("--lr", "lr_image", type=click.Path(path_type=Path), metavar="IMAGE",
+              help="With a FIELD.npz: the LR image for the bicubic half [default: the field rendered at x1].")
 def command(source: Path, checkpoint: Path | None, port: int, no_browser: bool, device: str,
-            tile: int | None) -> None:
+            tile: int | None, lr_image: Path | None) -> None:
     """Show IMAGE (encoded once by the model) or a saved FIELD.npz in the browser, rendered live by WebGL2.
 
     Wheel or pinch zooms, dragging pans, the split view shows bicubic of the same LR beside the field, and
     "save view" writes the view as a PNG. The server listens on 127.0.0.1 only and serves nothing but the page
     and this field.
     """
-    content = load_view_content(source, checkpoint, device, tile)
+    content = load_view_content(source, checkpoint, device, tile, lr_image)
     server = ViewerServer(content, port)
     for line in describe(content, server.url):
         click.echo(line)

@@ -41,13 +41,17 @@ def content_for_field(field: GaussianField, lr_rgb: np.ndarray, info: dict) -> V
     """Pack a field beside its LR image (float RGB HxWx3 in [0, 1]) for the server."""
     if lr_rgb.shape[:2] != (field.h, field.w):
         raise ValueError(f"the LR image is {lr_rgb.shape[1]}x{lr_rgb.shape[0]} but the field covers "
-                         f"{field.w}x{field.h} LR pixels")
+                         f"{field.w}x{field.h} LR pixels; give the LR image the field was made from")
     return ViewerContent(pack_field(field), png_bytes(quantize(lr_rgb, 8)), info)
 
 
 def load_view_content(source: Path, checkpoint: Path | None = None, device: str = "cpu",
-                      tile: int | None = None) -> ViewerContent:
-    """A FIELD.npz as saved, or an image encoded once by the model; bad input raises a one-line error."""
+                      tile: int | None = None, lr_image: Path | None = None) -> ViewerContent:
+    """A FIELD.npz as saved, or an image encoded once by the model; bad input raises a one-line error.
+
+    The bicubic half of the page shows the image itself, or for a field `lr_image` (same size as the field's
+    lattice), else the field rendered at x1.
+    """
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"nothing to view: {source} does not exist")
@@ -57,10 +61,15 @@ def load_view_content(source: Path, checkpoint: Path | None = None, device: str 
         field = load_field(source)
         if field.batch_size != 1:
             raise ValueError(f"{source} holds {field.batch_size} fields; the viewer shows one")
-        with torch.no_grad():
-            lr = render(field, scale=1)[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy()
-        info = {"title": source.name, "bicubic_of": "the field rendered at x1 (no LR image travels with a field)"}
-        return content_for_field(field, lr, info)
+        if lr_image is not None:
+            lr, bicubic_of = read_image(lr_image), f"{Path(lr_image).name}"
+        else:
+            with torch.no_grad():
+                lr = render(field, scale=1)[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy()
+            bicubic_of = "the field rendered at x1 (no LR image given: --lr)"
+        return content_for_field(field, lr, {"title": source.name, "bicubic_of": bicubic_of})
+    if lr_image is not None:
+        raise ValueError("--lr is for a FIELD.npz; an image is its own LR image")
     lr = read_image(source)
     model = load_image_model(checkpoint, device)
     start = time.perf_counter()
