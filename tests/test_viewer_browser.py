@@ -74,7 +74,7 @@ def reference_view(field, scale: float, origin, size) -> np.ndarray:
 
 
 def bicubic_view(lr: np.ndarray, scale: float, origin, size) -> np.ndarray:
-    """Keys bicubic (a = -0.5, edges repeated) of the 8-bit LR at the page's sample points, written out plainly."""
+    """Keys bicubic (a = -0.5, edges repeated, black outside) of the 8-bit LR at the page's sample points, written out plainly."""
     lr8 = np.round(lr * 255) / 255
 
     def weights(count, start, lr_count):
@@ -88,7 +88,11 @@ def bicubic_view(lr: np.ndarray, scale: float, origin, size) -> np.ndarray:
         return matrix
 
     wy, wx = weights(size[0], origin[1], lr.shape[0]), weights(size[1], origin[0], lr.shape[1])
-    return np.clip(np.einsum("ri,ijc,sj->rsc", wy, lr8, wx), 0, 1)
+    image = np.clip(np.einsum("ri,ijc,sj->rsc", wy, lr8, wx), 0, 1)
+    ys = origin[1] + (np.arange(size[0]) + 0.5) / scale
+    xs = origin[0] + (np.arange(size[1]) + 0.5) / scale
+    inside = ((ys >= 0) & (ys < lr.shape[0]))[:, None] & ((xs >= 0) & (xs < lr.shape[1]))[None, :]
+    return image * inside[..., None]  # black outside the LR image, as the field fades out there
 
 
 def view(driver) -> dict:

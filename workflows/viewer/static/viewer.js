@@ -58,7 +58,8 @@ void main() {
   gl_Position = vec4(v, 0.0, 1.0);
 }`;
 
-// Field (clamped), bicubic of the LR image (Keys a = -0.5, edge pixels repeated), or both split at uSplitX.
+// Field (clamped), bicubic of the LR image (Keys a = -0.5, edge pixels repeated; black outside the image), or
+// both split at uSplitX.
 const SHOW_FS = `#version 300 es
 precision highp float;
 uniform sampler2D uField;
@@ -78,6 +79,7 @@ float cubic(float x) {
 }
 vec3 bicubic(vec2 p) {
   ivec2 size = textureSize(uLR, 0);
+  if (p.x < 0.0 || p.y < 0.0 || p.x >= float(size.x) || p.y >= float(size.y)) return vec3(0.0);
   vec2 u = p - 0.5;
   vec2 base = floor(u);
   vec2 t = u - base;
@@ -354,6 +356,11 @@ class FieldViewer {
   }
 }
 
+function rendererName(gl) {
+  const debug = gl.getExtension("WEBGL_debug_renderer_info");
+  return gl.getParameter(debug ? debug.UNMASKED_RENDERER_WEBGL : gl.RENDERER);
+}
+
 function toBase64(floats) {
   const bytes = new Uint8Array(floats.buffer, floats.byteOffset, floats.byteLength);
   let text = "";
@@ -460,7 +467,7 @@ async function main() {
     viewer,
     info: () => ({ ...header, tiles: viewer.tiles.length, tilesDrawn: viewer.tilesDrawn,
                    renderTarget: viewer.targetFormat === viewer.gl.RGBA32F ? "float32" : "float16",
-                   renderer: viewer.gl.getParameter(viewer.gl.RENDERER) }),
+                   renderer: rendererName(viewer.gl) }),
     render: (width, height, scaleHW, origin, mode, splitX) =>
       toBase64(viewer.renderArray(width, height, [scaleHW[1], scaleHW[0]], origin || [0, 0], mode || "field", splitX)),
     renderView: (mode) => {
