@@ -50,6 +50,35 @@ def fitted_field(steps: int):
     return field, lr, float(result.psnr[0])
 
 
+def accuracy(driver, size: int = 24, scales=(2, 3.7, 8)) -> None:
+    """Max |page render - gaussian_field.render| of a small photo field, in 8-bit levels, per scale."""
+    import base64
+
+    from gaussian_field import render
+
+    lr = bundled_photo("astronaut")[100:100 + size, 180:180 + size].astype(np.float32)
+    field = field_from_image(torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1), k=2, sigma=0.45)
+    server = ViewerServer(content_for_field(field, lr, {"title": "accuracy"}))
+    server.start_background()
+    open_viewer(driver, server.url)
+    parts = []
+    for scale in scales:
+        height = width = round(size * scale)
+        got = np.frombuffer(base64.b64decode(driver.execute_script(
+            "return p2g.render(arguments[0], arguments[1], [arguments[2], arguments[2]])", width, height, scale)),
+            np.float32).reshape(height, width, 4)[..., :3]
+        with torch.no_grad():
+            expected = render(field, scale=scale)[0].permute(1, 2, 0).numpy()
+        parts.append(f"x{scale:g} {np.abs(got - expected).max() * 255:.2f}")
+    server.shutdown()
+    print(f"page vs gaussian_field.render, {size}x{size} astronaut crop ({server_dtype(field, lr)}), max |diff| in "
+          f"8-bit levels: {', '.join(parts)}")
+
+
+def server_dtype(field, lr) -> str:
+    return f"sent as {content_for_field(field, lr, {}).packed.dtype}"
+
+
 def measure(args) -> None:
     start = time.perf_counter()
     field, lr = timing_field(args.lr_size)
@@ -62,6 +91,7 @@ def measure(args) -> None:
           f"({len(content.packed.data) / 2**20:.1f} MiB, float16 error {content.packed.float16_error * 255:.2f} "
           f"levels), packed in {pack_s:.1f} s")
     with chromium(width, height) as driver:
+        accuracy(driver)
         start = time.perf_counter()
         info = open_viewer(driver, server.url + f"?tile={args.tile}", timeout=600)
         print(f"page ready in {time.perf_counter() - start:.1f} s (download, decode, upload); {info['tiles']} tiles, "

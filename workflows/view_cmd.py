@@ -12,11 +12,15 @@ from workflows.viewer.content import load_view_content
 from workflows.viewer.server import ViewerServer
 
 
+def size_text(count: int) -> str:
+    return f"{count / 2**20:.1f} MiB" if count >= 2**20 else f"{count / 2**10:.1f} KiB"
+
+
 def describe(content, url: str) -> list[str]:
     """The lines printed before serving."""
     header = content.packed.header()
     lines = [f"{content.info.get('title', 'field')}  {header['w']}x{header['h']} LR, {header['count']} Gaussians, "
-             f"sent as {header['dtype']} ({len(content.packed.data) / 2**20:.1f} MiB)"]
+             f"sent as {header['dtype']} ({size_text(len(content.packed.data))})"]
     if "encode_ms" in content.info:
         lines[0] += f", encode {content.info['encode_ms']:.1f} ms"
     lines.append(f"viewer at {url}  (Ctrl-C to stop)")

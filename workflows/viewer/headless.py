@@ -58,6 +58,7 @@ def chromium(width: int = 640, height: int = 480) -> Iterator:
         driver = webdriver.Chrome(service=Service(driver_path), options=options)
         try:
             driver.set_window_size(width, height)
+            driver.set_script_timeout(900)  # software WebGL draws a large field for many seconds per frame
             yield driver
         finally:
             driver.quit()
