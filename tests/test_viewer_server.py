@@ -265,3 +265,16 @@ def test_the_verb_serves_until_ctrl_c(tmp_path, field):
         proc.kill()
     assert proc.returncode == 0, err
     assert "viewer stopped" in out and "Traceback" not in err
+
+
+def test_without_chromium_the_browser_helper_says_what_to_install(monkeypatch):
+    from workflows.viewer import headless
+
+    monkeypatch.delenv("P2G_CHROMIUM", raising=False)
+    monkeypatch.delenv("P2G_CHROMEDRIVER", raising=False)
+    monkeypatch.setattr(headless.shutil, "which", lambda name: None)
+    with pytest.raises(headless.BrowserUnavailable, match="no chromium or chromedriver found: install them"):
+        headless.find_browser()
+    monkeypatch.setattr(headless.shutil, "which", lambda name: "/usr/bin/chromium" if name == "chromium" else None)
+    with pytest.raises(headless.BrowserUnavailable, match="no chromedriver found.*apt-get install chromium"):
+        headless.find_browser()

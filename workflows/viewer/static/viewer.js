@@ -26,8 +26,8 @@ flat out vec3 vColor;
 void main() {
   vMean = aMean; vChol = aChol; vColor = aColor;
   if (!(aChol.x > 0.0 && aChol.z > 0.0)) { gl_Position = vec4(2.0, 2.0, 2.0, 1.0); return; }
-  // Axis-aligned half extents of the 1/255 ellipse (lattice.support_half_extents), plus one pixel of margin.
-  vec2 halfExtent = sqrt(uCut) * vec2(aChol.x, length(aChol.yz)) * uScale + 1.0;
+  // Axis-aligned half extents of the 1/255 ellipse (lattice.support_half_extents), plus half a pixel of margin.
+  vec2 halfExtent = sqrt(uCut) * vec2(aChol.x, length(aChol.yz)) * uScale + 0.5;
   vec2 pixel = (aMean - uOrigin) * uScale + aCorner * halfExtent;
   // Output row r lands on framebuffer row r, so readPixels returns rows top to bottom.
   gl_Position = vec4(pixel / uSize * 2.0 - 1.0, 0.0, 1.0);
