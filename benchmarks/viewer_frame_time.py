@@ -29,7 +29,7 @@ from workflows.viewer.server import ViewerServer
 
 
 def timing_field(size: int):
-    """A size x size LR field of a photo (astronaut, resized by whole-pixel box means or tiled as needed)."""
+    """A size x size LR field of astronaut (512x512, repeated for larger sizes), straight from its pixels."""
     photo = bundled_photo("astronaut").astype(np.float32)
     reps = -(-size // photo.shape[0])
     lr = np.tile(photo, (reps, reps, 1))[:size, :size]
@@ -58,7 +58,8 @@ def accuracy(driver, size: int = 24, scales=(2, 3.7, 8)) -> None:
 
     lr = bundled_photo("astronaut")[100:100 + size, 180:180 + size].astype(np.float32)
     field = field_from_image(torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1), k=2, sigma=0.45)
-    server = ViewerServer(content_for_field(field, lr, {"title": "accuracy"}))
+    content = content_for_field(field, lr, {"title": "accuracy"})
+    server = ViewerServer(content)
     server.start_background()
     open_viewer(driver, server.url)
     parts = []
@@ -71,12 +72,8 @@ def accuracy(driver, size: int = 24, scales=(2, 3.7, 8)) -> None:
             expected = render(field, scale=scale)[0].permute(1, 2, 0).numpy()
         parts.append(f"x{scale:g} {np.abs(got - expected).max() * 255:.2f}")
     server.shutdown()
-    print(f"page vs gaussian_field.render, {size}x{size} astronaut crop ({server_dtype(field, lr)}), max |diff| in "
-          f"8-bit levels: {', '.join(parts)}")
-
-
-def server_dtype(field, lr) -> str:
-    return f"sent as {content_for_field(field, lr, {}).packed.dtype}"
+    print(f"page vs gaussian_field.render, {size}x{size} astronaut crop (sent as {content.packed.dtype}), "
+          f"max |diff| in 8-bit levels: {', '.join(parts)}")
 
 
 def measure(args) -> None:

@@ -74,7 +74,7 @@ def reference_view(field, scale: float, origin, size) -> np.ndarray:
 
 
 def bicubic_view(lr: np.ndarray, scale: float, origin, size) -> np.ndarray:
-    """Keys bicubic (a = -0.5, edges repeated, black outside) of the 8-bit LR at the page's sample points, written out plainly."""
+    """Keys bicubic (a = -0.5, edges repeated, black outside) of the 8-bit LR at the page's sample points."""
     lr8 = np.round(lr * 255) / 255
 
     def weights(count, start, lr_count):

@@ -103,7 +103,8 @@ def test_float16_is_checked_on_a_centre_window_of_large_fields(photo):
 
 def test_serves_the_page_the_field_and_the_lr_image(server, field, lr):
     response, page = request(server, "GET", "/")
-    assert response.status == 200 and b"viewer.js" in page and response.getheader("Content-Type").startswith("text/html")
+    assert response.status == 200 and b"viewer.js" in page
+    assert response.getheader("Content-Type").startswith("text/html")
     for asset in ("/viewer.js", "/viewer.css", "/index.html"):
         assert request(server, "GET", asset)[0].status == 200
     header = json.loads(request(server, "GET", "/field.json?cache=1")[1])
