@@ -167,6 +167,27 @@ def test_drag_pans_by_the_dragged_distance(page):
     ActionChains(page).reset_actions()
 
 
+def test_two_finger_pinch_zooms_about_the_fingers_midpoint(page):
+    from selenium.webdriver.common.actions import interaction
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+    page.execute_script("p2g.setView(2, [-3, -2])")
+    before = view(page)
+    builder = ActionBuilder(page)
+    fingers = [builder.add_pointer_input(interaction.POINTER_TOUCH, f"finger{i}") for i in (1, 2)]
+    for finger, (start, end) in zip(fingers, [(200, 170), (260, 290)]):  # 60 px apart -> 120 px, midpoint 230
+        finger.create_pointer_move(x=start, y=150)
+        finger.create_pointer_down(button=0)
+        finger.create_pointer_move(x=end, y=150, duration=200)
+        finger.create_pointer_up(button=0)
+    builder.perform()
+    after = view(page)
+    assert after["scale"] == pytest.approx(2 * before["scale"], rel=1e-6)
+    for axis, at in ((0, 230), (1, 150)):  # the LR point between the fingers stays between them
+        point_before = before["origin"][axis] + at / before["scale"]
+        assert after["origin"][axis] + at / after["scale"] == pytest.approx(point_before, abs=1e-6)
+
+
 def test_split_view_shows_the_field_left_and_bicubic_right_on_the_canvas(page, field, lr):
     page.execute_script("p2g.setView(3, [-0.5, -0.25])")
     page.find_element("id", "split").click()
