@@ -30,6 +30,7 @@ VERBS = {
     "import-official": "workflows.import_official_cmd:command",
     "bench": "workflows.bench_cmd:command",
     "export": "workflows.export_cmd:command",
+    "view": "workflows.view_cmd:command",
 }
 
 #: Exceptions that mean "the input or the environment is wrong": one line, exit code 2, no traceback.
