@@ -48,6 +48,23 @@ def _given(ctx: click.Context, name: str) -> bool:
     return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
 
 
+def refuse_stale_dictionary(prior: str | None) -> None:
+    """A store's dictionary derived from statistics that no longer describe its crops is refused, as
+    `p2g prior-stats --reuse-stats` refuses those statistics."""
+    if not prior or not Path(prior).is_dir():
+        return
+    from dgp_fitting.prior_stats import is_current, load_statistics
+    from prior_store.statistics import has_statistics
+
+    if not has_statistics(prior):
+        return
+    stats = load_statistics(prior)
+    why = is_current(stats, prior, stats.summary["config"]["min_psnr"])
+    if why is not None:
+        raise ValueError(f"the dictionary in {prior} is out of date (its statistics: {why}); rerun "
+                         f"`p2g prior-stats --store {prior} --out DIR` to rebuild it")
+
+
 def describe(result: TrainResult, validating: bool | None = None) -> list[str]:
     """The lines printed when a run ends (`validating`: whether validation images were given; None if unknown)."""
     state = f"stopped at step {result.step} (resume with --resume)" if result.stopped_early else f"{result.step} steps"
@@ -134,6 +151,7 @@ def command(ctx: click.Context, more_images, prior, images, out_dir: Path, prese
     else:
         if not images:
             raise click.UsageError("give training images with --images DIR")
+        refuse_stale_dictionary(prior)
         result = train(TrainConfig(out=str(out_dir), **fields), **runtime)
     if int(os.environ.get("RANK", "0")) == 0:
         for line in describe(result, None if resume else bool(val_images)):
