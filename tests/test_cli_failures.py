@@ -285,3 +285,21 @@ def test_eval_report_keeps_non_utf8_names(tmp_path):
     assert [p.name for p in files] == ["per_image.csv", "summary.md"]
     assert r"caf\udce9.png" in (tmp_path / "per_image.csv").read_text(encoding="utf-8")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["per_image.csv", "summary.md"]  # no .partial left
+
+
+def test_train_refuses_a_store_dictionary_older_than_its_crops(tmp_path):
+    from prior_store import STATUS_PENDING, open_store
+    from tests.test_prior_stats import make_store
+
+    store = tmp_path / "prior.zarr"
+    make_store(store, crops=6, crop=32, chunk=2)
+    runner = CliRunner()
+    made = runner.invoke(cli, ["prior-stats", "--store", str(store), "--out", str(tmp_path / "o"), "--size", "9"])
+    assert made.exit_code == 0, made.output
+    open_store(store, mode="r+").group["crops/status"][4:6] = np.full(2, STATUS_PENDING, np.int8)  # 4 of 6 left
+    result = runner.invoke(cli, ["train", "--prior", str(store), "--images", str(tmp_path), "--out",
+                                 str(tmp_path / "run"), "--steps", "1", "--device", "cpu"])
+    assert one_error_line(result) == (
+        f"error: the dictionary in {store} is out of date (its statistics: they were computed from 6 crops, the "
+        f"store now has 4 usable ones); rerun `p2g prior-stats --store {store} --out DIR` to rebuild it")
+    assert not (tmp_path / "run").exists()

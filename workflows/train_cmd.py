@@ -76,6 +76,21 @@ def run_flags(params: dict, images: tuple) -> dict:
     if params["prior"] is not None and params["prior"] != "official":
         flags["prior"] = _absolute(params["prior"])
     return flags
+def refuse_stale_dictionary(prior: str | None) -> None:
+    """A store's dictionary derived from statistics that no longer describe its crops is refused, as
+    `p2g prior-stats --reuse-stats` refuses those statistics."""
+    if not prior or not Path(prior).is_dir():
+        return
+    from dgp_fitting.prior_stats import is_current, load_statistics
+    from prior_store.statistics import has_statistics
+
+    if not has_statistics(prior):
+        return
+    stats = load_statistics(prior)
+    why = is_current(stats, prior, stats.summary["config"]["min_psnr"])
+    if why is not None:
+        raise ValueError(f"the dictionary in {prior} is out of date (its statistics: {why}); rerun "
+                         f"`p2g prior-stats --store {prior} --out DIR` to rebuild it")
 
 
 def describe(result: TrainResult, validating: bool | None = None) -> list[str]:
@@ -191,6 +206,7 @@ def command(ctx: click.Context, more_images, prior, images, out_dir: Path, prese
     else:
         if not images:
             raise click.UsageError("give training images with --images DIR")
+        refuse_stale_dictionary(prior)
         config = TrainConfig(out=str(out_dir), **fields)  # checks every setting before anything is written
         written = None
         if int(os.environ.get("RANK", "0")) == 0 and not (out_dir / "last.pt").exists():
