@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from dgp_fitting.batch_size import auto_batch, spread
 from dgp_fitting.clusters import ClusterSpec, connect, local_gpu_index
 from dgp_fitting.crop_plan import plan_crops
 from dgp_fitting.fitting import FitConfig, crop_seed, fit_crops
@@ -199,14 +200,27 @@ def prepare_store(
     stride: int | None = None,
     crops_per_image: int | None = None,
     fit: FitConfig = FitConfig(),
-    batch: int | None = None,
+    batch: int | str | None = None,
     reference_scale: int = 4,
     k: int = 2,
+    batch_probe: Callable[[], int] | None = None,
+    workers: int = 1,
 ):
-    """Plan the crops and create the store, or reopen it after checking it was made the same way."""
+    """Plan the crops and create the store, or reopen it after checking it was made the same way.
+
+    `batch` None or "auto" on an existing store takes its chunk size; "auto" on a new one asks `batch_probe` (a
+    worker's `auto_batch`), else `auto_batch` for this process's device, and lowers it so that each of `workers`
+    gets a chunk.
+    """
     plan = plan_crops(images, crop, stride=stride, crops_per_image=crops_per_image, seed=fit.seed)
-    if batch is None:
-        batch = open_store(store_path).chunk_size if Path(store_path).exists() else DEFAULT_BATCH
+    if batch is None or batch == "auto":
+        if Path(store_path).exists():
+            batch = open_store(store_path).chunk_size
+        elif batch == "auto":
+            measured = batch_probe() if batch_probe is not None else auto_batch(crop, _worker_device("auto"))
+            batch = spread(measured, len(plan.boxes), workers)
+        else:
+            batch = DEFAULT_BATCH
     config = StoreConfig(crop_size=crop, chunk_size=batch, reference_scale=reference_scale, k=k,
                          fitting=fit.as_dict())
     store, _ = open_or_create(store_path, config, plan.sources, plan.boxes, plan.status, plan.reasons)
@@ -220,7 +234,7 @@ def run_prior_job(
     stride: int | None = None,
     crops_per_image: int | None = None,
     fit: FitConfig = FitConfig(),
-    batch: int | None = None,
+    batch: int | str | None = None,
     cluster: ClusterSpec = ClusterSpec(),
     device: str = "auto",
     progress: bool = True,
@@ -229,11 +243,52 @@ def run_prior_job(
 ) -> JobSummary:
     """Fit every crop of the corpus into the store (resuming it if it exists) and summarise the run.
 
-    `client` (a distributed.Client) overrides `cluster`: the job then runs on that client's cluster.
+    `client` (a distributed.Client) overrides `cluster`: the job then runs on that client's cluster. `batch`
+    "auto" sizes the chunks of a new store to a worker's device (`batch_size.auto_batch`), measured on a worker.
     """
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if isinstance(batch, str) and batch != "auto":
+        raise ValueError(f"batch must be a positive integer or 'auto', got {batch!r}")
+    if batch == "auto" and not Path(store_path).exists():  # a new store: its chunk size is measured on a worker
+        context = contextlib.nullcontext(client) if client is not None else connect(cluster, device)
+        with context as active:
+            workers = _wait_for_a_worker(active)
+            store = prepare_store(images, store_path, crop, stride, crops_per_image, fit, "auto",
+                                  batch_probe=lambda: _batch_on_a_worker(active, crop, device),
+                                  workers=max(workers, cluster.workers if client is None else 1))
+            echo(f"batch auto: {store.chunk_size} crops per chunk")
+            return _run_job(store, store_path, crop, device, progress, echo, active, client, cluster)
     store = prepare_store(images, store_path, crop, stride, crops_per_image, fit, batch)
+    return _run_job(store, store_path, crop, device, progress, echo, client, client, cluster)
+
+
+#: How long `--batch auto` waits for a first worker to measure its device (batch jobs may queue).
+AUTO_BATCH_WAIT_S = 600
+
+
+def _wait_for_a_worker(client) -> int:
+    try:
+        client.wait_for_workers(1, timeout=AUTO_BATCH_WAIT_S)
+    except TimeoutError as err:
+        raise ValueError(f"--batch auto: no worker started within {AUTO_BATCH_WAIT_S} s to measure its device; "
+                         "give --batch N instead") from err
+    return len(client.scheduler_info().get("workers", {}))
+
+
+def _auto_batch_here(crop: int, device: str) -> int:
+    return auto_batch(crop, _worker_device(device))
+
+
+def _batch_on_a_worker(client, crop: int, device: str) -> int:
+    """`auto_batch` measured on one worker (its device and free memory, not the client's)."""
+    first = sorted(client.scheduler_info()["workers"])[0]
+    return int(client.run(_auto_batch_here, crop, device, workers=[first])[first])
+
+
+def _run_job(store, store_path, crop: int, device: str, progress: bool, echo, active, client, cluster
+             ) -> JobSummary:
+    """Run the chunks that need work (connecting to `cluster` if `active` is None and there is work)."""
     status = store.status()
     boxes = np.asarray(store.read("crops/box"))
     todo = []
@@ -247,7 +302,7 @@ def run_prior_job(
     dashboard = None
     seconds = 0.0
     if todo:
-        context = contextlib.nullcontext(client) if client is not None else connect(cluster, device)
+        context = contextlib.nullcontext(active) if active is not None else connect(cluster, device)
         with context as active:
             dashboard = getattr(active, "dashboard_link", None)
             if dashboard and client is None:
