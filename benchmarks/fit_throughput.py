@@ -201,6 +201,53 @@ def compare_engines(args, fit: FitConfig) -> dict:
     return report
 
 
+def _engine_worker(rank: int, workers: int, args, fit: FitConfig, barrier, results) -> None:
+    """One process of `process_scaling`: fits its share of the crops with the current engine after a warm-up."""
+    torch.set_num_threads(args.threads)
+    try:
+        import numba
+
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:
+        pass
+    device = torch.device(args.device)
+    crops = photo_crops(args.crops, args.crop).to(device)
+    mine = crops[rank::workers]
+    batch = auto_batch(args.crop, device) if args.batch == "auto" else int(args.batch)
+    batch = max(1, min(batch, mine.shape[0]))
+    fit_crops(mine[:2], [0, 1], dataclasses.replace(fit, steps=2))
+    barrier.wait()
+    start = time.time()
+    for i in range(0, mine.shape[0], batch):
+        fit_crops(mine[i : i + batch], list(range(i, min(i + batch, mine.shape[0]))), fit)
+    _sync(device)
+    results.put((rank, start, time.time(), int(mine.shape[0]), batch))
+
+
+def process_scaling(args, fit: FitConfig, counts: list[int]) -> list[dict]:
+    """Crops/s of the current engine in 1, 2, ... worker processes sharing the device (crops dealt round-robin,
+    each process in batches of `--batch`, auto sized to the device's free memory when it starts), wall time from
+    a common start after every process has warmed up to the last process's end."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    rows = []
+    for workers in counts:
+        barrier, results = context.Barrier(workers), context.Queue()
+        procs = [context.Process(target=_engine_worker, args=(rank, workers, args, fit, barrier, results))
+                 for rank in range(workers)]
+        for proc in procs:
+            proc.start()
+        outcome = [results.get() for _ in procs]
+        for proc in procs:
+            proc.join()
+        wall = max(o[2] for o in outcome) - min(o[1] for o in outcome)
+        crops = sum(o[3] for o in outcome)
+        rows.append({"workers": workers, "crops": crops, "batch": [o[4] for o in sorted(outcome)], "seconds": wall,
+                     "crops_per_s": crops / wall, "mpx_per_s": crops * args.crop ** 2 / wall / 1e6})
+    return rows
+
+
 def format_engines(report: dict) -> list[str]:
     lines = [f"fitting engines on {report['device_name']} ({report['device']}, {report['threads']} torch threads): "
              f"{report['preset_steps']} steps, {report['crop']} px crops; load average "
@@ -225,6 +272,14 @@ def format_engines(report: dict) -> list[str]:
                            sorted(prof["shares"].items(), key=lambda kv: -kv[1]))
         lines.append(f"step phases, {name} (batch {prof['batch']}, {prof['steps']} steps, {prof['step_ms']:.1f} ms "
                      f"per step): {shares}")
+    for row in report.get("processes", []):
+        lines.append(f"current engine in {row['workers']} worker process(es) on the device: {row['crops']} crops "
+                     f"(batches {row['batch']}) in {row['seconds']:.2f} s = {row['crops_per_s']:.3f} crops/s, "
+                     f"{row['mpx_per_s']:.4f} HR Mpx/s")
+    rows = report.get("processes", [])
+    if len(rows) > 1:
+        lines.append(f"speed-up {rows[-1]['workers']} vs {rows[0]['workers']} worker processes: "
+                     f"{rows[-1]['crops_per_s'] / rows[0]['crops_per_s']:.2f}x")
     return lines
 
 
@@ -235,6 +290,8 @@ def warm_up(crop: int, device: str) -> None:
 
 def measure(workers: int, photos: Path, work: Path, args, fit) -> dict:
     from distributed import Client, LocalCluster
+
+    from dgp_fitting.prior_job import run_prior_job
 
     resources = {"GPU": 1} if args.device == "cuda" else None
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
@@ -287,6 +344,8 @@ def main() -> None:
     parser.add_argument("--previous-batch", type=int, default=8, help="--engines: the previous engine's batch")
     parser.add_argument("--profile-steps", type=int, default=20, help="--engines: steps of the phase profile")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch and numba")
+    parser.add_argument("--processes", type=int, nargs="+", metavar="N",
+                        help="--engines: also time the current engine in N worker processes sharing the device")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
@@ -310,6 +369,8 @@ def main() -> None:
     if args.engines:
         args.batch = args.batch or "auto"
         report = compare_engines(args, fit)
+        if args.processes:
+            report["processes"] = process_scaling(args, fit, args.processes)
         for line in format_engines(report):
             print(line)
         if args.json:

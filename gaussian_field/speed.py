@@ -247,11 +247,11 @@ def format_report(report: dict) -> list[str]:
     step = report.get("training_step")
     if step:
         lines.append(f"fitting step at a device-filling size, {step['batch']} crops of {step['out'][0]}x{step['out'][1]} "
-                     f"({step['lr'][0]}x{step['lr'][1]} fields at x{step['scale']:g}, {step['pixels'] / 1e6:.2f} Mpx), "
-                     f"{step['backend']}: forward {step['forward_s'] * 1e3:.2f} ms ({step['forward_mpix_per_s']:.1f} MP/s), "
-                     f"backward {step['backward_s'] * 1e3:.2f} ms ({step['backward_mpix_per_s']:.1f} MP/s, "
-                     f"{step['backward_over_forward']:.1f}x the forward); {step['step_mpix_per_s']:.1f} MP/s per step, "
-                     f"i.e. {step['step_mpix_per_s'] / 500:.3f} Mpx/s fitted at 500 steps")
+                     f"({step['lr'][0]}x{step['lr'][1]} fields at x{step['scale']:g}, {step['pixels'] / 1e6:.3g} Mpx), "
+                     f"{step['backend']}: forward {step['forward_s'] * 1e3:.2f} ms ({step['forward_mpix_per_s']:.3g} MP/s), "
+                     f"backward {step['backward_s'] * 1e3:.2f} ms ({step['backward_mpix_per_s']:.3g} MP/s, "
+                     f"{step['backward_over_forward']:.1f}x the forward); {step['step_mpix_per_s']:.3g} MP/s per step, "
+                     f"i.e. {step['step_mpix_per_s'] / 500:.3g} Mpx/s fitted at 500 steps")
     for check in report.get("targets", []):
         value = f"{check['value'] * 1e3:.2f} ms" if check["unit"] == "s" else f"{check['value']:.1f}x"
         lines.append(f"target: {check['what']}: measured {value} -> {'met' if check['met'] else 'NOT met'}")
