@@ -1,40 +1,298 @@
-"""Prior-fitting throughput: crops per second and PSNR of `p2g fit-prior` on CPU, 1 worker vs 2 workers.
+"""Prior-fitting throughput: the fitting engine against the previous one, and `p2g fit-prior` on 1 vs 2 workers.
 
-Fits crops of the photographs bundled with scikit-image through the real job (LocalCluster, one thread per
-worker, the store written by the workers). Every worker first fits a tiny random crop so that imports and JIT
-compilation are not counted; the measured time runs from the first task to the last result. Timings on a
-shared machine are noisy: compare the two rows of one run, not numbers across runs.
+`--engines` (in this process, on photo crops of the images bundled with scikit-image, 8-bit as the job reads them):
+the previous engine (kept below as `previous_fit_crops`: a host read of the loss every step, Adam's for-loop, batches
+of `--previous-batch`) against `dgp_fitting.fitting.fit_crops` in batches of `--batch` (default auto), on the same
+crops in one run. Per engine: crops/s, HR Mpx/s, median and 5th-percentile PSNR, the largest per-crop PSNR difference
+to the previous engine, the share of step time per phase (a short profiled run that synchronises the device
+between phases), and the device-hours the paper's corpus (40,000 images of 2.8 Mpx) would take at that rate,
+beside the paper's 700 GPU-hours. `--json FILE` writes every figure.
 
-    python benchmarks/fit_throughput.py [--preset demo] [--crop 64] [--crops-per-image 4] [--workers 1 2]
+Default mode: the real job (LocalCluster, one thread per worker, the store written by the workers) on 1 and on 2
+workers; every worker first fits a tiny crop so that imports and JIT compilation are not counted, and the time runs
+from the first task to the last result. Timings on a shared machine are noisy: compare rows of one run only.
+
+    python benchmarks/fit_throughput.py --engines [--device cpu] [--preset demo] [--crop 64] [--crops 64]
+    python benchmarks/fit_throughput.py [--preset demo] [--crop 64] [--crops-per-image 4] [--workers 1 2] [--batch auto]
     python benchmarks/fit_throughput.py --curve 25 50 100 200 500 1000   # PSNR vs steps, in-process
-    python benchmarks/fit_throughput.py --device cuda --workers 1 --preset quality --crop 128   # on a GPU machine
+    python benchmarks/fit_throughput.py --engines --device cuda --preset quality --crops 2048 --previous-crops 64
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
 import tempfile
 import time
 from pathlib import Path
 
-from distributed import Client, LocalCluster
+import numpy as np
+import torch
 
-from dgp_fitting.fitting import FIT_PRESETS
-from dgp_fitting.prior_job import run_prior_job
-from workflows.demo_assets import write_demo_photos
+from dgp_fitting.batch_size import auto_batch
+from dgp_fitting.fitting import (FIT_PRESETS, CropFieldParams, FitConfig, FitResult, PhaseTimer, _lr_factor,
+                                 _scatter, fit_crops, psnr_of)
+from gaussian_field import GaussianField, render
+from workflows.demo_assets import DEMO_CROPS, bundled_photo, write_demo_photos
+
+#: The paper's corpus and its fitting cost (ContinuousSR: ~40,000 HR photos of DIV2K size, 700+ GPU-hours).
+PAPER_IMAGES = 40_000
+PAPER_MPX_PER_IMAGE = 2.8
+PAPER_GPU_HOURS = 700.0
+
+
+# ---- the previous engine, kept as it was so that both run in one benchmark ------------------------------------
+
+class _PreviousParams(CropFieldParams):
+    """The previous bounded map (no sanitising of raw values: a diverged crop had to leave the batch at once)."""
+
+    def field(self) -> GaussianField:
+        cfg = self.config
+        means = self.base + torch.tanh(self.offset_raw)
+        d11, c21, d22 = self.chol_raw.unbind(-1)
+        span = cfg.chol_max - cfg.chol_min
+        chol = torch.stack([cfg.chol_min + span * torch.sigmoid(d11), cfg.chol_max * torch.tanh(c21),
+                            cfg.chol_min + span * torch.sigmoid(d22)], -1)
+        return GaussianField(means, chol, self.colors, self.h, self.w, self.k, validate=False)
+
+
+def previous_fit_crops(crops, seeds, config: FitConfig, scale: int = 4, k: int = 2, backend: str = "auto",
+                       timer: PhaseTimer | None = None) -> FitResult:
+    """The previous engine: stops at the first non-finite loss and refits the batch without the diverged crops."""
+    bsz = crops.shape[0]
+    finite = torch.isfinite(crops).flatten(1).all(1).tolist()
+    failed = ["" if ok else "crop has NaN or infinite pixels" for ok in finite]
+    active = [i for i in range(bsz) if finite[i]]
+    result = None
+    while active:
+        result, bad = _previous_fit_once(crops[active], [seeds[i] for i in active], config, scale, k, backend, timer)
+        if not bad:
+            break
+        for j in bad:
+            failed[active[j]] = "fit diverged (non-finite loss)"
+        active = [i for j, i in enumerate(active) if j not in bad]
+        result = None
+    return _scatter(result, active, failed, crops, config, scale, k)
+
+
+def _previous_fit_once(crops, seeds, config, scale, k, backend, timer):
+    params = _PreviousParams(crops, config, seeds, scale, k)
+    size = (crops.shape[2], crops.shape[3])
+    optimiser = torch.optim.Adam([{"params": [params.offset_raw, params.chol_raw], "lr": config.lr},
+                                  {"params": [params.colors], "lr": config.color_lr}])
+    base_lrs = [group["lr"] for group in optimiser.param_groups]
+    lap = timer.lap if timer is not None else (lambda name: None)
+    for step in range(config.steps):
+        factor = _lr_factor(step, config)
+        for group, base_lr in zip(optimiser.param_groups, base_lrs):
+            group["lr"] = base_lr * factor
+        lap("python")
+        field = params.field()
+        lap("parametrisation")
+        if timer is not None:  # the render's inputs as leaves, so that its backward is timed on its own
+            leaves = [t.detach().requires_grad_(True) for t in (field.means, field.chol, field.colors)]
+            rendered = render(GaussianField(*leaves, field.h, field.w, field.k, validate=False), size=size,
+                              backend=backend)
+        else:
+            rendered = render(field, size=size, backend=backend)
+        lap("render forward")
+        diff = rendered - crops
+        per_crop = (diff.abs() if config.loss == "l1" else diff * diff).flatten(1).mean(1)
+        lap("loss")
+        finite = torch.isfinite(per_crop)
+        if not bool(finite.all()):
+            return None, [int(i) for i in torch.nonzero(~finite).flatten()]
+        lap("divergence check (host read)")
+        optimiser.zero_grad(set_to_none=True)
+        if timer is not None:
+            grads = torch.autograd.grad(per_crop.sum(), leaves)
+            lap("render backward")
+            torch.autograd.backward([field.means, field.chol, field.colors], grads)
+            lap("parametrisation")
+        else:
+            per_crop.sum().backward()
+        optimiser.step()
+        lap("adam")
+    with torch.no_grad():
+        field = params.field()
+        psnr = psnr_of(render(field, size=size, backend=backend), crops)
+    bad = [int(i) for i in torch.nonzero(~torch.isfinite(psnr)).flatten()]
+    if bad:
+        return None, bad
+    return (field.means.detach(), field.chol.detach(), field.colors.detach(), psnr), []
+
+
+# ---- engines compared in one run --------------------------------------------------------------------------------
+
+def photo_crops(count: int, size: int) -> torch.Tensor:
+    """`count` crops of `size` px from the six demo photos (256 px each), on a grid with overlap as needed, as
+    8-bit values (what the job reads from the PNG files)."""
+    photos = [bundled_photo(name)[rows, cols] for name, rows, cols in DEMO_CROPS]
+    per_photo = -(-count // len(photos))
+    side = max(1, int(np.ceil(np.sqrt(per_photo))))
+    span = photos[0].shape[0] - size
+    starts = [round(i * span / max(1, side - 1)) for i in range(side)]
+    crops = [p[t : t + size, l : l + size] for p in photos for t in starts for l in starts][:count]
+    arr = np.round(np.stack(crops) * 255) / 255
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().contiguous()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_engine(fit_fn, crops: torch.Tensor, batch: int, config: FitConfig) -> dict:
+    """Fit every crop in batches of `batch` with `fit_fn`; wall time, PSNR per crop."""
+    seeds = list(range(crops.shape[0]))
+    _sync(crops.device)
+    start = time.perf_counter()
+    psnr = []
+    for i in range(0, crops.shape[0], batch):
+        psnr.append(fit_fn(crops[i : i + batch], seeds[i : i + batch], config).psnr)
+    _sync(crops.device)
+    seconds = time.perf_counter() - start
+    psnr = torch.cat(psnr).numpy()
+    pixels = crops.shape[0] * crops.shape[2] * crops.shape[3]
+    mpx_s = pixels / seconds / 1e6
+    return {"crops": int(crops.shape[0]), "batch": batch, "seconds": seconds, "crops_per_s": crops.shape[0] / seconds,
+            "mpx_per_s": mpx_s, "psnr": psnr.tolist(), "psnr_median": float(np.median(psnr)),
+            "psnr_p5": float(np.percentile(psnr, 5)),
+            "paper_corpus_device_hours": PAPER_IMAGES * PAPER_MPX_PER_IMAGE / mpx_s / 3600}
+
+
+def profile_engine(fit_fn, crops: torch.Tensor, batch: int, config: FitConfig, steps: int) -> dict:
+    """Share of step time per phase over `steps` steps of one batch (device synchronised between phases)."""
+    timer = PhaseTimer(crops.device)
+    fit_fn(crops[:batch], list(range(min(batch, crops.shape[0]))), dataclasses.replace(config, steps=steps),
+           timer=timer)
+    total = sum(timer.seconds.values())
+    return {"steps": steps, "batch": min(batch, crops.shape[0]), "step_ms": total / steps * 1e3,
+            "shares": timer.shares()}
+
+
+def compare_engines(args, fit: FitConfig) -> dict:
+    device = torch.device(args.device)
+    crops = photo_crops(args.crops, args.crop).to(device)
+    batch = auto_batch(args.crop, device) if args.batch == "auto" else int(args.batch)
+    batch = min(batch, crops.shape[0])
+    previous_crops = crops[: args.previous_crops or crops.shape[0]]
+    warm = dataclasses.replace(fit, steps=2)
+    fit_crops(crops[:2], [0, 1], warm)  # kernel compilation and caches stay out of both timings
+    previous_fit_crops(crops[:2], [0, 1], warm)
+    report = {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+              else "cpu", "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
+              "preset_steps": fit.steps, "crop": args.crop, "config": fit.as_dict()}
+    previous = run_engine(previous_fit_crops, previous_crops, args.previous_batch, fit)
+    new = run_engine(fit_crops, crops, batch, fit)
+    count = previous_crops.shape[0]
+    delta = np.abs(np.array(new["psnr"][:count]) - np.array(previous["psnr"]))
+    new["max_abs_psnr_diff_to_previous"] = float(delta.max())
+    new["crops_within_0.05_dB"] = int((delta <= 0.05).sum())
+    new["compared_crops"] = count
+    report["previous"], report["new"] = previous, new
+    report["speedup_crops_per_s"] = new["crops_per_s"] / previous["crops_per_s"]
+    report["profile"] = {"previous": profile_engine(previous_fit_crops, crops, args.previous_batch, fit,
+                                                    args.profile_steps),
+                         "new": profile_engine(fit_crops, crops, batch, fit, args.profile_steps)}
+    report["load_average_after"] = os.getloadavg()
+    return report
+
+
+def _engine_worker(rank: int, workers: int, args, fit: FitConfig, barrier, results) -> None:
+    """One process of `process_scaling`: fits its share of the crops with the current engine after a warm-up."""
+    torch.set_num_threads(args.threads)
+    try:
+        import numba
+
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:
+        pass
+    device = torch.device(args.device)
+    crops = photo_crops(args.crops, args.crop).to(device)
+    mine = crops[rank::workers]
+    batch = auto_batch(args.crop, device) if args.batch == "auto" else int(args.batch)
+    batch = max(1, min(batch, mine.shape[0]))
+    fit_crops(mine[:2], [0, 1], dataclasses.replace(fit, steps=2))
+    barrier.wait()
+    start = time.time()
+    for i in range(0, mine.shape[0], batch):
+        fit_crops(mine[i : i + batch], list(range(i, min(i + batch, mine.shape[0]))), fit)
+    _sync(device)
+    results.put((rank, start, time.time(), int(mine.shape[0]), batch))
+
+
+def process_scaling(args, fit: FitConfig, counts: list[int]) -> list[dict]:
+    """Crops/s of the current engine in 1, 2, ... worker processes sharing the device (crops dealt round-robin,
+    each process in batches of `--batch`, auto sized to the device's free memory when it starts), wall time from
+    a common start after every process has warmed up to the last process's end."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    rows = []
+    for workers in counts:
+        barrier, results = context.Barrier(workers), context.Queue()
+        procs = [context.Process(target=_engine_worker, args=(rank, workers, args, fit, barrier, results))
+                 for rank in range(workers)]
+        for proc in procs:
+            proc.start()
+        outcome = [results.get() for _ in procs]
+        for proc in procs:
+            proc.join()
+        wall = max(o[2] for o in outcome) - min(o[1] for o in outcome)
+        crops = sum(o[3] for o in outcome)
+        rows.append({"workers": workers, "crops": crops, "batch": [o[4] for o in sorted(outcome)], "seconds": wall,
+                     "crops_per_s": crops / wall, "mpx_per_s": crops * args.crop ** 2 / wall / 1e6})
+    return rows
+
+
+def format_engines(report: dict) -> list[str]:
+    lines = [f"fitting engines on {report['device_name']} ({report['device']}, {report['threads']} torch threads): "
+             f"{report['preset_steps']} steps, {report['crop']} px crops; load average "
+             f"{report['load_average'][0]:.1f} before, {report['load_average_after'][0]:.1f} after",
+             f"{'engine':>9} {'crops':>6} {'batch':>6} {'seconds':>8} {'crops/s':>8} {'HR Mpx/s':>9} "
+             f"{'PSNR med':>9} {'PSNR p5':>8} {'paper corpus':>14}"]
+    for name in ("previous", "new"):
+        r = report[name]
+        lines.append(f"{name:>9} {r['crops']:>6} {r['batch']:>6} {r['seconds']:>8.2f} {r['crops_per_s']:>8.3f} "
+                     f"{r['mpx_per_s']:>9.4f} {r['psnr_median']:>9.2f} {r['psnr_p5']:>8.2f} "
+                     f"{r['paper_corpus_device_hours']:>10.0f} h")
+    new = report["new"]
+    lines.append(f"new vs previous: {report['speedup_crops_per_s']:.2f}x crops/s; per-crop PSNR difference over "
+                 f"{new['compared_crops']} crops: max {new['max_abs_psnr_diff_to_previous']:.4f} dB, "
+                 f"{new['crops_within_0.05_dB']} within 0.05 dB")
+    lines.append(f"paper corpus ({PAPER_IMAGES} images x {PAPER_MPX_PER_IMAGE} Mpx) at the new rate: "
+                 f"{new['paper_corpus_device_hours']:.0f} device-hours per device (paper: {PAPER_GPU_HOURS:.0f} "
+                 f"GPU-hours; target <= {PAPER_GPU_HOURS / 20:.0f})")
+    for name in ("previous", "new"):
+        prof = report["profile"][name]
+        shares = ", ".join(f"{phase} {share * 100:.0f}%" for phase, share in
+                           sorted(prof["shares"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"step phases, {name} (batch {prof['batch']}, {prof['steps']} steps, {prof['step_ms']:.1f} ms "
+                     f"per step): {shares}")
+    for row in report.get("processes", []):
+        lines.append(f"current engine in {row['workers']} worker process(es) on the device: {row['crops']} crops "
+                     f"(batches {row['batch']}) in {row['seconds']:.2f} s = {row['crops_per_s']:.3f} crops/s, "
+                     f"{row['mpx_per_s']:.4f} HR Mpx/s")
+    rows = report.get("processes", [])
+    if len(rows) > 1:
+        lines.append(f"speed-up {rows[-1]['workers']} vs {rows[0]['workers']} worker processes: "
+                     f"{rows[-1]['crops_per_s'] / rows[0]['crops_per_s']:.2f}x")
+    return lines
 
 
 def warm_up(crop: int, device: str) -> None:
-    import torch
-
-    from dgp_fitting.fitting import FitConfig, fit_crops
-
     crops = torch.rand(1, 3, crop, crop, device="cuda" if device == "cuda" else "cpu")
     fit_crops(crops, [0], FitConfig(steps=2))
 
 
 def measure(workers: int, photos: Path, work: Path, args, fit) -> dict:
+    from distributed import Client, LocalCluster
+
+    from dgp_fitting.prior_job import run_prior_job
+
     resources = {"GPU": 1} if args.device == "cuda" else None
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                       resources=resources) as cluster, Client(cluster) as client:
@@ -43,7 +301,9 @@ def measure(workers: int, photos: Path, work: Path, args, fit) -> dict:
         summary = run_prior_job([photos], work / f"bench{workers}.zarr", crop=args.crop,
                                 crops_per_image=args.crops_per_image, fit=fit, batch=args.batch, client=client,
                                 device=args.device, progress=False)
+    pixels = summary.fitted * args.crop * args.crop
     return {"workers": workers, "crops": summary.fitted, "seconds": summary.seconds,
+            "mpx_per_s": pixels / summary.seconds / 1e6 if summary.seconds else 0.0,
             "crops_per_s": summary.crops_per_second, "psnr_median": summary.psnr_median, "psnr_p5": summary.psnr_p5}
 
 
@@ -54,12 +314,6 @@ CURVE_CROPS = tuple((name, 60 + 37 * i, 100 + 23 * i) for i, name in enumerate(
 
 def psnr_curve(steps_list: list[int], size: int = 64) -> None:
     """PSNR and Cholesky percentiles after N steps of the quality preset's settings, in this process."""
-    import numpy as np
-    import torch
-
-    from dgp_fitting.fitting import FitConfig, fit_crops
-    from workflows.demo_assets import bundled_photo
-
     torch.set_num_threads(1)
     crops = np.stack([bundled_photo(n)[t : t + size, l : l + size] for n, t, l in CURVE_CROPS])
     crops = torch.from_numpy(crops).permute(0, 3, 1, 2).float().contiguous()
@@ -80,7 +334,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="override the preset's steps")
     parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--crops-per-image", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch", default=None,
+                        help="crops per batch: a number or auto [default: auto with --engines, else 4]")
+    parser.add_argument("--engines", action="store_true",
+                        help="compare the previous fitting engine with the current one in this process")
+    parser.add_argument("--crops", type=int, default=64, help="--engines: crops fitted by the current engine")
+    parser.add_argument("--previous-crops", type=int,
+                        help="--engines: fit only the first N of them with the previous engine [default: all]")
+    parser.add_argument("--previous-batch", type=int, default=8, help="--engines: the previous engine's batch")
+    parser.add_argument("--profile-steps", type=int, default=20, help="--engines: steps of the phase profile")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch and numba")
+    parser.add_argument("--processes", type=int, nargs="+", metavar="N",
+                        help="--engines: also time the current engine in N worker processes sharing the device")
+    parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="cuda: each worker gets a GPU (worker i uses GPU i modulo the GPUs seen)")
@@ -93,6 +359,25 @@ def main() -> None:
     fit = FIT_PRESETS[args.preset]
     if args.steps is not None:
         fit = dataclasses.replace(fit, steps=args.steps)
+    torch.set_num_threads(args.threads)
+    try:
+        import numba
+
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:
+        pass
+    if args.engines:
+        args.batch = args.batch or "auto"
+        report = compare_engines(args, fit)
+        if args.processes:
+            report["processes"] = process_scaling(args, fit, args.processes)
+        for line in format_engines(report):
+            print(line)
+        if args.json:
+            args.json.write_text(json.dumps(report))
+        return
+    batch = "auto" if args.batch == "auto" else int(args.batch or 4)
+    args.batch = batch
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         photos = work / "photos"
@@ -100,14 +385,17 @@ def main() -> None:
         print(f"fit-prior throughput on {args.device}: preset {args.preset} ({fit.steps} steps), {args.crop} px crops, "
               f"{args.crops_per_image} per photo x {len(list(photos.iterdir()))} photos, batch {args.batch}")
         rows = [measure(w, photos, work, args, fit) for w in args.workers]
-    print(f"{'workers':>7} {'crops':>6} {'seconds':>8} {'crops/s':>8} {'PSNR median':>12} {'PSNR p5':>8}")
+    print(f"{'workers':>7} {'crops':>6} {'seconds':>8} {'crops/s':>8} {'HR Mpx/s':>9} {'PSNR median':>12} "
+          f"{'PSNR p5':>8}")
     for r in rows:
-        print(f"{r['workers']:>7} {r['crops']:>6} {r['seconds']:>8.2f} {r['crops_per_s']:>8.3f} "
+        print(f"{r['workers']:>7} {r['crops']:>6} {r['seconds']:>8.2f} {r['crops_per_s']:>8.3f} {r['mpx_per_s']:>9.4f} "
               f"{r['psnr_median']:>12.2f} {r['psnr_p5']:>8.2f}")
     if len(rows) > 1:
         base = rows[0]["crops_per_s"]
         for r in rows[1:]:
             print(f"speed-up {r['workers']} vs {rows[0]['workers']} workers: {r['crops_per_s'] / base:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps({"device": args.device, "rows": rows, "load_average": os.getloadavg()}))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ def _report(args) -> dict:
     except ImportError as err:
         import torch
 
-        from gaussian_field.speed import benchmark_field, gradient_speed, render_speed, report_header, target_checks
+        from gaussian_field.speed import (benchmark_field, gradient_speed, render_speed, report_header, target_checks,
+                                          training_step_speed)
 
         device = torch.device(args.device)
         field = benchmark_field(args.size, device=device)
@@ -31,10 +32,13 @@ def _report(args) -> dict:
         report["multi_scale"] = {"skipped": f"needs the p2g command line and the model package ({err})"}
         if not args.no_gradients:
             report["gradients"] = gradient_speed(benchmark_field(32, device=device, batch=2), 4.0)
+            crops = args.step_batch or (1024 if device.type == "cuda" else 8)
+            report["training_step"] = training_step_speed(benchmark_field(16, device=device, batch=crops), 4.0,
+                                                          repeats=args.repeats)
         report["targets"] = target_checks(report)
         return report
     return bench_report(args.device, args.size, scales, args.repeats, None if args.no_multi_scale else args.multi_lr,
-                        gradients=not args.no_gradients)
+                        gradients=not args.no_gradients, step_batch=args.step_batch)
 
 
 def triton_tiles(args) -> dict:
@@ -73,7 +77,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--multi-lr", type=int, default=64, help="LR size for the 40-scale figure")
     parser.add_argument("--no-multi-scale", action="store_true")
-    parser.add_argument("--no-gradients", action="store_true", help="leave out the training-step figure")
+    parser.add_argument("--no-gradients", action="store_true", help="leave out the training-step figures")
+    parser.add_argument("--step-batch", type=int,
+                        help="crops of 64 px in the device-filling fitting-step figure [default: 8 cpu, 1024 cuda]")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--out", type=Path, help="also write the JSON report to this file")
     parser.add_argument("--triton-tiles", help="also time the Triton forward at x4 with these tiles, e.g. "

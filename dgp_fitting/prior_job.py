@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from dgp_fitting.batch_size import auto_batch, spread
 from dgp_fitting.clusters import ClusterSpec, connect, local_gpu_index
 from dgp_fitting.corpus_check import check_store_before_resume, record_files, refuse_unencodable
 from dgp_fitting.crop_plan import plan_crops
@@ -204,18 +205,31 @@ def prepare_store(
     stride: int | None = None,
     crops_per_image: int | None = None,
     fit: FitConfig = FitConfig(),
-    batch: int | None = None,
+    batch: int | str | None = None,
     reference_scale: int = 4,
     k: int = 2,
     refit_changed: bool = False,
     echo: Callable[[str], None] = print,
+    batch_probe: Callable[[], int] | None = None,
+    workers: int = 1,
 ):
     """Plan the crops and create the store, or reopen it after checking it was made the same way, mending
-    damaged chunks and checking that its images did not change (`dgp_fitting.corpus_check`)."""
+    damaged chunks and checking that its images did not change (`dgp_fitting.corpus_check`).
+
+    `batch` None or "auto" on an existing store takes its chunk size; "auto" on a new one asks `batch_probe` (a
+    worker's `auto_batch`), else `auto_batch` for this process's device, and lowers it so that each of `workers`
+    gets a chunk.
+    """
     plan = plan_crops(images, crop, stride=stride, crops_per_image=crops_per_image, seed=fit.seed)
     refuse_unencodable(plan.sources)
-    if batch is None:
-        batch = open_store(store_path).chunk_size if Path(store_path).exists() else DEFAULT_BATCH
+    if batch is None or batch == "auto":
+        if store_exists(store_path):
+            batch = open_store(store_path).chunk_size
+        elif batch == "auto":
+            measured = batch_probe() if batch_probe is not None else auto_batch(crop, _worker_device("auto"))
+            batch = spread(measured, len(plan.boxes), workers)
+        else:
+            batch = DEFAULT_BATCH
     config = StoreConfig(crop_size=crop, chunk_size=batch, reference_scale=reference_scale, k=k,
                          fitting=fit.as_dict())
     if not store_exists(store_path):
@@ -234,7 +248,7 @@ def run_prior_job(
     stride: int | None = None,
     crops_per_image: int | None = None,
     fit: FitConfig = FitConfig(),
-    batch: int | None = None,
+    batch: int | str | None = None,
     cluster: ClusterSpec = ClusterSpec(),
     device: str = "auto",
     progress: bool = True,
@@ -245,10 +259,13 @@ def run_prior_job(
     """Fit every crop of the corpus into the store (resuming it if it exists) and summarise the run.
 
     `client` (a distributed.Client) overrides `cluster`: the job then runs on that client's cluster. One job
-    per store at a time (`prior_store.lock`); a resumed store is verified and mended first.
+    per store at a time (`prior_store.lock`); a resumed store is verified and mended first. `batch` "auto" sizes
+    the chunks of a new store to a worker's device (`batch_size.auto_batch`), measured on a worker.
     """
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if isinstance(batch, str) and batch != "auto":
+        raise ValueError(f"batch must be a positive integer or 'auto', got {batch!r}")
     check_fit_config(fit)
     if device == "cuda" and client is None and cluster.kind == "local" and not cluster.scheduler \
             and not torch.cuda.is_available():
@@ -270,8 +287,47 @@ def check_fit_config(fit: FitConfig) -> None:
 
 def _run_locked(images, store_path, crop, stride, crops_per_image, fit, batch, cluster, device, progress, echo,
                 client, refit_changed) -> JobSummary:
+    if batch == "auto" and not store_exists(store_path):  # a new store: its chunk size is measured on a worker
+        context = contextlib.nullcontext(client) if client is not None else connect(cluster, device)
+        with context as active:
+            workers = _wait_for_a_worker(active)
+            store = prepare_store(images, store_path, crop, stride, crops_per_image, fit, "auto",
+                                  refit_changed=refit_changed, echo=echo,
+                                  batch_probe=lambda: _batch_on_a_worker(active, crop, device),
+                                  workers=max(workers, cluster.workers if client is None else 1))
+            echo(f"batch auto: {store.chunk_size} crops per chunk")
+            return _run_job(store, store_path, crop, device, progress, echo, active, client, cluster)
     store = prepare_store(images, store_path, crop, stride, crops_per_image, fit, batch,
                           refit_changed=refit_changed, echo=echo)
+    return _run_job(store, store_path, crop, device, progress, echo, client, client, cluster)
+
+
+#: How long `--batch auto` waits for a first worker to measure its device (batch jobs may queue).
+AUTO_BATCH_WAIT_S = 600
+
+
+def _wait_for_a_worker(client) -> int:
+    try:
+        client.wait_for_workers(1, timeout=AUTO_BATCH_WAIT_S)
+    except TimeoutError as err:
+        raise ValueError(f"--batch auto: no worker started within {AUTO_BATCH_WAIT_S} s to measure its device; "
+                         "give --batch N instead") from err
+    return len(client.scheduler_info().get("workers", {}))
+
+
+def _auto_batch_here(crop: int, device: str) -> int:
+    return auto_batch(crop, _worker_device(device))
+
+
+def _batch_on_a_worker(client, crop: int, device: str) -> int:
+    """`auto_batch` measured on one worker (its device and free memory, not the client's)."""
+    first = sorted(client.scheduler_info()["workers"])[0]
+    return int(client.run(_auto_batch_here, crop, device, workers=[first])[first])
+
+
+def _run_job(store, store_path, crop: int, device: str, progress: bool, echo, active, client, cluster
+             ) -> JobSummary:
+    """Run the chunks that need work (connecting to `cluster` if `active` is None and there is work)."""
     status = store.status()
     boxes = np.asarray(store.read("crops/box"))
     todo = []
@@ -285,7 +341,7 @@ def _run_locked(images, store_path, crop, stride, crops_per_image, fit, batch, c
     dashboard = None
     seconds = 0.0
     if todo:
-        context = contextlib.nullcontext(client) if client is not None else connect(cluster, device)
+        context = contextlib.nullcontext(active) if active is not None else connect(cluster, device)
         with context as active:
             dashboard = getattr(active, "dashboard_link", None)
             if dashboard and client is None:

@@ -165,15 +165,17 @@ def forward_kernel(means_ptr, chol_ptr, colors_ptr, reach_ptr, out_ptr,
     tl.store(out + 2 * plane, acc2, mask=store)
 
 
-@triton.jit(do_not_specialize=["NPER", "KW", "R", "W", "ROW0", "RMAX", "CMAX", "s_h_bits", "s_w_bits", "cut_bits"])
+@triton.jit(do_not_specialize=["NPER", "KW", "R", "W", "ROW0", "s_h_bits", "s_w_bits", "cut_bits"])
 def backward_kernel(means_ptr, chol_ptr, colors_ptr, grad_ptr,
                     row_start_ptr, row_stop_ptr, col_start_ptr, col_stop_ptr,
-                    grad_means_ptr, grad_chol_ptr, grad_colors_ptr,
-                    NPER, KW, R, W, ROW0, RMAX, CMAX,
+                    grad_means_ptr, grad_chol_ptr, grad_colors_ptr, longest_ptr,
+                    NPER, KW, R, W, ROW0,
                     s_h_bits, s_w_bits, cut_bits,
                     BLOCK: tl.constexpr, F64: tl.constexpr):
     """Gradients of sum(grad * render) for a block of Gaussians; each lane loops over the output pixels whose
-    neighbourhood holds its Gaussian (rows [row_start, row_stop) of its lattice row, likewise for columns).
+    neighbourhood holds its Gaussian (rows [row_start, row_stop) of its lattice row, likewise for columns). The
+    loops run to the longest runs, read from `longest_ptr` (2 int32 on the device: rows, columns), so the host
+    never waits for them.
 
     With w = exp(-m/2) and G = sum_ch g_ch c_ch: dm = -w G / 2, gz2 = 2 dm z2, gz1 = 2 dm z1 - gz2 l21 / l22;
     then d/d(mean_x) = -gz1 / l11, d/dl11 = -gz1 z1 / l11, d/d(mean_y) = -gz2 / l22, d/dl21 = -gz2 z1 / l22,
@@ -217,6 +219,8 @@ def backward_kernel(means_ptr, chol_ptr, colors_ptr, grad_ptr,
     g_c1 = tl.zeros([BLOCK], dtype=mx.dtype)
     g_c2 = tl.zeros([BLOCK], dtype=mx.dtype)
     plane = R * W
+    RMAX = tl.load(longest_ptr)
+    CMAX = tl.load(longest_ptr + 1)
     for i in range(0, RMAX):
         r = rs + i
         r_ok = valid & (r < re)

@@ -162,6 +162,37 @@ def gradient_speed(field: GaussianField, scale: float = 4.0, backends: Sequence[
     return result
 
 
+def training_step_speed(field: GaussianField, scale: float = 4.0, backend: str = "auto", repeats: int = 5) -> dict:
+    """A fitting step's rendering at a size that fills the device (a batch of crop-sized fields): the forward
+    (render + squared-error loss, graph kept) and the backward (gradients of the three field tensors) timed apart,
+    each synchronised, medians over `repeats` after one untimed step; megapixels per second of each."""
+    device = field.device
+    height, width = output_size_for(field.lr_size, scale)
+    target = torch.rand(field.batch_size, 3, height, width, generator=torch.Generator().manual_seed(1)).to(device)
+    params = [t.detach().clone().requires_grad_(True) for t in (field.means, field.chol, field.colors)]
+    leaf_field = GaussianField(*params, field.h, field.w, field.k, validate=False)
+    forward_s, backward_s = [], []
+    for i in range(repeats + 1):
+        _sync(device)
+        start = time.perf_counter()
+        loss = (render(leaf_field, size=(height, width), backend=backend) - target).square().flatten(1).mean(1).sum()
+        _sync(device)
+        middle = time.perf_counter()
+        torch.autograd.grad(loss, params)
+        _sync(device)
+        end = time.perf_counter()
+        if i:
+            forward_s.append(middle - start)
+            backward_s.append(end - middle)
+    pixels = field.batch_size * height * width
+    fwd, bwd = statistics.median(forward_s), statistics.median(backward_s)
+    chosen = backend if backend != "auto" else available_backends(device, differentiable=True)[0]
+    return {"backend": chosen, "batch": field.batch_size, "lr": list(field.lr_size), "out": [height, width],
+            "scale": scale, "pixels": pixels, "forward_s": fwd, "backward_s": bwd,
+            "forward_mpix_per_s": pixels / fwd / 1e6, "backward_mpix_per_s": pixels / bwd / 1e6,
+            "step_mpix_per_s": pixels / (fwd + bwd) / 1e6, "backward_over_forward": bwd / fwd}
+
+
 def report_header(field: GaussianField) -> dict:
     """What was measured on: device, threads, field size and its lattice neighbourhood."""
     device = field.device
@@ -213,6 +244,14 @@ def format_report(report: dict) -> list[str]:
             if name != "torch":
                 lines.append(f"  {name:7s} {fig['median_s'] * 1e3:9.2f} ms  {fig['x_reference']:7.1f}x reference  "
                              f"max relative gradient difference {fig['max_rel_grad_diff']:.1e}")
+    step = report.get("training_step")
+    if step:
+        lines.append(f"fitting step at a device-filling size, {step['batch']} crops of {step['out'][0]}x{step['out'][1]} "
+                     f"({step['lr'][0]}x{step['lr'][1]} fields at x{step['scale']:g}, {step['pixels'] / 1e6:.3g} Mpx), "
+                     f"{step['backend']}: forward {step['forward_s'] * 1e3:.2f} ms ({step['forward_mpix_per_s']:.3g} MP/s), "
+                     f"backward {step['backward_s'] * 1e3:.2f} ms ({step['backward_mpix_per_s']:.3g} MP/s, "
+                     f"{step['backward_over_forward']:.1f}x the forward); {step['step_mpix_per_s']:.3g} MP/s per step, "
+                     f"i.e. {step['step_mpix_per_s'] / 500:.3g} Mpx/s fitted at 500 steps")
     for check in report.get("targets", []):
         value = f"{check['value'] * 1e3:.2f} ms" if check["unit"] == "s" else f"{check['value']:.1f}x"
         lines.append(f"target: {check['what']}: measured {value} -> {'met' if check['met'] else 'NOT met'}")

@@ -6,7 +6,9 @@ TRITON_INTERPRET=1 set before triton is first imported, the same kernels run on 
 interpreter: that is how the tests check them without a GPU. It agrees with `torch_reference` as the CPU backend
 does (same sample points, neighbourhood, cut decisions and summation order; exp() differs in the last bits).
 A forward render is four launches and no host synchronisation: zero the reach maxima, reduce them over the
-field, render, and the output allocation. The backward (training) synchronises once to size its loops.
+field, render, and the output allocation. The backward does not synchronise either: the neighbourhood, the runs of
+pixels per lattice row/column and the longest run stay on the device, and the kernel reads its loop bounds there,
+so a fitting loop can queue step after step.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 
 from gaussian_field import torch_reference
 from gaussian_field.field import GaussianField
-from gaussian_field.lattice import CUT_MAHALANOBIS_SQ, neighbourhood_reach
+from gaussian_field.lattice import CUT_MAHALANOBIS_SQ
 from gaussian_field.render import Backend, register_backend
 
 #: Output tile of one forward program (rows x cols) and its warps; the backward's Gaussians per program.
@@ -116,7 +118,20 @@ def forward(field: GaussianField, means, chol, colors, scale_hw, width: int, row
     return out
 
 
-def _runs(coords: torch.Tensor, k: int, count: int, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+def device_reach(field: GaussianField, means: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
+    """(4,) int64 on the device: (dy_lo, dy_hi, dx_lo, dx_hi), computed from the reach maxima with the float64
+    operations of lattice.neighbourhood_reach, without reading anything back to the host."""
+    maxima = reach_maxima(field, means, chol).view(torch.float64)
+    reach = maxima[0:2] + maxima[2:4]  # (x, y)
+    reach = reach * (1.0 + 1e-9)
+    reach = reach + 1e-9
+    scaled = reach * float(field.k)
+    rx, ry = scaled[0], scaled[1]
+    return torch.stack([-torch.floor(ry), torch.ceil(ry), -torch.floor(rx), torch.ceil(rx)]).to(torch.int64)
+
+
+def _runs(coords: torch.Tensor, k: int, count: int, lo: torch.Tensor | int, hi: torch.Tensor | int
+          ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per lattice index g, the run [start, stop) of samples whose neighbourhood [cell + lo, cell + hi] holds g."""
     cells = torch.floor(coords.double() * k).long()
     g = torch.arange(count, dtype=torch.int64, device=coords.device)
@@ -131,20 +146,19 @@ def backward(field: GaussianField, means, chol, colors, scale_hw, width: int, ro
     s_h, s_w = scale_hw
     rows = row_stop - row_start
     dtype, device, k = means.dtype, means.device, field.k
-    dy_lo, dy_hi, dx_lo, dx_hi = neighbourhood_reach(means, chol, field.h, field.w, k)
+    grads = torch.zeros_like(means), torch.zeros_like(chol), torch.zeros_like(colors)
+    if rows == 0 or width == 0:
+        return grads
+    dy_lo, dy_hi, dx_lo, dx_hi = device_reach(field, means, chol).unbind()
     ys = torch_reference.sample_axis(rows, row_start, s_h, dtype, device)
     xs = torch_reference.sample_axis(width, 0, s_w, dtype, device)
     rs, re = _runs(ys, k, k * field.h, dy_lo, dy_hi)
     cs, ce = _runs(xs, k, k * field.w, dx_lo, dx_hi)
-    rmax = int((re - rs).max().clamp(min=0))
-    cmax = int((ce - cs).max().clamp(min=0))
-    grads = torch.zeros_like(means), torch.zeros_like(chol), torch.zeros_like(colors)
-    if rows == 0 or width == 0:
-        return grads
+    longest = torch.stack([(re - rs).max(), (ce - cs).max()]).clamp(min=0).to(torch.int32).contiguous()
     grid = (triton_cdiv(means.shape[1], BACKWARD_BLOCK), field.batch_size)
     kernels.backward_kernel[grid](
-        means, chol, colors, grad_out.to(dtype).contiguous(), rs, re, cs, ce, *grads,
-        means.shape[1], k * field.w, rows, width, row_start, rmax, cmax,
+        means, chol, colors, grad_out.to(dtype).contiguous(), rs, re, cs, ce, *grads, longest,
+        means.shape[1], k * field.w, rows, width, row_start,
         _bits(s_h), _bits(s_w), _bits(CUT_MAHALANOBIS_SQ),
         BLOCK=BACKWARD_BLOCK, F64=dtype == torch.float64, **_launch_options(BACKWARD_WARPS),
     )

@@ -115,3 +115,19 @@ def test_benchmark_field_is_the_reference_benchmark_recipe():
     field = speed.benchmark_field(4, seed=3)
     assert field.means.shape == (1, 64, 2) and field.dtype == torch.float32
     assert render(field, scale=1.0).shape == (1, 3, 4, 4)
+
+
+def test_fitting_step_figure_times_forward_and_backward_apart(monkeypatch):
+    field = speed.benchmark_field(4, batch=3)
+    result = speed.training_step_speed(field, 4.0, repeats=2)
+    assert result["backend"] == "cpu" and result["batch"] == 3 and result["out"] == [16, 16]
+    assert result["pixels"] == 3 * 16 * 16 and result["forward_s"] > 0 and result["backward_s"] > 0
+    assert result["step_mpix_per_s"] == pytest.approx(result["pixels"] / (result["forward_s"] + result["backward_s"])
+                                                      / 1e6)
+    monkeypatch.setattr(bench_cmd, "STEP_CROP", 16)
+    out = run("--size", 8, "--scale", 2, "--repeats", 1, "--no-multi-scale", "--step-batch", 2)
+    assert out.exit_code == 0, out.output
+    line = next(x for x in out.output.splitlines() if x.startswith("fitting step at a device-filling size"))
+    assert "2 crops of 16x16" in line and "forward" in line and "backward" in line
+    bad = run("--step-batch", 0, "--no-multi-scale")
+    assert bad.exit_code == 2 and bad.output.startswith("error: ") and "--step-batch" in bad.output

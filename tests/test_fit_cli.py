@@ -63,3 +63,11 @@ def test_info_and_fit_prior_refuse_bad_paths(tmp_path):
     assert not (tmp_path / "s.zarr").exists()
     result = runner.invoke(cli, ["fit-prior", str(tmp_path), "--store", str(tmp_path / "s.zarr"), "--crop", "30"])
     assert result.exit_code == 2 and "error: no image files found" in result.output
+
+
+def test_fit_prior_batch_takes_a_number_or_auto(tmp_path):
+    runner = CliRunner()
+    for value, message in (("many", "neither a number of crops nor 'auto'"), ("0", "at least 1 crop")):
+        result = runner.invoke(cli, ["fit-prior", str(tmp_path), "--store", str(tmp_path / "s.zarr"), "--batch", value])
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "s.zarr").exists()

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from dgp_fitting.fitting import FitConfig, crop_seed, fit_crops, psnr_of
+from dgp_fitting import fitting
+from dgp_fitting.batch_size import BYTES_PER_PIXEL, MEMORY_SHARE, auto_batch, spread
+from dgp_fitting.fitting import FitConfig, PhaseTimer, crop_seed, fit_crops, psnr_of
 from gaussian_field import GaussianField, render
 from gaussian_field.lattice import base_positions
 
@@ -78,17 +80,92 @@ def test_l1_loss_fits_too(photo):
     assert (fitted.psnr > start.psnr + 5).all()
 
 
-def test_a_diverging_or_broken_crop_fails_alone(photo):
+@pytest.mark.parametrize("check_every", [1, 4, 1000])
+def test_a_diverging_or_broken_crop_fails_alone(photo, check_every):
+    """The diverged crop keeps stepping in the batch until the end (or a check): the others are untouched."""
     crops = crops_of(photo, 32, CROPS[:4])
     broken = crops.clone()
     broken[1] *= 1e25  # finite pixels whose squared error overflows float32: the loss is inf
     broken[3, :, 5, 5] = float("nan")
     config = FitConfig(steps=10)
-    result = fit_crops(broken, [1, 2, 3, 4], config)
+    result = fit_crops(broken, [1, 2, 3, 4], config, check_every=check_every)
     assert result.failed == ["", "fit diverged (non-finite loss)", "", "crop has NaN or infinite pixels"]
     assert torch.isnan(result.psnr[[1, 3]]).all() and (result.iterations[[1, 3]] == 0).all()
+    assert (result.means[[1, 3]] == 0).all()  # a failed crop has no parameters
     clean = fit_crops(crops[[0, 2]], [1, 3], config)
-    assert torch.equal(result.means[[0, 2]], clean.means) and torch.equal(result.psnr[[0, 2]], clean.psnr)
+    for name in ("means", "chol", "colors", "psnr"):
+        assert torch.equal(getattr(result, name)[[0, 2]], getattr(clean, name)), name
+
+
+def test_a_batch_whose_crops_all_diverge_stops_at_the_first_check(photo, monkeypatch):
+    crops = crops_of(photo, 32, CROPS[:2]) * 1e25
+    renders = []
+    real_render = fitting.render
+    monkeypatch.setattr(fitting, "render", lambda *a, **kw: renders.append(1) or real_render(*a, **kw))
+    result = fit_crops(crops, [1, 2], FitConfig(steps=50), check_every=5)
+    assert result.failed == ["fit diverged (non-finite loss)"] * 2
+    assert len(renders) == 5 + 1  # five steps, then the final PSNR render
+
+
+def test_the_step_loop_reads_the_device_only_at_its_checks(photo, monkeypatch):
+    """No bool()/item()/tolist() of a tensor in the engine's step loop except every `check_every` steps."""
+    import sys
+
+    reads = []
+    for name in ("__bool__", "item", "tolist"):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _real=real, **kwargs):
+            if sys._getframe(1).f_code.co_filename == fitting.__file__:
+                reads.append(sys._getframe(1).f_lineno)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    fit_crops(crops_of(photo, 16, CROPS[:2]), [1, 2], FitConfig(steps=25), check_every=10)
+    assert len(reads) == 1 + 25 // 10 + 1  # finite input pixels, two checks, the final per-crop flags
+
+
+def test_batch_independence_holds_for_auto_batches(photo):
+    """Crops fitted in batches sized by `auto_batch` equal the same crops fitted alone, bit for bit; 20 px crops
+    give 100 Gaussians per crop, so the fused optimiser's vector loops also meet ragged tails."""
+    crops = crops_of(photo, 20)
+    seeds = [21, 22, 23, 24, 25, 26]
+    size = auto_batch(20, "cpu", free_bytes=int(4.5 * 20 * 20 * BYTES_PER_PIXEL / MEMORY_SHARE))
+    assert size == 4
+    config = FitConfig(steps=20)
+    batches = [fit_crops(crops[i:i + size], seeds[i:i + size], config) for i in range(0, len(crops), size)]
+    for name in ("means", "chol", "colors", "psnr"):
+        auto = torch.cat([getattr(b, name) for b in batches])
+        for i in (0, 3, 5):
+            alone = fit_crops(crops[i:i + 1], seeds[i:i + 1], config)
+            assert torch.equal(auto[i], getattr(alone, name)[0]), (name, i)
+
+
+def test_auto_batch_follows_memory_and_pixels():
+    big = 1 << 40
+    assert auto_batch(64, "cpu", free_bytes=big) == 2**18 // 64**2  # a CPU batch is capped by its pixels
+    assert auto_batch(256, "cpu", free_bytes=big) == 4
+    assert auto_batch(64, "cuda", free_bytes=big) == 16384 and auto_batch(256, "cuda", free_bytes=big) == 1024
+    assert auto_batch(64, "cuda", free_bytes=140 * 2**30) > 500  # hundreds of crops on a large GPU
+    assert auto_batch(256, "cpu", free_bytes=2**20) == 1  # never zero
+    assert auto_batch(64, "cuda", free_bytes=2**30) < auto_batch(64, "cuda", free_bytes=2**32)
+    assert spread(256, 12, 2) == 6 and spread(4, 12, 2) == 4 and spread(8, 0, 3) == 1
+    with pytest.raises(ValueError, match="crop size"):
+        auto_batch(0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            auto_batch(64, "cuda")
+
+
+def test_phase_timer_times_every_phase_and_changes_nothing(photo):
+    crops = crops_of(photo, 16, CROPS[:2])
+    timer = PhaseTimer(torch.device("cpu"))
+    timed = fit_crops(crops, [1, 2], FitConfig(steps=6), timer=timer)
+    plain = fit_crops(crops, [1, 2], FitConfig(steps=6))
+    assert set(timer.seconds) == {"python", "parametrisation", "render forward", "loss", "render backward", "adam"}
+    assert sum(timer.shares().values()) == pytest.approx(1.0)
+    for name in ("means", "chol", "colors", "psnr"):
+        assert torch.equal(getattr(timed, name), getattr(plain, name)), name
 
 
 def test_crop_seed_depends_on_content_box_and_job_seed_only():
@@ -103,6 +180,8 @@ def test_bad_input_is_refused(photo):
         fit_crops(crops, [1, 2])
     with pytest.raises(ValueError, match="not a multiple"):
         fit_crops(crops[..., :30, :30], [1])
+    with pytest.raises(ValueError, match="check_every"):
+        fit_crops(crops, [1], check_every=0)
     with pytest.raises(ValueError, match="loss"):
         FitConfig(loss="l3")
     with pytest.raises(ValueError, match="chol_min < init_sigma < chol_max"):

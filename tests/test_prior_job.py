@@ -89,6 +89,22 @@ def test_results_do_not_depend_on_batch_or_worker(reference, corpus, client, tmp
     assert_same_crops(reference, path)
 
 
+def test_auto_batch_sizes_chunks_on_a_worker_and_changes_no_result(reference, corpus, client, tmp_path):
+    """--batch auto on CPU workers: 256 crops of 32 px by the pixel budget, spread so both workers get a chunk
+    (12 crops -> 6 per chunk); every crop equals the batch-4 reference; a rerun keeps the store's chunk size."""
+    path = tmp_path / "prior.zarr"
+    lines = []
+    summary = run_prior_job([corpus], path, crop=CROP, fit=FIT, batch="auto", client=client, progress=False,
+                            echo=lines.append)
+    assert open_store(path).chunk_size == 6 and summary.chunks_run == 2 and summary.done == 12
+    assert lines == ["batch auto: 6 crops per chunk"]
+    assert_same_crops(reference, path)
+    again = run_prior_job([corpus], path, crop=CROP, fit=FIT, batch="auto", client=client, progress=False)
+    assert (again.chunks_run, again.skipped) == (0, 12)
+    with pytest.raises(ValueError, match="positive integer or 'auto'"):
+        run_prior_job([corpus], tmp_path / "other.zarr", crop=CROP, fit=FIT, batch="many", client=client)
+
+
 def test_rerunning_a_finished_job_fits_nothing(reference, corpus, client):
     before = {p: p.stat().st_mtime_ns for p in Path(reference).rglob("c/*")}
     summary = run_prior_job([corpus], reference, crop=CROP, fit=FIT, client=client, progress=False)

@@ -102,6 +102,37 @@ def test_reach_kernel_equals_lattice_reach():
         assert (drift_x + ext_x, drift_y + ext_y) == _reach_floats(field)
 
 
+def test_device_reach_equals_lattice_reach():
+    """The backward's neighbourhood, computed on the device, is lattice.neighbourhood_reach's."""
+    from gaussian_field.triton_backend import device_reach
+
+    fields = [field_on_device(b=2, seed=seed, spread=spread) for seed in range(2) for spread in (0.1, 0.4)]
+    fields.append(field_on_device(b=1, seed=3, dtype=torch.float64))
+    for field in fields:
+        got = tuple(device_reach(field, field.means, field.chol).cpu().tolist())
+        assert got == neighbourhood_reach(field.means, field.chol, field.h, field.w, field.k)
+
+
+@pytest.mark.skipif(not ON_GPU, reason="host synchronisation is a CUDA notion")
+def test_a_fitting_step_never_waits_for_the_device():
+    """Render, loss, backward and fused Adam run under CUDA's sync debug mode set to raise on any host wait."""
+    field = field_on_device(b=4, h=8, w=8, seed=2)
+    params = [t.clone().requires_grad_(True) for t in (field.means, field.chol, field.colors)]
+    target = torch.rand(4, 3, 32, 32, device=DEVICE)
+    optimiser = torch.optim.Adam(params, lr=1e-3, fused=True)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            out = render(GaussianField(*params, 8, 8, 2, validate=False), size=(32, 32), backend="triton")
+            optimiser.zero_grad(set_to_none=True)
+            (out - target).square().flatten(1).mean(1).sum().backward()
+            optimiser.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(torch.isfinite(p).all() for p in params)
+
+
 def _reach_floats(field):
     """The float64 sums lattice.neighbourhood_reach rounds (recomputed as it does)."""
     from gaussian_field.lattice import support_half_extents

@@ -18,6 +18,9 @@ DEFAULT_SCALES = (2.0, 4.0, 8.0, 12.3)
 
 #: The training-step figure: a batch of two 32x32 fields at x4 (the reference's autograd is slow and memory-hungry).
 GRAD_FIELD = (2, 32)
+#: The fitting-step figure at a size that fills the device: crops of 64 px (16x16 fields at x4), this many per step.
+STEP_CROP = 64
+STEP_BATCH = {"cpu": 8, "cuda": 1024}
 
 
 def set_cpu_threads(threads: int) -> None:
@@ -55,14 +58,15 @@ def lite_multi_scale(device: torch.device, lr_size: int, seed: int = 0, scales: 
 
 
 def bench_report(device: str = "cpu", size: int = 256, scales: Sequence[float] = DEFAULT_SCALES, repeats: int = 5,
-                 multi_lr: int | None = 64, seed: int = 0, gradients: bool = True, threads: int | None = None
-                 ) -> dict:
+                 multi_lr: int | None = 64, seed: int = 0, gradients: bool = True, threads: int | None = None,
+                 step_batch: int | None = None) -> dict:
     """Every figure of `p2g bench` as one dict; multi_lr=None leaves the multi-scale figure out; `threads` sets the
     CPU threads of torch (the reference, bicubic) and of the numba kernels alike."""
     import torch
 
     from gaussian_field import available_backends
-    from gaussian_field.speed import benchmark_field, gradient_speed, render_speed, report_header, target_checks
+    from gaussian_field.speed import (benchmark_field, gradient_speed, render_speed, report_header, target_checks,
+                                      training_step_speed)
 
     try:
         dev = torch.device(device)
@@ -76,6 +80,8 @@ def bench_report(device: str = "cpu", size: int = 256, scales: Sequence[float] =
         raise ValueError(f"--size must be at least 4 LR pixels, got {size}")
     if repeats < 1:
         raise ValueError(f"--repeats must be at least 1, got {repeats}")
+    if step_batch is not None and step_batch < 1:
+        raise ValueError(f"--step-batch must be at least 1, got {step_batch}")
     if threads is not None:
         if threads < 1:
             raise ValueError(f"--threads must be at least 1, got {threads}")
@@ -91,6 +97,9 @@ def bench_report(device: str = "cpu", size: int = 256, scales: Sequence[float] =
     if gradients:
         batch, grad_size = GRAD_FIELD
         report["gradients"] = gradient_speed(benchmark_field(grad_size, seed, dev, batch=batch), 4.0)
+        crops = step_batch or STEP_BATCH[dev.type]
+        report["training_step"] = training_step_speed(benchmark_field(STEP_CROP // 4, seed, dev, batch=crops), 4.0,
+                                                      repeats=repeats)
     report["targets"] = target_checks(report)
     return report
 
@@ -106,13 +115,17 @@ def bench_report(device: str = "cpu", size: int = 256, scales: Sequence[float] =
 @click.option("--no-multi-scale", is_flag=True, help="Leave out the multi-scale figure.")
 @click.option("--no-gradients", is_flag=True, help="Leave out the training-step (forward + backward) figure.")
 @click.option("--threads", type=int, help="CPU threads for torch and the numba kernels alike (default: as set).")
+@click.option("--step-batch", type=int,
+              help=f"Crops of {STEP_CROP} px in the device-filling fitting-step figure "
+                   f"[default: {STEP_BATCH['cpu']} on cpu, {STEP_BATCH['cuda']} on cuda].")
 def command(device: str, as_json: bool, size: int, scales, repeats: int, multi_lr: int, no_multi_scale: bool,
-            no_gradients: bool, threads: int | None) -> None:
+            no_gradients: bool, threads: int | None, step_batch: int | None) -> None:
     """Time every render backend against the torch reference and bicubic (ratios measured in one run)."""
     from gaussian_field.speed import format_report
 
-    report = bench_report(resolve_device(device), size, scales or DEFAULT_SCALES, repeats, None if no_multi_scale else multi_lr,
-                          gradients=not no_gradients, threads=threads)
+    report = bench_report(resolve_device(device), size, scales or DEFAULT_SCALES, repeats,
+                          None if no_multi_scale else multi_lr, gradients=not no_gradients, threads=threads,
+                          step_batch=step_batch)
     if as_json:
         click.echo(json.dumps(report))
     else:

@@ -14,6 +14,23 @@ from workflows.options import POSITIVE_FLOAT, device_option
 FIT_PRESET_NAMES = ("demo", "quality")
 
 
+class BatchSize(click.ParamType):
+    """A positive number of crops, or `auto`."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or isinstance(value, int):
+            return value
+        try:
+            number = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number of crops nor 'auto'", param, ctx)
+        if number < 1:
+            self.fail(f"needs at least 1 crop, got {number}", param, ctx)
+        return number
+
+
 @click.command("fit-prior")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--store", "store", required=True, type=click.Path(path_type=Path),
@@ -28,7 +45,9 @@ FIT_PRESET_NAMES = ("demo", "quality")
 @click.option("--color-lr", type=POSITIVE_FLOAT, help="Adam learning rate of colours [default: the preset's].")
 @click.option("--loss", type=click.Choice(["l2", "l1"]), help="Fitting loss [default: the preset's].")
 @click.option("--seed", default=0, show_default=True, help="Seed of random crops and of every crop's start.")
-@click.option("--batch", type=int, help="Crops per task and per store chunk [default: the store's, else 8].")
+@click.option("--batch", type=BatchSize(),
+              help="Crops per task, per fitting batch and per store chunk, or `auto` (sized to a worker's device "
+                   "memory: hundreds of crops on a large GPU) [default: the store's, else 8].")
 @device_option()
 @click.option("--cluster", "kind", type=click.Choice(CLUSTER_KINDS), help="Where to run [default: local].")
 @click.option("--scheduler", help="Address of an existing Dask scheduler (tcp://host:8786).")

@@ -1,0 +1,62 @@
+"""`--batch auto`: how many crops one fitting step should hold on a device.
+
+A step's cost has a fixed part (Python, kernel launches, the optimiser's dispatch) and a part that grows with the
+pixels of the batch, so a batch should hold as many pixels as the device can work on at once, within its memory.
+On a GPU that is hundreds to thousands of crops; on a CPU the numba kernels already spread one crop over the
+threads, so a moderate number of pixels amortises the fixed part.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+#: Device bytes one crop needs while it is fitted, per HR pixel of the crop (float32): the target, the render, the
+#: loss's temporaries and the render's incoming gradient (about 8 images of 12 bytes per pixel), plus per Gaussian
+#: (one per 4 HR pixels at x4, k = 2) the raw parameters, their gradients, Adam's two moments, the bounded field and
+#: its gradients (about 60 floats). Doubled for the allocator's slack and the renderer's own buffers.
+BYTES_PER_PIXEL = 2 * (8 * 12 + 60 * 4 / 4)
+#: Share of the device's free memory a batch may plan to use (the rest: other processes, fragmentation).
+MEMORY_SHARE = 0.6
+#: HR pixels per batch: enough to fill a large GPU (64 Mpx = 16,384 crops of 64 px, 1,024 of 256 px) ...
+GPU_PIXELS = 64 * 2**20
+#: ... and on a CPU, where a 64 px crop already keeps the threads busy, enough to amortise a step's fixed cost.
+CPU_PIXELS = 2**18
+#: Upper bound whatever the memory says (a chunk this large is still a few seconds of store writes).
+MAX_BATCH = 16384
+
+
+def auto_batch(crop: int, device: str | torch.device = "cpu", free_bytes: int | None = None) -> int:
+    """Crops per fitting batch for `crop` x `crop` crops on `device`, from its free memory and a pixel budget.
+
+    `free_bytes` overrides the measured free memory (CUDA: `torch.cuda.mem_get_info`; CPU: available RAM).
+    """
+    if crop < 1:
+        raise ValueError(f"crop size must be positive, got {crop}")
+    device = torch.device(device)
+    if free_bytes is None:
+        free_bytes = _free_bytes(device)
+    pixels = crop * crop
+    by_memory = int(free_bytes * MEMORY_SHARE // (pixels * BYTES_PER_PIXEL))
+    by_pixels = max(1, (GPU_PIXELS if device.type == "cuda" else CPU_PIXELS) // pixels)
+    return max(1, min(by_memory, by_pixels, MAX_BATCH))
+
+
+def _free_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--batch auto for cuda: this machine sees no CUDA device")
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:  # psutil comes with distributed; without it, assume a modest machine
+        return 4 * 2**30
+
+
+def spread(batch: int, crops: int, workers: int) -> int:
+    """`batch`, lowered so that a corpus of `crops` gives every one of `workers` at least one chunk."""
+    return max(1, min(batch, math.ceil(crops / max(1, workers))))
