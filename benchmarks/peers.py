@@ -332,6 +332,51 @@ def measure_memory(args, lr_image) -> dict:
     return table
 
 
+def covariance_diagnostics(model, image, device) -> dict:
+    """How the covariance head uses its freedom on one held-out LR image: the spread of the predicted
+    Cholesky triplets (LR px) and, for a dictionary, how peaked the softmax mix is (exp of its entropy:
+    1 = one entry per Gaussian, K = uniform) and how many entries are any Gaussian's top choice."""
+    import torch
+
+    lr = to_tensor(image, device)
+    with torch.inference_mode():
+        field = model.encode(lr)
+        chol = field.chol.reshape(-1, 3).double()
+        record = {"chol_mean": chol.mean(0).tolist(), "chol_std": chol.std(0).tolist(),
+                  "sigma_mean_lr_px": float(((chol[:, 0] ** 2 + chol[:, 1] ** 2 + chol[:, 2] ** 2) / 2).sqrt().mean())}
+        if model.dictionary is not None:
+            weights = model.covariance_head.weights(model.features(lr), model.dictionary)[0]  # (K, N)
+            entropy = -(weights * weights.clamp_min(1e-30).log()).sum(0)
+            record.update(dictionary_size=int(weights.shape[0]), effective_entries=float(entropy.exp().mean()),
+                          top_weight_mean=float(weights.max(0).values.mean()),
+                          entries_used_as_top=int(weights.argmax(0).unique().numel()))
+    return record
+
+
+def diagnose(args, results: dict, crops) -> dict:
+    """covariance_diagnostics of every ContinuousSR variant, at initialisation and after training."""
+    import torch
+
+    from sr_model.evaluation import make_lr
+    from sr_model.model import build_model
+    from sr_model.presets import preset
+
+    from benchmarks.peers.variants import VARIANTS
+
+    image = make_lr(crops[0][1], 4.0)[1]
+    sources = {path.stem: str(path) for path in (args.out / "dictionaries").glob("*.npy")}
+    table = {}
+    for name, entry in results["ablations"].items():
+        variant = VARIANTS[name]
+        torch.manual_seed(args.seed)
+        fresh = build_model(preset("lite", **variant.overrides), sources[variant.dictionary] if variant.dictionary else None)
+        fresh = (variant.specialise(fresh) if variant.specialise else fresh).eval()
+        table[name] = {"init": covariance_diagnostics(fresh, image, args.device),
+                       "trained": covariance_diagnostics(load_continuoussr(entry["training"], name, args.device),
+                                                         image, args.device)}
+    return table
+
+
 # ----------------------------------------------------------------------------------------------- report
 def plots(results: dict, out: Path) -> list[str]:
     import matplotlib
@@ -424,6 +469,21 @@ def markdown(results: dict) -> str:
             cells = [f"{quality[f'x{v:g}']['psnr']:.2f}" for v in EVAL_SCALES[:5]]
             lines.append(f"| {entry['label']} | {run['steps']} | {run['train_seconds'] / 60:.1f} | "
                          + " | ".join(cells) + f" | {curve} |")
+    if results.get("diagnostics"):
+        lines += ["", "## Covariance heads on one held-out LR image (the first crop at x4), at initialisation -> trained", "",
+                  "| variant | mean sigma (LR px) | std of l11 | dictionary: effective entries per Gaussian | "
+                  "mean top weight | entries used as a top choice |", "|---|---|---|---|---|---|"]
+        for name, entry in results["diagnostics"].items():
+            a, b = entry["init"], entry["trained"]
+            row = (f"| {name} | {a['sigma_mean_lr_px']:.3f} -> {b['sigma_mean_lr_px']:.3f} | "
+                   f"{a['chol_std'][0]:.3f} -> {b['chol_std'][0]:.3f} | ")
+            if "effective_entries" in a:
+                row += (f"{a['effective_entries']:.1f} -> {b['effective_entries']:.1f} of {a['dictionary_size']} | "
+                        f"{a['top_weight_mean']:.3f} -> {b['top_weight_mean']:.3f} | "
+                        f"{a['entries_used_as_top']} -> {b['entries_used_as_top']} |")
+            else:
+                row += "- | - | - |"
+            lines.append(row)
     lines += ["", f"1-minute load average before -> after each stage: {results['load_notes']}", ""]
     return "\n".join(lines)
 
@@ -458,6 +518,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dictionary-size", type=int, default=730)
     parser.add_argument("--fit-preset", default="demo", help="p2g fit-prior preset of the prior (demo: 100 steps)")
     parser.add_argument("--prior-only", action="store_true", help="build the prior and dictionaries, then stop")
+    parser.add_argument("--report-only", action="store_true",
+                        help="from RESULTS/results.json and the runs in OUT: covariance diagnostics, plots, results.md")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch and numba threads")
     parser.add_argument("--tiny", action="store_true", help="smoke run: few steps, small crops, no ablation curve")
@@ -490,6 +552,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     train_dir, held_dir, photos = prepare_photos(args.out, "skimage")
     crops = heldout_crops(held_dir, args.eval_crop)
+    if args.report_only:
+        return report(args, json.loads((args.results / "results.json").read_text()), crops)
     loads = []
 
     def note(stage: str) -> None:
@@ -546,6 +610,12 @@ def main() -> None:
         note(name)
         results["load_notes"] = ", ".join(loads)
         write(results, args.results)
+    report(args, results, crops)
+
+
+def report(args, results: dict, crops) -> None:
+    if results["ablations"]:
+        results["diagnostics"] = diagnose(args, results, crops)
     results["plots"] = plots(results, args.results)
     write(results, args.results)
     print(markdown(results), flush=True)
