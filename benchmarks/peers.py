@@ -306,6 +306,8 @@ def memory_probe(args) -> None:
     if gpu:
         torch.cuda.reset_peak_memory_stats()
         before_gpu = torch.cuda.memory_allocated()
+    with torch.inference_mode():  # warm-up at x1: kernels loaded (numba compiles or reads its cache) before the peak
+        upscaler.render(upscaler.encode(lr), (h, w))
     before = reset_peak_rss()
     with torch.inference_mode():
         out = upscaler.render(upscaler.encode(lr), (math.ceil(h * scale), math.ceil(w * scale)))
@@ -447,7 +449,8 @@ def markdown(results: dict) -> str:
                          f"{m['total_s']:.2f} | {m['output_megapixels']:.2f} | "
                          f"{f'{ratio:.1f}x' if method == 'LIIF' else ''} |")
     if results.get("memory"):
-        lines += ["", f"## Peak memory of one upscale, fresh process ({s['memory_lr']}x{s['memory_lr']} px LR)", "",
+        lines += ["", f"## Peak memory of one upscale, fresh process ({s['memory_lr']}x{s['memory_lr']} px LR; "
+                  "+N: above the RSS after a warm-up upscale at x1)", "",
                   "| method | " + " | ".join(f"x{v:g}" for v in MEMORY_SCALES) + " |", "|---|" + "---|" * len(MEMORY_SCALES)]
         for method, entry in results["memory"].items():
             cells = []
@@ -491,7 +494,8 @@ def markdown(results: dict) -> str:
 def write(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "results.md").write_text(markdown(results))
+    if "hardware" in results:  # an --ablations-only run has only its part: merged into a full run's report later
+        (out / "results.md").write_text(markdown(results))
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -518,6 +522,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dictionary-size", type=int, default=730)
     parser.add_argument("--fit-preset", default="demo", help="p2g fit-prior preset of the prior (demo: 100 steps)")
     parser.add_argument("--prior-only", action="store_true", help="build the prior and dictionaries, then stop")
+    parser.add_argument("--ablations-only", action="store_true",
+                        help="train and score only --ablations (OUT must hold the dictionaries of a full run)")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="measure only the memory probes again, into RESULTS/results.json of a full run")
+    parser.add_argument("--merge", type=Path, nargs="*", default=[],
+                        help="with --report-only: results folders of --ablations-only runs to merge in")
     parser.add_argument("--report-only", action="store_true",
                         help="from RESULTS/results.json and the runs in OUT: covariance diagnostics, plots, results.md")
     parser.add_argument("--device", default="cpu")
@@ -553,12 +563,28 @@ def main() -> None:
     train_dir, held_dir, photos = prepare_photos(args.out, "skimage")
     crops = heldout_crops(held_dir, args.eval_crop)
     if args.report_only:
-        return report(args, json.loads((args.results / "results.json").read_text()), crops)
+        results = json.loads((args.results / "results.json").read_text())
+        for other in args.merge:  # ablations of --ablations-only runs made beside this one
+            extra = json.loads((other / "results.json").read_text())
+            results["ablations"].update(extra["ablations"])
+            results["load_notes"] += f"; beside it ({other.name}): {extra['load_notes']}"
+        return report(args, results, crops)
+    if args.memory_only:
+        results = json.loads((args.results / "results.json").read_text())
+        results["memory"] = measure_memory(args, make_lr(crops[0][1], crops[0][1].shape[0] / args.memory_lr)[1])
+        results["memory_note"] = f"memory measured again, load average {os.getloadavg()[0]:.1f}"
+        return write(results, args.results)
     loads = []
 
     def note(stage: str) -> None:
         loads.append(f"{stage} {os.getloadavg()[0]:.1f}")
 
+    if args.ablations_only:  # beside a running full run, sharing its OUT (prior, dictionaries)
+        sources = {path.stem: str(path) for path in (args.out / "dictionaries").glob("*.npy")}
+        results = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                   "ablations": {}, "load_notes": ""}
+        note("start")
+        return run_ablations(args, results, train_dir, held_dir, sources, crops, note, loads)
     cpu = platform.processor() or platform.machine()
     hardware = (torch.cuda.get_device_name() if torch.device(args.device).type == "cuda"
                 else f"CPU {cpu}, {os.cpu_count()} cores (shared)")
@@ -602,6 +628,14 @@ def main() -> None:
     if args.ablations:
         results["ablations"]["full"] = {"label": VARIANTS["full"].label, "training": runs["ContinuousSR"],
                                         "quality": results["quality"][ABLATION_RANGE]["ContinuousSR"]}
+    run_ablations(args, results, train_dir, held_dir, sources, crops, note, loads)
+    report(args, results, crops)
+
+
+def run_ablations(args, results: dict, train_dir: Path, held_dir: Path, sources: dict, crops, note, loads) -> None:
+    """Train and score each ablation at ABLATION_RANGE; results written after each one."""
+    from benchmarks.peers.variants import VARIANTS
+
     for name in filter(None, args.ablations.split(",")):
         run = train_continuoussr(args, name, RANGES[ABLATION_RANGE], train_dir, held_dir, sources, validate=True)
         model = load_continuoussr(run, name, args.device)
@@ -610,7 +644,6 @@ def main() -> None:
         note(name)
         results["load_notes"] = ", ".join(loads)
         write(results, args.results)
-    report(args, results, crops)
 
 
 def report(args, results: dict, crops) -> None:
