@@ -1,6 +1,6 @@
 """ContinuousSR-lite side by side with LIIF-lite (benchmarks/peers/liif.py), and the paper's ablations.
 
-    .venv/bin/python benchmarks/peers.py [--steps 300 --batch 8 --patch 16] [--out runs/peers]
+    .venv/bin/python benchmarks/peers.py [--steps 150 --batch 8 --patch 16] [--out runs/peers]
     .venv/bin/python benchmarks/peers.py --tiny          # a one-minute smoke run of every stage
 
 1. Photos: scikit-image's (train: 11 photos; held out: motorcycle, camera, coins, clock), as benchmarks/
