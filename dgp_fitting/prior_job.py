@@ -1,8 +1,9 @@
-"""The prior-fitting job: one Dask task per store chunk, workers write straight into the store.
+"""The prior-fitting job: one Dask task per store shard, workers write straight into the store.
 
-The client plans the crops, creates (or reopens) the store, and submits one task per chunk that still has
-work; each task reads its images, fits its crops in one batch, writes its whole chunk and returns a few
-numbers. Because every result lands in the store as soon as its chunk is fitted, killing a worker or the
+The client plans the crops, creates (or reopens) the store, and submits one task per shard that still has
+work (a shard is one file per array, so no two tasks ever write the same file); each task fits the shard's
+unfinished chunks one batch at a time, writes each chunk as soon as it is fitted and returns a few numbers
+per chunk. Because every result lands in the store as soon as its chunk is fitted, killing a worker or the
 client costs only the chunks in flight: rerunning the same command skips finished chunks, refits the rest,
 and retries crops that failed while fitting (crops that failed at planning time, i.e. images that are too
 small or unreadable, stay failed). Tasks lost with a worker are rescheduled by the scheduler.
@@ -192,6 +193,19 @@ def fit_chunk(store_path: str, index: int, root: str = ".", device: str = "auto"
     }
 
 
+def fit_shard(store_path: str, shard: int, chunks: Sequence[int], root: str = ".",
+              device: str = "auto") -> list[dict]:
+    """Fit chunks `chunks` of shard `shard` one after the other, each written as soon as it is fitted.
+
+    Runs on a worker, the only writer of the shard's files; a kill loses only the chunk in flight."""
+    store = open_store(store_path)
+    owned = store.shard_chunks(shard)
+    stray = [c for c in chunks if c not in owned]
+    if stray:
+        raise ValueError(f"chunks {stray} are not in shard {shard} (chunks {owned.start}..{owned.stop - 1})")
+    return [fit_chunk(store_path, index, root, device) for index in chunks]
+
+
 def prepare_store(
     images: Sequence[str | os.PathLike],
     store_path: str | os.PathLike,
@@ -202,13 +216,17 @@ def prepare_store(
     batch: int | None = None,
     reference_scale: int = 4,
     k: int = 2,
+    shard_size: int | None = None,
 ):
-    """Plan the crops and create the store, or reopen it after checking it was made the same way."""
+    """Plan the crops and create the store, or reopen it after checking it was made the same way.
+
+    `shard_size` (crops per shard, a multiple of the batch) applies to a new store; None picks it from the
+    crop count (`prior_store.schema.auto_shard_size`)."""
     plan = plan_crops(images, crop, stride=stride, crops_per_image=crops_per_image, seed=fit.seed)
     if batch is None:
         batch = open_store(store_path).chunk_size if Path(store_path).exists() else DEFAULT_BATCH
     config = StoreConfig(crop_size=crop, chunk_size=batch, reference_scale=reference_scale, k=k,
-                         fitting=fit.as_dict())
+                         fitting=fit.as_dict(), shard_size=shard_size)
     store, _ = open_or_create(store_path, config, plan.sources, plan.boxes, plan.status, plan.reasons)
     return store
 
@@ -226,6 +244,7 @@ def run_prior_job(
     progress: bool = True,
     echo: Callable[[str], None] = print,
     client=None,
+    shard_size: int | None = None,
 ) -> JobSummary:
     """Fit every crop of the corpus into the store (resuming it if it exists) and summarise the run.
 
@@ -233,7 +252,7 @@ def run_prior_job(
     """
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-    store = prepare_store(images, store_path, crop, stride, crops_per_image, fit, batch)
+    store = prepare_store(images, store_path, crop, stride, crops_per_image, fit, batch, shard_size=shard_size)
     status = store.status()
     boxes = np.asarray(store.read("crops/box"))
     todo = []
@@ -285,10 +304,13 @@ def _run_tasks(client, store, todo: list[int], device: str, progress: bool) -> t
     if device == "cuda":
         _check_gpu_workers(client)
     run = uuid.uuid4().hex[:8]  # task keys unique per run: a client may run several jobs
+    shards: dict[int, list[int]] = {}  # one task per shard: its only writer
+    for index in todo:
+        shards.setdefault(store.shard_of_chunk(index), []).append(index)
     futures = [
-        client.submit(fit_chunk, store_path, index, root, device, key=f"p2g-fit-chunk-{index}-{run}",
+        client.submit(fit_shard, store_path, shard, chunks, root, device, key=f"p2g-fit-shard-{shard}-{run}",
                       pure=False, retries=TASK_RETRIES, resources=resources)
-        for index in todo
+        for shard, chunks in shards.items()
     ]
     results, errors = [], []
     bar = tqdm(total=sum(store.chunk_bounds(i)[1] - store.chunk_bounds(i)[0] for i in todo), unit="crop",
@@ -296,11 +318,12 @@ def _run_tasks(client, store, todo: list[int], device: str, progress: bool) -> t
     try:
         for future in as_completed(futures):
             if future.status == "error":
-                errors.append(f"chunk {todo[futures.index(future)]}: {future.exception()!r}")
+                shard = list(shards)[futures.index(future)]
+                errors.append(f"chunks {shards[shard]} (shard {shard}): {future.exception()!r}")
                 continue
-            summary = future.result()
-            results.append(summary)
-            bar.update(store.chunk_bounds(summary["chunk"])[1] - store.chunk_bounds(summary["chunk"])[0])
+            for summary in future.result():
+                results.append(summary)
+                bar.update(store.chunk_bounds(summary["chunk"])[1] - store.chunk_bounds(summary["chunk"])[0])
     except BaseException:
         client.cancel(futures)
         raise

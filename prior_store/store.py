@@ -1,13 +1,15 @@
 """Create, open, validate and write the prior store (layout in `prior_store.schema`).
 
 The client creates the store once from the crop plan; tasks then write whole chunks straight into it
-(`PriorStore.write_chunk`). Opening checks the schema version and the layout; `open_or_create` also checks
-that an existing store was made with the same configuration and crop plan, so reruns resume instead of
-mixing incompatible crops.
+(`PriorStore.write_chunk`), each task owning whole shards. Opening checks the schema version and the layout;
+`open_or_create` also checks that an existing store was made with the same configuration and crop plan, so
+reruns resume instead of mixing incompatible crops. The store object answers geometry questions (which
+chunks a shard holds, which crops a storage key covers) so that callers never recompute the layout.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -19,6 +21,7 @@ import zarr
 
 from prior_store.schema import (
     ARRAYS,
+    LEGACY_SCHEMA_VERSION,
     PLAN_ARRAYS,
     RESULT_ARRAYS,
     SCHEMA_VERSION,
@@ -30,6 +33,7 @@ from prior_store.schema import (
     STRING,
     ArraySpec,
     StoreConfig,
+    auto_shard_size,
 )
 
 _SPECS = {spec.path: spec for spec in ARRAYS}
@@ -41,6 +45,10 @@ class StoreError(ValueError):
 
 class StoreMismatchError(StoreError):
     """An existing store made with another configuration or crop plan than the one asked for."""
+
+
+class LegacyStoreError(StoreError):
+    """A store in an older layout that this version reads only after migrating it."""
 
 
 def package_version() -> str:
@@ -104,6 +112,48 @@ class PriorStore:
         start = index * self.chunk_size
         return start, min(self.num_crops, start + self.chunk_size)
 
+    @property
+    def shard_size(self) -> int:
+        """Crops per shard (one file per array per shard; one task writes it)."""
+        return int(self.config.shard_size)
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.num_crops // self.shard_size)
+
+    def shard_bounds(self, index: int) -> tuple[int, int]:
+        """[start, stop) of shard `index` along the crop axis (the last shard may be short)."""
+        if not 0 <= index < self.num_shards:
+            raise IndexError(f"shard {index} out of range: the store has {self.num_shards} shards")
+        start = index * self.shard_size
+        return start, min(self.num_crops, start + self.shard_size)
+
+    def shard_chunks(self, index: int) -> range:
+        """Indices of the chunks inside shard `index`."""
+        start, stop = self.shard_bounds(index)
+        return range(start // self.chunk_size, -(-stop // self.chunk_size))
+
+    def shard_of_chunk(self, chunk: int) -> int:
+        """The shard that holds chunk `chunk` (its writer owns the whole shard)."""
+        return self.chunk_bounds(chunk)[0] // self.shard_size
+
+    def shard_keys(self, index: int) -> list[str]:
+        """Storage keys (relative to the store root) of shard `index` in every per-crop array."""
+        self.shard_bounds(index)
+        return [f"{spec.path}/c/{index}" + "/0" * len(self.config.tail_shape(spec)) for spec in ARRAYS]
+
+    def key_crop_range(self, key: str) -> tuple[int, int]:
+        """[start, stop) of the crops a storage key of a per-crop array covers, e.g. "field/chol/c/3/0/0"."""
+        for spec in ARRAYS:
+            prefix = f"{spec.path}/c/"
+            if key.startswith(prefix):
+                parts = key[len(prefix):].split("/")
+                tail = self.config.tail_shape(spec)
+                if len(parts) == len(tail) + 1 and all(p.isdigit() for p in parts) and set(parts[1:]) <= {"0"}:
+                    return self.shard_bounds(int(parts[0]))
+        raise ValueError(f"{key!r} is not a storage key of a per-crop array of this store "
+                         "(expected <array>/c/<shard>[/0/0], e.g. field/chol/c/0/0/0)")
+
     # ------------------------------------------------------------------ reads
     def read(self, path: str, start: int = 0, stop: int | None = None) -> np.ndarray | list[str]:
         """Crops [start, stop) of one array; string arrays come back as a list of str."""
@@ -128,9 +178,9 @@ class PriorStore:
         """(num_chunks, 3) crops per status (pending, done, failed) in each chunk."""
         status = self.status().astype(np.int64)
         chunk_of = np.arange(self.num_crops) // self.chunk_size
-        out = np.zeros((self.num_chunks, len(STATUS_NAMES)), dtype=np.int64)
-        np.add.at(out, (chunk_of, status), 1)
-        return out
+        width = len(STATUS_NAMES)
+        counts = np.bincount(chunk_of * width + status, minlength=self.num_chunks * width)
+        return counts.reshape(self.num_chunks, width)
 
     def psnr_summary(self) -> dict[str, float | int]:
         """PSNR statistics (dB) over the done crops: count, median, p5, p95, mean, min, max."""
@@ -150,12 +200,14 @@ class PriorStore:
 
     def failure_reasons(self) -> dict[str, int]:
         """How many crops failed for each reason."""
-        status = self.status()
-        reasons = self.read("crops/reason")
+        failed = np.flatnonzero(self.status() == STATUS_FAILED)
         counts: dict[str, int] = {}
-        for code, reason in zip(status, reasons):
-            if code == STATUS_FAILED:
-                counts[reason] = counts.get(reason, 0) + 1
+        if failed.size == 0:
+            return counts
+        reasons = self.group["crops/reason"]
+        for start, stop in _runs(failed):  # read only the chunks that hold failed crops
+            for reason in reasons[start:stop][np.isin(np.arange(start, stop), failed)]:
+                counts[str(reason)] = counts.get(str(reason), 0) + 1
         return counts
 
     def stats_members(self) -> list[str]:
@@ -211,6 +263,17 @@ class PriorStore:
             )
 
 
+def _runs(indices: np.ndarray, gap: int = 4096) -> list[tuple[int, int]]:
+    """[start, stop) ranges covering sorted `indices`, merging ranges closer than `gap`."""
+    out: list[tuple[int, int]] = []
+    for i in indices.tolist():
+        if out and i - out[-1][1] < gap:
+            out[-1] = (out[-1][0], i + 1)
+        else:
+            out.append((i, i + 1))
+    return out
+
+
 def _fmt(value) -> str:
     return json.dumps(value, sort_keys=True)
 
@@ -248,13 +311,11 @@ def create_store(
     reasons = [""] * count if reasons is None else [str(r) for r in reasons]
     if status.shape != (count,) or len(reasons) != count:
         raise ValueError(f"status and reasons must hold one entry per crop ({count})")
+    if config.shard_size is None:
+        config = dataclasses.replace(config, shard_size=auto_shard_size(count, config.chunk_size))
     group = zarr.open_group(str(path), mode="w-")
     for spec in ARRAYS:
-        tail = config.tail_shape(spec)
-        group.create_array(
-            spec.path, shape=(count,) + tail, chunks=(config.chunk_size,) + tail, dtype=spec.dtype,
-            fill_value=spec.fill,
-        )
+        create_per_crop_array(group, spec, config, count)
     group["crops/source"][:] = np.asarray(list(sources), dtype=np.dtypes.StringDType())
     group["crops/box"][:] = boxes
     group["crops/reason"][:] = np.asarray(reasons, dtype=np.dtypes.StringDType())
@@ -270,6 +331,19 @@ def create_store(
     return PriorStore(path, group)
 
 
+def create_per_crop_array(group: zarr.Group, spec: ArraySpec, config: StoreConfig, count: int) -> zarr.Array:
+    """One per-crop array of the layout: sharded by shard_size crops (inner chunks of chunk_size crops) for the
+    per-Gaussian arrays, chunked by shard_size crops otherwise; dimension names and units attached."""
+    tail = config.tail_shape(spec)
+    shard = (config.shard_size,) + tail
+    chunks = (config.chunk_size,) + tail if spec.sharded else shard
+    return group.create_array(
+        spec.path, shape=(count,) + tail, chunks=chunks, shards=shard if spec.sharded else None,
+        dtype=spec.dtype, fill_value=spec.fill, dimension_names=spec.dimension_names,
+        attributes=spec.attributes(),
+    )
+
+
 def open_store(path: str | Path, mode: str = "r") -> PriorStore:
     """Open and validate a store (mode "r" or "r+"); clear errors for missing, foreign or newer stores."""
     if mode not in ("r", "r+"):
@@ -280,6 +354,12 @@ def open_store(path: str | Path, mode: str = "r") -> PriorStore:
         group = zarr.open_group(str(path), mode=mode)
     except Exception as err:  # zarr raises several types for foreign folders
         raise StoreError(f"{path} is not a Zarr v3 prior store ({type(err).__name__}: {err})") from None
+    if group.attrs.get("schema_version") == LEGACY_SCHEMA_VERSION:
+        raise LegacyStoreError(
+            f"{path} is a schema {LEGACY_SCHEMA_VERSION} prior store (one file per chunk, no dimension names); "
+            f"this pixel2gauss reads schema {SCHEMA_VERSION}: copy it with `p2g migrate-store {path} NEW_STORE` "
+            "and use NEW_STORE"
+        )
     problems = validate_group(group)
     if problems:
         raise StoreError(f"{path} is not a valid prior store: {problems[0]}")
@@ -312,7 +392,9 @@ def validate_group(group: zarr.Group) -> list[str]:
         return [f"it was written by a newer pixel2gauss (schema {version}; this version reads up to "
                 f"{SCHEMA_VERSION}); upgrade pixel2gauss to read it"]
     problems = []
-    for key in ("crop_size", "reference_scale", "k", "lattice", "chunk_size", "fitting"):
+    if version != SCHEMA_VERSION:
+        return [f"schema {version} is not this version's layout (schema {SCHEMA_VERSION})"]
+    for key in ("crop_size", "reference_scale", "k", "lattice", "chunk_size", "shard_size", "fitting"):
         if key not in attrs:
             problems.append(f"root attribute {key!r} is missing")
     if problems:
@@ -335,19 +417,24 @@ def validate_group(group: zarr.Group) -> list[str]:
             continue
         count = arr.shape[0] if count is None else count
         want = (count,) + config.tail_shape(spec)
+        shards = arr.shards[0] if arr.shards else arr.chunks[0]
+        inner = arr.chunks[0] if spec.sharded else config.chunk_size
         if arr.shape != want:
             problems.append(f"{spec.path} has shape {arr.shape}, expected {want}")
-        elif arr.chunks[0] != config.chunk_size:
-            problems.append(f"{spec.path} is chunked by {arr.chunks[0]} crops, expected {config.chunk_size}")
+        elif shards != config.shard_size or inner != config.chunk_size:
+            problems.append(f"{spec.path} has shards of {shards} crops in chunks of {inner}, expected "
+                            f"{config.shard_size} in chunks of {config.chunk_size}")
     return problems
 
 
 __all__ = [
+    "LegacyStoreError",
     "PLAN_ARRAYS",
     "RESULT_ARRAYS",
     "PriorStore",
     "StoreError",
     "StoreMismatchError",
+    "create_per_crop_array",
     "create_store",
     "open_or_create",
     "open_store",

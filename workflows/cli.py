@@ -50,11 +50,11 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from workflows import (bench_cmd, eval_cmd, fit_prior_cmd, import_official_cmd, info_cmd, prior_stats_cmd,
-                           render_cmd, train_cmd, upscale_cmd)
+    from workflows import (bench_cmd, eval_cmd, fit_prior_cmd, import_official_cmd, info_cmd, migrate_store_cmd,
+                           prior_stats_cmd, render_cmd, train_cmd, upscale_cmd)
 
-    for module in (render_cmd, eval_cmd, import_official_cmd, fit_prior_cmd, info_cmd, prior_stats_cmd, train_cmd,
-                   bench_cmd, upscale_cmd):
+    for module in (render_cmd, eval_cmd, import_official_cmd, fit_prior_cmd, info_cmd, migrate_store_cmd,
+                   prior_stats_cmd, train_cmd, bench_cmd, upscale_cmd):
         cli.add_command(module.command)
 
 
