@@ -66,8 +66,12 @@ def run_prior_stats(
     seed: int = 0,
     spacing: str = "linear",
     reuse_stats: bool = False,
+    scheduler: str | None = None,
+    threads: int | None = None,
 ) -> PriorStatsResult:
-    """Compute (or, with `reuse_stats`, load) the statistics, derive the dictionary, write store and files."""
+    """Compute (or, with `reuse_stats`, load) the statistics, derive the dictionary, write store and files.
+
+    `scheduler` (a Dask scheduler's address) or `threads` (local threads) say where the statistics run."""
     check_request(method, size, quantiles, spacing)  # before anything is computed or overwritten
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -79,7 +83,7 @@ def run_prior_stats(
             raise StaleStatisticsError(f"the statistics stored in {store} are out of date ({why}); rerun without "
                                        "--reuse-stats to recompute them")
     else:
-        stats = compute_statistics(store, min_psnr)
+        stats = compute_statistics(store, min_psnr, scheduler=scheduler, threads=threads)
     kernels, provenance = build_dictionary(stats, method, size, quantiles, seed, spacing)
     if not reuse_stats:
         stats.write(store)

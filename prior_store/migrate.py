@@ -48,11 +48,7 @@ def migrate_store(source: str | Path, target: str | Path, shard_size: int | None
     store = create_store(target, config, sources, boxes)  # all pending until each shard's status is copied
     for index in range(store.num_shards):
         start, stop = store.shard_bounds(index)
-        for path in RESULT_ARRAYS:  # schema order: status last
-            values = read(path, start, stop)
-            if _is_string(path):
-                values = np.asarray(values, dtype=np.dtypes.StringDType())
-            store.group[path][start:stop] = values
+        store.write_shard(index, {path: read(path, start, stop) for path in RESULT_ARRAYS})
     # creation stamped this version's attributes; keep the original creation record beside them
     store.group.attrs.update({"migrated_from": {"schema_version": version, "created": attrs.get("created"),
                                                 "package_version": attrs.get("package_version")}})

@@ -223,17 +223,28 @@ class PriorStore:
         """Write chunk `index` of every result array (RESULT_ARRAYS), status last.
 
         One call owns the whole chunk: all result arrays must be given, each with exactly the chunk's crop
-        count, so concurrent tasks never touch the same chunk file and a retried task rewrites it whole.
+        count, and a retried task rewrites it whole. The caller must own the chunk's shard (one writer per
+        shard: `shard_of_chunk`), since writing a chunk replaces its shard's file in every array.
         """
+        self._write_range(*self.chunk_bounds(index), values, "chunk")
+
+    def write_shard(self, index: int, values: Mapping[str, np.ndarray | Sequence[str]]) -> None:
+        """Write shard `index` of every result array at once (each file once), status last: for copies and
+        synthetic stores; the job writes chunk by chunk so that a kill loses only the chunk in flight."""
+        self._write_range(*self.shard_bounds(index), values, "shard")
+
+    def _write_range(self, start: int, stop: int, values: Mapping[str, np.ndarray | Sequence[str]],
+                     what: str) -> None:
         missing = [p for p in RESULT_ARRAYS if p not in values]
         extra = [p for p in values if p not in RESULT_ARRAYS]
         if missing or extra:
-            raise ValueError(f"chunk write needs exactly {list(RESULT_ARRAYS)}; missing {missing}, unexpected {extra}")
-        start, stop = self.chunk_bounds(index)
+            raise ValueError(f"{what} write needs exactly {list(RESULT_ARRAYS)}; missing {missing}, "
+                             f"unexpected {extra}")
         prepared = {}
         for path in RESULT_ARRAYS:
             spec = _SPECS[path]
-            prepared[path] = _as_array(values[path], spec, (stop - start,) + self.config.tail_shape(spec), path)
+            prepared[path] = _as_array(values[path], spec, (stop - start,) + self.config.tail_shape(spec), path,
+                                       what)
         for path in RESULT_ARRAYS:  # spec order: status last
             self.group[path][start:stop] = prepared[path]
 
@@ -278,7 +289,7 @@ def _fmt(value) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def _as_array(value, spec: ArraySpec, shape: tuple[int, ...], path: str) -> np.ndarray:
+def _as_array(value, spec: ArraySpec, shape: tuple[int, ...], path: str, what: str = "chunk") -> np.ndarray:
     if spec.dtype is STRING:
         arr = np.asarray([str(v) for v in value], dtype=np.dtypes.StringDType())
     else:
@@ -287,7 +298,7 @@ def _as_array(value, spec: ArraySpec, shape: tuple[int, ...], path: str) -> np.n
             raise ValueError(f"{path} needs integers, got {arr.dtype}")
         arr = arr.astype(spec.dtype)
     if arr.shape != shape:
-        raise ValueError(f"{path} for this chunk must have shape {shape}, got {arr.shape}")
+        raise ValueError(f"{path} for this {what} must have shape {shape}, got {arr.shape}")
     return arr
 
 

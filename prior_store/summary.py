@@ -28,6 +28,8 @@ def describe_store(path: str | Path) -> dict:
         "k": store.config.k,
         "lattice": list(store.config.lattice),
         "chunk_size": store.chunk_size,
+        "shard_size": store.shard_size,
+        "shards": store.num_shards,
         "fitting": store.config.fitting,
         "crops": store.num_crops,
         "status": store.status_counts(),
