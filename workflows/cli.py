@@ -6,7 +6,6 @@ import sys
 
 import click
 
-from gaussian_field import __version__
 
 #: Exceptions that mean "the user's input is wrong": one line, exit code 2, no traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
@@ -41,7 +40,7 @@ class P2GGroup(click.Group):
 
 
 @click.group(cls=P2GGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="p2g")
+@click.version_option(package_name="pixel2gauss", prog_name="p2g")  # from the metadata: no torch import
 def cli() -> None:
     """pixel2gauss: arbitrary-scale super-resolution with 2D Gaussian fields (ContinuousSR).
 
@@ -49,16 +48,36 @@ def cli() -> None:
     """
 
 
-def _register() -> None:
-    from workflows import (bench_cmd, eval_cmd, fit_prior_cmd, import_official_cmd, info_cmd, migrate_store_cmd,
-                           prior_stats_cmd, render_cmd, train_cmd, upscale_cmd)
+#: Verb -> module holding its click `command`, imported only when that verb runs (or for `--help`), so that
+#: light verbs such as `p2g info` do not pay for importing torch and every model.
+VERBS = {
+    "render": "workflows.render_cmd",
+    "eval": "workflows.eval_cmd",
+    "import-official": "workflows.import_official_cmd",
+    "fit-prior": "workflows.fit_prior_cmd",
+    "info": "workflows.info_cmd",
+    "migrate-store": "workflows.migrate_store_cmd",
+    "prior-stats": "workflows.prior_stats_cmd",
+    "train": "workflows.train_cmd",
+    "bench": "workflows.bench_cmd",
+    "upscale": "workflows.upscale_cmd",
+}
 
-    for module in (render_cmd, eval_cmd, import_official_cmd, fit_prior_cmd, info_cmd, migrate_store_cmd,
-                   prior_stats_cmd, train_cmd, bench_cmd, upscale_cmd):
-        cli.add_command(module.command)
+
+def _list_commands(ctx: click.Context) -> list[str]:
+    return sorted(VERBS)
 
 
-_register()
+def _get_command(ctx: click.Context, name: str) -> click.Command | None:
+    if name not in VERBS:
+        return None
+    import importlib
+
+    return importlib.import_module(VERBS[name]).command
+
+
+cli.list_commands = _list_commands
+cli.get_command = _get_command
 
 
 def main() -> None:
