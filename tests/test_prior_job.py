@@ -140,7 +140,10 @@ def test_killing_a_worker_mid_task_loses_nothing(reference, corpus, client, tmp_
     assert (store.num_shards, store.shard_size, store.num_chunks) == (3, 4, 6)
     assert_same_crops(reference, path)
     files = {p: p.stat().st_mtime_ns for p in Path(path).rglob("*") if p.is_file() and p.name != "zarr.json"}
-    assert len(files) == 10 * 3  # one file per array per shard
+    assert len(files) <= 10 * 3  # at most one file per array per shard (all-empty ones, e.g. reasons, are not written)
+    for shard in range(3):
+        assert {f"field/chol/c/{shard}/0/0", f"crops/status/c/{shard}"} <= {
+            str(p.relative_to(path)) for p in files}
     again = run_prior_job([corpus], path, crop=CROP, fit=FIT, client=client, progress=False)
     assert (again.chunks_run, again.fitted, again.skipped) == (0, 0, 12)
     assert {p: p.stat().st_mtime_ns for p in files} == files

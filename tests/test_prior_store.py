@@ -300,3 +300,23 @@ def test_schema_1_stores_are_refused_with_the_migration_command_and_migrate(tmp_
         migrate_store(old, new)
     with pytest.raises(StoreError, match="only schema 1 stores need migrating"):
         migrate_store(new, tmp_path / "again.zarr")
+
+
+def test_cli_names_the_migration_and_migrates(tmp_path, config):
+    from click.testing import CliRunner
+
+    from workflows.cli import cli
+
+    old, new = tmp_path / "old.zarr", tmp_path / "new.zarr"
+    write_schema1_store(old, config)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["info", str(old)])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert result.output.startswith("error: ") and f"p2g migrate-store {old} NEW_STORE" in result.output
+    result = runner.invoke(cli, ["migrate-store", str(old), str(new)])
+    assert result.exit_code == 0, result.output
+    assert "5 crops (4 done, 0 failed, 1 pending) in 3 shards of 2 crops" in result.output
+    result = runner.invoke(cli, ["info", str(new)])
+    assert result.exit_code == 0 and "shards      3 of 2 crops" in result.output
+    result = runner.invoke(cli, ["migrate-store", str(old), str(new)])
+    assert result.exit_code == 2 and "already exists" in result.output
