@@ -31,8 +31,8 @@ from prior_store import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, StoreConfig,
 
 #: Crops per chunk (= per task and per fitting batch) when neither --batch nor an existing store says.
 DEFAULT_BATCH = 8
-#: Times a task that raised is resubmitted before its chunk is reported as errored (worker loss is separate:
-#: the scheduler reschedules those, up to distributed's `allowed-failures`).
+#: Times a chunk whose fitting raised is tried again before it is reported as errored (worker loss is separate:
+#: the scheduler reschedules the shard's task, up to distributed's `allowed-failures`).
 TASK_RETRIES = 2
 
 
@@ -197,13 +197,24 @@ def fit_shard(store_path: str, shard: int, chunks: Sequence[int], root: str = ".
               device: str = "auto") -> list[dict]:
     """Fit chunks `chunks` of shard `shard` one after the other, each written as soon as it is fitted.
 
-    Runs on a worker, the only writer of the shard's files; a kill loses only the chunk in flight."""
+    Runs on a worker, the only writer of the shard's files; a kill loses only the chunk in flight. A chunk whose
+    fitting raises is tried TASK_RETRIES more times, then reported as {"chunk": i, "error": ...} while the
+    shard's other chunks go on."""
     store = open_store(store_path)
     owned = store.shard_chunks(shard)
     stray = [c for c in chunks if c not in owned]
     if stray:
         raise ValueError(f"chunks {stray} are not in shard {shard} (chunks {owned.start}..{owned.stop - 1})")
-    return [fit_chunk(store_path, index, root, device) for index in chunks]
+    results = []
+    for index in chunks:
+        for attempt in range(TASK_RETRIES + 1):
+            try:
+                results.append(fit_chunk(store_path, index, root, device))
+                break
+            except Exception as err:  # reported with its chunk, as a failed task was before shards
+                if attempt == TASK_RETRIES:
+                    results.append({"chunk": index, "error": repr(err)})
+    return results
 
 
 def prepare_store(
@@ -322,6 +333,9 @@ def _run_tasks(client, store, todo: list[int], device: str, progress: bool) -> t
                 errors.append(f"chunks {shards[shard]} (shard {shard}): {future.exception()!r}")
                 continue
             for summary in future.result():
+                if "error" in summary:
+                    errors.append(f"chunk {summary['chunk']}: {summary['error']}")
+                    continue
                 results.append(summary)
                 bar.update(store.chunk_bounds(summary["chunk"])[1] - store.chunk_bounds(summary["chunk"])[0])
     except BaseException:

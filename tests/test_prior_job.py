@@ -277,3 +277,27 @@ def test_job_on_cuda_workers_asks_for_the_gpu_resource(corpus, tmp_path):
                             cluster=ClusterSpec(workers=1, dashboard_address=":0"), device="cuda", progress=False)
     assert (summary.done, summary.failed, summary.errors) == (12, 0, [])
     assert summary.psnr_median > 25
+
+
+def test_fit_shard_fits_its_chunks_in_order_and_isolates_a_chunk_that_keeps_raising(tmp_path, monkeypatch):
+    from dgp_fitting import prior_job
+    from prior_store import StoreConfig, create_store
+
+    config = StoreConfig(crop_size=CROP, chunk_size=2, shard_size=6, fitting=FIT.as_dict())
+    create_store(tmp_path / "p.zarr", config, [f"img{i}.png" for i in range(12)],
+                 np.array([[0, 0, CROP, CROP]] * 12, np.int32))
+    calls = []
+
+    def fake_fit_chunk(store_path, index, root, device):
+        calls.append(index)
+        if index == 4:
+            raise RuntimeError("synthetic failure")
+        return {"chunk": index, "fitted": 2}
+
+    monkeypatch.setattr(prior_job, "fit_chunk", fake_fit_chunk)
+    out = prior_job.fit_shard(str(tmp_path / "p.zarr"), 1, [3, 4, 5])
+    assert calls == [3] + [4] * (prior_job.TASK_RETRIES + 1) + [5]
+    assert out[0] == {"chunk": 3, "fitted": 2} and out[2] == {"chunk": 5, "fitted": 2}
+    assert out[1]["chunk"] == 4 and "synthetic failure" in out[1]["error"]
+    with pytest.raises(ValueError, match=r"chunks \[2\] are not in shard 1"):
+        prior_job.fit_shard(str(tmp_path / "p.zarr"), 1, [2, 3])
