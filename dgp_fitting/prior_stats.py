@@ -24,6 +24,7 @@ terciles of PSNR and of that energy.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -184,19 +185,27 @@ def _per_crop_rows(chol: np.ndarray, colors: np.ndarray, lattice: tuple[int, int
     return out
 
 
-def _read_block(store_path: str, start: int, stop: int, keep: np.ndarray, names: Sequence[str]) -> list[np.ndarray]:
-    """Crops [start, stop) of the named field arrays, only those with `keep` (a task's only read)."""
-    group = zarr.open_group(store_path, mode="r")
+def _read_block(store: tuple[str, str], start: int, stop: int, keep: np.ndarray,
+                names: Sequence[str]) -> list[np.ndarray]:
+    """Crops [start, stop) of the named field arrays, only those with `keep` (a task's only read); `store` is
+    (path, stamp)."""
     out = []
     for name in names:
-        values = np.asarray(group[name][start:stop])
+        values = np.asarray(_open_array(store[0], name, store[1])[start:stop])
         out.append(values if keep.all() else values[keep])
     return out
 
 
-def _first_pass_block(store_path: str, start: int, stop: int, keep: np.ndarray, paper_lr: np.ndarray,
+@functools.lru_cache(maxsize=16)
+def _open_array(store_path: str, name: str, stamp: str = "") -> zarr.Array:
+    """One open per process and array (each open reads metadata; a million-crop store has ~2000 blocks).
+    `stamp` (the store's creation time and plan digest) keeps a store recreated at the same path apart."""
+    return zarr.open_array(store_path, path=name, mode="r")
+
+
+def _first_pass_block(store: tuple[str, str], start: int, stop: int, keep: np.ndarray, paper_lr: np.ndarray,
                       lattice: tuple[int, int, int]) -> tuple[dict, np.ndarray]:
-    chol, colors = _read_block(store_path, start, stop, keep, ("field/chol", "field/colors"))
+    chol, colors = _read_block(store, start, stop, keep, ("field/chol", "field/colors"))
     rows = np.empty((chol.shape[0], 8), np.float64)
     kernels.per_crop_rows(chol, colors, *lattice, rows)
     return block_moments(chol, paper_lr), rows
@@ -225,9 +234,9 @@ def block_moments(chol: np.ndarray, paper_lr: np.ndarray) -> dict:
     return {"n": int(n), **out}
 
 
-def _fine_block(store_path: str, start: int, stop: int, keep: np.ndarray, lo: np.ndarray,
+def _fine_block(store: tuple[str, str], start: int, stop: int, keep: np.ndarray, lo: np.ndarray,
                 hi: np.ndarray) -> np.ndarray:
-    (chol,) = _read_block(store_path, start, stop, keep, ("field/chol",))
+    (chol,) = _read_block(store, start, stop, keep, ("field/chol",))
     return fine_histogram(chol, lo, hi)
 
 
@@ -391,6 +400,7 @@ def compute_statistics(store_path: str | Path, min_psnr: float | None = None, sc
     keep[selection.indices] = True
     blocks = store_blocks(store, keep)
     path = str(Path(store_path).resolve()) if "://" not in str(store_path) else str(store_path)
+    path = (path, f"{store.attrs.get('created')} {store.attrs.get('plan_digest')}")
     paper_lr = np.array([[lo / PAPER_SCALE, hi / PAPER_SCALE] for lo, hi in PAPER_RANGES_HR_X4.values()])
     with _scheduler(scheduler, threads) as compute:
         first = [dask.delayed(_first_pass_block, pure=True, nout=2)(path, a, b, keep[a:b], paper_lr,
