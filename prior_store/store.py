@@ -169,22 +169,24 @@ class PriorStore:
     def status(self) -> np.ndarray:
         return np.asarray(self.read("crops/status"), dtype=np.int8)
 
-    def status_counts(self) -> dict[str, int]:
-        """Crops per status name: {"pending": n, "done": n, "failed": n}."""
-        counts = np.bincount(self.status().astype(np.int64), minlength=len(STATUS_NAMES))
+    def status_counts(self, status: np.ndarray | None = None) -> dict[str, int]:
+        """Crops per status name: {"pending": n, "done": n, "failed": n} (of `status` if already read)."""
+        status = self.status() if status is None else status
+        counts = np.bincount(status.astype(np.int64), minlength=len(STATUS_NAMES))
         return {name: int(counts[code]) for code, name in STATUS_NAMES.items()}
 
-    def chunk_status_counts(self) -> np.ndarray:
+    def chunk_status_counts(self, status: np.ndarray | None = None) -> np.ndarray:
         """(num_chunks, 3) crops per status (pending, done, failed) in each chunk."""
-        status = self.status().astype(np.int64)
+        status = (self.status() if status is None else status).astype(np.int64)
         chunk_of = np.arange(self.num_crops) // self.chunk_size
         width = len(STATUS_NAMES)
         counts = np.bincount(chunk_of * width + status, minlength=self.num_chunks * width)
         return counts.reshape(self.num_chunks, width)
 
-    def psnr_summary(self) -> dict[str, float | int]:
+    def psnr_summary(self, status: np.ndarray | None = None) -> dict[str, float | int]:
         """PSNR statistics (dB) over the done crops: count, median, p5, p95, mean, min, max."""
-        psnr = np.asarray(self.read("crops/psnr"), dtype=np.float64)[self.status() == STATUS_DONE]
+        status = self.status() if status is None else status
+        psnr = np.asarray(self.read("crops/psnr"), dtype=np.float64)[status == STATUS_DONE]
         psnr = psnr[np.isfinite(psnr)]
         if psnr.size == 0:
             return {"count": 0}
@@ -198,9 +200,9 @@ class PriorStore:
             "max": float(psnr.max()),
         }
 
-    def failure_reasons(self) -> dict[str, int]:
+    def failure_reasons(self, status: np.ndarray | None = None) -> dict[str, int]:
         """How many crops failed for each reason."""
-        failed = np.flatnonzero(self.status() == STATUS_FAILED)
+        failed = np.flatnonzero((self.status() if status is None else status) == STATUS_FAILED)
         counts: dict[str, int] = {}
         if failed.size == 0:
             return counts
