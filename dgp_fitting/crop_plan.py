@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from gaussian_field.image_io import IMAGE_SUFFIXES, ImageReadError, read_image
+from gaussian_field.image_io import IMAGE_SUFFIXES, ORIENTATION_TAG, ImageReadError, read_image
 from prior_store import STATUS_FAILED, STATUS_PENDING
 
 
@@ -76,6 +76,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             width, height = img.size
+            if img.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):  # read_image turns it upright: sides swap
+                width, height = height, width
             return int(height), int(width)
     except UnidentifiedImageError:
         pass  # maybe a format only OpenCV reads: let read_image decide, with its reason

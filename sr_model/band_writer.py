@@ -1,10 +1,12 @@
 """Render a field straight to an image file, band of rows by band of rows, so the output size is not bounded
 by memory.
 
-Each band is rendered (`render(..., rows=(r0, r1))`), clipped and rounded to 8 or 16 bits, and stored in a pixel
-array that lives in memory for ordinary outputs and in a memory-mapped scratch file beside the output for large
-ones; the array is then encoded by OpenCV (PNG, JPEG) or tifffile (TIFF, BigTIFF past 4 GiB). Both read it
-sequentially, so a memory-mapped array is paged through rather than loaded. The encoded file is written under a
+Each band is rendered (`render(..., rows=(r0, r1))`), clipped and rounded to 8 or 16 bits (or kept as float32 for
+a 32-bit TIFF), and stored in a pixel array that lives in memory for ordinary outputs and in a memory-mapped
+scratch file beside the output for large ones; an alpha channel, upscaled with bicubic beside the colour field,
+is its fourth channel. The array is then encoded by OpenCV (PNG), tifffile (TIFF, BigTIFF past 4 GiB) or Pillow
+(JPEG, WebP), with the source's ICC profile (`gaussian_field.image_io.encode_pixels`). OpenCV and tifffile read
+it sequentially, so a memory-mapped array is paged through rather than loaded. The encoded file is written under a
 temporary name and renamed, and scratch files are removed whatever happens: a failed or interrupted render never
 leaves a partial image.
 
@@ -24,8 +26,12 @@ import numpy as np
 import torch
 
 from gaussian_field import GaussianField, render
-from gaussian_field.image_io import quantize
+from gaussian_field.image_io import (FORMATS, OutputFormat, encode_pixels, output_format, quantize, quantize_levels,
+                                     resize_alpha)
 from gaussian_field.render import resolve_geometry
+
+__all__ = ["FORMATS", "OutputFormat", "OutputTooLargeError", "WrittenImage", "check_output", "output_format",
+           "render_to_file"]
 
 #: Float working set of one rendered band (bytes); the band height follows from the output width.
 BAND_BYTES = 64 * 2**20
@@ -43,48 +49,16 @@ class WrittenImage:
     write_seconds: float
 
 
-@dataclass(frozen=True)
-class OutputFormat:
-    name: str
-    bits: tuple[int, ...]
-    max_side: int  # the encoder's limit on width and height
-    bgr: bool  # OpenCV takes BGR; tifffile RGB
-
-
-#: Output formats by suffix. PNG: libpng's default user limit of 1,000,000 px per side (OpenCV keeps it);
-#: JPEG: 65,500 px per side; TIFF: 2^32 - 1.
-FORMATS = {
-    ".png": OutputFormat("PNG", (8, 16), 1_000_000, True),
-    ".jpg": OutputFormat("JPEG", (8,), 65_500, True),
-    ".jpeg": OutputFormat("JPEG", (8,), 65_500, True),
-    ".tif": OutputFormat("TIFF", (8, 16), 2**32 - 1, False),
-    ".tiff": OutputFormat("TIFF", (8, 16), 2**32 - 1, False),
-}
-JPEG_QUALITY = 95
-
-
 class OutputTooLargeError(ValueError):
     """An output that the format or the disk cannot hold; the message says which limit and what to do."""
 
 
-def output_format(path: str | os.PathLike, bits: int) -> OutputFormat:
-    """The format for `path`'s suffix, checked against the bit depth."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS:
-        raise ValueError(f"cannot write {Path(path).name}: unknown image suffix {suffix!r}; use .png, .jpg or .tif")
-    fmt = FORMATS[suffix]
-    if bits not in fmt.bits:
-        raise ValueError(f"{fmt.name} cannot hold {bits}-bit pixels; use {' or '.join(map(str, fmt.bits))} bits"
-                         + (" or a .png/.tif output" if bits == 16 else ""))
-    return fmt
-
-
-def pixel_bytes(height: int, width: int, bits: int) -> int:
-    return height * width * 3 * (bits // 8)
+def pixel_bytes(height: int, width: int, bits: int, channels: int = 3) -> int:
+    return height * width * channels * (bits // 8)
 
 
 def check_output(path: str | os.PathLike, height: int, width: int, bits: int,
-                 in_memory_bytes: int = IN_MEMORY_BYTES) -> bool:
+                 in_memory_bytes: int = IN_MEMORY_BYTES, channels: int = 3) -> bool:
     """Refuse an output the format or the disk cannot hold; returns True when its pixels go to a scratch file."""
     fmt = output_format(path, bits)
     name = Path(path).name
@@ -92,7 +66,7 @@ def check_output(path: str | os.PathLike, height: int, width: int, bits: int,
         raise OutputTooLargeError(
             f"output {name} would be {width}x{height} px, over the {fmt.name} limit of {fmt.max_side} px per side; "
             f"ask for a smaller --scale/--size" + ("" if fmt.name == "TIFF" else " or write .tif"))
-    raw = pixel_bytes(height, width, bits)
+    raw = pixel_bytes(height, width, bits, channels)
     scratch = raw > in_memory_bytes
     needed = raw * (2 if scratch else 1)  # the encoded file is at most about the raw size (PNG, TIFF)
     folder = Path(path).absolute().parent
@@ -120,23 +94,33 @@ def render_to_file(
     backend: str = "auto",
     band_bytes: int = BAND_BYTES,
     in_memory_bytes: int = IN_MEMORY_BYTES,
+    alpha: np.ndarray | None = None,
+    icc_profile: bytes | None = None,
+    quality: int | None = None,
 ) -> WrittenImage:
-    """Render one field (batch of 1) at `scale` or to `size` (H, W) into `path` (see the module doc)."""
+    """Render one field (batch of 1) at `scale` or to `size` (H, W) into `path` (see the module doc).
+
+    `alpha`: the LR image's alpha plane (h, w) in [0, 1], upscaled with bicubic to the output size and written
+    as a fourth channel (ValueError if the format has none); `icc_profile` is embedded; `quality` for JPEG/WebP.
+    """
     if not isinstance(field, GaussianField) or field.batch_size != 1:
         raise ValueError("render_to_file renders one field (a GaussianField with batch size 1)")
     (s_h, s_w), (height, width) = resolve_geometry(field.lr_size, size, scale)
     path = Path(path)
     fmt = output_format(path, bits)
-    scratch = check_output(path, height, width, bits, in_memory_bytes)
-    dtype = np.uint8 if bits == 8 else np.uint16
+    if alpha is not None and not fmt.alpha:
+        raise ValueError(f"{fmt.name} cannot hold an alpha channel; write .png, .tif or .webp")
+    channels = 3 if alpha is None else 4
+    scratch = check_output(path, height, width, bits, in_memory_bytes, channels)
+    dtype = {8: np.uint8, 16: np.uint16, 32: np.float32}[bits]
     scratch_path = path.with_name(f".{path.name}.pixels.partial")
     tmp = path.with_name(f".{path.name}.partial{path.suffix}")
     pixels = None
     try:
         if scratch:
-            pixels = np.lib.format.open_memmap(scratch_path, mode="w+", dtype=dtype, shape=(height, width, 3))
+            pixels = np.lib.format.open_memmap(scratch_path, mode="w+", dtype=dtype, shape=(height, width, channels))
         else:
-            pixels = np.empty((height, width, 3), dtype=dtype)
+            pixels = np.empty((height, width, channels), dtype=dtype)
         step = band_height(width, field.means.element_size(), band_bytes)
         render_seconds = 0.0
         start = time.perf_counter()
@@ -148,8 +132,10 @@ def render_to_file(
                 band = band[0].cpu()  # waits for the device
                 render_seconds += time.perf_counter() - band_start
                 levels = quantize(band, bits)
-                pixels[r0:r1] = levels[..., ::-1] if fmt.bgr else levels
-        _encode(pixels, tmp, fmt)
+                pixels[r0:r1, :, :3] = levels[..., ::-1] if fmt.bgr else levels
+        if alpha is not None:
+            pixels[..., 3] = quantize_levels(resize_alpha(alpha, height, width), bits)
+        encode_pixels(pixels, tmp, fmt, icc_profile, quality)
         os.replace(tmp, path)
         written = WrittenImage(path, (height, width), render_seconds, time.perf_counter() - start - render_seconds)
     finally:
@@ -157,16 +143,3 @@ def render_to_file(
         tmp.unlink(missing_ok=True)
         scratch_path.unlink(missing_ok=True)
     return written
-
-
-def _encode(pixels: np.ndarray, tmp: Path, fmt: OutputFormat) -> None:
-    if fmt.name == "TIFF":
-        import tifffile
-
-        tifffile.imwrite(tmp, pixels, photometric="rgb", bigtiff=pixels.nbytes > 2**32 - 2**25)
-        return
-    import cv2
-
-    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if fmt.name == "JPEG" else []
-    if not cv2.imwrite(str(tmp), pixels, params):
-        raise OSError(f"OpenCV could not write {tmp.name} ({fmt.name}, {pixels.shape[1]}x{pixels.shape[0]} px)")

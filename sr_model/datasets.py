@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from gaussian_field.image_io import IMAGE_SUFFIXES, ImageReadError, read_image
+from gaussian_field.image_io import IMAGE_SUFFIXES, ORIENTATION_TAG, ImageReadError, read_image
 from sr_model.imresize import imresize
 
 
@@ -64,8 +64,11 @@ def image_size(path: Path) -> tuple[int, int]:
 
     try:
         with Image.open(path) as img:
+            img.verify()  # checks the structure cheaply (no pixel decode for most formats); leaves img unusable
+        with Image.open(path) as img:
             width, height = img.size
-            img.verify()  # checks the structure cheaply (no pixel decode for most formats)
+            if img.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):  # read upright: sides swap
+                width, height = height, width
         return height, width
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         pass  # maybe a format only OpenCV reads (e.g. some 16-bit TIFFs): decode fully, which raises if broken

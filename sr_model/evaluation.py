@@ -11,6 +11,11 @@ For every HR image and scale s:
    scored with BasicSR's PSNR/SSIM (`sr_model.metrics`): protocol 'benchmark' = Y channel, shave s;
    'div2k' = RGB, shave s + 6 (ceil(s) for non-integer s).
 Scores are averaged per image (mean of per-image PSNRs), as the literature does.
+
+With existing LR files (`lr_sources`, e.g. DIV2K's HR/ and LR_bicubic/X4/), step 2 reads the LR file instead:
+each LR is paired with the HR image of the same name, or of its name less a scale suffix (0801x4.png -> 0801.png),
+the scale comes from the sizes (the suffix, when there is one, must agree), and the HR is mod-cropped to it.
+`save_dir` keeps every super-resolved image (the model's, or bicubic's without a model) as NAME_x4.png.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 import time
 import warnings
 from dataclasses import asdict, dataclass, fields
@@ -28,8 +34,8 @@ import numpy as np
 import torch
 
 from gaussian_field import GaussianField, render
-from gaussian_field.image_io import ImageReadError, read_image
-from sr_model.datasets import NoImagesError, SkippedImageWarning, find_images, to_8bit_levels
+from gaussian_field.image_io import ImageReadError, read_image, read_image_file, write_image
+from sr_model.datasets import NoImagesError, SkippedImageWarning, find_images, image_size, to_8bit_levels
 from sr_model.imresize import imresize
 from sr_model.metrics import protocol_settings, psnr, ssim
 
@@ -57,6 +63,63 @@ class EvalRow:
     ssim: float
     encode_ms: float | None
     render_ms: float
+
+
+@dataclass(frozen=True)
+class LRPair:
+    """An HR image, an existing LR file of it and the scale between them."""
+
+    hr: Path
+    lr: Path
+    scale: float
+
+
+#: An LR file name with a scale suffix: 0801x4, babyx2, imgx1.5.
+_SCALE_SUFFIX = re.compile(r"^(?P<stem>.+?)x(?P<scale>\d+(?:\.\d+)?)$", re.IGNORECASE)
+
+
+def pair_scale(hr_size: Sequence[int], lr_size: Sequence[int], named: float | None = None) -> float:
+    """The scale s with floor(HR / s) = LR on both sides (an integer when one fits); ValueError if none."""
+    hr_h, hr_w = hr_size
+    h, w = lr_size
+    candidates = [named] if named is not None else [round(hr_h / h), hr_h / h, hr_w / w]
+    for scale in candidates:
+        if scale and scale >= 1 and lr_geometry((hr_h, hr_w), scale)[0] == (h, w):
+            return float(scale)
+    said = f" (x{named:g} by its name)" if named is not None else ""
+    raise ValueError(f"an LR of {w}x{h} px is not the HR's {hr_w}x{hr_h} px divided by one scale{said}")
+
+
+def pair_lr_images(hr_paths: Sequence[Path], lr_paths: Sequence[Path]) -> list[LRPair]:
+    """Each LR file with its HR image by name (same name, or the name less a scale suffix), scale from the sizes.
+
+    An LR file without an HR image is skipped with a warning; no pair at all is an error.
+    """
+    by_stem: dict[str, Path] = {}
+    for path in hr_paths:
+        if path.stem in by_stem:
+            raise ValueError(f"HR images {by_stem[path.stem]} and {path} have the same name; LR files are matched "
+                             "by name, so give one folder at a time")
+        by_stem[path.stem] = path
+    pairs = []
+    for lr in lr_paths:
+        hr, named = by_stem.get(lr.stem), None
+        match = _SCALE_SUFFIX.match(lr.stem)
+        if hr is None and match is not None:
+            hr, named = by_stem.get(match["stem"]), float(match["scale"])
+        if hr is None:
+            names = lr.stem if match is None else f"{match['stem']} or {lr.stem}"
+            warnings.warn(f"skipping LR image {lr}: no HR image named {names}", SkippedImageWarning, stacklevel=2)
+            continue
+        try:
+            scale = pair_scale(image_size(hr), image_size(lr), named)
+        except ValueError as err:
+            raise ValueError(f"{lr} and {hr}: {err}") from None
+        pairs.append(LRPair(hr, lr, scale))
+    if not pairs:
+        raise NoImagesError(f"none of the {len(lr_paths)} LR image(s) has an HR image of the same name "
+                            "(0801.png for 0801.png or 0801x4.png)")
+    return sorted(pairs, key=lambda p: (str(p.hr), p.scale))
 
 
 def parse_scales(text: str) -> list[float]:
@@ -131,47 +194,97 @@ def _score(hr8: np.ndarray, sr: np.ndarray, protocol: str, scale: float) -> tupl
 
 def evaluate(
     sources: Sequence[str | os.PathLike],
-    scales: Sequence[float],
+    scales: Sequence[float] | None,
     protocol: str = "benchmark",
     model: EncodesFields | None = None,
     device: str | torch.device = "cpu",
     progress: Callable[[Iterable], Iterable] | None = None,
+    lr_sources: Sequence[str | os.PathLike] | None = None,
+    save_dir: str | os.PathLike | None = None,
 ) -> list[EvalRow]:
-    """Score the bicubic baseline and, if given, the model on every image and scale (see module doc)."""
+    """Score the bicubic baseline and, if given, the model on every image and scale (see module doc).
+
+    With `lr_sources` the LR files found there are used (scales from their sizes; `scales`, if given, keeps
+    only those); `save_dir` receives the super-resolved images.
+    """
     protocol_settings(protocol, 2.0)  # unknown protocol: fail before any work
-    if not scales:
+    if not scales and not lr_sources:
         raise ValueError("no scale to evaluate; give e.g. --scales 2,3,4")
     paths = find_images(sources)
+    cases: dict[Path, list[tuple[float, Path | None]]] = {}
+    if lr_sources:
+        for pair in pair_lr_images(paths, find_images(lr_sources)):
+            if not scales or any(math.isclose(pair.scale, s) for s in scales):
+                cases.setdefault(pair.hr, []).append((pair.scale, pair.lr))
+        if not cases:
+            wanted = ", ".join(f"x{s:g}" for s in scales)
+            raise NoImagesError(f"no LR image at {wanted} in {', '.join(map(str, lr_sources))}")
+    else:
+        cases = {path: [(scale, None) for scale in scales] for path in paths}
+    if save_dir is not None:
+        _check_save_names(list(cases))
     if model is not None and hasattr(model, "eval"):
         model.eval()
     rows: list[EvalRow] = []
     skipped = 0
-    for path in progress(paths) if progress else paths:
+    for path in progress(list(cases)) if progress else list(cases):
         try:
             hr_full = read_image(path)
         except ImageReadError as err:
             warnings.warn(f"skipping unreadable image {path}: {err}", SkippedImageWarning, stacklevel=2)
             skipped += 1
             continue
-        for scale in scales:
+        for scale, lr_path in cases[path]:
             try:
-                hr, lr = make_lr(hr_full, scale)
+                hr, lr = make_lr(hr_full, scale) if lr_path is None else _read_pair(hr_full, lr_path, scale)
             except ValueError as err:
                 raise ValueError(f"{path}: {err}") from None
-            hr8 = to_uint8(hr)
-            geometry = dict(image=str(path), scale=scale, hr_height=hr.shape[0], hr_width=hr.shape[1],
-                            lr_height=lr.shape[0], lr_width=lr.shape[1])
-            start = time.perf_counter()
-            sr = bicubic_upscale(lr, scale, hr.shape[:2])
-            seconds = time.perf_counter() - start
-            rows.append(EvalRow(method=BICUBIC, **geometry, **_scores(hr8, sr, protocol, scale, path),
-                                encode_ms=None, render_ms=seconds * 1e3))
-            if model is not None:
-                sr, encode_s, render_s = model_upscale(model, lr, hr.shape[:2], device)
-                rows.append(EvalRow(method="model", **geometry, **_scores(hr8, sr, protocol, scale, path),
-                                    encode_ms=encode_s * 1e3, render_ms=render_s * 1e3))
+            rows += _score_case(path, hr, lr, scale, protocol, model, device, save_dir)
     if not rows:
-        raise NoImagesError(f"none of the {len(paths)} image(s) could be read ({skipped} unreadable)")
+        raise NoImagesError(f"none of the {len(cases)} image(s) could be read ({skipped} unreadable)")
+    return rows
+
+
+def _read_pair(hr_full: np.ndarray, lr_path: Path, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """(HR mod-cropped to the LR file's size times `scale`, the LR file) as float64."""
+    image = read_image_file(lr_path)
+    if image.bits in (8, 16):  # the file's exact levels in float64, as make_lr's LR (float32 / 255 is not)
+        peak = 255.0 if image.bits == 8 else 65535.0
+        lr = np.round(image.rgb.astype(np.float64) * peak) / peak
+    else:
+        lr = image.rgb.astype(np.float64)
+    (h, w), (crop_h, crop_w) = lr_geometry(hr_full.shape[:2], scale)
+    if (h, w) != lr.shape[:2]:
+        raise ValueError(f"{lr_path} is {lr.shape[1]}x{lr.shape[0]} px, not {w}x{h} (x{scale:g})")
+    return np.asarray(hr_full, dtype=np.float64)[:crop_h, :crop_w], lr
+
+
+def _check_save_names(paths: Sequence[Path]) -> None:
+    seen: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in seen:
+            raise ValueError(f"{seen[path.stem]} and {path} would save the same NAME_xS.png; evaluate them "
+                             "separately or without --save-images")
+        seen[path.stem] = path
+
+
+def _score_case(path: Path, hr: np.ndarray, lr: np.ndarray, scale: float, protocol: str,
+                model: EncodesFields | None, device, save_dir) -> list[EvalRow]:
+    hr8 = to_uint8(hr)
+    geometry = dict(image=str(path), scale=scale, hr_height=hr.shape[0], hr_width=hr.shape[1],
+                    lr_height=lr.shape[0], lr_width=lr.shape[1])
+    start = time.perf_counter()
+    sr = bicubic_upscale(lr, scale, hr.shape[:2])
+    seconds = time.perf_counter() - start
+    rows = [EvalRow(method=BICUBIC, **geometry, **_scores(hr8, sr, protocol, scale, path), encode_ms=None,
+                    render_ms=seconds * 1e3)]
+    if model is not None:
+        sr, encode_s, render_s = model_upscale(model, lr, hr.shape[:2], device)
+        rows.append(EvalRow(method="model", **geometry, **_scores(hr8, sr, protocol, scale, path),
+                            encode_ms=encode_s * 1e3, render_ms=render_s * 1e3))
+    if save_dir is not None:
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        write_image(Path(save_dir) / f"{Path(path).stem}_x{scale:g}.png", to_uint8(sr) / 255.0)
     return rows
 
 
@@ -234,7 +347,7 @@ def summarize(rows: Sequence[EvalRow]) -> list[dict]:
     ]
 
 
-def summary_markdown(rows: Sequence[EvalRow], protocol: str, title: str = "") -> str:
+def summary_markdown(rows: Sequence[EvalRow], protocol: str, title: str = "", lr_from: str = "") -> str:
     """The summary as a markdown table: bicubic and model side by side, one line per scale."""
     border_rule = "Y channel, shave = scale" if protocol == "benchmark" else "RGB, shave = scale + 6"
     by_scale: dict[float, dict[str, dict]] = {}
@@ -243,7 +356,7 @@ def summary_markdown(rows: Sequence[EvalRow], protocol: str, title: str = "") ->
     has_model = any(row.method != BICUBIC for row in rows)
     images = len({row.image for row in rows})
     lines = [f"{title or 'Evaluation'}: protocol {protocol} ({border_rule}), {images} image(s), "
-             "LR by MATLAB bicubic (8-bit); PSNR in dB, times in ms (mean per image)", ""]
+             f"LR {lr_from or 'by MATLAB bicubic (8-bit)'}; PSNR in dB, times in ms (mean per image)", ""]
     if has_model:
         lines += ["| scale | bicubic PSNR | bicubic SSIM | model PSNR | model SSIM | PSNR gain | encode ms | render ms |",
                   "|---|---|---|---|---|---|---|---|"]
@@ -261,12 +374,13 @@ def summary_markdown(rows: Sequence[EvalRow], protocol: str, title: str = "") ->
     return "\n".join(lines) + "\n"
 
 
-def write_report(rows: Sequence[EvalRow], out_dir: str | os.PathLike, protocol: str, title: str = "") -> list[Path]:
+def write_report(rows: Sequence[EvalRow], out_dir: str | os.PathLike, protocol: str, title: str = "",
+                 lr_from: str = "") -> list[Path]:
     """per_image.csv and summary.md in out_dir (created)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = out_dir / "summary.md"
     tmp = out_dir / ".summary.md.partial"
-    tmp.write_text(summary_markdown(rows, protocol, title))
+    tmp.write_text(summary_markdown(rows, protocol, title, lr_from))
     os.replace(tmp, summary)
     return [write_csv(rows, out_dir / "per_image.csv"), summary]

@@ -5,6 +5,10 @@ headers, clashing output names, the bit depth for the format, each encode's memo
 and each output against the format's limits and the free disk space. Outputs are written atomically
 (`sr_model.band_writer`), so an error or an interrupt leaves only complete files; `skip_existing` then
 resumes an interrupted batch: outputs already on disk are complete, and an image with all of them is not encoded.
+
+Outputs keep what the input file carries: its ICC profile (every format), its alpha channel (upscaled with bicubic
+beside the colour field; a notice where the format has none: JPEG) and, unless a bit depth is asked for, its bit
+depth as far as the format holds it (a 16-bit PNG gives 16-bit PNG/TIFF outputs).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gaussian_field.image_io import read_image
+from gaussian_field.image_io import FORMATS, check_quality, probe_image, read_image_file
 from gaussian_field.render import available_backends, resolve_geometry
 from sr_model.band_writer import WrittenImage, check_output, output_format, render_to_file
 from sr_model.datasets import find_images, image_size
@@ -45,6 +49,7 @@ class ImageResult:
     encode_seconds: float = 0.0
     outputs: list[WrittenImage] = field(default_factory=list)
     field_path: Path | None = None
+    notices: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,15 @@ class _Job:
     plan: EncodePlan
     outputs: tuple[tuple[RenderRequest, Path], ...]
     field_path: Path | None
+    bits: int
+    keep_alpha: bool
+    notices: tuple[str, ...]
+
+
+def output_bits(source_bits: int, suffix: str) -> int:
+    """The bit depth that keeps the source's as far as the format holds it (16-bit PNG in -> 16-bit PNG out)."""
+    held = [b for b in FORMATS[suffix].bits if b <= max(8, source_bits)]
+    return max(held)
 
 
 def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
@@ -84,16 +98,17 @@ def _sync(device: torch.device) -> None:
 
 
 def plan_jobs(model: nn.Module, inputs: Sequence[Path], out_dir: Path, requests: Sequence[RenderRequest],
-              suffix: str = ".png", bits: int = 8, save_field: bool = False, tile: int | None = None,
+              suffix: str = ".png", bits: int | None = 8, save_field: bool = False, tile: int | None = None,
               context: int | None = None, budget: int | None = None, backend: str = "auto",
               skip_existing: bool = False) -> list[_Job]:
     """Check every input and output before any work; raises ValueError naming the first problem.
 
-    With `skip_existing`, outputs already on disk are left out, and so is an image with none left to write.
+    `bits=None` keeps each source's bit depth where the format holds it. With `skip_existing`, outputs already
+    on disk are left out, and so is an image with none left to write.
     """
     if not requests:
         raise ValueError("nothing to render: give at least one --scale or --size")
-    output_format(f"x{suffix}", bits)
+    fmt = output_format(f"x{suffix}", 8 if bits is None else bits)
     check_backend(backend, next(model.parameters()).device)
     seen: dict[str, Path] = {}
     for source in inputs:
@@ -104,6 +119,12 @@ def plan_jobs(model: nn.Module, inputs: Sequence[Path], out_dir: Path, requests:
     jobs = []
     for source in inputs:
         height, width = image_size(source)  # a damaged header raises ImageReadError naming the file
+        probe = probe_image(source)
+        job_bits = output_bits(probe.bits, suffix.lower()) if bits is None else bits
+        keep_alpha = probe.has_alpha and fmt.alpha
+        notices = () if keep_alpha or not probe.has_alpha else (
+            f"{source.name} has transparency; {fmt.name} cannot hold it, so the outputs are opaque (use --format "
+            "png, tif or webp to keep it)",)
         plan = plan_encode(model, height, width, tile, context, budget)
         outputs = []
         for request in requests:
@@ -111,13 +132,13 @@ def plan_jobs(model: nn.Module, inputs: Sequence[Path], out_dir: Path, requests:
             path = out_dir / f"{source.stem}_{request.tag}{suffix}"
             if skip_existing and path.is_file():
                 continue  # written whole earlier (outputs are renamed into place): nothing to check or write
-            check_output(path, out_h, out_w, bits)
+            check_output(path, out_h, out_w, job_bits, channels=4 if keep_alpha else 3)
             outputs.append((request, path))
         field_path = out_dir / f"{source.stem}_field.npz" if save_field else None
         if skip_existing and field_path is not None and field_path.is_file():
             field_path = None
         if outputs or field_path is not None:
-            jobs.append(_Job(source, plan, tuple(outputs), field_path))
+            jobs.append(_Job(source, plan, tuple(outputs), field_path, job_bits, keep_alpha, notices))
     return jobs
 
 
@@ -128,7 +149,8 @@ def upscale_files(
     requests: Sequence[RenderRequest],
     *,
     suffix: str = ".png",
-    bits: int = 8,
+    bits: int | None = 8,
+    quality: int | None = None,
     save_field: bool = False,
     tile: int | None = None,
     context: int | None = None,
@@ -143,8 +165,10 @@ def upscale_files(
     """Encode each input once and render it at every request into out_dir; returns one result per input
     encoded (with `skip_existing`, inputs whose outputs are all on disk are neither encoded nor returned).
 
+    `bits=None` keeps each input's bit depth where the format holds it; `quality` (1-100) is for JPEG/WebP.
     `progress` wraps the list of images and `tile_progress` the tiles of a tiled encode (e.g. tqdm).
     """
+    check_quality(quality)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"--out {out_dir} exists and is not a folder")
@@ -154,9 +178,11 @@ def upscale_files(
     param = next(model.parameters())
     results = []
     for job in (progress(jobs) if progress is not None else jobs):
-        image = read_image(job.source)
-        lr = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(param.device, param.dtype)
-        result = ImageResult(job.source, (job.plan.height, job.plan.width), len(job.plan.tiles))
+        image = read_image_file(job.source)
+        lr = torch.from_numpy(np.ascontiguousarray(image.rgb)).permute(2, 0, 1)[None].to(param.device, param.dtype)
+        alpha = image.alpha if job.keep_alpha else None
+        result = ImageResult(job.source, (job.plan.height, job.plan.width), len(job.plan.tiles),
+                             notices=list(job.notices))
         with torch.no_grad():
             _sync(param.device)
             start = time.perf_counter()
@@ -169,8 +195,9 @@ def upscale_files(
                 result.field_path = job.field_path
             for request, path in job.outputs:
                 result.outputs.append(render_to_file(gaussians, path, scale=request.scale, size=request.size,
-                                                     bits=bits, backend=backend))
-        del gaussians, lr
+                                                     bits=job.bits, backend=backend, alpha=alpha,
+                                                     icc_profile=image.icc_profile, quality=quality))
+        del gaussians, lr, image, alpha
         results.append(result)
         if on_result is not None:
             on_result(result)

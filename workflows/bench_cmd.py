@@ -4,14 +4,17 @@ and the multi-scale figure (one encode for 40 scales against re-running the mode
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import click
-import torch
 
-from gaussian_field import available_backends
-from gaussian_field.speed import (DEFAULT_SCALES, MULTI_SCALES, benchmark_field, format_report, gradient_speed,
-                                  multi_scale_speed, render_speed, report_header, target_checks)
+from workflows.options import device_option, resolve_device
+
+if TYPE_CHECKING:
+    import torch
+
+#: gaussian_field.speed.DEFAULT_SCALES, repeated here so that `p2g bench --help` does not import torch (tested).
+DEFAULT_SCALES = (2.0, 4.0, 8.0, 12.3)
 
 #: The training-step figure: a batch of two 32x32 fields at x4 (the reference's autograd is slow and memory-hungry).
 GRAD_FIELD = (2, 32)
@@ -19,6 +22,8 @@ GRAD_FIELD = (2, 32)
 
 def set_cpu_threads(threads: int) -> None:
     """Same thread count for torch and for numba (the CPU backend), so their ratio compares like with like."""
+    import torch
+
     torch.set_num_threads(threads)
     try:
         import numba
@@ -27,8 +32,14 @@ def set_cpu_threads(threads: int) -> None:
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
-def lite_multi_scale(device: torch.device, lr_size: int, seed: int = 0) -> dict:
-    """The multi-scale figure with a freshly initialised `lite` model (speed does not depend on its weights)."""
+def lite_multi_scale(device: torch.device, lr_size: int, seed: int = 0, scales: Sequence[float] | None = None
+                     ) -> dict:
+    """The multi-scale figure with a freshly initialised `lite` model (speed does not depend on its weights);
+    `scales` defaults to gaussian_field.speed.MULTI_SCALES."""
+    import torch
+
+    from gaussian_field.speed import MULTI_SCALES, multi_scale_speed
+
     try:
         from sr_model.model import build_model
         from sr_model.presets import preset
@@ -38,7 +49,7 @@ def lite_multi_scale(device: torch.device, lr_size: int, seed: int = 0) -> dict:
     model = build_model(preset("lite"), "official").to(device).eval()
     generator = torch.Generator().manual_seed(seed)
     lr = torch.rand(1, 3, lr_size, lr_size, generator=generator).to(device)
-    result = multi_scale_speed(model.encode, lr, MULTI_SCALES)
+    result = multi_scale_speed(model.encode, lr, MULTI_SCALES if scales is None else scales)
     result["encoder"] = "lite, random init"
     return result
 
@@ -48,6 +59,11 @@ def bench_report(device: str = "cpu", size: int = 256, scales: Sequence[float] =
                  ) -> dict:
     """Every figure of `p2g bench` as one dict; multi_lr=None leaves the multi-scale figure out; `threads` sets the
     CPU threads of torch (the reference, bicubic) and of the numba kernels alike."""
+    import torch
+
+    from gaussian_field import available_backends
+    from gaussian_field.speed import benchmark_field, gradient_speed, render_speed, report_header, target_checks
+
     try:
         dev = torch.device(device)
     except RuntimeError:
@@ -80,7 +96,7 @@ def bench_report(device: str = "cpu", size: int = 256, scales: Sequence[float] =
 
 
 @click.command("bench")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@device_option()
 @click.option("--json", "as_json", is_flag=True, help="Print every figure as one JSON object.")
 @click.option("--size", default=256, show_default=True, help="LR size of the benchmark field (size x size).")
 @click.option("--scale", "scales", type=float, multiple=True,
@@ -93,7 +109,9 @@ def bench_report(device: str = "cpu", size: int = 256, scales: Sequence[float] =
 def command(device: str, as_json: bool, size: int, scales, repeats: int, multi_lr: int, no_multi_scale: bool,
             no_gradients: bool, threads: int | None) -> None:
     """Time every render backend against the torch reference and bicubic (ratios measured in one run)."""
-    report = bench_report(device, size, scales or DEFAULT_SCALES, repeats, None if no_multi_scale else multi_lr,
+    from gaussian_field.speed import format_report
+
+    report = bench_report(resolve_device(device), size, scales or DEFAULT_SCALES, repeats, None if no_multi_scale else multi_lr,
                           gradients=not no_gradients, threads=threads)
     if as_json:
         click.echo(json.dumps(report))

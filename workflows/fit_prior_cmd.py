@@ -8,8 +8,10 @@ from pathlib import Path
 import click
 
 from dgp_fitting.clusters import CLUSTER_KINDS, cluster_spec, job_script
-from dgp_fitting.fitting import FIT_PRESETS
-from dgp_fitting.prior_job import run_prior_job
+from workflows.options import device_option
+
+#: The names of dgp_fitting.fitting.FIT_PRESETS, repeated so that `--help` does not import torch (tested).
+FIT_PRESET_NAMES = ("demo", "quality")
 
 
 @click.command("fit-prior")
@@ -19,7 +21,7 @@ from dgp_fitting.prior_job import run_prior_job
 @click.option("--crop", default=256, show_default=True, help="Crop side in HR pixels (multiple of 4).")
 @click.option("--stride", type=int, help="Grid stride between crops [default: the crop size].")
 @click.option("--crops-per-image", type=int, help="Instead of a grid: this many random crops per image.")
-@click.option("--preset", type=click.Choice(sorted(FIT_PRESETS)), default="quality", show_default=True,
+@click.option("--preset", type=click.Choice(FIT_PRESET_NAMES), default="quality", show_default=True,
               help="Fitting settings: quality (real runs) or demo (CPU-friendly); the flags below override it.")
 @click.option("--steps", type=int, help="Optimisation steps per crop [default: the preset's].")
 @click.option("--lr", type=float, help="Adam learning rate of positions and shapes [default: the preset's].")
@@ -27,7 +29,7 @@ from dgp_fitting.prior_job import run_prior_job
 @click.option("--loss", type=click.Choice(["l2", "l1"]), help="Fitting loss [default: the preset's].")
 @click.option("--seed", default=0, show_default=True, help="Seed of random crops and of every crop's start.")
 @click.option("--batch", type=int, help="Crops per task and per store chunk [default: the store's, else 8].")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@device_option()
 @click.option("--cluster", "kind", type=click.Choice(CLUSTER_KINDS), help="Where to run [default: local].")
 @click.option("--scheduler", help="Address of an existing Dask scheduler (tcp://host:8786).")
 @click.option("--cluster-config", type=click.Path(path_type=Path), help="YAML file of cluster settings.")
@@ -47,6 +49,9 @@ def command(images, store, crop, stride, crops_per_image, preset, steps, lr, col
 
     Rerunning the same command resumes: finished chunks are skipped, the rest fitted.
     """
+    from dgp_fitting.fitting import FIT_PRESETS
+    from dgp_fitting.prior_job import run_prior_job
+
     spec = cluster_spec(cluster_config, kind=kind, scheduler=scheduler, workers=workers, jobs=jobs, cores=cores,
                         memory=memory, gpus=gpus, walltime=walltime, queue=queue)
     if print_job_script:

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import click
 
-from prior_store import describe_store
-from prior_store.dictionary import dictionary_line
-
 
 def info_lines(info: dict) -> list[str]:
     """Human-readable lines of `describe_store`'s dict."""
+    from prior_store.dictionary import dictionary_line
+
     status, chunks, psnr = info["status"], info["chunks"], info["psnr"]
     fitting = ", ".join(f"{k}={v}" for k, v in info["fitting"].items())
     lines = [
@@ -41,6 +40,8 @@ def info_lines(info: dict) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def command(store: Path, as_json: bool) -> None:
     """Describe the prior store STORE."""
+    from prior_store import describe_store
+
     info = describe_store(store)
     if as_json:
         click.echo(json.dumps(info, indent=2, allow_nan=False, default=str))

@@ -1,4 +1,5 @@
-"""Parsers shared by verbs: scales ("4", "3.7", "3x5" = s_h x s_w) and sizes ("WxH")."""
+"""What verbs share: the scale ("4", "3.7", "3x5" = s_h x s_w) and size ("WxH") parsers, and --device (auto
+by default). Imports only click at module level, so that `--help` stays fast."""
 
 from __future__ import annotations
 
@@ -55,3 +56,20 @@ class SizeType(click.ParamType):
 
 SCALE = ScaleType()
 SIZE = SizeType()
+
+
+DEVICE_HELP = "auto (a CUDA GPU when there is one, else cpu), cpu, cuda or cuda:N."
+
+
+def device_option():
+    """The same --device for every verb: auto by default."""
+    return click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; any other name is returned for the library to check."""
+    if str(device).strip().lower() != "auto":
+        return str(device)
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -6,8 +6,11 @@ from pathlib import Path
 
 import click
 
-from dgp_fitting.dictionary_sampling import DEFAULT_SIZE, METHODS, SPACINGS
-from dgp_fitting.prior_report import run_prior_stats
+#: dgp_fitting.dictionary_sampling's METHODS, SPACINGS and DEFAULT_SIZE, repeated so that `--help` does not import
+#: dask and zarr (tested).
+METHODS = ("grid", "sample")
+SPACINGS = ("linear", "quantile")
+DEFAULT_SIZE = 730
 
 
 def parse_quantiles(text: str) -> tuple[float, float]:
@@ -46,6 +49,8 @@ def command(store, out, method, size, min_psnr, quantiles, seed, spacing, reuse_
     Statistics and dictionary are written into the store (stats/) and into --out; reruns give identical
     numbers and overwrite the plots.
     """
+    from dgp_fitting.prior_report import run_prior_stats
+
     result = run_prior_stats(store, out, method=method, size=size, min_psnr=min_psnr, quantiles=quantiles,
                              seed=seed, spacing=spacing, reuse_stats=reuse_stats, scheduler=scheduler,
                              threads=threads)

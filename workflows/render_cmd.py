@@ -7,8 +7,6 @@ from pathlib import Path
 
 import click
 
-from gaussian_field import load_field, render
-from gaussian_field.image_io import write_image
 from workflows.options import SCALE, SIZE, scale_tag
 
 
@@ -16,6 +14,9 @@ def render_field_file(
     field_path: Path, out_dir: Path, scales=(), sizes=(), backend: str = "auto", bits: int = 8
 ) -> list[tuple[Path, tuple[int, int], float]]:
     """Render one field file at every scale and size; returns (path, (H, W), seconds) per output."""
+    from gaussian_field import load_field, render
+    from gaussian_field.image_io import write_image
+
     if not scales and not sizes:
         raise ValueError("nothing to render: give at least one --scale or --size")
     field = load_field(field_path)

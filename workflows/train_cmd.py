@@ -1,5 +1,8 @@
 """`p2g train --prior STORE|DICT.npy --images DIR... --out RUN`: train a ContinuousSR model; `--resume` continues it.
 
+`--config run.yaml` gives the same flags as a YAML file (flags on the command line override it); every run folder
+gets RUN/config.yaml, the run's flags with absolute paths, which `--config` reads back to repeat the run.
+
 Multi-GPU / multi-node: launch the same command with `torchrun --nproc_per_node N -m workflows.cli train ...`.
 """
 
@@ -8,15 +11,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import click
-import yaml
 from click.core import ParameterSource
 
-from sr_model.evaluation import parse_scales
-from sr_model.train_state import TrainConfig, milestones_from_fractions
-from sr_model.training import TrainResult, resume_training, train
+from workflows.options import device_option
+from workflows.run_config import CONFIG_NAME, read_flag_config, write_flag_config
+
+if TYPE_CHECKING:
+    from sr_model.training import TrainResult
 
 VARIANTS = {"full": {}, "fixed-centres": {"positions": "fixed"}, "no-dictionary": {"covariance": "free"}}
+#: Flags that are not settings of a run: never read from nor written to a config file.
+NOT_IN_CONFIG = ("config", "resume")
 
 
 def parse_scale_range(text: str) -> tuple[float, float]:
@@ -33,6 +41,8 @@ def parse_scale_range(text: str) -> tuple[float, float]:
 
 def parse_model_options(items) -> dict:
     """('lite_channels=16', 'cov_hidden=[32]') -> {'lite_channels': 16, 'cov_hidden': [32]} (values as YAML)."""
+    import yaml
+
     options = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -44,6 +54,27 @@ def parse_model_options(items) -> dict:
 
 def _given(ctx: click.Context, name: str) -> bool:
     return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
+def _read_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Eager: the file's flags become the defaults of the others, so that command-line flags override them."""
+    if value is not None:
+        ctx.default_map = {**(ctx.default_map or {}), **read_flag_config(value, ctx.command, NOT_IN_CONFIG)}
+
+
+def _absolute(value):
+    return str(Path(value).absolute())
+
+
+def run_flags(params: dict, images: tuple) -> dict:
+    """The run's resolved flags with absolute paths, for RUN/config.yaml (readable from any folder)."""
+    flags = dict(params)
+    flags["images"] = tuple(map(_absolute, images))
+    flags["val_images"] = tuple(map(_absolute, params["val_images"]))
+    flags["out_dir"] = _absolute(params["out_dir"])
+    if params["prior"] is not None and params["prior"] != "official":
+        flags["prior"] = _absolute(params["prior"])
+    return flags
 
 
 def describe(result: TrainResult) -> list[str]:
@@ -62,8 +93,28 @@ def describe(result: TrainResult) -> list[str]:
     return lines
 
 
+def _write_run_config(ctx: click.Context, out_dir: Path, images: tuple) -> tuple[Path, bool]:
+    """RUN/config.yaml before the first step (so that an interrupted run has it too); (its path, folder created)."""
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return write_flag_config(out_dir / CONFIG_NAME, ctx.command, run_flags(ctx.params, images), NOT_IN_CONFIG), created
+
+
+def _remove_unused(written: tuple[Path, bool], out_dir: Path) -> None:
+    """A run that failed before its first checkpoint leaves nothing behind: config.yaml goes, and the folder if
+    it was made for it and is empty."""
+    path, created = written
+    if not (out_dir / "last.pt").exists():
+        path.unlink(missing_ok=True)
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+
+
 @click.command("train")
 @click.argument("more_images", nargs=-1, type=click.Path(path_type=Path), metavar="[DIR...]")
+@click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False, callback=_read_config,
+              help="YAML file of these flags (keys as the flags: steps, val-images, model-option ...; lists for "
+                   "repeatable ones); flags given here override it. RUN/config.yaml repeats a run.")
 @click.option("--prior", help="Covariance dictionary: a prior store (p2g prior-stats), a .npy file, or 'official'.")
 @click.option("--images", multiple=True, type=click.Path(path_type=Path),
               help="HR training images: folder (recursive) or file; repeatable, or list several after it.")
@@ -93,7 +144,7 @@ def describe(result: TrainResult) -> list[str]:
 @click.option("--log-every", default=10, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA (ignored on CPU).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option()
 @click.option("--workers", type=int, help="DataLoader workers (default: 0 on CPU, up to 4 on CUDA).")
 @click.option("--time-limit", type=float, help="Stop after this many minutes (last.pt saved; --resume continues).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt, bit for bit.")
@@ -106,6 +157,10 @@ def command(ctx: click.Context, more_images, prior, images, out_dir: Path, prese
     L1 loss (plus the frequency loss with --freq-weight), Adam with step decay, gradient clipping, AMP on CUDA.
     Checkpoints RUN/best.pt (best mean validation PSNR) and RUN/last.pt load with `p2g eval --checkpoint`.
     """
+    from sr_model.evaluation import parse_scales
+    from sr_model.train_state import TrainConfig, milestones_from_fractions
+    from sr_model.training import resume_training, train
+
     images = tuple(images) + tuple(more_images)
     scale_min, scale_max = parse_scale_range(scales)
     overrides = {**VARIANTS[variant], **parse_model_options(model_options)}
@@ -117,6 +172,9 @@ def command(ctx: click.Context, more_images, prior, images, out_dir: Path, prese
                   val_every=val_every, val_crop=val_crop, log_every=log_every, seed=seed, amp=amp)
     runtime = dict(device=device, workers=workers, time_limit=None if time_limit is None else time_limit * 60)
     if resume:
+        if ctx.default_map:
+            raise click.UsageError("--resume continues RUN from its last.pt, which holds the run's settings; drop "
+                                   "--config")
         given = {"images": _given(ctx, "images") or bool(more_images), "model_overrides": _given(ctx, "variant") or
                  _given(ctx, "model_options"), "scale_min": _given(ctx, "scales"), "scale_max": _given(ctx, "scales"),
                  "lr": _given(ctx, "learning_rate"), "lr_milestones": _given(ctx, "lr_decay")}
@@ -127,7 +185,16 @@ def command(ctx: click.Context, more_images, prior, images, out_dir: Path, prese
     else:
         if not images:
             raise click.UsageError("give training images with --images DIR")
-        result = train(TrainConfig(out=str(out_dir), **fields), **runtime)
+        config = TrainConfig(out=str(out_dir), **fields)  # checks every setting before anything is written
+        written = None
+        if int(os.environ.get("RANK", "0")) == 0 and not (out_dir / "last.pt").exists():
+            written = _write_run_config(ctx, out_dir, images)
+        try:
+            result = train(config, **runtime)
+        except BaseException:
+            if written is not None:
+                _remove_unused(written, out_dir)
+            raise
     if int(os.environ.get("RANK", "0")) == 0:
         for line in describe(result):
             click.echo(line)

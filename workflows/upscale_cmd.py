@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from sr_model.api import check_device
-from sr_model.checkpoint import load_model
-from sr_model.upscale_files import ImageResult, RenderRequest, upscale_files
-from workflows.options import parse_scale, parse_size, scale_tag
+from workflows.options import device_option, parse_scale, parse_size, resolve_device, scale_tag
 
-FORMAT_SUFFIXES = {"png": ".png", "jpg": ".jpg", "tif": ".tif"}
+if TYPE_CHECKING:
+    from sr_model.upscale_files import ImageResult, RenderRequest
+
+FORMAT_SUFFIXES = {"png": ".png", "jpg": ".jpg", "tif": ".tif", "webp": ".webp"}
 
 
 def render_requests(scales, sizes) -> list[RenderRequest]:
     """Requests from --scale and --size texts, duplicates dropped; bad values raise a one-line ValueError."""
+    from sr_model.upscale_files import RenderRequest
+
     try:
         parsed = [RenderRequest(scale_tag(s), scale=s) for s in map(parse_scale, scales)]
         parsed += [RenderRequest(f"{w}x{h}", size=(h, w)) for h, w in map(parse_size, sizes)]
@@ -37,6 +40,7 @@ def describe(result: ImageResult) -> list[str]:
                      f"write {out.write_seconds * 1000:.1f} ms")
     if result.field_path is not None:
         lines.append(f"  {result.field_path}  field")
+    lines += [f"  notice: {notice}" for notice in result.notices]
     return lines
 
 
@@ -67,28 +71,37 @@ def _print(result: ImageResult) -> None:
               help="Scale s (any positive number) or HxW (s_h x s_w, e.g. 3x5); repeatable.")
 @click.option("--size", "sizes", multiple=True, metavar="WxH", help="Exact output size WxH; repeatable.")
 @click.option("--save-field", is_flag=True, help="Also write IMAGE_field.npz, for `p2g render`.")
-@click.option("--device", default="cpu", show_default=True, help="Device for the model: cpu, cuda, cuda:1 ...")
+@device_option()
 @click.option("--backend", default="auto", show_default=True, help="Renderer: auto, torch, cpu, triton.")
 @click.option("--tile", type=int, metavar="N", help="Encode on tiles of N x N LR pixels (for large images).")
 @click.option("--tile-context", type=int, metavar="C",
               help="LR pixels of context around each tile [default: the encoder's receptive radius: exact].")
-@click.option("--bits", type=click.Choice(["8", "16"]), default="8", show_default=True,
-              help="Bits per channel (16: PNG or TIFF).")
+@click.option("--bits", type=click.Choice(["auto", "8", "16", "32"]), default="auto", show_default=True,
+              help="Bits per channel: auto keeps the input's where the format holds it; 16: PNG or TIFF; "
+                   "32: float TIFF.")
 @click.option("--format", "fmt", type=click.Choice(sorted(FORMAT_SUFFIXES)), default="png", show_default=True,
-              help="Output file format.")
+              help="Output file format (all keep the input's ICC profile; png, tif, webp its transparency).")
+@click.option("--quality", type=click.IntRange(1, 100), metavar="1-100",
+              help="JPEG/WebP quality [default: 95; WebP at 100 is lossless].")
 @click.option("--skip-existing", is_flag=True,
               help="Leave outputs already in OUT alone (outputs are written whole or not at all): resumes a batch.")
 def command(inputs, checkpoint: Path, out_dir: Path, scales, sizes, save_field: bool, device: str, backend: str,
-            tile: int | None, tile_context: int | None, bits: str, fmt: str, skip_existing: bool) -> None:
+            tile: int | None, tile_context: int | None, bits: str, fmt: str, quality: int | None,
+            skip_existing: bool) -> None:
     """Super-resolve images: one encode per INPUT (file or folder), one render per --scale/--size.
 
     Writes OUT/NAME_x4.png, OUT/NAME_x3x5.png, OUT/NAME_640x480.png ... and prints the encode time and each
     render time. Large images: --tile N encodes overlapping tiles (stitched exactly) and outputs are rendered
     to disk in bands; an encode that would not fit in memory is refused with a --tile that does.
     """
+    from sr_model.api import check_device
+    from sr_model.checkpoint import load_model
+    from sr_model.upscale_files import upscale_files
+
     requests = render_requests(scales, sizes)
-    model = load_model(checkpoint, check_device(device))
-    results = upscale_files(model, inputs, out_dir, requests, suffix=FORMAT_SUFFIXES[fmt], bits=int(bits),
+    model = load_model(checkpoint, check_device(resolve_device(device)))
+    results = upscale_files(model, inputs, out_dir, requests, suffix=FORMAT_SUFFIXES[fmt],
+                            bits=None if bits == "auto" else int(bits), quality=quality,
                             save_field=save_field, tile=tile, context=tile_context, backend=backend,
                             progress=_progress, tile_progress=_tile_progress, on_result=_print,
                             field_metadata={"checkpoint": checkpoint.name}, skip_existing=skip_existing)
