@@ -1,8 +1,9 @@
-"""The prior-fitting job: one Dask task per store chunk, workers write straight into the store.
+"""The prior-fitting job: one Dask task per store shard, workers write straight into the store.
 
-The client plans the crops, creates (or reopens) the store, and submits one task per chunk that still has
-work; each task reads its images, fits its crops in one batch, writes its whole chunk and returns a few
-numbers. Because every result lands in the store as soon as its chunk is fitted, killing a worker or the
+The client plans the crops, creates (or reopens) the store, and submits one task per shard that still has
+work (a shard is one file per array, so no two tasks ever write the same file); each task fits the shard's
+unfinished chunks one batch at a time, writes each chunk as soon as it is fitted and returns a few numbers
+per chunk. Because every result lands in the store as soon as its chunk is fitted, killing a worker or the
 client costs only the chunks in flight: rerunning the same command skips finished chunks, refits the rest,
 and retries crops that failed while fitting (crops that failed at planning time, i.e. images that are too
 small or unreadable, stay failed). Tasks lost with a worker are rescheduled by the scheduler.
@@ -36,8 +37,8 @@ from prior_store.lock import check_writable, store_lock
 
 #: Crops per chunk (= per task and per fitting batch) when neither --batch nor an existing store says.
 DEFAULT_BATCH = 8
-#: Times a task that raised is resubmitted before its chunk is reported as errored (worker loss is separate:
-#: the scheduler reschedules those, up to distributed's `allowed-failures`).
+#: Times a chunk whose fitting raised is tried again before it is reported as errored (worker loss is separate:
+#: the scheduler reschedules the shard's task, up to distributed's `allowed-failures`).
 TASK_RETRIES = 2
 
 
@@ -198,6 +199,30 @@ def fit_chunk(store_path: str, index: int, root: str = ".", device: str = "auto"
     }
 
 
+def fit_shard(store_path: str, shard: int, chunks: Sequence[int], root: str = ".",
+              device: str = "auto") -> list[dict]:
+    """Fit chunks `chunks` of shard `shard` one after the other, each written as soon as it is fitted.
+
+    Runs on a worker, the only writer of the shard's files; a kill loses only the chunk in flight. A chunk whose
+    fitting raises is tried TASK_RETRIES more times, then reported as {"chunk": i, "error": ...} while the
+    shard's other chunks go on."""
+    store = open_store(store_path)
+    owned = store.shard_chunks(shard)
+    stray = [c for c in chunks if c not in owned]
+    if stray:
+        raise ValueError(f"chunks {stray} are not in shard {shard} (chunks {owned.start}..{owned.stop - 1})")
+    results = []
+    for index in chunks:
+        for attempt in range(TASK_RETRIES + 1):
+            try:
+                results.append(fit_chunk(store_path, index, root, device))
+                break
+            except Exception as err:  # reported with its chunk, as a failed task was before shards
+                if attempt == TASK_RETRIES:
+                    results.append({"chunk": index, "error": repr(err)})
+    return results
+
+
 def prepare_store(
     images: Sequence[str | os.PathLike],
     store_path: str | os.PathLike,
@@ -212,13 +237,15 @@ def prepare_store(
     echo: Callable[[str], None] = print,
     batch_probe: Callable[[], int] | None = None,
     workers: int = 1,
+    shard_size: int | None = None,
 ):
     """Plan the crops and create the store, or reopen it after checking it was made the same way, mending
     damaged chunks and checking that its images did not change (`dgp_fitting.corpus_check`).
 
     `batch` None or "auto" on an existing store takes its chunk size; "auto" on a new one asks `batch_probe` (a
     worker's `auto_batch`), else `auto_batch` for this process's device, and lowers it so that each of `workers`
-    gets a chunk.
+    gets a chunk. `shard_size` (crops per shard, a multiple of the batch) applies to a new store; None picks it
+    from the crop count (`prior_store.schema.auto_shard_size`).
     """
     plan = plan_crops(images, crop, stride=stride, crops_per_image=crops_per_image, seed=fit.seed)
     refuse_unencodable(plan.sources)
@@ -231,7 +258,7 @@ def prepare_store(
         else:
             batch = DEFAULT_BATCH
     config = StoreConfig(crop_size=crop, chunk_size=batch, reference_scale=reference_scale, k=k,
-                         fitting=fit.as_dict())
+                         fitting=fit.as_dict(), shard_size=shard_size)
     if not store_exists(store_path):
         store = create_store_atomically(store_path, config, plan.sources, plan.boxes, plan.status, plan.reasons)
         record_files(store, plan.sources)
@@ -255,6 +282,7 @@ def run_prior_job(
     echo: Callable[[str], None] = print,
     client=None,
     refit_changed: bool = False,
+    shard_size: int | None = None,
 ) -> JobSummary:
     """Fit every crop of the corpus into the store (resuming it if it exists) and summarise the run.
 
@@ -274,7 +302,7 @@ def run_prior_job(
     with store_lock(store_path, "fit-prior"):
         check_writable(store_path)
         return _run_locked(images, store_path, crop, stride, crops_per_image, fit, batch, cluster, device,
-                           progress, echo, client, refit_changed)
+                           progress, echo, client, refit_changed, shard_size)
 
 
 def check_fit_config(fit: FitConfig) -> None:
@@ -286,7 +314,7 @@ def check_fit_config(fit: FitConfig) -> None:
 
 
 def _run_locked(images, store_path, crop, stride, crops_per_image, fit, batch, cluster, device, progress, echo,
-                client, refit_changed) -> JobSummary:
+                client, refit_changed, shard_size) -> JobSummary:
     if batch == "auto" and not store_exists(store_path):  # a new store: its chunk size is measured on a worker
         context = contextlib.nullcontext(client) if client is not None else connect(cluster, device)
         with context as active:
@@ -294,11 +322,12 @@ def _run_locked(images, store_path, crop, stride, crops_per_image, fit, batch, c
             store = prepare_store(images, store_path, crop, stride, crops_per_image, fit, "auto",
                                   refit_changed=refit_changed, echo=echo,
                                   batch_probe=lambda: _batch_on_a_worker(active, crop, device),
-                                  workers=max(workers, cluster.workers if client is None else 1))
+                                  workers=max(workers, cluster.workers if client is None else 1),
+                                  shard_size=shard_size)
             echo(f"batch auto: {store.chunk_size} crops per chunk")
             return _run_job(store, store_path, crop, device, progress, echo, active, client, cluster)
     store = prepare_store(images, store_path, crop, stride, crops_per_image, fit, batch,
-                          refit_changed=refit_changed, echo=echo)
+                          refit_changed=refit_changed, echo=echo, shard_size=shard_size)
     return _run_job(store, store_path, crop, device, progress, echo, client, client, cluster)
 
 
@@ -379,10 +408,13 @@ def _run_tasks(client, store, todo: list[int], device: str, progress: bool) -> t
     if device == "cuda":
         _check_gpu_workers(client)
     run = uuid.uuid4().hex[:8]  # task keys unique per run: a client may run several jobs
+    shards: dict[int, list[int]] = {}  # one task per shard: its only writer
+    for index in todo:
+        shards.setdefault(store.shard_of_chunk(index), []).append(index)
     futures = [
-        client.submit(fit_chunk, store_path, index, root, device, key=f"p2g-fit-chunk-{index}-{run}",
+        client.submit(fit_shard, store_path, shard, chunks, root, device, key=f"p2g-fit-shard-{shard}-{run}",
                       pure=False, retries=TASK_RETRIES, resources=resources)
-        for index in todo
+        for shard, chunks in shards.items()
     ]
     results, errors = [], []
     bar = tqdm(total=sum(store.chunk_bounds(i)[1] - store.chunk_bounds(i)[0] for i in todo), unit="crop",
@@ -390,11 +422,15 @@ def _run_tasks(client, store, todo: list[int], device: str, progress: bool) -> t
     try:
         for future in as_completed(futures):
             if future.status == "error":
-                errors.append(f"chunk {todo[futures.index(future)]}: {future.exception()!r}")
+                shard = list(shards)[futures.index(future)]
+                errors.append(f"chunks {shards[shard]} (shard {shard}): {future.exception()!r}")
                 continue
-            summary = future.result()
-            results.append(summary)
-            bar.update(store.chunk_bounds(summary["chunk"])[1] - store.chunk_bounds(summary["chunk"])[0])
+            for summary in future.result():
+                if "error" in summary:
+                    errors.append(f"chunk {summary['chunk']}: {summary['error']}")
+                    continue
+                results.append(summary)
+                bar.update(store.chunk_bounds(summary["chunk"])[1] - store.chunk_bounds(summary["chunk"])[0])
     except BaseException:
         client.cancel(futures)
         raise

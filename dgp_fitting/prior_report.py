@@ -69,8 +69,12 @@ def run_prior_stats(
     seed: int = 0,
     spacing: str = "linear",
     reuse_stats: bool = False,
+    scheduler: str | None = None,
+    threads: int | None = None,
 ) -> PriorStatsResult:
-    """Compute (or, with `reuse_stats`, load) the statistics, derive the dictionary, write store and files."""
+    """Compute (or, with `reuse_stats`, load) the statistics, derive the dictionary, write store and files.
+
+    `scheduler` (a Dask scheduler's address) or `threads` (local threads) say where the statistics run."""
     check_request(method, size, quantiles, spacing)  # before anything is computed or overwritten
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -78,10 +82,12 @@ def run_prior_stats(
     with store_lock(store, "prior-stats"):
         check_writable(store)
         require_intact(store)  # a missing chunk reads as zeros and would change every statistic
-        return _run_locked(store, out, method, size, min_psnr, quantiles, seed, spacing, reuse_stats)
+        return _run_locked(store, out, method, size, min_psnr, quantiles, seed, spacing, reuse_stats, scheduler,
+                           threads)
 
 
-def _run_locked(store, out: Path, method, size, min_psnr, quantiles, seed, spacing, reuse_stats) -> PriorStatsResult:
+def _run_locked(store, out: Path, method, size, min_psnr, quantiles, seed, spacing, reuse_stats, scheduler,
+                threads) -> PriorStatsResult:
     if reuse_stats:
         stats = load_statistics(store)
         why = is_current(stats, store, min_psnr)
@@ -89,7 +95,7 @@ def _run_locked(store, out: Path, method, size, min_psnr, quantiles, seed, spaci
             raise StaleStatisticsError(f"the statistics stored in {store} are out of date ({why}); rerun without "
                                        "--reuse-stats to recompute them")
     else:
-        stats = compute_statistics(store, min_psnr)
+        stats = compute_statistics(store, min_psnr, scheduler=scheduler, threads=threads)
     kernels, provenance = build_dictionary(stats, method, size, quantiles, seed, spacing)
     json.dumps(stats.summary, allow_nan=False)  # a NaN anywhere fails here, before anything is written
     with stats_transaction(store, out) as staging:

@@ -1,12 +1,14 @@
 """Deep Gaussian Prior statistics: how the fitted covariances of a prior store are distributed.
 
-Reads ``field/chol`` (and ``field/colors`` for a content measure) of the selected crops lazily with
-``dask.array.from_zarr`` and reduces them block by block (``dask.array.reduction`` with mergeable partial
-results), so memory stays at a few store chunks whatever the store's size. Two passes: the first gives
-counts, mean, covariance (Chan's pairwise update), min/max, fixed-range histograms, joint histograms and
-the fractions inside the paper's ranges; the second a fine histogram between each element's min and max,
-from which quantiles are read, linearly within a bin: exact up to one fine bin ((max - min) / 16384) or,
-in sparse tails, the gap between the two values around the quantile's rank.
+Reads ``field/chol`` and ``field/colors`` of the selected crops block by block, one Dask task per block of
+whole store chunks (a shard, or part of one when a shard is large), each task reading straight from the store,
+and merges mergeable partial results in a tree. Memory therefore stays at a few blocks per thread whatever the
+store's size, time grows linearly with the crop count, and the same graph runs on local threads or on an
+existing Dask scheduler whose workers see the store. Two passes: the first gives counts, mean, covariance
+(Chan's pairwise update), min/max, fixed-range histograms, joint histograms, the fractions inside the paper's
+ranges and the per-crop values; the second a fine histogram between each element's min and max, from which
+quantiles are read, linearly within a bin: exact up to one fine bin ((max - min) / 16384) or, in sparse tails,
+the gap between the two values around the quantile's rank.
 
 Elements, per Gaussian, in LR px (Cholesky) and LR px^2 (covariance), and in HR px / HR px^2 at the store's
 reference scale s (times s, s^2): the Cholesky triplet (l11, l21, l22) and Sigma = L L^T's entries
@@ -15,11 +17,14 @@ sxx = l11^2, sxy = l11 l21 (= rho sigma_x sigma_y), syy = l21^2 + l22^2.
 Per crop: the mean of each element, the mean sqrt(det Sigma) = l11 l22, the fitted PSNR and a content
 measure, the gradient energy of the field's LR image approximated by each LR cell's colour mass
 (sum over its k x k Gaussians of colour x 2 pi l11 l22, i.e. their integral): the mean squared difference
-of neighbouring cells (summed over RGB) down plus across, in (intensity per LR px)^2. Crops are grouped in terciles of PSNR and of that energy.
+of neighbouring cells (summed over RGB) down plus across, in (intensity per LR px)^2. Crops are grouped in
+terciles of PSNR and of that energy.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -27,10 +32,11 @@ from pathlib import Path
 from typing import Sequence
 
 import dask
-import dask.array as da
 import numpy as np
+import zarr
 from scipy import stats as scipy_stats
 
+from dgp_fitting import prior_stats_kernels as kernels
 from prior_store import STATUS_DONE, open_store
 from prior_store.statistics import read_statistics, write_statistics
 
@@ -54,6 +60,12 @@ QUANTILE_BINS = 16384
 PER_CROP_COLUMNS = ("crop", "psnr", "gradient_energy", "l11", "l21", "l22", "sxx", "sxy", "syy", "sqrt_det")
 #: Gaussians per slice inside one block: bounds the temporaries whatever the store's chunk size.
 _SLICE = 1 << 19
+#: Bytes of field/chol + field/colors (float32) one task reads at most: a whole shard when it fits.
+BLOCK_BYTES = 64 << 20
+#: How long --scheduler waits for the scheduler to answer.
+CONNECT_TIMEOUT = "20s"
+#: Partial results merged per node of the reduction tree.
+SPLIT_EVERY = 8
 _INDEX = {name: i for i, name in enumerate(ELEMENTS)}
 
 
@@ -63,6 +75,14 @@ class NoDoneCropsError(ValueError):
 
 class NonFiniteFieldError(ValueError):
     """Fitted parameters that are NaN or infinite in crops marked done."""
+
+
+NON_FINITE_MESSAGE = ("field/chol of the selected crops holds NaN or inf; the store is damaged: refit those crops "
+                      "(rerun `p2g fit-prior`) or raise --min-psnr to leave them out")
+
+
+class SchedulerUnreachableError(ValueError):
+    """--scheduler names a Dask scheduler that does not answer."""
 
 
 def quantile_key(q: float) -> str:
@@ -83,12 +103,6 @@ def bin_index(x: np.ndarray, lo: float, hi: float, bins: int) -> np.ndarray:
     idx = np.floor((x - lo) * (bins / (hi - lo)))
     idx = np.where(x == hi, bins - 1, idx)
     return np.clip(idx, -1, bins).astype(np.int64)
-
-
-def _slices(chol: np.ndarray):
-    flat = chol.reshape(-1, 3)
-    for start in range(0, flat.shape[0], _SLICE):
-        yield elements_lr(flat[start : start + _SLICE])
 
 
 def _merge_moments(a: dict, b: dict) -> dict:
@@ -112,9 +126,9 @@ def _merge_moments(a: dict, b: dict) -> dict:
 
 
 def _moments_of(e: np.ndarray, paper_lr: np.ndarray) -> dict:
+    """The first pass's partial result over elements (N, 6), in numpy: the definition `block_moments` compiles."""
     if not np.isfinite(e).all():
-        raise NonFiniteFieldError("field/chol of the selected crops holds NaN or inf; the store is damaged: refit "
-                                  "those crops (rerun `p2g fit-prior`) or raise --min-psnr to leave them out")
+        raise NonFiniteFieldError(NON_FINITE_MESSAGE)
     n = e.shape[0]
     mean = e.mean(axis=0)
     d = e - mean
@@ -136,75 +150,126 @@ def _moments_of(e: np.ndarray, paper_lr: np.ndarray) -> dict:
             "hist": hist, "joint": joint, "inside": inside}
 
 
-def _flatten(parts) -> list[dict]:
-    if isinstance(parts, dict):
-        return [parts]
-    return [p for part in parts for p in _flatten(part)]
-
-
-def _moments_chunk(block, axis=None, keepdims=None, paper_lr=None, computing_meta=False):
-    if computing_meta:
-        return block
+def _moments_combine(parts: Sequence[dict]) -> dict:
     out = {"n": 0}
-    for e in _slices(block):
-        out = _merge_moments(out, _moments_of(e, paper_lr))
-    return out
-
-
-def _moments_combine(parts, axis=None, keepdims=None, computing_meta=False):
-    if computing_meta:
-        return parts
-    out = {"n": 0}
-    for part in _flatten(parts):
+    for part in parts:
         out = _merge_moments(out, part)
     return out
 
 
-def _fine_chunk(block, axis=None, keepdims=None, lo=None, hi=None, computing_meta=False):
-    if computing_meta:
-        return block
+def _fine_combine(parts: Sequence[np.ndarray]) -> np.ndarray:
+    return np.sum(parts, axis=0)
+
+
+def _per_crop_rows(chol: np.ndarray, colors: np.ndarray, lattice: tuple[int, int, int]) -> np.ndarray:
+    """(c, 8): mean of the six elements (LR), mean l11*l22 (LR px^2), gradient energy, per crop; in numpy, the
+    definition `prior_stats_kernels.per_crop_rows` compiles."""
+    h, w, k = lattice
+    out = np.empty((chol.shape[0], 8), np.float64)
+    g = max(chol.shape[1], 1)
+    step = max(1, _SLICE // g)
+    for a in range(0, chol.shape[0], step):  # groups of crops: bounded temporaries, each crop's row on its own
+        c = np.asarray(chol[a : a + step], dtype=np.float64)
+        l11, l21, l22 = c[..., 0], c[..., 1], c[..., 2]
+        area = l11 * l22
+        rows = out[a : a + step]
+        for i, value in enumerate((l11, l21, l22, l11 * l11, l11 * l21, l21 * l21 + l22 * l22, area)):
+            rows[:, i] = value.mean(axis=1)
+        mass = (np.asarray(colors[a : a + step], dtype=np.float64) * (2 * math.pi * area)[..., None])
+        mass = mass.reshape(-1, h, k, w, k, 3).sum(axis=(2, 4))
+        energy = np.zeros(rows.shape[0])
+        for axis, size in ((1, h), (2, w)):
+            if size > 1:
+                energy += np.sum(np.diff(mass, axis=axis) ** 2, axis=-1).reshape(rows.shape[0], -1).mean(axis=1)
+        rows[:, 7] = energy
+    return out
+
+
+def _read_block(store: tuple[str, str], start: int, stop: int, keep: np.ndarray,
+                names: Sequence[str]) -> list[np.ndarray]:
+    """Crops [start, stop) of the named field arrays, only those with `keep` (a task's only read); `store` is
+    (path, stamp)."""
+    out = []
+    for name in names:
+        values = np.asarray(_open_array(store[0], name, store[1])[start:stop])
+        out.append(values if keep.all() else values[keep])
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _open_array(store_path: str, name: str, stamp: str = "") -> zarr.Array:
+    """One open per process and array (each open reads metadata; a million-crop store has ~2000 blocks).
+    `stamp` (the store's creation time and plan digest) keeps a store recreated at the same path apart."""
+    return zarr.open_array(store_path, path=name, mode="r")
+
+
+def _first_pass_block(store: tuple[str, str], start: int, stop: int, keep: np.ndarray, paper_lr: np.ndarray,
+                      lattice: tuple[int, int, int]) -> tuple[dict, np.ndarray]:
+    chol, colors = _read_block(store, start, stop, keep, ("field/chol", "field/colors"))
+    rows = np.empty((chol.shape[0], 8), np.float64)
+    kernels.per_crop_rows(chol, colors, *lattice, rows)
+    return block_moments(chol, paper_lr), rows
+
+
+def block_moments(chol: np.ndarray, paper_lr: np.ndarray) -> dict:
+    """The first pass's partial result over Cholesky rows (..., 3), by the compiled kernel (`_moments_of`
+    is its numpy definition)."""
+    flat = np.ascontiguousarray(chol, dtype=np.float32).reshape(-1, 3)
+    lo = np.array([HISTOGRAM_RANGES_LR[name][0] for name in ELEMENTS], np.float64)
+    hi = np.array([HISTOGRAM_RANGES_LR[name][1] for name in ELEMENTS], np.float64)
+    scale = np.array([HISTOGRAM_BINS / (b - a) for a, b in zip(lo, hi)])
+    pairs = np.array([[_INDEX[x], _INDEX[y]] for x, y in JOINT_PAIRS], np.int64)
+    out = {"mean": np.zeros(len(ELEMENTS)), "min": np.full(len(ELEMENTS), np.inf),
+           "max": np.full(len(ELEMENTS), -np.inf), "m2": np.zeros((len(ELEMENTS),) * 2),
+           "hist": np.zeros((len(ELEMENTS), HISTOGRAM_BINS + 2), np.int64),
+           "joint": np.zeros((len(JOINT_PAIRS), JOINT_BINS, JOINT_BINS), np.int64), "inside": np.zeros(4, np.int64)}
+    n = kernels.block_moments(flat, np.ascontiguousarray(paper_lr, np.float64), lo, hi, scale, HISTOGRAM_BINS,
+                              pairs, JOINT_BINS, out["mean"], out["min"], out["max"], out["m2"], out["hist"],
+                              out["joint"], out["inside"])
+    if n < 0:
+        raise NonFiniteFieldError(NON_FINITE_MESSAGE)
+    if n == 0:
+        return {"n": 0}
+    out["mean"] /= n  # the kernel left the sums there
+    return {"n": int(n), **out}
+
+
+def _fine_block(store: tuple[str, str], start: int, stop: int, keep: np.ndarray, lo: np.ndarray,
+                hi: np.ndarray) -> np.ndarray:
+    (chol,) = _read_block(store, start, stop, keep, ("field/chol",))
+    return fine_histogram(chol, lo, hi)
+
+
+def fine_histogram(chol: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """(6, QUANTILE_BINS) counts of each element over [lo, hi], by the compiled kernel (`bin_index` defines
+    the bins)."""
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
     counts = np.zeros((len(ELEMENTS), QUANTILE_BINS), np.int64)
-    for e in _slices(block):
-        for i in range(len(ELEMENTS)):
-            counts[i] += np.bincount(bin_index(e[:, i], lo[i], hi[i], QUANTILE_BINS), minlength=QUANTILE_BINS)
+    scale = np.array([QUANTILE_BINS / (b - a) for a, b in zip(lo, hi)])
+    kernels.block_fine_histogram(np.ascontiguousarray(chol, dtype=np.float32).reshape(-1, 3), lo, hi, scale,
+                                 QUANTILE_BINS, counts)
     return counts
 
 
-def _fine_combine(parts, axis=None, keepdims=None, computing_meta=False):
-    if computing_meta:
-        return parts
-    flat = _flatten_arrays(parts)
-    return np.sum(flat, axis=0)
+def _tree(parts: list, combine):
+    """Merge delayed partial results SPLIT_EVERY at a time, so no node holds more than a few of them."""
+    while len(parts) > 1:
+        parts = [dask.delayed(combine)(parts[i : i + SPLIT_EVERY]) for i in range(0, len(parts), SPLIT_EVERY)]
+    return parts[0]
 
 
-def _flatten_arrays(parts) -> list[np.ndarray]:
-    if isinstance(parts, np.ndarray):
-        return [parts]
-    return [p for part in parts for p in _flatten_arrays(part)]
-
-
-def _reduce(x: da.Array, chunk, combine, **kwargs) -> da.Array:
-    from functools import partial
-
-    return da.reduction(x, partial(chunk, **kwargs), combine, combine=combine, axis=tuple(range(x.ndim)),
-                        concatenate=False, dtype=object, meta=np.empty((), dtype=object), split_every=8)
-
-
-def _per_crop_block(chol: np.ndarray, colors: np.ndarray, lattice: tuple[int, int, int]) -> np.ndarray:
-    """(c, 8): mean of the six elements (LR), mean l11*l22 (LR px^2), gradient energy, per crop."""
-    h, w, k = lattice
-    out = np.empty((chol.shape[0], 8), np.float64)
-    for i in range(chol.shape[0]):
-        e = elements_lr(chol[i])
-        out[i, :6] = e.mean(axis=0)
-        area = e[:, 0] * e[:, 2]
-        out[i, 6] = area.mean()
-        mass = (colors[i].astype(np.float64) * (2 * math.pi * area)[:, None]).reshape(h, k, w, k, 3).sum(axis=(1, 3))
-        energy = 0.0
-        for axis, size in ((0, h), (1, w)):
-            if size > 1:
-                energy += float(np.mean(np.sum(np.diff(mass, axis=axis) ** 2, axis=-1)))
-        out[i, 7] = energy
+def store_blocks(store, keep: np.ndarray) -> list[tuple[int, int]]:
+    """Crop ranges read by one task each: whole shards, split into whole chunks when a shard's field/chol and
+    field/colors exceed BLOCK_BYTES; ranges without a selected crop are left out."""
+    per_chunk = store.chunk_size * store.config.num_gaussians * 6 * 4
+    block = store.chunk_size * max(1, min(store.shard_size // store.chunk_size, BLOCK_BYTES // per_chunk))
+    out = []
+    for shard in range(store.num_shards):
+        first, last = store.shard_bounds(shard)
+        for start in range(first, last, block):
+            stop = min(last, start + block)
+            if keep[start:stop].any():
+                out.append((start, stop))
     return out
 
 
@@ -322,25 +387,52 @@ def select_crops(store_path: str | Path, min_psnr: float | None = None) -> Selec
 
 
 # ---------------------------------------------------------------------------------------------- compute
-def compute_statistics(store_path: str | Path, min_psnr: float | None = None) -> PriorStatistics:
-    """Statistics of the done crops (PSNR >= min_psnr if given), computed lazily block by block."""
+def compute_statistics(store_path: str | Path, min_psnr: float | None = None, scheduler: str | None = None,
+                       threads: int | None = None) -> PriorStatistics:
+    """Statistics of the done crops (PSNR >= min_psnr if given), computed block by block.
+
+    `scheduler`: address of an existing Dask scheduler (tcp://host:8786) whose workers can read the store's
+    path; None runs on `threads` local threads (default: one per core).
+    """
     store = open_store(store_path)
     selection = select_crops(store_path, min_psnr)
-    scale = store.config.reference_scale
-    chol = da.from_zarr(store.group["field/chol"])
-    colors = da.from_zarr(store.group["field/colors"])
-    if selection.indices.size != store.num_crops:
-        chol, colors = chol[selection.indices], colors[selection.indices]
+    keep = np.zeros(store.num_crops, bool)
+    keep[selection.indices] = True
+    blocks = store_blocks(store, keep)
+    path = str(Path(store_path).resolve()) if "://" not in str(store_path) else str(store_path)
+    path = (path, f"{store.attrs.get('created')} {store.attrs.get('plan_digest')}")
     paper_lr = np.array([[lo / PAPER_SCALE, hi / PAPER_SCALE] for lo, hi in PAPER_RANGES_HR_X4.values()])
+    with _scheduler(scheduler, threads) as compute:
+        first = [dask.delayed(_first_pass_block, pure=True, nout=2)(path, a, b, keep[a:b], paper_lr,
+                                                                    store.config.lattice) for a, b in blocks]
+        moments = _tree([part[0] for part in first], _moments_combine)
+        per_crop = dask.delayed(np.concatenate)([part[1] for part in first])
+        moments, per_crop = compute(moments, per_crop)
+        lo = moments["min"]
+        hi = np.array([_fine_range(a, b)[1] for a, b in zip(moments["min"], moments["max"])])
+        fine = _tree([dask.delayed(_fine_block, pure=True)(path, a, b, keep[a:b], lo, hi) for a, b in blocks],
+                     _fine_combine)
+        (fine,) = compute(fine)
+    return _assemble(store, selection, moments, fine, per_crop, store.config.reference_scale)
 
-    moments = _reduce(chol, _moments_chunk, _moments_combine, paper_lr=paper_lr)
-    per_crop = da.map_blocks(_per_crop_block, chol, colors, lattice=store.config.lattice, drop_axis=2,
-                             chunks=(chol.chunks[0], (8,)), dtype=np.float64)
-    moments, per_crop = dask.compute(moments, per_crop, scheduler="threads")
-    lo = moments["min"]
-    hi = np.array([_fine_range(a, b)[1] for a, b in zip(moments["min"], moments["max"])])
-    fine = _reduce(chol, _fine_chunk, _fine_combine, lo=lo, hi=hi).compute(scheduler="threads")
-    return _assemble(store, selection, moments, fine, per_crop, scale)
+
+@contextlib.contextmanager
+def _scheduler(address: str | None, threads: int | None):
+    """A compute(*graphs) function: local threads, or the Dask cluster at `address`."""
+    if address is None:
+        yield lambda *graphs: dask.compute(*graphs, scheduler="threads", num_workers=threads)
+        return
+    from distributed import Client
+
+    try:
+        client = Client(address, timeout=CONNECT_TIMEOUT)
+    except (OSError, TimeoutError) as err:
+        raise SchedulerUnreachableError(
+            f"cannot reach the Dask scheduler at {address} ({type(err).__name__}); check the address, or leave "
+            "out --scheduler to compute on this machine"
+        ) from None
+    with client:
+        yield lambda *graphs: client.compute(list(graphs), sync=True)
 
 
 def _none_if_nan(value: float) -> float | None:
@@ -508,6 +600,7 @@ __all__ = [
     "PER_CROP_COLUMNS",
     "PriorStatistics",
     "QUANTILES",
+    "SchedulerUnreachableError",
     "compute_statistics",
     "elements_lr",
     "histogram_quantiles",
@@ -515,4 +608,5 @@ __all__ = [
     "load_statistics",
     "quantile_key",
     "select_crops",
+    "store_blocks",
 ]

@@ -92,7 +92,10 @@ def write_dictionary(store_path: str | Path, kernels: np.ndarray, provenance: di
     if DICTIONARY_GROUP in root:
         del root[DICTIONARY_GROUP]
     group = root.create_group(DICTIONARY_GROUP)
-    array = group.create_array("kernels", shape=kernels.shape, chunks=kernels.shape, dtype=np.float32)
+    array = group.create_array("kernels", shape=kernels.shape, chunks=kernels.shape, dtype=np.float32,
+                               dimension_names=("kernel", "cholesky"),
+                               attributes={"units": "HR px", "long_name": "Cholesky factor (l11, l21, l22) of "
+                                           "each dictionary covariance, at the store's reference scale"})
     array[...] = kernels
     group.attrs["provenance"] = record  # last: marks the dictionary complete
     return record

@@ -20,8 +20,12 @@ def read_file_record(store: PriorStore) -> dict[str, list[int]]:
 
 
 def write_file_record(store: PriorStore, record: dict[str, list[int]]) -> None:
+    """Store the record; an unchanged record writes nothing, so a rerun of a finished job touches no file."""
+    files = {k: [int(v[0]), int(v[1])] for k, v in sorted(record.items())}
+    if RECORD_GROUP in store.group and read_file_record(store) == files:
+        return
     group = store.group.require_group(RECORD_GROUP)
-    group.attrs.update({"files": {k: [int(v[0]), int(v[1])] for k, v in sorted(record.items())}})
+    group.attrs.update({"files": files})
 
 
 __all__ = ["RECORD_GROUP", "read_file_record", "write_file_record"]

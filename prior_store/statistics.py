@@ -23,6 +23,21 @@ from prior_store.store import StoreError, open_store
 
 #: Rows per chunk of the stats arrays along their first axis (per-crop arrays grow with the crop count).
 ROWS_PER_CHUNK = 65536
+#: Dimension names of the arrays stage 2 writes (others get "<name>_dim<i>"), so xarray reads the group.
+DIMENSION_NAMES = {
+    "histograms": ("element", "bin"),
+    "joint_histograms": ("pair", "x_bin", "y_bin"),
+    "quantile_histograms": ("element", "fine_bin"),
+    "per_crop": ("selected_crop", "column"),
+}
+
+
+def dimension_names(name: str, ndim: int) -> tuple[str, ...]:
+    """The dimension names of stats array `name` (known ones from DIMENSION_NAMES)."""
+    known = DIMENSION_NAMES.get(name)
+    if known is not None and len(known) == ndim:
+        return known
+    return tuple(f"{name}_dim{i}" for i in range(ndim))
 
 
 class StatisticsMissingError(StoreError):
@@ -44,10 +59,10 @@ def write_statistics(
     for name, value in arrays.items():
         value = np.ascontiguousarray(value)
         chunks = (min(max(value.shape[0], 1), ROWS_PER_CHUNK),) + value.shape[1:] if value.ndim else ()
-        array = group.create_array(name, shape=value.shape, chunks=chunks, dtype=value.dtype)
+        attrs = {"units": "1", "long_name": name.replace("_", " "), **dict((array_attrs or {}).get(name, {}))}
+        array = group.create_array(name, shape=value.shape, chunks=chunks, dtype=value.dtype,
+                                   dimension_names=dimension_names(name, value.ndim), attributes=attrs)
         array[...] = value
-        if array_attrs and name in array_attrs:
-            array.attrs.update(array_attrs[name])
     group.attrs["summary"] = summary  # last: marks the group complete
 
 

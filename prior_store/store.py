@@ -1,13 +1,15 @@
 """Create, open, validate and write the prior store (layout in `prior_store.schema`).
 
 The client creates the store once from the crop plan; tasks then write whole chunks straight into it
-(`PriorStore.write_chunk`). Opening checks the schema version and the layout; `open_or_create` also checks
-that an existing store was made with the same configuration and crop plan, so reruns resume instead of
-mixing incompatible crops.
+(`PriorStore.write_chunk`), each task owning whole shards. Opening checks the schema version and the layout;
+`open_or_create` also checks that an existing store was made with the same configuration and crop plan, so
+reruns resume instead of mixing incompatible crops. The store object answers geometry questions (which
+chunks a shard holds, which crops a storage key covers) so that callers never recompute the layout.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -20,6 +22,7 @@ import zarr
 from prior_store.checksums import chunk_compressors
 from prior_store.schema import (
     ARRAYS,
+    LEGACY_SCHEMA_VERSION,
     PLAN_ARRAYS,
     RESULT_ARRAYS,
     SCHEMA_VERSION,
@@ -31,6 +34,7 @@ from prior_store.schema import (
     STRING,
     ArraySpec,
     StoreConfig,
+    auto_shard_size,
 )
 
 _SPECS = {spec.path: spec for spec in ARRAYS}
@@ -42,6 +46,10 @@ class StoreError(ValueError):
 
 class StoreMismatchError(StoreError):
     """An existing store made with another configuration or crop plan than the one asked for."""
+
+
+class LegacyStoreError(StoreError):
+    """A store in an older layout that this version reads only after migrating it."""
 
 
 def package_version() -> str:
@@ -105,6 +113,48 @@ class PriorStore:
         start = index * self.chunk_size
         return start, min(self.num_crops, start + self.chunk_size)
 
+    @property
+    def shard_size(self) -> int:
+        """Crops per shard (one file per array per shard; one task writes it)."""
+        return int(self.config.shard_size)
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.num_crops // self.shard_size)
+
+    def shard_bounds(self, index: int) -> tuple[int, int]:
+        """[start, stop) of shard `index` along the crop axis (the last shard may be short)."""
+        if not 0 <= index < self.num_shards:
+            raise IndexError(f"shard {index} out of range: the store has {self.num_shards} shards")
+        start = index * self.shard_size
+        return start, min(self.num_crops, start + self.shard_size)
+
+    def shard_chunks(self, index: int) -> range:
+        """Indices of the chunks inside shard `index`."""
+        start, stop = self.shard_bounds(index)
+        return range(start // self.chunk_size, -(-stop // self.chunk_size))
+
+    def shard_of_chunk(self, chunk: int) -> int:
+        """The shard that holds chunk `chunk` (its writer owns the whole shard)."""
+        return self.chunk_bounds(chunk)[0] // self.shard_size
+
+    def shard_keys(self, index: int) -> list[str]:
+        """Storage keys (relative to the store root) of shard `index` in every per-crop array."""
+        self.shard_bounds(index)
+        return [f"{spec.path}/c/{index}" + "/0" * len(self.config.tail_shape(spec)) for spec in ARRAYS]
+
+    def key_crop_range(self, key: str) -> tuple[int, int]:
+        """[start, stop) of the crops a storage key of a per-crop array covers, e.g. "field/chol/c/3/0/0"."""
+        for spec in ARRAYS:
+            prefix = f"{spec.path}/c/"
+            if key.startswith(prefix):
+                parts = key[len(prefix):].split("/")
+                tail = self.config.tail_shape(spec)
+                if len(parts) == len(tail) + 1 and all(p.isdigit() for p in parts) and set(parts[1:]) <= {"0"}:
+                    return self.shard_bounds(int(parts[0]))
+        raise ValueError(f"{key!r} is not a storage key of a per-crop array of this store "
+                         "(expected <array>/c/<shard>[/0/0], e.g. field/chol/c/0/0/0)")
+
     # ------------------------------------------------------------------ reads
     def read(self, path: str, start: int = 0, stop: int | None = None) -> np.ndarray | list[str]:
         """Crops [start, stop) of one array; string arrays come back as a list of str."""
@@ -120,22 +170,24 @@ class PriorStore:
     def status(self) -> np.ndarray:
         return np.asarray(self.read("crops/status"), dtype=np.int8)
 
-    def status_counts(self) -> dict[str, int]:
-        """Crops per status name: {"pending": n, "done": n, "failed": n}."""
-        counts = np.bincount(self.status().astype(np.int64), minlength=len(STATUS_NAMES))
+    def status_counts(self, status: np.ndarray | None = None) -> dict[str, int]:
+        """Crops per status name: {"pending": n, "done": n, "failed": n} (of `status` if already read)."""
+        status = self.status() if status is None else status
+        counts = np.bincount(status.astype(np.int64), minlength=len(STATUS_NAMES))
         return {name: int(counts[code]) for code, name in STATUS_NAMES.items()}
 
-    def chunk_status_counts(self) -> np.ndarray:
+    def chunk_status_counts(self, status: np.ndarray | None = None) -> np.ndarray:
         """(num_chunks, 3) crops per status (pending, done, failed) in each chunk."""
-        status = self.status().astype(np.int64)
+        status = (self.status() if status is None else status).astype(np.int64)
         chunk_of = np.arange(self.num_crops) // self.chunk_size
-        out = np.zeros((self.num_chunks, len(STATUS_NAMES)), dtype=np.int64)
-        np.add.at(out, (chunk_of, status), 1)
-        return out
+        width = len(STATUS_NAMES)
+        counts = np.bincount(chunk_of * width + status, minlength=self.num_chunks * width)
+        return counts.reshape(self.num_chunks, width)
 
-    def psnr_summary(self) -> dict[str, float | int]:
+    def psnr_summary(self, status: np.ndarray | None = None) -> dict[str, float | int]:
         """PSNR statistics (dB) over the done crops: count, median, p5, p95, mean, min, max."""
-        psnr = np.asarray(self.read("crops/psnr"), dtype=np.float64)[self.status() == STATUS_DONE]
+        status = self.status() if status is None else status
+        psnr = np.asarray(self.read("crops/psnr"), dtype=np.float64)[status == STATUS_DONE]
         psnr = psnr[np.isfinite(psnr)]
         if psnr.size == 0:
             return {"count": 0}
@@ -149,14 +201,16 @@ class PriorStore:
             "max": float(psnr.max()),
         }
 
-    def failure_reasons(self) -> dict[str, int]:
+    def failure_reasons(self, status: np.ndarray | None = None) -> dict[str, int]:
         """How many crops failed for each reason."""
-        status = self.status()
-        reasons = self.read("crops/reason")
+        failed = np.flatnonzero((self.status() if status is None else status) == STATUS_FAILED)
         counts: dict[str, int] = {}
-        for code, reason in zip(status, reasons):
-            if code == STATUS_FAILED:
-                counts[reason] = counts.get(reason, 0) + 1
+        if failed.size == 0:
+            return counts
+        reasons = self.group["crops/reason"]
+        for start, stop in _runs(failed):  # read only the chunks that hold failed crops
+            for reason in reasons[start:stop][np.isin(np.arange(start, stop), failed)]:
+                counts[str(reason)] = counts.get(str(reason), 0) + 1
         return counts
 
     def stats_members(self) -> list[str]:
@@ -172,17 +226,28 @@ class PriorStore:
         """Write chunk `index` of every result array (RESULT_ARRAYS), status last.
 
         One call owns the whole chunk: all result arrays must be given, each with exactly the chunk's crop
-        count, so concurrent tasks never touch the same chunk file and a retried task rewrites it whole.
+        count, and a retried task rewrites it whole. The caller must own the chunk's shard (one writer per
+        shard: `shard_of_chunk`), since writing a chunk replaces its shard's file in every array.
         """
+        self._write_range(*self.chunk_bounds(index), values, "chunk")
+
+    def write_shard(self, index: int, values: Mapping[str, np.ndarray | Sequence[str]]) -> None:
+        """Write shard `index` of every result array at once (each file once), status last: for copies and
+        synthetic stores; the job writes chunk by chunk so that a kill loses only the chunk in flight."""
+        self._write_range(*self.shard_bounds(index), values, "shard")
+
+    def _write_range(self, start: int, stop: int, values: Mapping[str, np.ndarray | Sequence[str]],
+                     what: str) -> None:
         missing = [p for p in RESULT_ARRAYS if p not in values]
         extra = [p for p in values if p not in RESULT_ARRAYS]
         if missing or extra:
-            raise ValueError(f"chunk write needs exactly {list(RESULT_ARRAYS)}; missing {missing}, unexpected {extra}")
-        start, stop = self.chunk_bounds(index)
+            raise ValueError(f"{what} write needs exactly {list(RESULT_ARRAYS)}; missing {missing}, "
+                             f"unexpected {extra}")
         prepared = {}
         for path in RESULT_ARRAYS:
             spec = _SPECS[path]
-            prepared[path] = _as_array(values[path], spec, (stop - start,) + self.config.tail_shape(spec), path)
+            prepared[path] = _as_array(values[path], spec, (stop - start,) + self.config.tail_shape(spec), path,
+                                       what)
         for path in RESULT_ARRAYS:  # spec order: status last; every key stored, so a missing one is damage
             self.group[path].with_config({"write_empty_chunks": True})[start:stop] = prepared[path]
 
@@ -212,11 +277,22 @@ class PriorStore:
             )
 
 
+def _runs(indices: np.ndarray, gap: int = 4096) -> list[tuple[int, int]]:
+    """[start, stop) ranges covering sorted `indices`, merging ranges closer than `gap`."""
+    out: list[tuple[int, int]] = []
+    for i in indices.tolist():
+        if out and i - out[-1][1] < gap:
+            out[-1] = (out[-1][0], i + 1)
+        else:
+            out.append((i, i + 1))
+    return out
+
+
 def _fmt(value) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def _as_array(value, spec: ArraySpec, shape: tuple[int, ...], path: str) -> np.ndarray:
+def _as_array(value, spec: ArraySpec, shape: tuple[int, ...], path: str, what: str = "chunk") -> np.ndarray:
     if spec.dtype is STRING:
         arr = np.asarray([str(v) for v in value], dtype=np.dtypes.StringDType())
     else:
@@ -225,7 +301,7 @@ def _as_array(value, spec: ArraySpec, shape: tuple[int, ...], path: str) -> np.n
             raise ValueError(f"{path} needs integers, got {arr.dtype}")
         arr = arr.astype(spec.dtype)
     if arr.shape != shape:
-        raise ValueError(f"{path} for this chunk must have shape {shape}, got {arr.shape}")
+        raise ValueError(f"{path} for this {what} must have shape {shape}, got {arr.shape}")
     return arr
 
 
@@ -249,13 +325,11 @@ def create_store(
     reasons = [""] * count if reasons is None else [str(r) for r in reasons]
     if status.shape != (count,) or len(reasons) != count:
         raise ValueError(f"status and reasons must hold one entry per crop ({count})")
+    if config.shard_size is None:
+        config = dataclasses.replace(config, shard_size=auto_shard_size(count, config.chunk_size))
     group = zarr.open_group(str(path), mode="w-")
     for spec in ARRAYS:
-        tail = config.tail_shape(spec)
-        group.create_array(
-            spec.path, shape=(count,) + tail, chunks=(config.chunk_size,) + tail, dtype=spec.dtype,
-            fill_value=spec.fill, compressors=chunk_compressors(),
-        )
+        create_per_crop_array(group, spec, config, count)
     group["crops/source"][:] = np.asarray(list(sources), dtype=np.dtypes.StringDType())
     group["crops/box"][:] = boxes
     group["crops/reason"][:] = np.asarray(reasons, dtype=np.dtypes.StringDType())
@@ -271,6 +345,19 @@ def create_store(
     return PriorStore(path, group)
 
 
+def create_per_crop_array(group: zarr.Group, spec: ArraySpec, config: StoreConfig, count: int) -> zarr.Array:
+    """One per-crop array of the layout: sharded by shard_size crops (inner chunks of chunk_size crops) for the
+    per-Gaussian arrays, chunked by shard_size crops otherwise; dimension names and units attached."""
+    tail = config.tail_shape(spec)
+    shard = (config.shard_size,) + tail
+    chunks = (config.chunk_size,) + tail if spec.sharded else shard
+    return group.create_array(
+        spec.path, shape=(count,) + tail, chunks=chunks, shards=shard if spec.sharded else None,
+        dtype=spec.dtype, fill_value=spec.fill, dimension_names=spec.dimension_names,
+        attributes=spec.attributes(), compressors=chunk_compressors(),
+    )
+
+
 def open_store(path: str | Path, mode: str = "r") -> PriorStore:
     """Open and validate a store (mode "r" or "r+"); clear errors for missing, foreign or newer stores."""
     if mode not in ("r", "r+"):
@@ -281,6 +368,12 @@ def open_store(path: str | Path, mode: str = "r") -> PriorStore:
         group = zarr.open_group(str(path), mode=mode)
     except Exception as err:  # zarr raises several types for foreign folders
         raise StoreError(f"{path} is not a Zarr v3 prior store ({type(err).__name__}: {err})") from None
+    if group.attrs.get("schema_version") == LEGACY_SCHEMA_VERSION:
+        raise LegacyStoreError(
+            f"{path} is a schema {LEGACY_SCHEMA_VERSION} prior store (one file per chunk, no dimension names); "
+            f"this pixel2gauss reads schema {SCHEMA_VERSION}: copy it with `p2g migrate-store {path} NEW_STORE` "
+            "and use NEW_STORE"
+        )
     problems = validate_group(group)
     if problems:
         raise StoreError(f"{path} is not a valid prior store: {problems[0]}")
@@ -313,7 +406,9 @@ def validate_group(group: zarr.Group) -> list[str]:
         return [f"it was written by a newer pixel2gauss (schema {version}; this version reads up to "
                 f"{SCHEMA_VERSION}); upgrade pixel2gauss to read it"]
     problems = []
-    for key in ("crop_size", "reference_scale", "k", "lattice", "chunk_size", "fitting"):
+    if version != SCHEMA_VERSION:
+        return [f"schema {version} is not this version's layout (schema {SCHEMA_VERSION})"]
+    for key in ("crop_size", "reference_scale", "k", "lattice", "chunk_size", "shard_size", "fitting"):
         if key not in attrs:
             problems.append(f"root attribute {key!r} is missing")
     if problems:
@@ -336,19 +431,24 @@ def validate_group(group: zarr.Group) -> list[str]:
             continue
         count = arr.shape[0] if count is None else count
         want = (count,) + config.tail_shape(spec)
+        shards = arr.shards[0] if arr.shards else arr.chunks[0]
+        inner = arr.chunks[0] if spec.sharded else config.chunk_size
         if arr.shape != want:
             problems.append(f"{spec.path} has shape {arr.shape}, expected {want}")
-        elif arr.chunks[0] != config.chunk_size:
-            problems.append(f"{spec.path} is chunked by {arr.chunks[0]} crops, expected {config.chunk_size}")
+        elif shards != config.shard_size or inner != config.chunk_size:
+            problems.append(f"{spec.path} has shards of {shards} crops in chunks of {inner}, expected "
+                            f"{config.shard_size} in chunks of {config.chunk_size}")
     return problems
 
 
 __all__ = [
+    "LegacyStoreError",
     "PLAN_ARRAYS",
     "RESULT_ARRAYS",
     "PriorStore",
     "StoreError",
     "StoreMismatchError",
+    "create_per_crop_array",
     "create_store",
     "open_or_create",
     "open_store",

@@ -16,7 +16,8 @@ def describe_store(path: str | Path) -> dict:
     """Config, crop counts by status, chunk counts, PSNR summary, failure reasons and stats/ members."""
     store = open_store(path)
     attrs = store.attrs
-    chunks = store.chunk_status_counts()
+    status = store.status()  # read once: a million crops are a thousand files
+    chunks = store.chunk_status_counts(status)
     stats = store.stats_members()
     return {
         "store": str(path),
@@ -28,17 +29,19 @@ def describe_store(path: str | Path) -> dict:
         "k": store.config.k,
         "lattice": list(store.config.lattice),
         "chunk_size": store.chunk_size,
+        "shard_size": store.shard_size,
+        "shards": store.num_shards,
         "fitting": store.config.fitting,
         "crops": store.num_crops,
-        "status": store.status_counts(),
+        "status": store.status_counts(status),
         "chunks": {
             "total": store.num_chunks,
             "finished": int(((chunks[:, 0] == 0) & (chunks[:, 2] == 0)).sum()),
             "with_pending": int((chunks[:, 0] > 0).sum()),
             "with_failed": int((chunks[:, 2] > 0).sum()),
         },
-        "psnr": store.psnr_summary(),
-        "failure_reasons": store.failure_reasons(),
+        "psnr": store.psnr_summary(status),
+        "failure_reasons": store.failure_reasons(status),
         "statistics": [m for m in stats if not m.startswith(f"{STATS_GROUP}/dictionary")],
         "dictionary": [m for m in stats if m.startswith(f"{STATS_GROUP}/dictionary")],
         "dictionary_summary": dictionary_summary(path),

@@ -106,10 +106,10 @@ def test_auto_batch_sizes_chunks_on_a_worker_and_changes_no_result(reference, co
 
 
 def test_rerunning_a_finished_job_fits_nothing(reference, corpus, client):
-    before = {p: p.stat().st_mtime_ns for p in Path(reference).rglob("c/*")}
+    before = {p: p.stat().st_mtime_ns for p in Path(reference).rglob("*") if p.is_file()}
     summary = run_prior_job([corpus], reference, crop=CROP, fit=FIT, client=client, progress=False)
     assert (summary.chunks_run, summary.fitted, summary.skipped, summary.done) == (0, 0, 12, 12)
-    assert {p: p.stat().st_mtime_ns for p in Path(reference).rglob("c/*")} == before
+    assert {p: p.stat().st_mtime_ns for p in Path(reference).rglob("*") if p.is_file()} == before
 
 
 def _worker_pids(client) -> dict[str, int]:
@@ -121,13 +121,15 @@ def _executing(dask_worker) -> int:
 
 
 def test_killing_a_worker_mid_task_loses_nothing(reference, corpus, client, tmp_path):
+    """A store of 3 shards of 2 chunks: the killed worker's shard task is rerun elsewhere, keeping the chunks
+    it had written, and the result is the reference's bit for bit."""
     path = tmp_path / "prior.zarr"
     outcome: dict = {}
 
     def job():
         try:
             outcome["summary"] = run_prior_job([corpus], path, crop=CROP, fit=FIT, batch=2, client=client,
-                                               progress=False)
+                                               progress=False, shard_size=4)
         except BaseException as err:  # reported below
             outcome["error"] = err
 
@@ -150,7 +152,17 @@ def test_killing_a_worker_mid_task_loses_nothing(reference, corpus, client, tmp_
     assert summary.fitted == 12 and summary.chunks_run == 6 and not summary.errors  # no chunk counted twice
     assert victim not in _worker_pids(client)  # the victim is really gone (its nanny started a new one)
     client.wait_for_workers(2, timeout=120)
+    store = open_store(path)
+    assert (store.num_shards, store.shard_size, store.num_chunks) == (3, 4, 6)
     assert_same_crops(reference, path)
+    files = {p: p.stat().st_mtime_ns for p in Path(path).rglob("*") if p.is_file() and p.name != "zarr.json"}
+    assert len(files) <= 10 * 3  # at most one file per array per shard (all-empty ones, e.g. reasons, are not written)
+    for shard in range(3):
+        assert {f"field/chol/c/{shard}/0/0", f"crops/status/c/{shard}"} <= {
+            str(p.relative_to(path)) for p in files}
+    again = run_prior_job([corpus], path, crop=CROP, fit=FIT, client=client, progress=False)
+    assert (again.chunks_run, again.fitted, again.skipped) == (0, 0, 12)
+    assert {p: p.stat().st_mtime_ns for p in files} == files
 
 
 def _chunk_files(store: Path, index: int) -> list[Path]:
@@ -281,3 +293,27 @@ def test_job_on_cuda_workers_asks_for_the_gpu_resource(corpus, tmp_path):
                             cluster=ClusterSpec(workers=1, dashboard_address=":0"), device="cuda", progress=False)
     assert (summary.done, summary.failed, summary.errors) == (12, 0, [])
     assert summary.psnr_median > 25
+
+
+def test_fit_shard_fits_its_chunks_in_order_and_isolates_a_chunk_that_keeps_raising(tmp_path, monkeypatch):
+    from dgp_fitting import prior_job
+    from prior_store import StoreConfig, create_store
+
+    config = StoreConfig(crop_size=CROP, chunk_size=2, shard_size=6, fitting=FIT.as_dict())
+    create_store(tmp_path / "p.zarr", config, [f"img{i}.png" for i in range(12)],
+                 np.array([[0, 0, CROP, CROP]] * 12, np.int32))
+    calls = []
+
+    def fake_fit_chunk(store_path, index, root, device):
+        calls.append(index)
+        if index == 4:
+            raise RuntimeError("synthetic failure")
+        return {"chunk": index, "fitted": 2}
+
+    monkeypatch.setattr(prior_job, "fit_chunk", fake_fit_chunk)
+    out = prior_job.fit_shard(str(tmp_path / "p.zarr"), 1, [3, 4, 5])
+    assert calls == [3] + [4] * (prior_job.TASK_RETRIES + 1) + [5]
+    assert out[0] == {"chunk": 3, "fitted": 2} and out[2] == {"chunk": 5, "fitted": 2}
+    assert out[1]["chunk"] == 4 and "synthetic failure" in out[1]["error"]
+    with pytest.raises(ValueError, match=r"chunks \[2\] are not in shard 1"):
+        prior_job.fit_shard(str(tmp_path / "p.zarr"), 1, [2, 3])

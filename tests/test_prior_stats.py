@@ -32,9 +32,10 @@ def known_chol(rng: np.random.Generator, n: int, g: int) -> np.ndarray:
 
 
 def make_store(path, crops: int = 12, crop: int = 64, chunk: int = 4, seed: int = 0, status=None, psnr=None,
-               draw=known_chol, reference_scale: int = 4, colors=None):
+               draw=known_chol, reference_scale: int = 4, colors=None, shard: int | None = None):
     """A store of `crops` crops whose Cholesky triplets come from `draw` (no fitting: fast)."""
-    config = StoreConfig(crop_size=crop, chunk_size=chunk, reference_scale=reference_scale, fitting={"synthetic": 1})
+    config = StoreConfig(crop_size=crop, chunk_size=chunk, reference_scale=reference_scale, fitting={"synthetic": 1},
+                         shard_size=shard)
     store = create_store(path, config, [f"img{i}.png" for i in range(crops)],
                          np.array([[0, 0, crop, crop]] * crops, np.int32))
     rng = np.random.default_rng(seed)
@@ -138,6 +139,44 @@ def test_chunking_does_not_change_the_result(known_store, tmp_path):
             assert a["elements"][name]["lr"][key] == pytest.approx(b["elements"][name]["lr"][key], rel=1e-12)
         assert a["elements"][name]["lr"]["quantiles"] == b["elements"][name]["lr"]["quantiles"]
     assert a["by_content"] == b["by_content"]
+
+
+def test_blocks_and_a_dask_scheduler_do_not_change_the_result(known_store, tmp_path, monkeypatch):
+    """The same crops in shards of 3 chunks, read in blocks smaller than a shard, on local threads and on a
+    Dask cluster reached by its address, give the numbers of the one-chunk-per-shard store."""
+    from distributed import LocalCluster
+
+    from dgp_fitting import prior_stats
+
+    other = tmp_path / "sharded.zarr"
+    source = open_store(known_store)
+    chol, colors = np.asarray(source.group["field/chol"][...]), np.asarray(source.group["field/colors"][...])
+    store = make_store(other, crops=24, chunk=2, shard=6, draw=_replay(chol), colors=colors)
+    keep = np.ones(24, bool)
+    assert prior_stats.store_blocks(store, keep) == [(0, 6), (6, 12), (12, 18), (18, 24)]
+    monkeypatch.setattr(prior_stats, "BLOCK_BYTES", 2 * 2 * 1024 * 6 * 4)  # two chunks per block
+    assert prior_stats.store_blocks(store, keep)[:3] == [(0, 4), (4, 6), (6, 10)]
+    keep[6:12] = False
+    assert (6, 10) not in prior_stats.store_blocks(store, keep)
+
+    expected = compute_statistics(known_store)
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=":0") as cluster:
+        results = [compute_statistics(other, threads=1), compute_statistics(other, scheduler=cluster.scheduler_address)]
+    for got in results:
+        for name in ELEMENTS:
+            for key in ("mean", "std", "min", "max"):
+                assert got.summary["elements"][name]["lr"][key] == pytest.approx(
+                    expected.summary["elements"][name]["lr"][key], rel=1e-12)
+            assert got.summary["elements"][name]["lr"]["quantiles"] == expected.summary["elements"][name]["lr"][
+                "quantiles"]
+        np.testing.assert_array_equal(got.arrays["per_crop"], expected.arrays["per_crop"])
+        np.testing.assert_array_equal(got.arrays["joint_histograms"], expected.arrays["joint_histograms"])
+
+    monkeypatch.setattr(prior_stats, "CONNECT_TIMEOUT", "1s")
+    result = CliRunner().invoke(cli, ["prior-stats", "--store", str(other), "--out", str(tmp_path / "o"),
+                                      "--scheduler", "tcp://127.0.0.1:9"])
+    assert result.exit_code == 2 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.output
+    assert not (tmp_path / "o").exists()
 
 
 def _replay(chol: np.ndarray):
@@ -303,3 +342,37 @@ def test_statistics_of_a_store_fitted_by_the_real_job(tmp_path, photo):
         lr = np.asarray(Image.open(source), dtype=np.float64).reshape(8, 4, 8, 4, 3).mean(axis=(1, 3)) / 255
         truth.append(np.mean(np.sum(np.diff(lr, axis=0) ** 2, -1)) + np.mean(np.sum(np.diff(lr, axis=1) ** 2, -1)))
     assert scipy_stats.spearmanr(table[:, 2], truth).statistic > 0.6  # measured 0.81
+
+
+def test_compiled_block_passes_match_their_numpy_definitions():
+    """The numba kernels against the numpy definitions, on values inside, outside and at the edges of the
+    histogram ranges: identical counts and extremes, sums equal up to rounding."""
+    from dgp_fitting import prior_stats
+
+    rng = np.random.default_rng(7)
+    chol = rng.normal([0.3, 0.0, 0.3], [0.4, 0.6, 0.4], size=(6, 64, 3)).astype(np.float32)
+    chol[0, :4] = [[0.0, -1.0, 0.0], [1.0, 1.0, 1.0], [0.6, 0.375, 0.55], [0.0, -0.225, 0.0]]  # range edges
+    colors = rng.random((6, 64, 3), dtype=np.float32)
+    paper = np.array([[lo / 4, hi / 4] for lo, hi in PAPER_RANGES_HR_X4.values()])
+    want = prior_stats._moments_of(elements_lr(chol), paper)
+    got = prior_stats.block_moments(chol, paper)
+    assert got["n"] == want["n"] == 6 * 64
+    for key in ("min", "max", "hist", "joint", "inside"):
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    assert want["hist"][:, [0, -1]].sum() > 0 and want["inside"][3] > 0  # both sides of the ranges are hit
+    np.testing.assert_allclose(got["mean"], want["mean"], rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(got["m2"], want["m2"], rtol=1e-12, atol=1e-12)
+
+    lo, hi = want["min"], want["max"]
+    e = elements_lr(chol)
+    fine = np.stack([np.bincount(prior_stats.bin_index(e[:, i], lo[i], hi[i], QUANTILE_BINS),
+                                 minlength=QUANTILE_BINS) for i in range(len(ELEMENTS))])
+    np.testing.assert_array_equal(prior_stats.fine_histogram(chol, lo, hi), fine)
+
+    rows = np.empty((6, 8))
+    prior_stats.kernels.per_crop_rows(chol, colors, 4, 4, 2, rows)
+    np.testing.assert_allclose(rows, prior_stats._per_crop_rows(chol, colors, (4, 4, 2)), rtol=1e-12, atol=1e-15)
+
+    chol[3, 5, 1] = np.inf
+    with pytest.raises(prior_stats.NonFiniteFieldError, match="NaN or inf"):
+        prior_stats.block_moments(chol, paper)

@@ -20,7 +20,9 @@ from prior_store import (
     open_or_create,
     open_store,
 )
-from prior_store.store import RESULT_ARRAYS
+from prior_store.migrate import migrate_store
+from prior_store.schema import ARRAYS
+from prior_store.store import RESULT_ARRAYS, LegacyStoreError, plan_digest
 
 FITTING = {"steps": 10, "lr": 0.01, "loss": "l2", "seed": 0}
 
@@ -186,3 +188,135 @@ def test_create_refuses_existing_path_and_bad_config(tmp_path, config):
         StoreConfig(crop_size=32, chunk_size=0)
     with pytest.raises(ValueError, match="empty"):
         create_store(tmp_path / "empty.zarr", config, [], np.zeros((0, 4)))
+
+
+def test_shards_hold_whole_chunks_and_keys_name_their_crops(tmp_path):
+    config = StoreConfig(crop_size=32, chunk_size=2, fitting=FITTING, shard_size=4)
+    store = create_store(tmp_path / "p.zarr", config, *plan(9))
+    assert (store.num_chunks, store.num_shards, store.shard_size) == (5, 3, 4)
+    assert [list(store.shard_chunks(i)) for i in range(3)] == [[0, 1], [2, 3], [4]]
+    assert [store.shard_of_chunk(c) for c in range(5)] == [0, 0, 1, 1, 2]
+    assert store.shard_bounds(2) == (8, 9)
+    for index in (3, 0, 4):  # chunk writes into shards in any order keep the other chunks of the shard
+        store.write_chunk(index, chunk_values(store, index))
+    back = open_store(tmp_path / "p.zarr")
+    written = chunk_values(store, 0)["field/chol"]
+    np.testing.assert_array_equal(back.read("field/chol", 0, 4), np.concatenate([written, np.zeros_like(written)]))
+    np.testing.assert_array_equal(back.read("field/chol", 6, 8), chunk_values(store, 3)["field/chol"])
+    np.testing.assert_array_equal(back.status(), [1, 1, 0, 0, 0, 0, 1, 1, 1])
+
+    root = zarr.open_group(str(tmp_path / "p.zarr"), mode="r")
+    assert root["field/chol"].shards == (4, 64 * 4, 3) and root["field/chol"].chunks == (2, 64 * 4, 3)
+    assert root["crops/status"].chunks == (4,) and root["crops/status"].shards is None
+    data = [p for p in (tmp_path / "p.zarr").rglob("*") if p.is_file() and p.name != "zarr.json"]
+    assert len(data) <= 10 * store.num_shards  # one file per array per shard, whatever the chunk count
+    keys = store.shard_keys(1)
+    assert "field/chol/c/1/0/0" in keys and "crops/status/c/1" in keys and len(keys) == 10
+    assert all(store.key_crop_range(key) == (4, 8) for key in keys)
+    assert store.key_crop_range("crops/psnr/c/2") == (8, 9)
+    for bad in ("field/chol/c/1", "crops/nope/c/0", "field/chol/c/9/0/0"):
+        with pytest.raises((ValueError, IndexError)):
+            store.key_crop_range(bad)
+    with pytest.raises(ValueError, match="not a multiple of the chunk size"):
+        StoreConfig(crop_size=32, chunk_size=2, shard_size=5)
+
+
+def test_auto_shard_size_bounds_the_file_count():
+    from prior_store.schema import auto_shard_size
+
+    assert auto_shard_size(12, 3) == 3  # small stores: one chunk per shard, as many tasks as chunks
+    assert auto_shard_size(10**6, 8) == 1000  # a million crops: 1000 shards
+    assert auto_shard_size(1_600_000, 8) == 1600
+    assert -(-1_600_000 // auto_shard_size(1_600_000, 8)) <= 1000
+    assert auto_shard_size(5, 8) == 8
+
+
+def test_every_array_has_dimension_names_and_units_and_xarray_reads_the_store(tmp_path, config):
+    xr = pytest.importorskip("xarray")
+    sources, boxes = plan(5)
+    store = create_store(tmp_path / "p.zarr", config, sources, boxes)
+    for index in range(store.num_chunks):
+        store.write_chunk(index, chunk_values(store, index))
+    root = zarr.open_group(str(tmp_path / "p.zarr"), mode="r")
+    for spec in ARRAYS:
+        array = root[spec.path]
+        assert array.metadata.dimension_names[0] == "crop", spec.path
+        assert "units" in array.attrs and array.attrs["long_name"], spec.path
+
+    field = xr.open_zarr(str(tmp_path / "p.zarr"), group="field", consolidated=False)
+    assert dict(field.sizes) == {"crop": 5, "gaussian": 256, "xy": 2, "cholesky": 3, "rgb": 3}
+    assert field["chol"].attrs["units"] == "LR px"
+    expected = np.concatenate([chunk_values(store, i)["field/chol"] for i in range(3)])
+    np.testing.assert_array_equal(field["chol"].values, expected)
+    crops = xr.open_zarr(str(tmp_path / "p.zarr"), group="crops", consolidated=False)
+    assert list(crops["source"].values) == sources
+    assert crops["status"].dtype == np.int8 and (crops["status"].values == STATUS_DONE).all()
+    assert crops["psnr"].attrs["units"] == "dB"
+    np.testing.assert_array_equal(crops["box"].values, boxes)
+
+
+def write_schema1_store(path, config: StoreConfig, count: int = 5):
+    """A store in the old layout (one file per chunk, no dimension names), as pixel2gauss wrote it."""
+    sources, boxes = plan(count)
+    group = zarr.open_group(str(path), mode="w-")
+    for spec in ARRAYS:
+        tail = config.tail_shape(spec)
+        group.create_array(spec.path, shape=(count,) + tail, chunks=(config.chunk_size,) + tail, dtype=spec.dtype,
+                           fill_value=spec.fill)
+    group["crops/source"][:] = np.asarray(sources, dtype=np.dtypes.StringDType())
+    group["crops/box"][:] = boxes
+    rng = np.random.default_rng(3)
+    chol = rng.random((count, config.num_gaussians, 3), dtype=np.float32)
+    group["field/chol"][:] = chol
+    group["crops/psnr"][:] = np.arange(count, dtype=np.float32) + 30
+    group["crops/status"][:] = np.array([STATUS_DONE] * (count - 1) + [STATUS_PENDING], np.int8)
+    group.attrs.update({"schema_version": 1, **{k: v for k, v in config.attrs().items() if k != "shard_size"},
+                        "plan_digest": plan_digest(sources, boxes), "package_version": "0.1", "created": "x"})
+    return sources, boxes, chol
+
+
+def test_schema_1_stores_are_refused_with_the_migration_command_and_migrate(tmp_path, config):
+    old, new = tmp_path / "old.zarr", tmp_path / "new.zarr"
+    sources, boxes, chol = write_schema1_store(old, config)
+    with pytest.raises(LegacyStoreError, match=r"schema 1 .*p2g migrate-store .*old.zarr NEW_STORE"):
+        open_store(old)
+    with pytest.raises(LegacyStoreError):
+        open_or_create(old, config, sources, boxes)
+    before = {p: p.read_bytes() for p in old.rglob("*") if p.is_file()}
+
+    store = migrate_store(old, new)
+    assert {p: p.read_bytes() for p in old.rglob("*") if p.is_file()} == before  # the old store is untouched
+    store = open_store(new)
+    assert store.attrs["schema_version"] == SCHEMA_VERSION and store.attrs["migrated_from"]["schema_version"] == 1
+    assert store.attrs["plan_digest"] == plan_digest(sources, boxes)
+    assert store.status_counts() == {"pending": 1, "done": 4, "failed": 0}
+    np.testing.assert_array_equal(store.read("field/chol"), chol)
+    assert store.read("crops/source") == sources
+    np.testing.assert_array_equal(store.read("crops/psnr"), np.arange(5, dtype=np.float32) + 30)
+    again, created = open_or_create(new, config, sources, boxes)  # the job resumes the migrated store
+    assert not created
+
+    with pytest.raises(FileExistsError, match="already exists"):
+        migrate_store(old, new)
+    with pytest.raises(StoreError, match="only schema 1 stores need migrating"):
+        migrate_store(new, tmp_path / "again.zarr")
+
+
+def test_cli_names_the_migration_and_migrates(tmp_path, config):
+    from click.testing import CliRunner
+
+    from workflows.cli import cli
+
+    old, new = tmp_path / "old.zarr", tmp_path / "new.zarr"
+    write_schema1_store(old, config)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["info", str(old)])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert result.output.startswith("error: ") and f"p2g migrate-store {old} NEW_STORE" in result.output
+    result = runner.invoke(cli, ["migrate-store", str(old), str(new)])
+    assert result.exit_code == 0, result.output
+    assert "5 crops (4 done, 0 failed, 1 pending) in 3 shards of 2 crops" in result.output
+    result = runner.invoke(cli, ["info", str(new)])
+    assert result.exit_code == 0 and "shards      3 of 2 crops" in result.output
+    result = runner.invoke(cli, ["migrate-store", str(old), str(new)])
+    assert result.exit_code == 2 and "already exists" in result.output

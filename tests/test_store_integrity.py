@@ -161,7 +161,8 @@ def test_prior_stats_is_all_or_nothing(fitted, tmp_path, monkeypatch):
     store = copy_store(original, tmp_path)
     out = tmp_path / "stats"
     runner = CliRunner()
-    assert runner.invoke(cli, ["prior-stats", "--store", str(store), "--out", str(out), "--size", "28"]).exit_code == 0
+    first = runner.invoke(cli, ["prior-stats", "--store", str(store), "--out", str(out), "--size", "28"])
+    assert first.exit_code == 0, first.output
     files = {p.name: p.read_bytes() for p in out.iterdir()}
     stored = {p.relative_to(store): p.read_bytes() for p in (store / "stats").rglob("*") if p.is_file()}
 

@@ -26,6 +26,7 @@ VERBS = {
     "fit-prior": "workflows.fit_prior_cmd:command",
     "prior-stats": "workflows.prior_stats_cmd:command",
     "info": "workflows.info_cmd:command",
+    "migrate-store": "workflows.migrate_store_cmd:command",
     "train": "workflows.train_cmd:command",
     "import-official": "workflows.import_official_cmd:command",
     "bench": "workflows.bench_cmd:command",

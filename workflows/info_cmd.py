@@ -22,6 +22,7 @@ def info_lines(info: dict) -> list[str]:
         f"status      {status['done']} done, {status['failed']} failed, {status['pending']} pending",
         f"chunks      {chunks['total']} of {info['chunk_size']} crops: {chunks['finished']} finished, "
         f"{chunks['with_pending']} with pending crops, {chunks['with_failed']} with failed crops",
+        f"shards      {info['shards']} of {info['shard_size']} crops (one file per array per shard)",
         "psnr        " + (f"median {psnr['median']:.2f} dB, 5th percentile {psnr['p5']:.2f} dB, "
                           f"min {psnr['min']:.2f}, max {psnr['max']:.2f} ({psnr['count']} crops)"
                           if psnr["count"] else "no fitted crops yet"),

@@ -45,7 +45,10 @@ def parse_quantiles(text: str) -> tuple[float, float]:
               help="Grid values evenly spaced in value, or at evenly spaced quantiles.")
 @click.option("--reuse-stats", is_flag=True,
               help="Build the dictionary and plots from the statistics already in the store.")
-def command(store, out, method, size, min_psnr, quantiles, seed, spacing, reuse_stats) -> None:
+@click.option("--scheduler", help="Address of an existing Dask scheduler (tcp://host:8786) to compute on; its "
+                                  "workers must see the store at the same path. Default: threads on this machine.")
+@click.option("--threads", type=click.IntRange(min=1), help="Local threads (default: one per core).")
+def command(store, out, method, size, min_psnr, quantiles, seed, spacing, reuse_stats, scheduler, threads) -> None:
     """Statistics of the fitted covariances in STORE, the covariance dictionary derived from them, and plots.
 
     Statistics and dictionary are written into the store (stats/) and into --out; reruns give identical
@@ -54,6 +57,7 @@ def command(store, out, method, size, min_psnr, quantiles, seed, spacing, reuse_
     from dgp_fitting.prior_report import run_prior_stats
 
     result = run_prior_stats(store, out, method=method, size=size, min_psnr=min_psnr, quantiles=quantiles,
-                             seed=seed, spacing=spacing, reuse_stats=reuse_stats)
+                             seed=seed, spacing=spacing, reuse_stats=reuse_stats, scheduler=scheduler,
+                             threads=threads)
     for line in result.lines():
         click.echo(line)
