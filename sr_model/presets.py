@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-ENCODERS = ("swinir", "hat", "lite")
+from sr_model.encoder_specs import ENCODER_SPECS
+
+ENCODERS = tuple(ENCODER_SPECS)
 #: "raw": the offset MLP reads the pixel-unshuffled features (official 482ec14, 2025-03-24);
 #: "leaky_relu": it reads leaky_relu(features) like the covariance branch (official refactor 2521c53 and HEAD).
 OFFSET_INPUTS = ("raw", "leaky_relu")
@@ -96,18 +98,9 @@ class ModelConfig:
         return cls(**data)
 
 
-_TRANSFORMER = dict(embed_dim=180, depths=(6,) * 6, num_heads=(6,) * 6, mlp_ratio=2.0)
-
-PRESETS: dict[str, ModelConfig] = {
-    # Official ContinuousSR encoder: the `swinir` factory's default SwinIR (img_size 48, window 8).
-    "swinir": ModelConfig(preset="swinir", encoder="swinir", window_size=8, img_size=48, **_TRANSFORMER),
-    # HAT-SRx4 settings (window 16). The released HAT checkpoint's own settings are read from its weights
-    # on import (sr_model.official_import), so this preset only matters for training from scratch.
-    "hat": ModelConfig(preset="hat", encoder="hat", window_size=16, img_size=64, **_TRANSFORMER),
-    # Small CNN + narrow heads, trainable on a CPU.
-    "lite": ModelConfig(preset="lite", encoder="lite", lite_channels=32, lite_blocks=4, cov_dim=32,
-                        cov_hidden=(64,), color_hidden=(128, 64), offset_hidden=(128, 64)),
-}
+#: One preset per encoder, named after it (its fields live in the encoder's entry of ENCODER_SPECS).
+PRESETS: dict[str, ModelConfig] = {name: ModelConfig(preset=name, encoder=name, **spec.preset)
+                                   for name, spec in ENCODER_SPECS.items()}
 
 
 def preset(name: str, **overrides) -> ModelConfig:
