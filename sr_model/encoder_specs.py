@@ -17,7 +17,7 @@ A spec's `layers` lists the LR-resolution layers; every encoder then ends in the
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
@@ -55,6 +55,19 @@ def _transformer_layers(config: ModelConfig, hybrid: bool) -> list[Op]:
     return layers
 
 
+def _heads_divide_width(config: ModelConfig) -> str | None:
+    if any(config.embed_dim % n for n in config.num_heads):
+        return f"embed_dim {config.embed_dim} must be divisible by every num_heads {config.num_heads}"
+    return None
+
+
+def _hat_attention_width(config: ModelConfig) -> str | None:
+    if min(config.embed_dim // config.compress_ratio, config.embed_dim // config.squeeze_factor) < 1:
+        return (f"HAT needs embed_dim >= compress_ratio and >= squeeze_factor, got {config.embed_dim}, "
+                f"{config.compress_ratio}, {config.squeeze_factor}")
+    return None
+
+
 def _int_tuple(value) -> tuple[int, ...]:
     return tuple(int(v) for v in value)
 
@@ -87,7 +100,9 @@ class EncoderSpec:
     #: fields that the official spec's `args` override (upstream reads them from args, not from the weights)
     official_args: tuple[str, ...] = ()
     #: official state-dict prefixes that are discarded on import (layers upstream keeps but never runs)
-    official_dropped: tuple[str, ...] = field(default=())
+    official_dropped: tuple[str, ...] = ()
+    #: ModelConfig checks for this encoder: each returns the problem as one line, or None
+    checks: tuple[Callable[[ModelConfig], str | None], ...] = ()
 
     @property
     def importable(self) -> bool:
@@ -111,6 +126,7 @@ ENCODER_SPECS: dict[str, EncoderSpec] = {spec.name: spec for spec in (
         preset=dict(window_size=8, img_size=48, **_TRANSFORMER_PRESET),
         layers=lambda config: _transformer_layers(config, hybrid=False), window_aligned=True,
         spandrel_arch="SwinIR", official_fields=_TRANSFORMER_FIELDS, official_dropped=("encoder.conv_last.",),
+        checks=(_heads_divide_width,),
     ),
     # HAT-SRx4 settings (window 16). The released HAT checkpoint's own settings are read from its weights
     # on import (sr_model.official_import), so this preset only matters for training from scratch. Channel
@@ -123,6 +139,7 @@ ENCODER_SPECS: dict[str, EncoderSpec] = {spec.name: spec for spec in (
         official_fields=_TRANSFORMER_FIELDS + (("compress_ratio", int), ("squeeze_factor", int),
                                                ("overlap_ratio", float), ("conv_scale", float)),
         official_args=("conv_scale",), official_dropped=("encoder.conv_last.",),
+        checks=(_heads_divide_width, _hat_attention_width),
     ),
     # Small CNN + narrow heads, trainable on a CPU.
     EncoderSpec(

@@ -74,11 +74,10 @@ class ModelConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.lite_blocks < 0:
             raise ConfigError(f"lite_blocks must be >= 0, got {self.lite_blocks}")
-        if self.encoder != "lite" and any(self.embed_dim % n for n in self.num_heads):
-            raise ConfigError(f"embed_dim {self.embed_dim} must be divisible by every num_heads {self.num_heads}")
-        if self.encoder == "hat" and min(self.embed_dim // self.compress_ratio, self.embed_dim // self.squeeze_factor) < 1:
-            raise ConfigError(f"HAT needs embed_dim >= compress_ratio and >= squeeze_factor, got {self.embed_dim}, "
-                              f"{self.compress_ratio}, {self.squeeze_factor}")
+        for check in ENCODER_SPECS[self.encoder].checks:
+            problem = check(self)
+            if problem:
+                raise ConfigError(problem)
 
     @property
     def uses_dictionary(self) -> bool:
