@@ -28,6 +28,11 @@ class ConfigError(ValueError):
     """A model configuration that cannot be built."""
 
 
+def unknown_fields(cls: type, data) -> list[str]:
+    """Keys of `data` that are not fields of the dataclass `cls`, sorted (refused by name, never dropped)."""
+    return sorted(set(data) - {f.name for f in fields(cls)})
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a model (the dictionary itself travels as a buffer)."""
@@ -90,8 +95,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
         """Rebuild from `to_dict()`; unknown keys (a newer writer) are refused by name."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = unknown_fields(cls, data)
         if unknown:
             raise ConfigError(f"unknown model config fields {unknown}; this checkpoint needs a newer pixel2gauss")
         return cls(**data)
@@ -106,8 +110,8 @@ def preset(name: str, **overrides) -> ModelConfig:
     """The named preset with `overrides` applied, e.g. preset("lite", positions="fixed")."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    known = {f.name for f in fields(ModelConfig)}
-    unknown = sorted(set(overrides) - known)
+    unknown = unknown_fields(ModelConfig, overrides)
     if unknown:
-        raise ConfigError(f"unknown model config fields {unknown}; known: {', '.join(sorted(known))}")
+        known = sorted(f.name for f in fields(ModelConfig))
+        raise ConfigError(f"unknown model config fields {unknown}; known: {', '.join(known)}")
     return replace(PRESETS[name], **overrides)

@@ -7,10 +7,10 @@ verb takes its option defaults from these fields without loading torch for `--he
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sr_model.presets import ModelConfig, preset
+from sr_model.presets import ModelConfig, preset, unknown_fields
 
 
 class TrainConfigError(ValueError):
@@ -82,8 +82,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = unknown_fields(cls, data)
         if unknown:
             raise TrainConfigError(f"unknown training config fields {unknown}; this run needs a newer pixel2gauss")
         return cls(**data)
