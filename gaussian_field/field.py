@@ -8,7 +8,7 @@ Sigma = L L^T and L = [[l11, 0], [l21, l22]], colours (B, N, 3). N = h * w * k *
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -17,8 +17,11 @@ import torch
 
 from gaussian_field.lattice import base_positions
 
-#: Covariances with det(Sigma) = (l11 * l22)^2 at or below this (LR px^4) are degenerate: `conic()` marks them
-#: invalid and renderers give them zero weight, as the official rasterizer drops det == 0.
+#: Covariances with det(Sigma) = (l11 * l22)^2 at or below this (LR px^4) are degenerate for `conic()`: it marks
+#: them invalid rather than return an overflowing inverse. Renderers never form the inverse (they solve with the
+#: Cholesky factor) and do not read this guard: they give zero weight to a Gaussian whose l11 or l22 is not
+#: positive, and evaluate a near-singular one like any other (the Mahalanobis cut-off drops it wherever its
+#: value is below 1/255).
 DET_GUARD = 1e-24
 
 FIELD_FILE_VERSION = 1
@@ -34,9 +37,13 @@ def _as_batched(t: torch.Tensor, width: int, name: str) -> torch.Tensor:
     return t
 
 
-@dataclass
+@dataclass(eq=False)
 class GaussianField:
-    """A batch of fields on one lattice. Build once (encode or fit), render at any scale."""
+    """A batch of fields on one lattice. Build once (encode or fit), render at any scale.
+
+    Equality is identity (`eq=False`): fields hold tensors, whose `==` is elementwise. `validate` is an
+    init-only flag (not stored): False skips `check()` for fields built from already-checked parts.
+    """
 
     means: torch.Tensor
     chol: torch.Tensor
@@ -44,13 +51,13 @@ class GaussianField:
     h: int
     w: int
     k: int = 2
-    validate: bool = True
+    validate: InitVar[bool] = True
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, validate: bool) -> None:
         self.means = _as_batched(self.means, 2, "means")
         self.chol = _as_batched(self.chol, 3, "chol")
         self.colors = _as_batched(self.colors, 3, "colors")
-        if self.validate:
+        if validate:
             self.check()
 
     # ------------------------------------------------------------------ validation
@@ -143,7 +150,7 @@ class GaussianField:
         """Inverse covariance as (B, N, 3) = (A, B, C) with Sigma^-1 = [[A, B], [B, C]], and a validity mask.
 
         det(Sigma) = (l11 * l22)^2 exactly; Gaussians with det <= DET_GUARD get a zero conic and valid = False
-        (renderers drop them), instead of an overflowing inverse.
+        instead of an overflowing inverse. No renderer calls this (see DET_GUARD for what renderers do).
         """
         l11, l21, l22 = self.chol.unbind(-1)
         det = (l11 * l22) ** 2

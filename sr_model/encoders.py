@@ -5,6 +5,9 @@ the way ContinuousSR runs them: reflect-pad bottom/right to a multiple of the wi
 pixel-shuffle upsampler to 4x with 64 channels, no final RGB conv, crop to 4h x 4w. The official
 `conv_last` weights exist in released state dicts but are never used; ours drop the layer (importing
 discards those two tensors), so that no parameter goes without a gradient in training.
+
+What else the project knows about each encoder (preset, tiling layers, official import) is its entry in
+`sr_model.encoder_specs.ENCODER_SPECS`, which names the class here.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from spandrel.architectures.HAT import HAT
 from spandrel.architectures.SwinIR import SwinIR
 from torch import nn
 
+from sr_model.encoder_specs import encoder_spec
 from sr_model.presets import ModelConfig
 
 #: Every encoder ends here: 64 channels at 4x the LR size, then PixelUnshuffle(2) gives 256 per Gaussian.
@@ -118,7 +122,7 @@ class LiteEncoder(nn.Module):
 
 
 def build_encoder(config: ModelConfig) -> nn.Module:
-    """The encoder named by `config.encoder`."""
+    """The encoder named by `config.encoder` (the class its spec names)."""
     with warnings.catch_warnings():  # spandrel calls torch.meshgrid without `indexing`: harmless, silenced
         warnings.filterwarnings("ignore", message="torch.meshgrid", category=UserWarning)
-        return {"swinir": SwinIREncoder, "hat": HATEncoder, "lite": LiteEncoder}[config.encoder](config)
+        return encoder_spec(config.encoder).encoder_class()(config)

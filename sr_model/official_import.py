@@ -26,6 +26,7 @@ import torch
 
 from sr_model.checkpoint import save_checkpoint
 from sr_model.dictionary import official_dictionary
+from sr_model.encoder_specs import ENCODER_SPECS
 from sr_model.model import ContinuousSR
 from sr_model.presets import OFFSET_INPUTS, RELEASED_OFFSET_INPUT, preset
 
@@ -37,7 +38,8 @@ OFFICIAL_KEY_MAP = (
     ("mlp.", "color_head.mlp."),
     ("encoder.", "encoder."),
 )
-UNUSED_OFFICIAL_PREFIXES = ("encoder.conv_last.",)
+#: Upstream `encoder_spec` names that can be imported (each encoder's spec says whether it can).
+IMPORTABLE_ENCODERS = tuple(name for name, spec in ENCODER_SPECS.items() if spec.importable)
 DEFAULT_OFFSET_INPUT = RELEASED_OFFSET_INPUT
 
 
@@ -79,20 +81,20 @@ def official_spec(data, path: str | Path) -> dict:
         raise OfficialCheckpointError(f"{path} is not a ContinuousSR checkpoint: expected ['model'] with name "
                                       f"'continuous-gaussian'")
     encoder_spec = (spec.get("args") or {}).get("encoder_spec") or {}
-    if encoder_spec.get("name") not in ("swinir", "hat"):
+    if encoder_spec.get("name") not in IMPORTABLE_ENCODERS:
+        names = " or ".join(repr(name) for name in IMPORTABLE_ENCODERS)
         raise OfficialCheckpointError(f"{path}: unsupported encoder {encoder_spec.get('name')!r}; ContinuousSR "
-                                      f"checkpoints with a 'swinir' or 'hat' encoder can be imported")
+                                      f"checkpoints with a {names} encoder can be imported")
     if not isinstance(spec.get("sd"), dict) or not spec["sd"]:
         raise OfficialCheckpointError(f"{path}: the checkpoint holds no state dict ('sd')")
     return spec
 
 
 def encoder_overrides(name: str, encoder_state: dict, args: dict | None = None) -> dict:
-    """ModelConfig fields of the encoder, read from its weights with spandrel (args only for conv_scale)."""
-    from spandrel.architectures.HAT import HATArch
-    from spandrel.architectures.SwinIR import SwinIRArch
-
-    arch = {"swinir": SwinIRArch, "hat": HATArch}[name]()
+    """ModelConfig fields of the encoder, read from its weights with spandrel (from `args` only those the spec's
+    `official_args` names)."""
+    spec = ENCODER_SPECS[name]
+    arch = spec.spandrel_architecture()
     if not arch.detect(encoder_state):
         raise OfficialCheckpointError(f"the encoder weights are not a {name} network (the spec names {name!r})")
     try:
@@ -106,21 +108,16 @@ def encoder_overrides(name: str, encoder_state: dict, args: dict | None = None) 
         raise OfficialCheckpointError(
             f"the {name} encoder is not a ContinuousSR encoder (needs a 4x pixelshuffle upsampler on RGB input, "
             f"got upsampler={hp.get('upsampler')!r}, upscale={hp.get('upscale')!r})")
-    fields = dict(embed_dim=int(hp["embed_dim"]), depths=tuple(int(d) for d in hp["depths"]),
-                  num_heads=tuple(int(n) for n in hp["num_heads"]), window_size=int(hp["window_size"]),
-                  mlp_ratio=float(hp["mlp_ratio"]), img_size=int(hp["img_size"]))
-    if name == "hat":
-        fields.update(compress_ratio=int(hp["compress_ratio"]), squeeze_factor=int(hp["squeeze_factor"]),
-                      overlap_ratio=float(hp["overlap_ratio"]),
-                      conv_scale=float((args or {}).get("conv_scale", hp["conv_scale"])))
-    return fields
+    given = {key: (args or {})[key] for key in spec.official_args if key in (args or {})}
+    return {field: cast(given.get(field, hp[field])) for field, cast in spec.official_fields}
 
 
-def convert_state_dict(official_sd: dict) -> dict:
-    """Official keys -> ours, floating tensors as float32, `encoder.conv_last.*` dropped."""
+def convert_state_dict(official_sd: dict, name: str) -> dict:
+    """Official keys -> ours, floating tensors as float32, the encoder `name`'s unused layers dropped."""
     out = {}
+    dropped = ENCODER_SPECS[name].official_dropped
     for key, value in official_sd.items():
-        if key.startswith(UNUSED_OFFICIAL_PREFIXES):
+        if key.startswith(dropped):
             continue
         for old, new in OFFICIAL_KEY_MAP:
             if key.startswith(old):
@@ -142,7 +139,7 @@ def model_from_official(spec: dict, offset_input: str = DEFAULT_OFFSET_INPUT) ->
     config = preset(name, offset_input=offset_input,
                     **encoder_overrides(name, encoder_state, encoder_spec.get("args")))
     model = ContinuousSR(config, official_dictionary())
-    state = convert_state_dict(spec["sd"])
+    state = convert_state_dict(spec["sd"], name)
     state.update(dictionary=model.dictionary, dictionary_scale=model.dictionary_scale)
     try:
         model.load_state_dict(state, strict=True)
@@ -159,9 +156,10 @@ def file_sha256(path: str | Path) -> str:
 
 def import_record(source: Path, spec: dict, offset_input: str) -> dict:
     """Where an imported model came from (stored as `imported_from` in checkpoints and exports)."""
-    return {"file": source.name, "sha256": file_sha256(source),
-            "encoder_spec_name": spec["args"]["encoder_spec"]["name"], "offset_input": offset_input,
-            "dropped_keys": [k for k in spec["sd"] if k.startswith(UNUSED_OFFICIAL_PREFIXES)]}
+    name = spec["args"]["encoder_spec"]["name"]
+    dropped = ENCODER_SPECS[name].official_dropped
+    return {"file": source.name, "sha256": file_sha256(source), "encoder_spec_name": name,
+            "offset_input": offset_input, "dropped_keys": [k for k in spec["sd"] if k.startswith(dropped)]}
 
 
 def import_official(source: str | Path, out: str | Path, offset_input: str = DEFAULT_OFFSET_INPUT,

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-ENCODERS = ("swinir", "hat", "lite")
+from sr_model.encoder_specs import ENCODER_SPECS
+
+ENCODERS = tuple(ENCODER_SPECS)
 #: "raw": the offset MLP reads the pixel-unshuffled features (official 482ec14, 2025-03-24);
 #: "leaky_relu": it reads leaky_relu(features) like the covariance branch (official refactor 2521c53 and HEAD).
 OFFSET_INPUTS = ("raw", "leaky_relu")
@@ -24,6 +26,11 @@ COVARIANCES = ("dictionary", "free")
 
 class ConfigError(ValueError):
     """A model configuration that cannot be built."""
+
+
+def unknown_fields(cls: type, data) -> list[str]:
+    """Keys of `data` that are not fields of the dataclass `cls`, sorted (refused by name, never dropped)."""
+    return sorted(set(data) - {f.name for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -72,11 +79,10 @@ class ModelConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.lite_blocks < 0:
             raise ConfigError(f"lite_blocks must be >= 0, got {self.lite_blocks}")
-        if self.encoder != "lite" and any(self.embed_dim % n for n in self.num_heads):
-            raise ConfigError(f"embed_dim {self.embed_dim} must be divisible by every num_heads {self.num_heads}")
-        if self.encoder == "hat" and min(self.embed_dim // self.compress_ratio, self.embed_dim // self.squeeze_factor) < 1:
-            raise ConfigError(f"HAT needs embed_dim >= compress_ratio and >= squeeze_factor, got {self.embed_dim}, "
-                              f"{self.compress_ratio}, {self.squeeze_factor}")
+        for check in ENCODER_SPECS[self.encoder].checks:
+            problem = check(self)
+            if problem:
+                raise ConfigError(problem)
 
     @property
     def uses_dictionary(self) -> bool:
@@ -89,33 +95,23 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
         """Rebuild from `to_dict()`; unknown keys (a newer writer) are refused by name."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = unknown_fields(cls, data)
         if unknown:
             raise ConfigError(f"unknown model config fields {unknown}; this checkpoint needs a newer pixel2gauss")
         return cls(**data)
 
 
-_TRANSFORMER = dict(embed_dim=180, depths=(6,) * 6, num_heads=(6,) * 6, mlp_ratio=2.0)
-
-PRESETS: dict[str, ModelConfig] = {
-    # Official ContinuousSR encoder: the `swinir` factory's default SwinIR (img_size 48, window 8).
-    "swinir": ModelConfig(preset="swinir", encoder="swinir", window_size=8, img_size=48, **_TRANSFORMER),
-    # HAT-SRx4 settings (window 16). The released HAT checkpoint's own settings are read from its weights
-    # on import (sr_model.official_import), so this preset only matters for training from scratch.
-    "hat": ModelConfig(preset="hat", encoder="hat", window_size=16, img_size=64, **_TRANSFORMER),
-    # Small CNN + narrow heads, trainable on a CPU.
-    "lite": ModelConfig(preset="lite", encoder="lite", lite_channels=32, lite_blocks=4, cov_dim=32,
-                        cov_hidden=(64,), color_hidden=(128, 64), offset_hidden=(128, 64)),
-}
+#: One preset per encoder, named after it (its fields live in the encoder's entry of ENCODER_SPECS).
+PRESETS: dict[str, ModelConfig] = {name: ModelConfig(preset=name, encoder=name, **spec.preset)
+                                   for name, spec in ENCODER_SPECS.items()}
 
 
 def preset(name: str, **overrides) -> ModelConfig:
     """The named preset with `overrides` applied, e.g. preset("lite", positions="fixed")."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    known = {f.name for f in fields(ModelConfig)}
-    unknown = sorted(set(overrides) - known)
+    unknown = unknown_fields(ModelConfig, overrides)
     if unknown:
-        raise ConfigError(f"unknown model config fields {unknown}; known: {', '.join(sorted(known))}")
+        known = sorted(f.name for f in fields(ModelConfig))
+        raise ConfigError(f"unknown model config fields {unknown}; known: {', '.join(known)}")
     return replace(PRESETS[name], **overrides)

@@ -21,15 +21,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from sr_model.encoder_specs import Op, encoder_spec
 from sr_model.presets import ModelConfig
-
-#: An encoder's layers in order, each one of:
-#:   ("conv", r)            r-pixel convolution at LR resolution (3x3: r = 1)
-#:   ("window", ws, shift)  window attention, windows [shift + m*ws, shift + (m+1)*ws)
-#:   ("overlap", ws, pad)   overlapping cross-attention: window m reads [m*ws - pad, (m+1)*ws + pad)
-#:   ("branch", ops_a, ops_b)  two parallel paths (summed)
-#:   ("conv2x", r)          r-pixel convolution at twice the LR resolution (after the first PixelShuffle)
-Op = tuple
 
 
 @dataclass(frozen=True)
@@ -77,43 +70,23 @@ def plan_tiles(height: int, width: int, tile: int, context: int, align: int = 1)
 
 def tile_alignment(config: ModelConfig) -> int:
     """Tile cuts must be multiples of this (the attention window; 1 for the CNN)."""
-    return 1 if config.encoder == "lite" else int(config.window_size)
+    return int(config.window_size) if encoder_spec(config.encoder).window_aligned else 1
 
 
 def has_global_context(config: ModelConfig) -> bool:
     """True when some layer pools over the whole input (HAT's channel attention): tiling is never exact."""
-    return config.encoder == "hat"
+    return encoder_spec(config.encoder).global_context
 
 
 def encoder_layers(config: ModelConfig) -> tuple[list[Op], list[Op]]:
     """(LR-resolution layers, 2x-resolution layers) of the encoder plus the covariance head's conv1.
 
+    The LR layers come from the encoder's spec (`sr_model.encoder_specs`, which also lists the layer kinds).
     All encoders end with conv -> PixelShuffle(2) -> conv -> PixelShuffle(2); the model's PixelUnshuffle(2)
     puts lattice row r on the second conv's row r, and the covariance head's 3x3 conv1 runs on that lattice.
     """
-    two_x = [("conv2x", 1), ("conv2x", 1)]  # last upsampling conv, covariance head conv1
-    if config.encoder == "lite":
-        return [("conv", 1)] * (2 * config.lite_blocks + 3), two_x
-    ws = int(config.window_size)
-    # spandrel (as upstream) drops the shift when the training image is no larger than the window
-    if config.img_size <= ws:
-        ws, shift = config.img_size, 0
-    else:
-        shift = ws // 2
-    layers: list[Op] = [("conv", 1)]  # conv_first
-    for depth in config.depths:
-        for i in range(depth):
-            attention = ("window", ws, 0 if i % 2 == 0 else shift)
-            if config.encoder == "hat":  # HAB: attention and a two-conv CAB in parallel
-                layers.append(("branch", [attention], [("conv", 1), ("conv", 1)]))
-            else:
-                layers.append(attention)
-        if config.encoder == "hat":  # OCAB after each group
-            overlap = int(config.window_size * config.overlap_ratio) + config.window_size
-            layers.append(("overlap", ws, (overlap - ws) // 2))
-        layers.append(("conv", 1))  # the group's 1conv
-    layers += [("conv", 1), ("conv", 1), ("conv", 1)]  # conv_after_body, conv_before_upsample, first upsample conv
-    return layers, two_x
+    two_x: list[Op] = [("conv2x", 1), ("conv2x", 1)]  # last upsampling conv, covariance head conv1
+    return encoder_spec(config.encoder).layers(config), two_x
 
 
 def _spread(lo: int, hi: int, op: Op) -> tuple[int, int]:

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -118,3 +119,19 @@ def test_field_from_image_reproduces_photo_at_scale_one(photo):
     rendered = field.render(scale=1, backend="torch")[0]
     psnr = -10 * math.log10(float(((rendered - image) ** 2).mean()))
     assert psnr > 24.0
+
+
+def test_fields_compare_by_identity_and_validate_is_not_stored():
+    field = random_field()
+    twin = GaussianField(field.means, field.chol, field.colors, field.h, field.w, field.k, validate=False)
+    assert field == field and field != twin  # tensors' == is elementwise; fields compare by identity
+    assert "validate" not in {f.name for f in dataclasses.fields(GaussianField)}
+
+
+def test_validate_flag_decides_whether_the_field_is_checked():
+    field = random_field()
+    chol = field.chol.clone()
+    chol[0, 0, 0] = -1.0
+    with pytest.raises(ValueError, match="Cholesky diagonal"):
+        GaussianField(field.means, chol, field.colors, field.h, field.w, field.k)
+    GaussianField(field.means, chol, field.colors, field.h, field.w, field.k, validate=False)

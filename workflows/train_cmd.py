@@ -8,6 +8,7 @@ Multi-GPU / multi-node: launch the same command with `torchrun --nproc_per_node 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import TYPE_CHECKING
 import click
 from click.core import ParameterSource
 
+from sr_model.presets import PRESETS
+from sr_model.train_config import TrainConfig
 from workflows.options import NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, device_option
 from workflows.run_config import CONFIG_NAME, read_flag_config, write_flag_config
 
@@ -26,6 +29,12 @@ if TYPE_CHECKING:
 VARIANTS = {"full": {}, "fixed-centres": {"positions": "fixed"}, "no-dictionary": {"covariance": "free"}}
 #: Flags that are not settings of a run: never read from nor written to a config file.
 NOT_IN_CONFIG = ("config", "resume")
+#: Option defaults are TrainConfig's field defaults (sr_model.train_config imports no heavy package).
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+
+
+def _listed(values: tuple[float, ...]) -> str:
+    return ",".join(f"{v:g}" for v in values)
 
 
 def parse_scale_range(text: str) -> tuple[float, float]:
@@ -138,31 +147,31 @@ def _remove_unused(written: tuple[Path, bool], out_dir: Path) -> None:
               help="HR training images: folder (recursive) or file; repeatable, or list several after it.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Run folder: best.pt, last.pt, metrics.jsonl.")
-@click.option("--preset", default="lite", show_default=True, type=click.Choice(["lite", "swinir", "hat"]))
+@click.option("--preset", default=DEFAULTS["preset"], show_default=True, type=click.Choice(list(PRESETS)))
 @click.option("--variant", default="full", show_default=True, type=click.Choice(list(VARIANTS)),
               help="The paper's ablations: Gaussians fixed on the lattice, or a free covariance without dictionary.")
 @click.option("--model-option", "model_options", multiple=True, metavar="KEY=VALUE",
               help="Override a model config field, e.g. lite_channels=16; repeatable.")
-@click.option("--steps", default=20000, show_default=True, type=int, help="Total optimisation steps.")
-@click.option("--batch", default=16, show_default=True, type=int, help="Patches per step (per process under torchrun).")
-@click.option("--patch", default=48, show_default=True, type=int, help="LR patch side in pixels.")
-@click.option("--scales", default="4-8", show_default=True, help="Training scale range MIN-MAX (one scale per batch).")
-@click.option("--lr", "learning_rate", default=2e-4, show_default=True, type=POSITIVE_FLOAT, help="Adam learning rate.")
+@click.option("--steps", default=DEFAULTS["steps"], show_default=True, type=int, help="Total optimisation steps.")
+@click.option("--batch", default=DEFAULTS["batch"], show_default=True, type=int, help="Patches per step (per process under torchrun).")
+@click.option("--patch", default=DEFAULTS["patch"], show_default=True, type=int, help="LR patch side in pixels.")
+@click.option("--scales", default=f"{DEFAULTS['scale_min']:g}-{DEFAULTS['scale_max']:g}", show_default=True, help="Training scale range MIN-MAX (one scale per batch).")
+@click.option("--lr", "learning_rate", default=DEFAULTS["lr"], show_default=True, type=POSITIVE_FLOAT, help="Adam learning rate.")
 @click.option("--lr-decay", default="0.5,0.8", show_default=True,
               help="Fractions of --steps where the rate is multiplied by --lr-gamma ('' for none).")
-@click.option("--lr-gamma", default=0.5, show_default=True, type=POSITIVE_FLOAT)
-@click.option("--freq-weight", default=0.0, show_default=True, type=NON_NEGATIVE_FLOAT,
+@click.option("--lr-gamma", default=DEFAULTS["lr_gamma"], show_default=True, type=POSITIVE_FLOAT)
+@click.option("--freq-weight", default=DEFAULTS["freq_weight"], show_default=True, type=NON_NEGATIVE_FLOAT,
               help="Weight of the frequency (FFT L1) loss; > 0 gives the paper's '+' variant.")
-@click.option("--grad-clip", default=1.0, show_default=True, type=NON_NEGATIVE_FLOAT,
+@click.option("--grad-clip", default=DEFAULTS["grad_clip"], show_default=True, type=NON_NEGATIVE_FLOAT,
               help="Max gradient norm (0: no clipping).")
 @click.option("--val-images", multiple=True, type=click.Path(path_type=Path),
               help="Held-out HR images for validation (centre crops of --val-crop px); repeatable.")
-@click.option("--val-scales", default="2,4,8", show_default=True)
-@click.option("--val-every", default=500, show_default=True, type=int, help="Validate and checkpoint every N steps.")
-@click.option("--val-crop", default=384, show_default=True, type=int)
-@click.option("--log-every", default=10, show_default=True, type=int)
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA (ignored on CPU).")
+@click.option("--val-scales", default=_listed(DEFAULTS["val_scales"]), show_default=True)
+@click.option("--val-every", default=DEFAULTS["val_every"], show_default=True, type=int, help="Validate and checkpoint every N steps.")
+@click.option("--val-crop", default=DEFAULTS["val_crop"], show_default=True, type=int)
+@click.option("--log-every", default=DEFAULTS["log_every"], show_default=True, type=int)
+@click.option("--seed", default=DEFAULTS["seed"], show_default=True, type=int)
+@click.option("--amp/--no-amp", default=DEFAULTS["amp"], show_default=True, help="Mixed precision on CUDA (ignored on CPU).")
 @device_option()
 @click.option("--workers", type=int, help="DataLoader workers (default: 0 on CPU, up to 4 on CUDA).")
 @click.option("--time-limit", type=POSITIVE_FLOAT,
@@ -178,7 +187,7 @@ def command(ctx: click.Context, more_images, prior, images, out_dir: Path, prese
     Checkpoints RUN/best.pt (best mean validation PSNR) and RUN/last.pt load with `p2g eval --checkpoint`.
     """
     from sr_model.evaluation import parse_scales
-    from sr_model.train_state import TrainConfig, milestones_from_fractions
+    from sr_model.train_state import milestones_from_fractions
     from sr_model.training import resume_training, train
 
     images = tuple(images) + tuple(more_images)
