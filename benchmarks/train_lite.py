@@ -124,7 +124,11 @@ def initial_scores(config) -> dict:
 
 
 def train_variant(args, name: str, train_dir: Path, held_dir: Path, prior: Path) -> dict:
+    import torch
+
     from sr_model.training import train
+
+    torch.set_num_threads(args.threads)
 
     config = _config(args, name, train_dir, held_dir, prior)
     if Path(config.out).exists():
@@ -182,7 +186,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO / "data" / "wallpapers",
                         help="folder with train/ and val/ photos (default: make data's)")
     parser.add_argument("--prior", help="an existing prior store or .npy dictionary, or official (skips fit-prior)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (per variant)")
+    parser.add_argument("--jobs", type=int, default=1, help="variants trained at the same time, one process each")
     parser.add_argument("--prior-crops", type=int, default=4, help="fit-prior crops per training photo")
     parser.add_argument("--dictionary-size", type=int, default=126, help="n^3 + 1 grid kernels")
     args = parser.parse_args()
@@ -200,12 +205,27 @@ def main() -> None:
     prior = args.prior or build_prior(args.out, train_dir, args.prior_crops, args.dictionary_size)
     results = {"photos": photos, "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                "prior": str(prior), "prior_minutes": (time.perf_counter() - start) / 60, "variants": {}}
-    for name in args.variants.split(","):
-        results["variants"][name] = train_variant(args, name, train_dir, held_dir, prior)
-        results["images"] = len(find_images([held_dir]))
+    names = args.variants.split(",")
+    results["images"] = len(find_images([held_dir]))
+
+    def report(name: str, entry: dict) -> None:
+        results["variants"][name] = entry
+        results["variants"] = {n: results["variants"][n] for n in names if n in results["variants"]}
         (args.out / "results.json").write_text(json.dumps(results, indent=2))
         (args.out / "results.md").write_text(markdown(results))
         print(markdown(results), flush=True)
+
+    if args.jobs > 1:  # variants side by side, one process each (same settings, so the same budget)
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {name: pool.submit(train_variant, args, name, train_dir, held_dir, prior) for name in names}
+            for name in names:
+                report(name, futures[name].result())
+    else:
+        for name in names:
+            report(name, train_variant(args, name, train_dir, held_dir, prior))
 
 
 if __name__ == "__main__":

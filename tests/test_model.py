@@ -28,7 +28,10 @@ def sharpen(model: ContinuousSR, seed: int = 0) -> ContinuousSR:
     with torch.no_grad():
         model.covariance_head.mlp_vector.layers[-1].weight.mul_(128)
         if model.offset_head is not None:
-            model.offset_head.mlp.layers[-1].weight.mul_(64)
+            last = model.offset_head.mlp.layers[-1]
+            if not last.weight.any():  # an anchored model starts with zero offsets (sr_model.color_anchor)
+                last.reset_parameters()
+            last.weight.mul_(64)
     return model.eval()
 
 
