@@ -46,7 +46,6 @@ def coverage(chol: torch.Tensor, k: int, lattice: tuple[int, int]) -> torch.Tens
     rows, cols = lattice
     if rows * cols != chol.shape[-2]:
         raise ValueError(f"a {rows}x{cols} lattice has {rows * cols} Gaussians, chol has {chol.shape[-2]}")
-    chol = chol.float()
     l11, l21, l22 = chol.unbind(-1)
     valid = (l11 > 0) & (l22 > 0)
     l11 = torch.where(valid, l11, torch.ones_like(l11)).clamp_min(MIN_DIAGONAL)
@@ -66,16 +65,20 @@ def coverage(chol: torch.Tensor, k: int, lattice: tuple[int, int]) -> torch.Tens
 
 
 def interpolate_at_bases(lr: torch.Tensor, k: int) -> torch.Tensor:
-    """(B, N, 3): bicubic interpolation of the LR image (B, 3, h, w) at every lattice base (c/k, r/k) LR px."""
+    """(B, N, 3): bicubic interpolation (torch's, a = -0.75, edges replicated) of the LR image (B, 3, h, w) at
+    every lattice base (c/k, r/k) LR px, in the image's dtype."""
     bsz, _, h, w = lr.shape
-    base = base_positions(h, w, k, dtype=torch.float32, device=lr.device)
+    base = base_positions(h, w, k, dtype=lr.dtype, device=lr.device)
     grid = torch.stack([base[:, 0] / w * 2 - 1, base[:, 1] / h * 2 - 1], -1).view(1, 1, -1, 2)
-    values = F.grid_sample(lr.float(), grid.expand(bsz, -1, -1, -1), mode="bicubic", padding_mode="border",
+    values = F.grid_sample(lr, grid.expand(bsz, -1, -1, -1), mode="bicubic", padding_mode="border",
                            align_corners=False)
     return values.view(bsz, 3, -1).transpose(1, 2)
 
 
 def anchor_colors(lr: torch.Tensor, chol: torch.Tensor, k: int) -> torch.Tensor:
-    """(B, N, 3) float32 colours U(base) / S that render the LR's interpolation (chol (B, N, 3) in LR px)."""
+    """(B, N, 3) colours U(base) / S that render the LR's interpolation (chol (B, N, 3) in LR px), at least in
+    float32 (under autocast the heads may run in float16)."""
+    dtype = torch.promote_types(torch.promote_types(lr.dtype, chol.dtype), torch.float32)
+    lr, chol = lr.to(dtype), chol.to(dtype)
     h, w = lr.shape[-2:]
     return interpolate_at_bases(lr, k) / coverage(chol, k, (k * h, k * w)).unsqueeze(-1)

@@ -81,7 +81,7 @@ class ContinuousSR(nn.Module):
         feat = self.unshuffle(self.encoder(lr))
         out = {"color": self.color_head(feat), "mixed": self.covariance_head(feat, self.dictionary)}
         if self.config.color_anchor == "lr":
-            chol = out["mixed"].float() / self.dictionary_scale.float()
+            chol = out["mixed"] / self.dictionary_scale.to(out["mixed"].dtype)
             out["color"] = out["color"] + anchor_colors(lr, chol, LATTICE_K)
         if self.offset_head is not None:
             out["offset"] = self.offset_head(feat)

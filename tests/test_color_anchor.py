@@ -12,7 +12,7 @@ import torch
 from gaussian_field import GaussianField, render
 from gaussian_field.lattice import base_positions
 from sr_model.checkpoint import checkpoint_payload, model_from_checkpoint
-from sr_model.color_anchor import INSIDE_CUT, anchor_colors, coverage
+from sr_model.color_anchor import INSIDE_CUT, anchor_colors, coverage, interpolate_at_bases
 from sr_model.evaluation import bicubic_upscale, make_lr, model_upscale, to_uint8
 from sr_model.metrics import psnr
 from sr_model.model import build_model
@@ -117,3 +117,11 @@ def test_checkpoint_without_the_field_loads_as_the_raw_colour_model(photo):
         torch.testing.assert_close(loaded(lr, scale=3), old(lr, scale=3), atol=0, rtol=0)
     anchored = checkpoint_payload(build_model(preset("lite"), "official"))
     assert model_from_checkpoint(anchored).config.color_anchor == "lr"
+
+
+def test_interpolation_at_bases_keeps_the_pixels_and_the_dtype(photo):
+    """Odd lattice bases sit on LR pixel centres: the interpolation gives the pixels back there."""
+    lr = torch.from_numpy(photo("rocket", 100, 100, 9).copy()).permute(2, 0, 1)[None].double()
+    values = interpolate_at_bases(lr, 2)
+    assert values.dtype == torch.float64
+    torch.testing.assert_close(values.view(1, 18, 18, 3)[0, 1::2, 1::2], lr[0].permute(1, 2, 0))
