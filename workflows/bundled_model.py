@@ -50,8 +50,9 @@ def prepare(corpus: Path, out: Path) -> None:
             with Image.open(path) as img:
                 half = img.convert("RGB").reduce(2)
             if split == "val":
-                left, top = (half.width - VAL_CROP) // 2, (half.height - VAL_CROP) // 2
-                half = half.crop((left, top, left + VAL_CROP, top + VAL_CROP))
+                side = min(VAL_CROP, half.width, half.height)
+                left, top = (half.width - side) // 2, (half.height - side) // 2
+                half = half.crop((left, top, left + side, top + side))
             half.save(dest)
         print(f"{split}: {len(sources)} photos in {target}")
 
