@@ -2,16 +2,16 @@
 
 The field is an unnormalised sum, I(p) = sum_i c_i w_i(p), so the colour a Gaussian needs for a flat patch of
 value v is v / S, where S = sum_j w_j(p) is the summed kernel weight of the lattice around it. S depends on the
-predicted covariances (a lattice of 0.3 LR px Gaussians sums to about 2.3, one of 0.15 px to about 1), so a head
-that predicts raw colours must learn the inverse of whatever the covariance head does at every step, and its
-global colour level drifts with it. Anchored, a Gaussian's colour is
+predicted covariances (on average about 2.3 for a lattice of 0.3 LR px Gaussians, 0.6 for 0.15 px ones), so a
+head that predicts raw colours must learn the inverse of whatever the covariance head does at every step, and
+each channel's global colour level is a learned quantity that lags behind. Anchored, a Gaussian's colour is
 
     c_i = U(base_i) / S_i + residual_i
 
-with U the bicubic interpolation of the LR image at the Gaussian's lattice base and S_i the lattice weight sum of
-Gaussian i's own covariance (exactly what the renderer sums at a lattice point when the neighbours share that
-covariance and sit on their bases). With a zero residual and zero offsets the field renders U, smoothed by the
-Gaussians, at every scale; the network only learns corrections, and no colour level needs learning at all.
+with U the bicubic interpolation of the LR image at the Gaussian's lattice base and S_i the coverage of
+Gaussian i's own covariance (`coverage`: the summed weight of a lattice of such Gaussians averaged over
+positions, less near the border). With a zero residual and zero offsets the field renders U, smoothed by the
+Gaussians, at every scale and with no colour bias; the network only learns corrections.
 
 Everything is local (U reads the 4x4 LR pixels around a base, S only Gaussian i's own covariance and where the
 lattice ends), so tiled encoding stays exact within the encoder's receptive radius.
