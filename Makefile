@@ -38,8 +38,13 @@ demo: $(STAMP)
 	$(P2G) upscale $(DEMO)/astronaut_lr.png $(DEMO)/photos/chelsea.png --checkpoint $(DEMO)/train/best.pt \
 		--out $(DEMO)/upscaled --scale 2 --scale 3.7 --scale 8
 	$(P2G) eval --checkpoint $(DEMO)/train/best.pt --images $(DEMO)/photos/chelsea.png --scales 2,3,4,8 --out $(DEMO)/eval
+	# the bundled lite weights (no --checkpoint): the model a new user gets without training
+	$(P2G) upscale $(DEMO)/astronaut_lr.png $(DEMO)/photos/chelsea.png --out $(DEMO)/upscaled_bundled \
+		--scale 2 --scale 3.7 --scale 8
+	$(P2G) eval --images $(DEMO)/photos/chelsea.png --scales 2,3,4,8 --out $(DEMO)/eval_bundled
 
 # A larger local corpus: photographs from Debian wallpaper packages (network: apt-get download) -> data/wallpapers
+# ({train,val}/: the val split is held out, e.g. for the bundled model's scores in sr_model/weights/MODEL_CARD.md)
 data: $(STAMP)
 	$(PY) -m workflows.make_corpus --out data
 

@@ -144,8 +144,9 @@ ENCODER_SPECS: dict[str, EncoderSpec] = {spec.name: spec for spec in (
     # Small CNN + narrow heads, trainable on a CPU.
     EncoderSpec(
         name="lite", class_name="LiteEncoder",
+        # colours anchored on the LR's interpolation (sr_model.color_anchor)
         preset=dict(lite_channels=32, lite_blocks=4, cov_dim=32, cov_hidden=(64,), color_hidden=(128, 64),
-                    offset_hidden=(128, 64)),
+                    offset_hidden=(128, 64), color_anchor="lr"),
         layers=_lite_layers, window_aligned=False,
     ),
 )}

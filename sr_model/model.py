@@ -5,6 +5,7 @@
       mean   = (c/2, r/2) + tanh offset          LR px, |offset| < 1 (or the base alone: positions="fixed")
       chol   = mixed dictionary triplet / s_ref  LR px (official: para / 4)
       colour = MLP(feature)                      no activation
+               [+ U(base) / S]                   color_anchor="lr": a residual over the LR's interpolation
 
 The field is in LR pixel units, so one encode serves every scale; `gaussian_field.render` does the rest.
 """
@@ -18,6 +19,7 @@ from torch import nn
 
 from gaussian_field import GaussianField, render
 from gaussian_field.lattice import base_positions
+from sr_model.color_anchor import anchor_colors
 from sr_model.dictionary import OFFICIAL_REFERENCE_SCALE, CovarianceDictionary, load_dictionary
 from sr_model.encoders import FEATURE_CHANNELS, build_encoder
 from sr_model.heads import ColorHead, DictionaryCovarianceHead, FreeCovarianceHead, OffsetHead
@@ -56,6 +58,16 @@ class ContinuousSR(nn.Module):
         self.offset_head = (OffsetHead(GAUSSIAN_FEATURES, config.offset_hidden, config.offset_input == "leaky_relu")
                             if config.positions == "drift" else None)
         self.color_head = ColorHead(GAUSSIAN_FEATURES, config.color_hidden)
+        if config.color_anchor == "lr":
+            self._start_at_anchor()
+
+    def _start_at_anchor(self) -> None:
+        """Zero the last layers of the colour and offset heads: a fresh model renders the anchor itself."""
+        heads = [self.color_head] + ([self.offset_head] if self.offset_head is not None else [])
+        for head in heads:
+            last = head.mlp.layers[-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     # ------------------------------------------------------------------ pieces
     def features(self, lr: torch.Tensor) -> torch.Tensor:
@@ -63,9 +75,14 @@ class ContinuousSR(nn.Module):
         return self.unshuffle(self.encoder(self._check_input(lr)))
 
     def gaussians(self, lr: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The heads' raw outputs, (B, N, .) each: `offset` (tanh, LR px), `mixed` (dictionary units), `color`."""
-        feat = self.features(lr)
+        """Per Gaussian, (B, N, .) each: `offset` (tanh, LR px), `mixed` (dictionary units), `color` (the final
+        colour: the head's output, plus the anchor when `color_anchor` is "lr")."""
+        lr = self._check_input(lr)
+        feat = self.unshuffle(self.encoder(lr))
         out = {"color": self.color_head(feat), "mixed": self.covariance_head(feat, self.dictionary)}
+        if self.config.color_anchor == "lr":
+            chol = out["mixed"] / self.dictionary_scale.to(out["mixed"].dtype)
+            out["color"] = out["color"] + anchor_colors(lr, chol, LATTICE_K)
         if self.offset_head is not None:
             out["offset"] = self.offset_head(feat)
         else:

@@ -3,7 +3,8 @@
 A checkpoint stores `config.to_dict()` and rebuilds its model from it, so every field is a plain value.
 The head sizes of `swinir`/`hat` are the official ContinuousSR ones; `lite` is a small CNN with narrow
 heads that trains on a CPU. Two fields select the paper's ablations (fixed centres, no dictionary), one
-the official offset-head input (see `offset_input`).
+the official offset-head input (see `offset_input`), one whether colours are a residual over the LR's
+interpolation (`color_anchor`: on in `lite`, off in the official architectures).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ RELEASED_OFFSET_INPUT = "raw"
 POSITIONS = ("drift", "fixed")
 #: "dictionary": softmax mix of the covariance dictionary; "free": an MLP predicts the triplet (ablation).
 COVARIANCES = ("dictionary", "free")
+#: "none": the colour head's output is the colour (official); "lr": it is a residual over the colour that makes
+#: the field render the LR's bicubic interpolation (sr_model.color_anchor), so training starts at bicubic.
+COLOR_ANCHORS = ("none", "lr")
 
 
 class ConfigError(ValueError):
@@ -61,10 +65,12 @@ class ModelConfig:
     offset_input: str = "raw"
     positions: str = "drift"
     covariance: str = "dictionary"
+    # a checkpoint written before this field existed has none, and loads as "none" (what it was trained with)
+    color_anchor: str = "none"
 
     def __post_init__(self) -> None:
         for name, choices in (("encoder", ENCODERS), ("offset_input", OFFSET_INPUTS), ("positions", POSITIONS),
-                              ("covariance", COVARIANCES)):
+                              ("covariance", COVARIANCES), ("color_anchor", COLOR_ANCHORS)):
             if getattr(self, name) not in choices:
                 raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         for name in ("depths", "num_heads", "cov_hidden", "color_hidden", "offset_hidden"):

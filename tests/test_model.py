@@ -28,7 +28,10 @@ def sharpen(model: ContinuousSR, seed: int = 0) -> ContinuousSR:
     with torch.no_grad():
         model.covariance_head.mlp_vector.layers[-1].weight.mul_(128)
         if model.offset_head is not None:
-            model.offset_head.mlp.layers[-1].weight.mul_(64)
+            last = model.offset_head.mlp.layers[-1]
+            if not last.weight.any():  # an anchored model starts with zero offsets (sr_model.color_anchor)
+                last.reset_parameters()
+            last.weight.mul_(64)
     return model.eval()
 
 
@@ -134,6 +137,12 @@ def test_every_parameter_gets_a_gradient(name, overrides, photo):
     lr = torch.nn.functional.avg_pool2d(hr, 3)
     loss = (model(lr, scale=3) - hr).abs().mean()
     loss.backward()
+    if model.config.color_anchor == "lr":  # zeroed last layers: the layers before them see gradients from step 2
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 1e-3 * p.grad.sign()
+        model.zero_grad()
+        (model(lr, scale=3) - hr).abs().mean().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing
     if name == "lite":  # (HAT's 1-channel channel-attention squeeze may sit in a dead ReLU at random init)

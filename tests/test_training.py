@@ -110,13 +110,42 @@ def test_validation_scores_match_p2g_eval(folders, photo):
     assert 20 < scores["x2"]["bicubic"] < 45  # a real photo crop, not a flat patch
 
 
+def test_validation_reports_a_colour_bias_per_channel(folders):
+    """A field brightened in green only: the validation's bias moves by that many levels in green alone."""
+    from gaussian_field.initial import field_from_image, kernel_sum
+
+    class Shifted:
+        def __init__(self, green: float) -> None:
+            self.green = green
+
+        def encode(self, lr):
+            field = field_from_image(lr)
+            field.colors[..., 1] += self.green / kernel_sum(field.k, 0.5)
+            return field
+
+    validator = Validator([folders["val"]], (2.0, 4.0), crop=384)
+    plain, shifted = validator(Shifted(0.0)), validator(Shifted(8 / 255))
+    for scale in ("x2", "x4"):
+        red, green, blue = (s - p for s, p in zip(shifted[scale]["bias_rgb"], plain[scale]["bias_rgb"]))
+        assert red == 0 and blue == 0 and 7 < green < 9, (scale, red, green, blue)
+        assert max(abs(b) for b in plain[scale]["bicubic_bias_rgb"]) < 1.0  # bicubic keeps the colour level
+    assert shifted["bias_rgb"][1] - plain["bias_rgb"][1] == pytest.approx(
+        np.mean([shifted[s]["bias_rgb"][1] - plain[s]["bias_rgb"][1] for s in ("x2", "x4")]), abs=1e-3)
+
+
 def test_training_learns(folders):
-    """A short run on one photo at a fixed scale: the loss falls well below where it starts."""
-    config = _config(folders, steps=12, lr=3e-3, lr_milestones=(), scale_min=3.0, scale_max=3.0, val_images=(),
-                     val_every=12, log_every=2)
-    train(config, progress=False)
-    losses = [r["loss"] for r in _metrics(Path(config.out))]
-    assert losses[-1] < 0.5 * losses[0], losses
+    """A short run at a fixed scale: with raw colours the loss falls well below where it starts; with colours
+    anchored on the LR's interpolation (the lite preset) it starts far below that and stays below it."""
+    losses = {}
+    for anchor in ("none", "lr"):
+        config = _config(folders, name=f"run_{anchor}", steps=12, lr=3e-3, lr_milestones=(), scale_min=3.0,
+                         scale_max=3.0, val_images=(), val_every=12, log_every=2,
+                         model_overrides={**TINY, "color_anchor": anchor})
+        train(config, progress=False)
+        losses[anchor] = [r["loss"] for r in _metrics(Path(config.out))]
+    assert losses["none"][-1] < 0.5 * losses["none"][0], losses
+    assert losses["lr"][0] < 0.5 * losses["none"][-1], losses
+    assert max(losses["lr"]) < losses["none"][-1], losses
 
 
 def test_learning_rate_steps_down_at_the_milestones(folders):
