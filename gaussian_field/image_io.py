@@ -35,6 +35,22 @@ ORIENTATION_TAG, ICC_TAG = 0x0112, 34675
 DEFAULT_QUALITY = 95
 
 
+def find_image_files(folder: str | os.PathLike) -> list[Path]:
+    """Image files (by suffix) under `folder`, recursively, sorted.
+
+    Hidden files and folders (a leading dot) are skipped: they hold editor, OS (macOS ``._photo.jpg``) and
+    partial-write files (`write_image`'s ``.name.partial.png``), never the photos a user means.
+    """
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [name for name in dirs if not name.startswith(".")]
+        for name in files:
+            path = Path(root) / name
+            if not name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                found.append(path)
+    return sorted(found)
+
+
 class ImageReadError(ValueError):
     """A file that is not a readable image; the message says why."""
 

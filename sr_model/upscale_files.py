@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from gaussian_field.image_io import FORMATS, IMAGE_SUFFIXES, check_quality, probe_image, read_image_file
+from gaussian_field.image_io import (FORMATS, IMAGE_SUFFIXES, check_quality, find_image_files, probe_image,
+                                     read_image_file)
 from gaussian_field.render import available_backends, resolve_geometry
 from sr_model.band_writer import WrittenImage, check_output, output_format, render_to_file
 from sr_model.datasets import image_size
@@ -76,7 +77,7 @@ def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found = find_image_files(item)
             if not found:
                 raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in folder {item}; give image files "
                                  "or folders that hold some")
