@@ -1,4 +1,4 @@
-"""`GaussianField`: one continuous image as a lattice of 2D Gaussians (DESIGN.md, "Conventions of the field").
+"""`GaussianField`: one continuous image as a lattice of 2D Gaussians (ARCHITECTURE.md, "Conventions of the field").
 
 All quantities are in continuous LR pixel units (x right, y down, LR pixel (i, j) covers [j, j+1) x [i, i+1)).
 Tensors are batched: means (B, N, 2) as (x, y), Cholesky triplets (B, N, 3) as (l11, l21, l22) with

@@ -1,8 +1,8 @@
 """Image files in and out: the two ends of every job (corpus photos, LR inputs, rendered outputs).
 
-Lives beside the field (a deviation from DESIGN.md's "torch, numpy" for this package, noted in the README)
-because both stage 1 (fitting) and the model need one decoder with the same conversions, and no package
-below them may host it. Pillow, OpenCV (16-bit PNG) and tifffile (TIFF) are imported lazily.
+Lives beside the field (see ARCHITECTURE.md, "Packages and who imports whom") because both stage 1 (fitting)
+and the model need one decoder with the same conversions, and no package below them may host it. Pillow, OpenCV
+(16-bit PNG) and tifffile (TIFF) are imported lazily.
 
 Files are read as photographers have them: the EXIF orientation is applied (a phone photo tagged "rotate 90"
 comes out upright), and the ICC profile, the alpha channel and the bit depth are kept beside the pixels

@@ -12,11 +12,11 @@ Root attributes (``zarr.open_group(path).attrs``):
 - ``reference_scale`` (int, default 4): HR pixels per LR lattice cell side, so one LR px = 4 HR px.
 - ``k`` (int, default 2): Gaussians per cell side (k x k per LR pixel).
 - ``lattice`` ([h_lr, w_lr, k]): the field's lattice, h_lr = w_lr = crop_size / reference_scale.
-- ``chunk_size`` (int): crops per chunk along the crop axis (the job's batch); an addition to the issue's
-  list, because readers and the job need it without opening an array.
+- ``chunk_size`` (int): crops per chunk along the crop axis (the job's batch), because readers
+  and the job need it without opening an array.
 - ``fitting`` (dict): the fitting configuration (steps, lr, loss, seed, bounds, ...) as the fitter wrote it.
 - ``plan_digest`` (str): sha256 over the crop plan (sources and boxes), so a rerun with another corpus or
-  crop layout is refused instead of mixing two plans in one store (an addition to the issue's list).
+  crop layout is refused instead of mixing two plans in one store.
 - ``package_version`` (str), ``created`` (ISO 8601 UTC str).
 
 Arrays (C crops, G = h_lr * w_lr * k * k Gaussians, in the lattice's row-major order, see
