@@ -548,7 +548,6 @@ def main() -> None:
     os.environ["NUMBA_NUM_THREADS"] = str(args.threads)
     import platform
 
-    import numpy as np
     import torch
 
     torch.set_num_threads(args.threads)

@@ -258,9 +258,3 @@ def load_field(path: str | Path, device: str | torch.device = "cpu") -> Gaussian
             raise
         raise ValueError(f"{path} is not a readable pixel2gauss field file: {err}") from None
     return GaussianField(arrays["means"], arrays["chol"], arrays["colors"], h, w, k)
-
-
-def field_metadata(path: str | Path) -> dict:
-    """The metadata dict stored beside a field (scale it came from, source image, model ...)."""
-    with np.load(Path(path), allow_pickle=False) as data:
-        return json.loads(str(data["metadata"])) if "metadata" in data else {}
