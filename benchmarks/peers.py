@@ -125,7 +125,7 @@ def train_continuoussr(args, variant_name: str, scale_range, train_dir: Path, he
 
 
 def load_continuoussr(entry: dict, variant_name: str, device):
-    from sr_model.checkpoint import load_model
+    from sr_model.model_files import load_network as load_model
 
     from benchmarks.peers.variants import VARIANTS
 
@@ -548,7 +548,6 @@ def main() -> None:
     os.environ["NUMBA_NUM_THREADS"] = str(args.threads)
     import platform
 
-    import numpy as np
     import torch
 
     torch.set_num_threads(args.threads)

@@ -22,8 +22,9 @@ def _report(args) -> dict:
     except ImportError as err:
         import torch
 
-        from gaussian_field.speed import (benchmark_field, gradient_speed, render_speed, report_header, target_checks,
+        from gaussian_field.speed import (benchmark_field, gradient_speed, render_speed, report_header,
                                           training_step_speed)
+        from workflows.bench_report import target_checks
 
         device = torch.device(args.device)
         field = benchmark_field(args.size, device=device)
@@ -56,8 +57,9 @@ def triton_tiles(args) -> dict:
     for spec in args.triton_tiles.split(","):
         fast = spec.endswith("f")
         tile = tuple(int(v) for v in spec.lower().rstrip("f").split("x"))
-        seconds, out = time_call(lambda: triton_backend.forward(field, field.means, field.chol, field.colors,
-                                                                (4.0, 4.0), width, 0, height, tile=tile, fast=fast),
+        seconds, out = time_call(lambda tile=tile, fast=fast: triton_backend.forward(
+                                     field, field.means, field.chol, field.colors, (4.0, 4.0), width, 0, height,
+                                     tile=tile, fast=fast),
                                  device, args.repeats)
         result[spec] = {"median_s": seconds, "max_abs_diff_to_reference": float((out - want).abs().max())}
     return result
@@ -93,7 +95,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(report))
     else:
-        from gaussian_field.speed import format_report
+        from workflows.bench_report import format_report
 
         print("\n".join(format_report(report)))
         for spec, fig in report.get("triton_tiles_x4", {}).items():

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sr_model.model_files import load_network  # noqa: E402
-from sr_model.inference import encode, estimate_encode_bytes  # noqa: E402
+from sr_model.inference import encode  # noqa: E402
 from sr_model.model import build_model  # noqa: E402
 from sr_model.official_import import model_from_official  # noqa: E402
 from sr_model.presets import preset  # noqa: E402

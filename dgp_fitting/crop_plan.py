@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from gaussian_field.image_io import (IMAGE_SUFFIXES, ORIENTATION_TAG, ImageReadError, bomb_error, configure_pillow,
-                                     read_image)
+                                     find_image_files, read_image)
 from prior_store import STATUS_FAILED, STATUS_PENDING
 
 
@@ -52,12 +52,8 @@ def _scan(paths: Iterable[str | os.PathLike]) -> dict[str, str]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            for root, dirs, files in os.walk(path):
-                dirs[:] = [d for d in dirs if not d.startswith(".")]
-                for name in files:
-                    if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                        file = Path(root) / name
-                        found.setdefault(str(file), file.relative_to(path).as_posix())
+            for file in find_image_files(path):
+                found.setdefault(str(file), file.relative_to(path).as_posix())
         elif path.exists():
             found.setdefault(str(path), path.name)
         else:

@@ -76,10 +76,16 @@ class JobSummary:
         return out
 
 
-def chunk_needs_work(status: np.ndarray, boxes: np.ndarray, crop: int) -> bool:
-    """A chunk runs if a crop is pending, or failed while fitting (its box is a whole crop)."""
+def crops_needing_work(status: np.ndarray, boxes: np.ndarray, crop: int) -> np.ndarray:
+    """Mask of the crops a run fits: pending, or failed while fitting (its box is a whole crop); a crop that
+    failed at planning (its box is not a whole crop) stays failed."""
     refit = (status == STATUS_FAILED) & (boxes[:, 2] == crop) & (boxes[:, 3] == crop)
-    return bool((status == STATUS_PENDING).any() or refit.any())
+    return (status == STATUS_PENDING) | refit
+
+
+def chunk_needs_work(status: np.ndarray, boxes: np.ndarray, crop: int) -> bool:
+    """A chunk runs if any of its crops needs work."""
+    return bool(crops_needing_work(status, boxes, crop).any())
 
 
 def _file_digest(path: Path) -> str:
@@ -133,8 +139,7 @@ def fit_chunk(store_path: str, index: int, root: str = ".", device: str = "auto"
     data = store.read_chunk(index)
     status = data["crops/status"].copy()
     boxes = data["crops/box"]
-    todo = [i for i in range(len(status))
-            if status[i] == STATUS_PENDING or (status[i] == STATUS_FAILED and boxes[i, 2] == crop == boxes[i, 3])]
+    todo = np.flatnonzero(crops_needing_work(status, boxes, crop)).tolist()
     out = {path: data[path] for path in ("field/means", "field/chol", "field/colors", "crops/psnr",
                                          "crops/iterations")}
     out = {k: np.array(v, copy=True) for k, v in out.items()}

@@ -1,6 +1,6 @@
 """The continuous 2D Gaussian field: lattice layout, Cholesky maths and renderers.
 
-Imports nothing else of the project (see DESIGN.md).
+Imports nothing else of the project (see ARCHITECTURE.md).
 """
 
 __version__ = "0.1.0"

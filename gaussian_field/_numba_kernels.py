@@ -20,9 +20,9 @@ branch-free float32 exp (Cody-Waite reduction and cephes' degree-5 polynomial, w
 scalar kernel's np.exp is a libm call, which numba vectorises only with Intel's SVML (an optional package), and
 w * colour is added to the output with one rounding (FMA). fastmath (FMA contraction only) is allowed in those two
 helpers, never for m. The kernel also solves a row's spans before it renders them, and takes each Gaussian's
-window rows from a table built in a first parallel pass instead of re-solving them in every band. On the shared
-2-core machine this took the 256 -> 1024 render (benchmarks/render_speed.py) from about 53 ms to about 27 ms with
-2 threads, 106 to 49 ms with one; the per-pixel counts of kept terms equal the scalar kernel's. `forward` is the
+window rows from a table built in a first parallel pass instead of re-solving them in every band. This about
+halves the render's time against the scalar kernel (figures in the README, from benchmarks/render_speed.py); the
+per-pixel counts of kept terms equal the scalar kernel's. `forward` is the
 scalar loop, kept for float64 fields (math.exp) and for windows narrower than a chunk.
 
 Array layout (numpy, C-contiguous): means (B, N, 2), chol (B, N, 3), colors (B, N, 3); xs (W,) and ys (R,) the

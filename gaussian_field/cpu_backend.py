@@ -6,11 +6,10 @@ the last bits of the weights differ. The kernels live in `_numba_kernels` and ar
 cache=True; the first render in a fresh checkout compiles for a few seconds).
 
 numba rather than a C++ extension: the same scanline loop written in C and built with gcc -O3 -march=native
-ran only about 15% faster (94 ms against 111 ms of CPU time for one thread, 256x256 -> 1024x1024, measured in
-one run on the shared 2-core machine), which does not pay for a compiler at install time; numba ships as a wheel.
-Both compilers left those short inner loops scalar. What then halved the float32 forward (to about 49 ms for one
-thread) was the loop's shape, still in numba: fixed 16-column chunks and a branch-free exp that LLVM vectorises
-(see `_numba_kernels`); a C++ build of that shape has not been measured.
+was only slightly faster, which does not pay for a compiler at install time; numba ships as a wheel. Both
+compilers left those short inner loops scalar. What then halved the float32 forward was the loop's shape, still
+in numba: fixed 16-column chunks and a branch-free exp that LLVM vectorises (see `_numba_kernels`); a C++ build of
+that shape has not been measured.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ import torch
 
 from gaussian_field import _numba_kernels, torch_reference
 from gaussian_field.field import GaussianField
-from gaussian_field.lattice import CUT_MAHALANOBIS_SQ, neighbourhood_reach
+from gaussian_field.lattice import CUT_MAHALANOBIS_SQ, reach_bounds
 from gaussian_field.render import Backend, register_backend
 
 _DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
@@ -80,8 +79,7 @@ def fast_reach(field: GaussianField) -> tuple[int, int, int, int]:
     k = field.k
     drift_x, drift_y, ext_x, ext_y = _numba_kernels.reach_maxima(
         _numpy(field.means), _numpy(field.chol), k, k * field.w, math.sqrt(CUT_MAHALANOBIS_SQ))
-    rx, ry = (r * (1.0 + 1e-9) + 1e-9 for r in (drift_x + ext_x, drift_y + ext_y))
-    return -math.floor(k * ry), math.ceil(k * ry), -math.floor(k * rx), math.ceil(k * rx)
+    return reach_bounds(drift_x + ext_x, drift_y + ext_y, k)
 
 
 def _cut(np_dtype):

@@ -1,4 +1,4 @@
-"""`GaussianField`: one continuous image as a lattice of 2D Gaussians (DESIGN.md, "Conventions of the field").
+"""`GaussianField`: one continuous image as a lattice of 2D Gaussians (ARCHITECTURE.md, "Conventions of the field").
 
 All quantities are in continuous LR pixel units (x right, y down, LR pixel (i, j) covers [j, j+1) x [i, i+1)).
 Tensors are batched: means (B, N, 2) as (x, y), Cholesky triplets (B, N, 3) as (l11, l21, l22) with
@@ -265,9 +265,3 @@ def load_field(path: str | Path, device: str | torch.device = "cpu") -> Gaussian
             raise
         raise ValueError(f"{path} is not a readable pixel2gauss field file: {err}") from None
     return GaussianField(arrays["means"], arrays["chol"], arrays["colors"], h, w, k)
-
-
-def field_metadata(path: str | Path) -> dict:
-    """The metadata dict stored beside a field (scale it came from, source image, model ...)."""
-    with np.load(Path(path), allow_pickle=False) as data:
-        return json.loads(str(data["metadata"])) if "metadata" in data else {}

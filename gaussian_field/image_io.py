@@ -1,8 +1,8 @@
 """Image files in and out: the two ends of every job (corpus photos, LR inputs, rendered outputs).
 
-Lives beside the field (a deviation from DESIGN.md's "torch, numpy" for this package, noted in the README)
-because both stage 1 (fitting) and the model need one decoder with the same conversions, and no package
-below them may host it. Pillow, OpenCV (16-bit PNG) and tifffile (TIFF) are imported lazily.
+Lives beside the field (see ARCHITECTURE.md, "Packages and who imports whom") because both stage 1 (fitting)
+and the model need one decoder with the same conversions, and no package below them may host it. Pillow, OpenCV
+(16-bit PNG) and tifffile (TIFF) are imported lazily.
 
 Files are read as photographers have them: the EXIF orientation is applied (a phone photo tagged "rotate 90"
 comes out upright), and the ICC profile, the alpha channel and the bit depth are kept beside the pixels
@@ -33,6 +33,22 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
 ORIENTATION_TAG, ICC_TAG = 0x0112, 34675
 #: Quality of lossy outputs when none is asked for.
 DEFAULT_QUALITY = 95
+
+
+def find_image_files(folder: str | os.PathLike) -> list[Path]:
+    """Image files (by suffix) under `folder`, recursively, sorted.
+
+    Hidden files and folders (a leading dot) are skipped: they hold editor, OS (macOS ``._photo.jpg``) and
+    partial-write files (`write_image`'s ``.name.partial.png``), never the photos a user means.
+    """
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [name for name in dirs if not name.startswith(".")]
+        for name in files:
+            path = Path(root) / name
+            if not name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                found.append(path)
+    return sorted(found)
 
 
 class ImageReadError(ValueError):

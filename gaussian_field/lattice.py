@@ -14,6 +14,10 @@ import torch
 
 #: A term whose squared Mahalanobis distance exceeds this (value < 1/255) is dropped.
 CUT_MAHALANOBIS_SQ = 2.0 * math.log(255.0)
+#: Slack on a reach radius before it is rounded to lattice offsets (r * REACH_GROWTH + REACH_PAD), so that float
+#: rounding never leaves out a Gaussian at the edge of its reach; every renderer applies these same two steps.
+REACH_GROWTH = 1.0 + 1e-9
+REACH_PAD = 1e-9
 
 
 def base_positions(h: int, w: int, k: int, *, dtype=torch.float64, device=None) -> torch.Tensor:
@@ -46,6 +50,11 @@ def neighbourhood_reach(means: torch.Tensor, chol: torch.Tensor, h: int, w: int,
         base = base_positions(h, w, k, dtype=torch.float64, device=means.device)
         drift = (means.detach().double() - base).abs().amax(dim=tuple(range(means.dim() - 1)))
         extent = support_half_extents(chol.detach().double()).amax(dim=tuple(range(chol.dim() - 1)))
-        reach = (drift + extent).cpu().tolist()
-    rx, ry = (r * (1.0 + 1e-9) + 1e-9 for r in reach)
+        reach_x, reach_y = (drift + extent).cpu().tolist()
+    return reach_bounds(reach_x, reach_y, k)
+
+
+def reach_bounds(reach_x: float, reach_y: float, k: int) -> tuple[int, int, int, int]:
+    """Lattice offsets (dy_lo, dy_hi, dx_lo, dx_hi) from reach radii in LR pixels, slack added, rounded outward."""
+    rx, ry = (r * REACH_GROWTH + REACH_PAD for r in (reach_x, reach_y))
     return -math.floor(k * ry), math.ceil(k * ry), -math.floor(k * rx), math.ceil(k * rx)

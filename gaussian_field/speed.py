@@ -2,7 +2,8 @@
 
 Used by `p2g bench` and benchmarks/render_speed.py; imports only torch (and the renderers), so the GPU check can
 run it on a machine that has nothing but torch and triton. Every figure of one report comes from one run, so the
-ratios compare like with like on a shared, noisy machine. The multi-scale figure (one encode, many renders,
+ratios compare like with like on a shared, noisy machine. The report's text and its targets are
+`workflows.bench_report`'s. The multi-scale figure (one encode, many renders,
 against re-running the whole model per scale) takes the encoder as a callable, so this module stays free of the
 model package.
 """
@@ -20,7 +21,7 @@ from gaussian_field.field import GaussianField
 from gaussian_field.lattice import base_positions, neighbourhood_reach
 from gaussian_field.render import available_backends, output_size_for, render
 
-#: The scales of the report (the issue's x2, x4, x8 and a non-integer one).
+#: The scales of the report (x2, x4, x8 and a non-integer one).
 DEFAULT_SCALES = (2.0, 4.0, 8.0, 12.3)
 #: The reference renders at most about this many megapixels per timing: beyond it, a band of rows (its speed
 #: per pixel does not depend on the band: it works in bands anyway), so a report stays within a minute on a CPU.
@@ -90,19 +91,21 @@ def render_speed(field: GaussianField, scales: Sequence[float] = DEFAULT_SCALES,
             height, width = output_size_for(field.lr_size, scale)
             pixels = height * width
             band = min(height, max(1, int(reference_max_mpix * 1e6 // width)))
-            ref_s, ref_out = time_call(lambda: render(field, scale=scale, rows=(0, band), backend="torch"), device,
-                                       repeats=1 if band * width > 2e5 else repeats, warmup=0)
+            ref_s, ref_out = time_call(lambda scale=scale, band=band: render(field, scale=scale, rows=(0, band),
+                                                                             backend="torch"),
+                                       device, repeats=1 if band * width > 2e5 else repeats, warmup=0)
             reference = _figure(ref_s, band * width)
             reference["rows"] = [0, band]
             entry = {"scale": scale, "out": [height, width], "reference": reference, "backends": {}}
             for name in names:
-                seconds, out = time_call(lambda: render(field, scale=scale, backend=name), device, repeats)
+                seconds, out = time_call(lambda scale=scale, name=name: render(field, scale=scale, backend=name),
+                                         device, repeats)
                 figure = _figure(seconds, pixels)
                 figure["max_abs_diff_to_reference"] = float((out[:, :, :band] - ref_out).abs().max())
                 figure["x_reference"] = figure["mpix_per_s"] / reference["mpix_per_s"]
                 entry["backends"][name] = figure
-            bicubic_s, _ = time_call(lambda: F.interpolate(lr_image, size=(height, width), mode="bicubic",
-                                                           align_corners=False), device, repeats)
+            bicubic_s, _ = time_call(lambda size=(height, width): F.interpolate(lr_image, size=size, mode="bicubic",
+                                                                                align_corners=False), device, repeats)
             entry["bicubic"] = _figure(bicubic_s, pixels)
             for figure in entry["backends"].values():
                 figure["x_bicubic"] = figure["mpix_per_s"] / entry["bicubic"]["mpix_per_s"]
@@ -151,8 +154,8 @@ def gradient_speed(field: GaussianField, scale: float = 4.0, backends: Sequence[
     result = {"scale": scale, "lr": list(field.lr_size), "batch": field.batch_size, "backends": {}}
     grads = {}
     for name in ["torch"] + [n for n in names if n != "torch"]:
-        seconds, grads[name] = time_call(lambda: step(name), device, repeats=1 if name == "torch" else repeats,
-                                         warmup=0 if name == "torch" else 1)
+        seconds, grads[name] = time_call(lambda name=name: step(name), device,
+                                         repeats=1 if name == "torch" else repeats, warmup=0 if name == "torch" else 1)
         figure = {"median_s": seconds}
         if name != "torch":
             figure["x_reference"] = result["backends"]["torch"]["median_s"] / seconds
@@ -208,73 +211,3 @@ def report_header(field: GaussianField) -> dict:
             "torch": torch.__version__, "field": {"lr": list(field.lr_size), "gaussians": field.num_gaussians,
                                                   "reach": list(neighbourhood_reach(field.means, field.chol,
                                                                                     field.h, field.w, field.k))}}
-
-
-def format_report(report: dict) -> list[str]:
-    """Human-readable lines of a report made of report_header + {"scales": ..., "multi_scale": ...}."""
-    field = report["field"]
-    lines = [f"render speed on {report['device_name']} ({report['device']}, {report['torch_threads']} torch "
-             f"threads, {report.get('numba_threads')} numba threads), {field['lr'][0]}x{field['lr'][1]} field, {field['gaussians']} Gaussians, "
-             f"lattice reach {field['reach']}; medians"]
-    for entry in report["scales"]:
-        height, width = entry["out"]
-        ref = entry["reference"]
-        band = "" if ref["rows"][1] == height else f" (rows 0-{ref['rows'][1]})"
-        lines.append(f"x{entry['scale']:g} -> {width}x{height}: reference {ref['mpix_per_s']:.3g} MP/s{band} "
-                     f"(wall {ref['median_s']:.2f} s, cpu {ref['cpu_s']:.2f} s), "
-                     f"bicubic {entry['bicubic']['mpix_per_s']:.1f} MP/s")
-        for name, fig in entry["backends"].items():
-            lines.append(f"  {name:7s} {fig['median_s'] * 1e3:9.2f} ms (cpu {fig['cpu_s'] * 1e3:.0f} ms)  "
-                         f"{fig['mpix_per_s']:9.1f} MP/s  "
-                         f"{fig['x_reference']:7.1f}x reference  {fig['x_bicubic']:6.2f}x bicubic  "
-                         f"max |diff| {fig['max_abs_diff_to_reference']:.1e}")
-    multi = report.get("multi_scale")
-    if multi and "skipped" in multi:
-        lines.append(f"multi-scale: skipped ({multi['skipped']})")
-    elif multi:
-        lines.append(f"multi-scale, {multi['scales']} scales x{multi['scale_range'][0]:g}..x"
-                     f"{multi['scale_range'][1]:g} from a {multi['lr'][0]}x{multi['lr'][1]} LR image "
-                     f"({multi.get('encoder', 'encoder')}): one encode {multi['one_encode_s']:.3f} s, encode per scale "
-                     f"{multi['encode_per_scale_s']:.3f} s, ratio {multi['ratio']:.1f}x")
-    grad = report.get("gradients")
-    if grad:
-        lines.append(f"training step (forward + backward), {grad['batch']} x {grad['lr'][0]}x{grad['lr'][1]} field at "
-                     f"x{grad['scale']:g}: reference autograd {grad['backends']['torch']['median_s'] * 1e3:.1f} ms")
-        for name, fig in grad["backends"].items():
-            if name != "torch":
-                lines.append(f"  {name:7s} {fig['median_s'] * 1e3:9.2f} ms  {fig['x_reference']:7.1f}x reference  "
-                             f"max relative gradient difference {fig['max_rel_grad_diff']:.1e}")
-    step = report.get("training_step")
-    if step:
-        lines.append(f"fitting step at a device-filling size, {step['batch']} crops of {step['out'][0]}x{step['out'][1]} "
-                     f"({step['lr'][0]}x{step['lr'][1]} fields at x{step['scale']:g}, {step['pixels'] / 1e6:.3g} Mpx), "
-                     f"{step['backend']}: forward {step['forward_s'] * 1e3:.2f} ms ({step['forward_mpix_per_s']:.3g} MP/s), "
-                     f"backward {step['backward_s'] * 1e3:.2f} ms ({step['backward_mpix_per_s']:.3g} MP/s, "
-                     f"{step['backward_over_forward']:.1f}x the forward); {step['step_mpix_per_s']:.3g} MP/s per step, "
-                     f"i.e. {step['step_mpix_per_s'] / 500:.3g} Mpx/s fitted at 500 steps")
-    for check in report.get("targets", []):
-        value = f"{check['value'] * 1e3:.2f} ms" if check["unit"] == "s" else f"{check['value']:.1f}x"
-        lines.append(f"target: {check['what']}: measured {value} -> {'met' if check['met'] else 'NOT met'}")
-    return lines
-
-
-def target_checks(report: dict) -> list[dict]:
-    """The issue's targets, where this report measured them: the CPU backend at x4 (>= 20x the reference, a
-    256 -> 1024 render in <= 50 ms) and the Triton forward on a GPU (256 -> 1024 in <= 1 ms)."""
-    checks = []
-    lr = report["field"]["lr"]
-    for entry in report["scales"]:
-        if entry["scale"] != 4.0:
-            continue
-        cpu = entry["backends"].get("cpu")
-        if cpu:
-            checks.append({"what": "cpu backend >= 20x reference at x4", "value": cpu["x_reference"], "unit": "x",
-                           "met": cpu["x_reference"] >= 20})
-            if lr == [256, 256]:
-                checks.append({"what": "cpu backend 256x256 -> 1024x1024 <= 50 ms", "value": cpu["median_s"], "unit": "s",
-                               "met": cpu["median_s"] <= 0.05})
-        gpu = entry["backends"].get("triton")
-        if gpu and lr == [256, 256] and report["device"].startswith("cuda"):
-            checks.append({"what": "triton forward 256x256 -> 1024x1024 <= 1 ms", "value": gpu["median_s"], "unit": "s",
-                           "met": gpu["median_s"] <= 1e-3})
-    return checks

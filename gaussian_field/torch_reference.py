@@ -2,7 +2,7 @@
 
 Every output pixel (r, c) samples the LR point ((c + 0.5) / s_w, (r + 0.5) / s_h) and sums
 colour_n * exp(-0.5 * m_n) over the Gaussians of a fixed lattice neighbourhood, m_n being the squared
-Mahalanobis distance, with terms of m_n > 2 ln 255 dropped (DESIGN.md). The neighbourhood comes from
+Mahalanobis distance, with terms of m_n > 2 ln 255 dropped (ARCHITECTURE.md). The neighbourhood comes from
 `lattice.neighbourhood_reach`, so no Gaussian that reaches a pixel is ever left out; there is no sort and
 no tile list. Work goes in bands of output rows, one neighbour offset at a time, so memory stays bounded
 by the band whatever the output size.

@@ -21,17 +21,17 @@ import torch
 
 from gaussian_field import torch_reference
 from gaussian_field.field import GaussianField
-from gaussian_field.lattice import CUT_MAHALANOBIS_SQ
+from gaussian_field.lattice import CUT_MAHALANOBIS_SQ, REACH_GROWTH, REACH_PAD
 from gaussian_field.render import Backend, register_backend
 
 #: Output tile of one forward program (rows x cols) and its warps; the backward's Gaussians per program.
-#: 2x64 with 2 warps was the fastest of 14 shapes at x4 on an H100 (0.66 ms vs 1.28 ms for 16x16x4, 256x256 field
-#: -> 1024x1024; `benchmarks/render_speed.py --triton-tiles ...`). See FAST_FORWARD below.
+#: 2x64 with 2 warps was the fastest of the shapes tried at x4, 256x256 -> 1024x1024 (compare them with
+#: `benchmarks/render_speed.py --triton-tiles ...`). See FAST_FORWARD below.
 TILE_H = 2
 TILE_W = 64
 FORWARD_WARPS = 2
-#: The forward's FAST variant (reciprocals, exact divisions only near the cut; same decisions): measured slower
-#: than the exact forward on an H200 at every tile tried (e.g. 8x32x4: 0.94 vs 0.67 ms), so off.
+#: The forward's FAST variant (reciprocals, exact divisions only near the cut; same decisions): slower than the
+#: exact forward at every tile tried on a GPU, so off.
 FAST_FORWARD = False
 #: Under the interpreter every program and loop step costs Python time, so one big tile does the whole window.
 INTERPRETER_TILE = (64, 64, 4)
@@ -112,7 +112,7 @@ def forward(field: GaussianField, means, chol, colors, scale_hw, width: int, row
     kernels.forward_kernel[grid](
         means, chol, colors, reach, out,
         means.shape[1], field.k * field.h, field.k * field.w, field.k, rows, width, row_start,
-        _bits(s_h), _bits(s_w), _bits(CUT_MAHALANOBIS_SQ), _bits(1.0 + 1e-9), _bits(1e-9),
+        _bits(s_h), _bits(s_w), _bits(CUT_MAHALANOBIS_SQ), _bits(REACH_GROWTH), _bits(REACH_PAD),
         BH=tile_h, BW=tile_w, F64=means.dtype == torch.float64, FAST=fast, **_launch_options(warps),
     )
     return out
@@ -123,8 +123,8 @@ def device_reach(field: GaussianField, means: torch.Tensor, chol: torch.Tensor) 
     operations of lattice.neighbourhood_reach, without reading anything back to the host."""
     maxima = reach_maxima(field, means, chol).view(torch.float64)
     reach = maxima[0:2] + maxima[2:4]  # (x, y)
-    reach = reach * (1.0 + 1e-9)
-    reach = reach + 1e-9
+    reach = reach * REACH_GROWTH
+    reach = reach + REACH_PAD
     scaled = reach * float(field.k)
     rx, ry = scaled[0], scaled[1]
     return torch.stack([-torch.floor(ry), torch.ceil(ry), -torch.floor(rx), torch.ceil(rx)]).to(torch.int64)

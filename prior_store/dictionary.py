@@ -8,8 +8,8 @@ A dictionary is K Cholesky triplets (l11, l21, l22), float32, in HR pixels at th
   ``content_hash``, ``crop_count``, ``quantiles`` (fractions, e.g. [0.005, 0.995]) and ``seed`` (None for a
   grid); written last, so a half-written dictionary reads as missing.
 
-``content_hash`` is sha256 over the float32 little-endian kernels and the float64 reference scale, the same
-definition as ``sr_model.dictionary.content_hash``, so a checkpoint, a store and an exported file that hold
+``content_hash`` is sha256 over the float32 little-endian kernels and the float64 reference scale, the one
+definition the model's loader and checkpoints use too, so a checkpoint, a store and an exported file that hold
 the same dictionary carry the same hash.
 
 Export (`export_npy`) writes a plain ``.npy`` of shape (K, 3) float32 in HR px at reference scale 4, the
@@ -45,25 +45,35 @@ class InvalidDictionaryError(StoreError):
 
 
 def content_hash(kernels: np.ndarray, reference_scale: float) -> str:
-    """sha256 of the float32 little-endian kernels and the float64 reference scale ("sha256:<hex>")."""
+    """sha256 of the float32 little-endian kernels and the float64 reference scale ("sha256:<hex>").
+
+    Takes a torch tensor too (any device), so that the model's dictionary hashes with this one definition.
+    """
+    if hasattr(kernels, "detach"):
+        kernels = kernels.detach().cpu().numpy()
     data = np.ascontiguousarray(np.asarray(kernels, dtype="<f4"))
     digest = hashlib.sha256(data.tobytes())
     digest.update(np.float64(reference_scale).astype("<f8").tobytes())
     return "sha256:" + digest.hexdigest()
 
 
-def check_kernels(kernels: np.ndarray) -> np.ndarray:
-    """(K, 3) finite float32 with l11, l22 >= 0 (so every Sigma = L L^T is positive semi-definite)."""
+def check_kernels(kernels: np.ndarray, what: str = "") -> np.ndarray:
+    """(K, 3) finite float32 with l11, l22 >= 0 (so every Sigma = L L^T is positive semi-definite).
+
+    `what` (a file or store name) leads the error message when given.
+    """
+    lead = f"{what}: " if what else ""
     array = np.asarray(kernels)
     if array.ndim != 2 or array.shape[1] != 3 or array.shape[0] < 1:
-        raise InvalidDictionaryError(f"a dictionary must have shape (K, 3) = (l11, l21, l22), got {array.shape}")
+        raise InvalidDictionaryError(f"{lead}a dictionary must have shape (K, 3) = (l11, l21, l22), got "
+                                     f"{array.shape}")
     if array.dtype.kind != "f":
-        raise InvalidDictionaryError(f"a dictionary must hold floats, got {array.dtype}")
+        raise InvalidDictionaryError(f"{lead}a dictionary must hold floats, got {array.dtype}")
     array = np.ascontiguousarray(array, dtype=np.float32)
     if not np.isfinite(array).all():
-        raise InvalidDictionaryError("the dictionary contains NaN or inf")
+        raise InvalidDictionaryError(f"{lead}the dictionary contains NaN or inf")
     if (array[:, 0] < 0).any() or (array[:, 2] < 0).any():
-        raise InvalidDictionaryError("dictionary diagonals l11 and l22 must be >= 0")
+        raise InvalidDictionaryError(f"{lead}dictionary diagonals l11 and l22 must be >= 0")
     return array
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from gaussian_field.image_io import IMAGE_SUFFIXES, ORIENTATION_TAG, ImageReadError, read_image
+from gaussian_field.image_io import IMAGE_SUFFIXES, ORIENTATION_TAG, ImageReadError, find_image_files, read_image
 from sr_model.imresize import imresize
 
 
@@ -45,7 +45,7 @@ def find_images(sources: Sequence[str | os.PathLike]) -> list[Path]:
     found: list[Path] = []
     for source in map(Path, sources):
         if source.is_dir():
-            found += sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found += find_image_files(source)
         elif source.is_file():
             found.append(source)
         else:

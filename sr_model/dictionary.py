@@ -8,13 +8,14 @@ from the prior store's statistics stage, or from a `.npy` file. The provenance t
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from prior_store.dictionary import InvalidDictionaryError, check_kernels, content_hash
 
 #: Value lists of the official dictionary (ContinuousSR `models/gaussian.py`), slowest-varying first.
 OFFICIAL_CHO1 = (0.0, 0.41, 0.62, 0.98, 1.13, 1.29, 1.64, 1.85, 2.36)
@@ -34,14 +35,6 @@ def official_kernels() -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float32)
 
 
-def content_hash(kernels: torch.Tensor, reference_scale: float) -> str:
-    """sha256 of the float32 little-endian kernels and the reference scale: equal hash, equal dictionary."""
-    data = np.ascontiguousarray(kernels.detach().cpu().numpy().astype("<f4"))
-    digest = hashlib.sha256(data.tobytes())
-    digest.update(np.float64(reference_scale).astype("<f8").tobytes())
-    return "sha256:" + digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class CovarianceDictionary:
     """K Cholesky triplets in HR px at `reference_scale`, with their provenance (plain values only)."""
@@ -55,23 +48,16 @@ class CovarianceDictionary:
         return int(self.kernels.shape[0])
 
 
-def check_kernels(kernels, what: str) -> torch.Tensor:
-    """(K, 3) finite float32 with l11, l22 >= 0, or a DictionaryError naming the problem."""
-    kernels = torch.as_tensor(np.asarray(kernels) if not isinstance(kernels, torch.Tensor) else kernels)
-    if kernels.dim() != 2 or kernels.shape[1] != 3 or kernels.shape[0] < 1:
-        raise DictionaryError(f"{what}: a dictionary must have shape (K, 3) = (l11, l21, l22), got "
-                              f"{tuple(kernels.shape)}")
-    if not kernels.is_floating_point():
-        raise DictionaryError(f"{what}: dictionary must hold floats, got {kernels.dtype}")
-    kernels = kernels.to(torch.float32).contiguous()
-    if not bool(torch.isfinite(kernels).all()):
-        raise DictionaryError(f"{what}: dictionary contains NaN or inf")
-    if bool((kernels[:, 0] < 0).any() or (kernels[:, 2] < 0).any()):
-        raise DictionaryError(f"{what}: dictionary diagonals l11 and l22 must be >= 0")
-    if not bool(((kernels[:, 0] > 0) & (kernels[:, 2] > 0)).any()):
+def usable_kernels(kernels: np.ndarray, what: str) -> torch.Tensor:
+    """The checked (K, 3) float32 kernels with at least one non-degenerate entry, or a DictionaryError."""
+    try:
+        array = check_kernels(kernels, what)
+    except InvalidDictionaryError as err:
+        raise DictionaryError(str(err)) from None
+    if not ((array[:, 0] > 0) & (array[:, 2] > 0)).any():
         raise DictionaryError(f"{what}: dictionary has no entry with a positive diagonal; every mix would be "
                               f"degenerate")
-    return kernels
+    return torch.from_numpy(array)
 
 
 def official_dictionary() -> CovarianceDictionary:
@@ -103,7 +89,7 @@ def load_dictionary(source: str | Path, reference_scale: float | None = None) ->
         except (OSError, ValueError, EOFError) as err:
             raise DictionaryError(f"{path} is not a readable .npy dictionary: {err}") from None
         scale = float(OFFICIAL_REFERENCE_SCALE if reference_scale is None else reference_scale)
-        kernels = check_kernels(array, str(path))
+        kernels = usable_kernels(array, str(path))
         return CovarianceDictionary(kernels, _check_scale(scale, str(path)), {
             "method": "npy", "source": str(path), "content_hash": content_hash(kernels, scale),
             "reference_scale": scale,
@@ -118,7 +104,7 @@ def _from_store(path: Path, reference_scale: float | None) -> CovarianceDictiona
         raise DictionaryError(f"{path} is a folder, but this installation cannot read dictionaries from a prior "
                               f"store (prior_store.dictionary is missing); export it to .npy") from None
     kernels, provenance = read_dictionary(path)
-    kernels = check_kernels(kernels, str(path))
+    kernels = usable_kernels(kernels, str(path))
     scale = _check_scale(float(provenance["reference_scale"]), str(path))
     if reference_scale is not None and float(reference_scale) != scale:
         raise DictionaryError(f"{path}: the store's dictionary is at reference scale {scale:g}, not "

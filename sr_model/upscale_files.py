@@ -3,7 +3,7 @@
 Everything that can be refused is checked before the first output is written: missing inputs, unreadable
 headers, clashing output names, the bit depth for the format, each encode's memory (with a --tile that fits)
 and each output against the format's limits and the free disk space. Outputs are written atomically
-(`sr_model.band_writer`), so an error or an interrupt leaves only complete files; `skip_existing` then
+(`gaussian_field.band_writer`), so an error or an interrupt leaves only complete files; `skip_existing` then
 resumes an interrupted batch: outputs already on disk are complete, and an image with all of them is not encoded.
 
 Outputs keep what the input file carries: its ICC profile (every format), its alpha channel (upscaled with bicubic
@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from gaussian_field.image_io import FORMATS, IMAGE_SUFFIXES, check_quality, probe_image, read_image_file
+from gaussian_field.image_io import (FORMATS, IMAGE_SUFFIXES, check_quality, find_image_files, probe_image,
+                                     read_image_file)
 from gaussian_field.render import available_backends, resolve_geometry
-from sr_model.band_writer import WrittenImage, check_output, output_format, render_to_file
+from gaussian_field.band_writer import WrittenImage, check_output, output_format, render_to_file
 from sr_model.datasets import image_size
 from sr_model.inference import EncodePlan, encode_tiles, plan_encode
 
@@ -76,7 +77,7 @@ def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found = find_image_files(item)
             if not found:
                 raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in folder {item}; give image files "
                                  "or folders that hold some")

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from gaussian_field import render, speed
 from gaussian_field.initial import field_from_image
-from workflows import bench_cmd
+from workflows import bench_cmd, bench_report
 from workflows.cli import cli
 
 
@@ -106,7 +106,7 @@ def test_target_checks():
         {"scale": 4.0, "backends": {"cpu": {"x_reference": 25.0, "median_s": 0.06}}},
         {"scale": 2.0, "backends": {"cpu": {"x_reference": 5.0, "median_s": 0.01}}},
     ]}
-    checks = {c["what"]: c["met"] for c in speed.target_checks(report)}
+    checks = {c["what"]: c["met"] for c in bench_report.target_checks(report)}
     assert checks == {"cpu backend >= 20x reference at x4": True, "cpu backend 256x256 -> 1024x1024 <= 50 ms": False}
 
 

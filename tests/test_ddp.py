@@ -17,7 +17,6 @@ from sr_model.datasets import ScaleBatchSampler, SRTrainDataset
 from sr_model.dictionary import official_kernels
 from sr_model.losses import reconstruction_loss
 from sr_model.model import build_model
-from sr_model.presets import preset
 from sr_model.train_state import TrainConfig, learning_rate
 from sr_model.training import Upscaler
 

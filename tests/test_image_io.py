@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gaussian_field.image_io import ImageReadError, read_image, write_image
+from gaussian_field.image_io import ImageReadError, find_image_files, read_image, write_image
 
 
 def test_round_trip_8_and_16_bit(tmp_path, photo):
@@ -45,3 +45,17 @@ def test_bad_files_raise_clear_errors(tmp_path, photo):
         write_image(tmp_path / "x.gif", photo())
     with pytest.raises(ValueError, match="16-bit"):
         write_image(tmp_path / "x.jpg", photo(), bits=16)
+
+
+def test_find_image_files_is_recursive_sorted_and_skips_hidden(tmp_path, photo):
+    image = photo("rocket", 0, 0, 8)
+    for name in ("b.png", "a/c.JPG", "a/d/e.tif", ".hidden.png", "a/._mac.jpg", ".cache/f.png", "a/notes.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        if name.endswith(".txt"):
+            (tmp_path / name).write_text("x")
+        else:
+            write_image(tmp_path / name, image)
+    (tmp_path / "folder.png").mkdir()  # an image suffix on a folder is not an image
+    assert find_image_files(tmp_path) == [tmp_path / "a" / "c.JPG", tmp_path / "a" / "d" / "e.tif",
+                                          tmp_path / "b.png"]
+    assert find_image_files(tmp_path / "a" / "d") == [tmp_path / "a" / "d" / "e.tif"]

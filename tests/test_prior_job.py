@@ -1,5 +1,5 @@
-"""The Dask job on a real 2-worker LocalCluster: fills the store, batch/worker independence, and the faults of
-the issue (a worker killed mid-task, the client interrupted and rerun, broken files in the corpus)."""
+"""The Dask job on a real 2-worker LocalCluster: fills the store, batch/worker independence, and the faults a
+long job meets (a worker killed mid-task, the client interrupted and rerun, broken files in the corpus)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,6 @@ from prior_store import (
     SCHEMA_VERSION,
     STATUS_DONE,
     STATUS_FAILED,
-    STATUS_PENDING,
     StoreConfig,
     StoreError,
     StoreMismatchError,

@@ -1,5 +1,3 @@
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -9,7 +7,7 @@ from tests.test_field import random_field
 
 
 def brute_force(field: GaussianField, scale_hw, size_hw) -> np.ndarray:
-    """Every Gaussian at every pixel, numpy float64 with an explicit inverse: the formula of DESIGN.md."""
+    """Every Gaussian at every pixel, numpy float64 with an explicit inverse: the formula of ARCHITECTURE.md."""
     s_h, s_w = scale_hw
     height, width = size_hw
     means = field.means.double().numpy()

@@ -8,10 +8,10 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from gaussian_field import load_field, render
+from gaussian_field import band_writer, load_field, render
+from gaussian_field.band_writer import OutputTooLargeError, render_to_file
 from gaussian_field.image_io import quantize, read_image, write_image
-from sr_model import band_writer, encoders
-from sr_model.band_writer import OutputTooLargeError, render_to_file
+from sr_model import encoders
 from sr_model.checkpoint import save_checkpoint
 from sr_model.inference import encode, estimate_encode_bytes
 from sr_model.upscale_files import RenderRequest, upscale_files

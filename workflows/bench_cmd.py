@@ -65,8 +65,8 @@ def bench_report(device: str = "cpu", size: int = 256, scales: Sequence[float] =
     import torch
 
     from gaussian_field import available_backends
-    from gaussian_field.speed import (benchmark_field, gradient_speed, render_speed, report_header, target_checks,
-                                      training_step_speed)
+    from gaussian_field.speed import benchmark_field, gradient_speed, render_speed, report_header, training_step_speed
+    from workflows.bench_report import target_checks
 
     try:
         dev = torch.device(device)
@@ -121,7 +121,7 @@ def bench_report(device: str = "cpu", size: int = 256, scales: Sequence[float] =
 def command(device: str, as_json: bool, size: int, scales, repeats: int, multi_lr: int, no_multi_scale: bool,
             no_gradients: bool, threads: int | None, step_batch: int | None) -> None:
     """Time every render backend against the torch reference and bicubic (ratios measured in one run)."""
-    from gaussian_field.speed import format_report
+    from workflows.bench_report import format_report
 
     report = bench_report(resolve_device(device), size, scales or DEFAULT_SCALES, repeats,
                           None if no_multi_scale else multi_lr, gradients=not no_gradients, threads=threads,

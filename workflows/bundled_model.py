@@ -79,7 +79,7 @@ def train(out: Path, args) -> None:
 def score(out: Path, checkpoint: Path | None) -> None:
     import numpy as np
 
-    from sr_model.checkpoint import load_model
+    from sr_model.model_files import load_network as load_model
     from sr_model.evaluation import evaluate, summarize
 
     checkpoint = checkpoint or out / "train" / "last.pt"

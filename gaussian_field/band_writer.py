@@ -25,10 +25,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from gaussian_field import GaussianField, render
+from gaussian_field.field import GaussianField
 from gaussian_field.image_io import (FORMATS, OutputFormat, encode_pixels, output_format, quantize, quantize_levels,
                                      resize_alpha)
-from gaussian_field.render import resolve_geometry
+from gaussian_field.render import render, resolve_geometry
 
 __all__ = ["FORMATS", "OutputFormat", "OutputTooLargeError", "WrittenImage", "check_output", "output_format",
            "render_to_file"]
