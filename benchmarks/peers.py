@@ -32,6 +32,10 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -465,7 +469,7 @@ def markdown(results: dict) -> str:
         lines += ["", f"## Ablations (ContinuousSR-lite, {ABLATION_RANGE}, same budget)", "",
                   "| variant | steps | train min | " + " | ".join(f"x{v:g}" for v in EVAL_SCALES[:5]) +
                   " | held-out val x4 / x8 by step |", "|---|---|---|" + "---|" * 6]
-        for name, entry in results["ablations"].items():
+        for entry in results["ablations"].values():
             run, quality = entry["training"], entry["quality"]
             curve = "; ".join(f"{c['step']}: {c.get('x4', float('nan')):.2f} / {c.get('x8', float('nan')):.2f}"
                               for c in run["val_curve"])

@@ -117,6 +117,11 @@ def output_format(path: str | os.PathLike, bits: int = 8) -> OutputFormat:
     return fmt
 
 
+#: Pillow's own MAX_IMAGE_PIXELS (1024^3 / 4 / 3), restored whenever P2G_MAX_IMAGE_PIXELS is unset, so a library or
+#: script that changed the global earlier in the process does not change what is refused here.
+PILLOW_MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+
+
 def configure_pillow():
     """Pillow's Image module with the pixel limit from P2G_MAX_IMAGE_PIXELS (an integer, or "none")."""
     from PIL import Image
@@ -129,6 +134,8 @@ def configure_pillow():
             Image.MAX_IMAGE_PIXELS = int(float(limit))
         except ValueError:
             raise ValueError(f"P2G_MAX_IMAGE_PIXELS must be a pixel count or 'none', got {limit!r}") from None
+    else:
+        Image.MAX_IMAGE_PIXELS = PILLOW_MAX_IMAGE_PIXELS
     return Image
 
 

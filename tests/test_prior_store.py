@@ -11,6 +11,7 @@ from prior_store import (
     SCHEMA_VERSION,
     STATUS_DONE,
     STATUS_FAILED,
+    STATUS_PENDING,
     StoreConfig,
     StoreError,
     StoreMismatchError,
