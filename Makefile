@@ -7,7 +7,7 @@ DEMO ?= demo_out
 STAMP := $(VENV)/.installed
 PYTEST_FLAGS ?= -q
 
-.PHONY: install test test-slow test-all demo bench clean data
+.PHONY: install lint typecheck test test-slow test-all demo bench clean data
 
 install: $(STAMP)
 
@@ -16,6 +16,15 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# ruff: lint rules and formatting as configured in pyproject.toml (run by CI before the tests)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# mypy over gaussian_field/ and prior_store/ (pyproject.toml); not yet clean, so not run by CI
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_FLAGS) -m "not slow"

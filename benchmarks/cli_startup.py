@@ -21,10 +21,24 @@ import time
 
 #: The project modules the verb modules imported at module level before the lazy group (every verb, every run).
 OLD_VERB_IMPORTS = (
-    "gaussian_field", "gaussian_field.image_io", "gaussian_field.speed", "sr_model.api", "sr_model.checkpoint",
-    "sr_model.upscale_files", "sr_model.evaluation", "sr_model.train_state", "sr_model.training",
-    "sr_model.presets", "dgp_fitting.clusters", "dgp_fitting.fitting", "dgp_fitting.prior_job",
-    "dgp_fitting.dictionary_sampling", "dgp_fitting.prior_report", "prior_store", "prior_store.dictionary", "yaml",
+    "gaussian_field",
+    "gaussian_field.image_io",
+    "gaussian_field.speed",
+    "sr_model.api",
+    "sr_model.checkpoint",
+    "sr_model.upscale_files",
+    "sr_model.evaluation",
+    "sr_model.train_state",
+    "sr_model.training",
+    "sr_model.presets",
+    "dgp_fitting.clusters",
+    "dgp_fitting.fitting",
+    "dgp_fitting.prior_job",
+    "dgp_fitting.dictionary_sampling",
+    "dgp_fitting.prior_report",
+    "prior_store",
+    "prior_store.dictionary",
+    "yaml",
 )
 #: The target: every lazy command answers within this many seconds (wall, median).
 TARGET_S = 1.0
@@ -72,9 +86,17 @@ def measure(repeats: int, eager_for: tuple[str, ...]) -> dict:
         rows.append(row)
     lazy = [r for r in rows if r["command"].startswith("p2g") and not r["command"].endswith("(eager)")]
     slowest = max(lazy, key=lambda r: r["median_s"])
-    return {"repeats": repeats, "load_average": os.getloadavg(), "rows": rows,
-            "target": {"limit_s": TARGET_S, "slowest": slowest["command"], "slowest_s": slowest["median_s"],
-                       "met": slowest["median_s"] <= TARGET_S}}
+    return {
+        "repeats": repeats,
+        "load_average": os.getloadavg(),
+        "rows": rows,
+        "target": {
+            "limit_s": TARGET_S,
+            "slowest": slowest["command"],
+            "slowest_s": slowest["median_s"],
+            "met": slowest["median_s"] <= TARGET_S,
+        },
+    }
 
 
 def report_lines(report: dict) -> list[str]:
@@ -84,16 +106,21 @@ def report_lines(report: dict) -> list[str]:
         extra = f"   eager / lazy {row['eager_over_lazy']:.1f}x" if "eager_over_lazy" in row else ""
         lines.append(f"  {row['command']:<32} {row['median_s'] * 1000:8.1f} ms  {row['vs_python']:6.1f}x python{extra}")
     t = report["target"]
-    lines.append(f"target: every lazy command <= {t['limit_s']:g} s: slowest {t['slowest']} {t['slowest_s']:.3f} s -> "
-                 + ("met" if t["met"] else "NOT met"))
+    lines.append(
+        f"target: every lazy command <= {t['limit_s']:g} s: slowest {t['slowest']} {t['slowest_s']:.3f} s -> "
+        + ("met" if t["met"] else "NOT met")
+    )
     return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="Timed runs per command (median reported).")
-    parser.add_argument("--eager", default="--version,--help,upscale --help",
-                        help="Commands also timed with the old eager imports (comma-separated).")
+    parser.add_argument(
+        "--eager",
+        default="--version,--help,upscale --help",
+        help="Commands also timed with the old eager imports (comma-separated).",
+    )
     parser.add_argument("--json", action="store_true", help="Print one JSON object.")
     args = parser.parse_args()
     report = measure(args.repeats, tuple(c.strip() for c in args.eager.split(",") if c.strip()))

@@ -32,8 +32,17 @@ import numpy as np
 import torch
 
 from dgp_fitting.batch_size import auto_batch
-from dgp_fitting.fitting import (FIT_PRESETS, CropFieldParams, FitConfig, FitResult, PhaseTimer, _lr_factor,
-                                 _scatter, fit_crops, psnr_of)
+from dgp_fitting.fitting import (
+    FIT_PRESETS,
+    CropFieldParams,
+    FitConfig,
+    FitResult,
+    PhaseTimer,
+    _lr_factor,
+    _scatter,
+    fit_crops,
+    psnr_of,
+)
 from gaussian_field import GaussianField, render
 from workflows.demo_assets import DEMO_CROPS, bundled_photo, write_demo_photos
 
@@ -45,6 +54,7 @@ PAPER_GPU_HOURS = 700.0
 
 # ---- the previous engine, kept as it was so that both run in one benchmark ------------------------------------
 
+
 class _PreviousParams(CropFieldParams):
     """The previous bounded map (no sanitising of raw values: a diverged crop had to leave the batch at once)."""
 
@@ -53,13 +63,20 @@ class _PreviousParams(CropFieldParams):
         means = self.base + torch.tanh(self.offset_raw)
         d11, c21, d22 = self.chol_raw.unbind(-1)
         span = cfg.chol_max - cfg.chol_min
-        chol = torch.stack([cfg.chol_min + span * torch.sigmoid(d11), cfg.chol_max * torch.tanh(c21),
-                            cfg.chol_min + span * torch.sigmoid(d22)], -1)
+        chol = torch.stack(
+            [
+                cfg.chol_min + span * torch.sigmoid(d11),
+                cfg.chol_max * torch.tanh(c21),
+                cfg.chol_min + span * torch.sigmoid(d22),
+            ],
+            -1,
+        )
         return GaussianField(means, chol, self.colors, self.h, self.w, self.k, validate=False)
 
 
-def previous_fit_crops(crops, seeds, config: FitConfig, scale: int = 4, k: int = 2, backend: str = "auto",
-                       timer: PhaseTimer | None = None) -> FitResult:
+def previous_fit_crops(
+    crops, seeds, config: FitConfig, scale: int = 4, k: int = 2, backend: str = "auto", timer: PhaseTimer | None = None
+) -> FitResult:
     """The previous engine: stops at the first non-finite loss and refits the batch without the diverged crops."""
     bsz = crops.shape[0]
     finite = torch.isfinite(crops).flatten(1).all(1).tolist()
@@ -80,8 +97,12 @@ def previous_fit_crops(crops, seeds, config: FitConfig, scale: int = 4, k: int =
 def _previous_fit_once(crops, seeds, config, scale, k, backend, timer):
     params = _PreviousParams(crops, config, seeds, scale, k)
     size = (crops.shape[2], crops.shape[3])
-    optimiser = torch.optim.Adam([{"params": [params.offset_raw, params.chol_raw], "lr": config.lr},
-                                  {"params": [params.colors], "lr": config.color_lr}])
+    optimiser = torch.optim.Adam(
+        [
+            {"params": [params.offset_raw, params.chol_raw], "lr": config.lr},
+            {"params": [params.colors], "lr": config.color_lr},
+        ]
+    )
     base_lrs = [group["lr"] for group in optimiser.param_groups]
     lap = timer.lap if timer is not None else (lambda name: None)
     for step in range(config.steps):
@@ -93,8 +114,9 @@ def _previous_fit_once(crops, seeds, config, scale, k, backend, timer):
         lap("parametrisation")
         if timer is not None:  # the render's inputs as leaves, so that its backward is timed on its own
             leaves = [t.detach().requires_grad_(True) for t in (field.means, field.chol, field.colors)]
-            rendered = render(GaussianField(*leaves, field.h, field.w, field.k, validate=False), size=size,
-                              backend=backend)
+            rendered = render(
+                GaussianField(*leaves, field.h, field.w, field.k, validate=False), size=size, backend=backend
+            )
         else:
             rendered = render(field, size=size, backend=backend)
         lap("render forward")
@@ -125,6 +147,7 @@ def _previous_fit_once(crops, seeds, config, scale, k, backend, timer):
 
 
 # ---- engines compared in one run --------------------------------------------------------------------------------
+
 
 def photo_crops(count: int, size: int) -> torch.Tensor:
     """`count` crops of `size` px from the six demo photos (256 px each), on a grid with overlap as needed, as
@@ -157,20 +180,32 @@ def run_engine(fit_fn, crops: torch.Tensor, batch: int, config: FitConfig) -> di
     psnr = torch.cat(psnr).numpy()
     pixels = crops.shape[0] * crops.shape[2] * crops.shape[3]
     mpx_s = pixels / seconds / 1e6
-    return {"crops": int(crops.shape[0]), "batch": batch, "seconds": seconds, "crops_per_s": crops.shape[0] / seconds,
-            "mpx_per_s": mpx_s, "psnr": psnr.tolist(), "psnr_median": float(np.median(psnr)),
-            "psnr_p5": float(np.percentile(psnr, 5)),
-            "paper_corpus_device_hours": PAPER_IMAGES * PAPER_MPX_PER_IMAGE / mpx_s / 3600}
+    return {
+        "crops": int(crops.shape[0]),
+        "batch": batch,
+        "seconds": seconds,
+        "crops_per_s": crops.shape[0] / seconds,
+        "mpx_per_s": mpx_s,
+        "psnr": psnr.tolist(),
+        "psnr_median": float(np.median(psnr)),
+        "psnr_p5": float(np.percentile(psnr, 5)),
+        "paper_corpus_device_hours": PAPER_IMAGES * PAPER_MPX_PER_IMAGE / mpx_s / 3600,
+    }
 
 
 def profile_engine(fit_fn, crops: torch.Tensor, batch: int, config: FitConfig, steps: int) -> dict:
     """Share of step time per phase over `steps` steps of one batch (device synchronised between phases)."""
     timer = PhaseTimer(crops.device)
-    fit_fn(crops[:batch], list(range(min(batch, crops.shape[0]))), dataclasses.replace(config, steps=steps),
-           timer=timer)
+    fit_fn(
+        crops[:batch], list(range(min(batch, crops.shape[0]))), dataclasses.replace(config, steps=steps), timer=timer
+    )
     total = sum(timer.seconds.values())
-    return {"steps": steps, "batch": min(batch, crops.shape[0]), "step_ms": total / steps * 1e3,
-            "shares": timer.shares()}
+    return {
+        "steps": steps,
+        "batch": min(batch, crops.shape[0]),
+        "step_ms": total / steps * 1e3,
+        "shares": timer.shares(),
+    }
 
 
 def compare_engines(args, fit: FitConfig) -> dict:
@@ -182,9 +217,15 @@ def compare_engines(args, fit: FitConfig) -> dict:
     warm = dataclasses.replace(fit, steps=2)
     fit_crops(crops[:2], [0, 1], warm)  # kernel compilation and caches stay out of both timings
     previous_fit_crops(crops[:2], [0, 1], warm)
-    report = {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
-              else "cpu", "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
-              "preset_steps": fit.steps, "crop": args.crop, "config": fit.as_dict()}
+    report = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "load_average": os.getloadavg(),
+        "preset_steps": fit.steps,
+        "crop": args.crop,
+        "config": fit.as_dict(),
+    }
     previous = run_engine(previous_fit_crops, previous_crops, args.previous_batch, fit)
     new = run_engine(fit_crops, crops, batch, fit)
     count = previous_crops.shape[0]
@@ -194,9 +235,10 @@ def compare_engines(args, fit: FitConfig) -> dict:
     new["compared_crops"] = count
     report["previous"], report["new"] = previous, new
     report["speedup_crops_per_s"] = new["crops_per_s"] / previous["crops_per_s"]
-    report["profile"] = {"previous": profile_engine(previous_fit_crops, crops, args.previous_batch, fit,
-                                                    args.profile_steps),
-                         "new": profile_engine(fit_crops, crops, batch, fit, args.profile_steps)}
+    report["profile"] = {
+        "previous": profile_engine(previous_fit_crops, crops, args.previous_batch, fit, args.profile_steps),
+        "new": profile_engine(fit_crops, crops, batch, fit, args.profile_steps),
+    }
     report["load_average_after"] = os.getloadavg()
     return report
 
@@ -234,8 +276,10 @@ def process_scaling(args, fit: FitConfig, counts: list[int]) -> list[dict]:
     rows = []
     for workers in counts:
         barrier, results = context.Barrier(workers), context.Queue()
-        procs = [context.Process(target=_engine_worker, args=(rank, workers, args, fit, barrier, results))
-                 for rank in range(workers)]
+        procs = [
+            context.Process(target=_engine_worker, args=(rank, workers, args, fit, barrier, results))
+            for rank in range(workers)
+        ]
         for proc in procs:
             proc.start()
         outcome = [results.get() for _ in procs]
@@ -243,43 +287,66 @@ def process_scaling(args, fit: FitConfig, counts: list[int]) -> list[dict]:
             proc.join()
         wall = max(o[2] for o in outcome) - min(o[1] for o in outcome)
         crops = sum(o[3] for o in outcome)
-        rows.append({"workers": workers, "crops": crops, "batch": [o[4] for o in sorted(outcome)], "seconds": wall,
-                     "crops_per_s": crops / wall, "mpx_per_s": crops * args.crop ** 2 / wall / 1e6})
+        rows.append(
+            {
+                "workers": workers,
+                "crops": crops,
+                "batch": [o[4] for o in sorted(outcome)],
+                "seconds": wall,
+                "crops_per_s": crops / wall,
+                "mpx_per_s": crops * args.crop**2 / wall / 1e6,
+            }
+        )
     return rows
 
 
 def format_engines(report: dict) -> list[str]:
-    lines = [f"fitting engines on {report['device_name']} ({report['device']}, {report['threads']} torch threads): "
-             f"{report['preset_steps']} steps, {report['crop']} px crops; load average "
-             f"{report['load_average'][0]:.1f} before, {report['load_average_after'][0]:.1f} after",
-             f"{'engine':>9} {'crops':>6} {'batch':>6} {'seconds':>8} {'crops/s':>8} {'HR Mpx/s':>9} "
-             f"{'PSNR med':>9} {'PSNR p5':>8} {'paper corpus':>14}"]
+    lines = [
+        f"fitting engines on {report['device_name']} ({report['device']}, {report['threads']} torch threads): "
+        f"{report['preset_steps']} steps, {report['crop']} px crops; load average "
+        f"{report['load_average'][0]:.1f} before, {report['load_average_after'][0]:.1f} after",
+        f"{'engine':>9} {'crops':>6} {'batch':>6} {'seconds':>8} {'crops/s':>8} {'HR Mpx/s':>9} "
+        f"{'PSNR med':>9} {'PSNR p5':>8} {'paper corpus':>14}",
+    ]
     for name in ("previous", "new"):
         r = report[name]
-        lines.append(f"{name:>9} {r['crops']:>6} {r['batch']:>6} {r['seconds']:>8.2f} {r['crops_per_s']:>8.3f} "
-                     f"{r['mpx_per_s']:>9.4f} {r['psnr_median']:>9.2f} {r['psnr_p5']:>8.2f} "
-                     f"{r['paper_corpus_device_hours']:>10.0f} h")
+        lines.append(
+            f"{name:>9} {r['crops']:>6} {r['batch']:>6} {r['seconds']:>8.2f} {r['crops_per_s']:>8.3f} "
+            f"{r['mpx_per_s']:>9.4f} {r['psnr_median']:>9.2f} {r['psnr_p5']:>8.2f} "
+            f"{r['paper_corpus_device_hours']:>10.0f} h"
+        )
     new = report["new"]
-    lines.append(f"new vs previous: {report['speedup_crops_per_s']:.2f}x crops/s; per-crop PSNR difference over "
-                 f"{new['compared_crops']} crops: max {new['max_abs_psnr_diff_to_previous']:.4f} dB, "
-                 f"{new['crops_within_0.05_dB']} within 0.05 dB")
-    lines.append(f"paper corpus ({PAPER_IMAGES} images x {PAPER_MPX_PER_IMAGE} Mpx) at the new rate: "
-                 f"{new['paper_corpus_device_hours']:.0f} device-hours per device (paper: {PAPER_GPU_HOURS:.0f} "
-                 f"GPU-hours; target <= {PAPER_GPU_HOURS / 20:.0f})")
+    lines.append(
+        f"new vs previous: {report['speedup_crops_per_s']:.2f}x crops/s; per-crop PSNR difference over "
+        f"{new['compared_crops']} crops: max {new['max_abs_psnr_diff_to_previous']:.4f} dB, "
+        f"{new['crops_within_0.05_dB']} within 0.05 dB"
+    )
+    lines.append(
+        f"paper corpus ({PAPER_IMAGES} images x {PAPER_MPX_PER_IMAGE} Mpx) at the new rate: "
+        f"{new['paper_corpus_device_hours']:.0f} device-hours per device (paper: {PAPER_GPU_HOURS:.0f} "
+        f"GPU-hours; target <= {PAPER_GPU_HOURS / 20:.0f})"
+    )
     for name in ("previous", "new"):
         prof = report["profile"][name]
-        shares = ", ".join(f"{phase} {share * 100:.0f}%" for phase, share in
-                           sorted(prof["shares"].items(), key=lambda kv: -kv[1]))
-        lines.append(f"step phases, {name} (batch {prof['batch']}, {prof['steps']} steps, {prof['step_ms']:.1f} ms "
-                     f"per step): {shares}")
+        shares = ", ".join(
+            f"{phase} {share * 100:.0f}%" for phase, share in sorted(prof["shares"].items(), key=lambda kv: -kv[1])
+        )
+        lines.append(
+            f"step phases, {name} (batch {prof['batch']}, {prof['steps']} steps, {prof['step_ms']:.1f} ms "
+            f"per step): {shares}"
+        )
     for row in report.get("processes", []):
-        lines.append(f"current engine in {row['workers']} worker process(es) on the device: {row['crops']} crops "
-                     f"(batches {row['batch']}) in {row['seconds']:.2f} s = {row['crops_per_s']:.3f} crops/s, "
-                     f"{row['mpx_per_s']:.4f} HR Mpx/s")
+        lines.append(
+            f"current engine in {row['workers']} worker process(es) on the device: {row['crops']} crops "
+            f"(batches {row['batch']}) in {row['seconds']:.2f} s = {row['crops_per_s']:.3f} crops/s, "
+            f"{row['mpx_per_s']:.4f} HR Mpx/s"
+        )
     rows = report.get("processes", [])
     if len(rows) > 1:
-        lines.append(f"speed-up {rows[-1]['workers']} vs {rows[0]['workers']} worker processes: "
-                     f"{rows[-1]['crops_per_s'] / rows[0]['crops_per_s']:.2f}x")
+        lines.append(
+            f"speed-up {rows[-1]['workers']} vs {rows[0]['workers']} worker processes: "
+            f"{rows[-1]['crops_per_s'] / rows[0]['crops_per_s']:.2f}x"
+        )
     return lines
 
 
@@ -294,22 +361,44 @@ def measure(workers: int, photos: Path, work: Path, args, fit) -> dict:
     from dgp_fitting.prior_job import run_prior_job
 
     resources = {"GPU": 1} if args.device == "cuda" else None
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      resources=resources) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0", resources=resources
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         client.wait_for_workers(workers)
         client.run(warm_up, args.crop, args.device)  # on every worker: imports, kernel compilation or cache load
-        summary = run_prior_job([photos], work / f"bench{workers}.zarr", crop=args.crop,
-                                crops_per_image=args.crops_per_image, fit=fit, batch=args.batch, client=client,
-                                device=args.device, progress=False)
+        summary = run_prior_job(
+            [photos],
+            work / f"bench{workers}.zarr",
+            crop=args.crop,
+            crops_per_image=args.crops_per_image,
+            fit=fit,
+            batch=args.batch,
+            client=client,
+            device=args.device,
+            progress=False,
+        )
     pixels = summary.fitted * args.crop * args.crop
-    return {"workers": workers, "crops": summary.fitted, "seconds": summary.seconds,
-            "mpx_per_s": pixels / summary.seconds / 1e6 if summary.seconds else 0.0,
-            "crops_per_s": summary.crops_per_second, "psnr_median": summary.psnr_median, "psnr_p5": summary.psnr_p5}
+    return {
+        "workers": workers,
+        "crops": summary.fitted,
+        "seconds": summary.seconds,
+        "mpx_per_s": pixels / summary.seconds / 1e6 if summary.seconds else 0.0,
+        "crops_per_s": summary.crops_per_second,
+        "psnr_median": summary.psnr_median,
+        "psnr_p5": summary.psnr_p5,
+    }
 
 
 #: The eight 64 px photo crops of the PSNR-vs-steps curve (name, top, left).
-CURVE_CROPS = tuple((name, 60 + 37 * i, 100 + 23 * i) for i, name in enumerate(
-    ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "astronaut", "coffee"]))
+CURVE_CROPS = tuple(
+    (name, 60 + 37 * i, 100 + 23 * i)
+    for i, name in enumerate(
+        ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "astronaut", "coffee"]
+    )
+)
 
 
 def psnr_curve(steps_list: list[int], size: int = 64) -> None:
@@ -324,8 +413,10 @@ def psnr_curve(steps_list: list[int], size: int = 64) -> None:
         result = fit_crops(crops, list(range(len(crops))), FitConfig(steps=steps))
         cpu = time.process_time() - start
         psnr, chol = result.psnr.numpy(), result.chol.reshape(-1, 3).numpy()
-        print(f"{steps:>6} {float(result.psnr.median()):>7.2f} {np.percentile(psnr, 5):>6.2f} {psnr.min():>6.2f} "
-              f"{np.percentile(chol[:, 0], 99.9):>9.3f} {np.percentile(np.abs(chol[:, 1]), 99.9):>11.3f} {cpu:>6.1f}")
+        print(
+            f"{steps:>6} {float(result.psnr.median()):>7.2f} {np.percentile(psnr, 5):>6.2f} {psnr.min():>6.2f} "
+            f"{np.percentile(chol[:, 0], 99.9):>9.3f} {np.percentile(np.abs(chol[:, 1]), 99.9):>11.3f} {cpu:>6.1f}"
+        )
 
 
 def main() -> None:
@@ -334,24 +425,45 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="override the preset's steps")
     parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--crops-per-image", type=int, default=4)
-    parser.add_argument("--batch", default=None,
-                        help="crops per batch: a number or auto [default: auto with --engines, else 4]")
-    parser.add_argument("--engines", action="store_true",
-                        help="compare the previous fitting engine with the current one in this process")
+    parser.add_argument(
+        "--batch", default=None, help="crops per batch: a number or auto [default: auto with --engines, else 4]"
+    )
+    parser.add_argument(
+        "--engines",
+        action="store_true",
+        help="compare the previous fitting engine with the current one in this process",
+    )
     parser.add_argument("--crops", type=int, default=64, help="--engines: crops fitted by the current engine")
-    parser.add_argument("--previous-crops", type=int,
-                        help="--engines: fit only the first N of them with the previous engine [default: all]")
+    parser.add_argument(
+        "--previous-crops",
+        type=int,
+        help="--engines: fit only the first N of them with the previous engine [default: all]",
+    )
     parser.add_argument("--previous-batch", type=int, default=8, help="--engines: the previous engine's batch")
     parser.add_argument("--profile-steps", type=int, default=20, help="--engines: steps of the phase profile")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch and numba")
-    parser.add_argument("--processes", type=int, nargs="+", metavar="N",
-                        help="--engines: also time the current engine in N worker processes sharing the device")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="--engines: also time the current engine in N worker processes sharing the device",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                        help="cuda: each worker gets a GPU (worker i uses GPU i modulo the GPUs seen)")
-    parser.add_argument("--curve", type=int, nargs="+", metavar="STEPS",
-                        help="instead: PSNR of 8 photo crops after each number of steps (no cluster)")
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="cuda: each worker gets a GPU (worker i uses GPU i modulo the GPUs seen)",
+    )
+    parser.add_argument(
+        "--curve",
+        type=int,
+        nargs="+",
+        metavar="STEPS",
+        help="instead: PSNR of 8 photo crops after each number of steps (no cluster)",
+    )
     args = parser.parse_args()
     if args.curve:
         psnr_curve(args.curve)
@@ -382,14 +494,19 @@ def main() -> None:
         work = Path(tmp)
         photos = work / "photos"
         write_demo_photos(photos)
-        print(f"fit-prior throughput on {args.device}: preset {args.preset} ({fit.steps} steps), {args.crop} px crops, "
-              f"{args.crops_per_image} per photo x {len(list(photos.iterdir()))} photos, batch {args.batch}")
+        print(
+            f"fit-prior throughput on {args.device}: preset {args.preset} ({fit.steps} steps), {args.crop} px crops, "
+            f"{args.crops_per_image} per photo x {len(list(photos.iterdir()))} photos, batch {args.batch}"
+        )
         rows = [measure(w, photos, work, args, fit) for w in args.workers]
-    print(f"{'workers':>7} {'crops':>6} {'seconds':>8} {'crops/s':>8} {'HR Mpx/s':>9} {'PSNR median':>12} "
-          f"{'PSNR p5':>8}")
+    print(
+        f"{'workers':>7} {'crops':>6} {'seconds':>8} {'crops/s':>8} {'HR Mpx/s':>9} {'PSNR median':>12} {'PSNR p5':>8}"
+    )
     for r in rows:
-        print(f"{r['workers']:>7} {r['crops']:>6} {r['seconds']:>8.2f} {r['crops_per_s']:>8.3f} {r['mpx_per_s']:>9.4f} "
-              f"{r['psnr_median']:>12.2f} {r['psnr_p5']:>8.2f}")
+        print(
+            f"{r['workers']:>7} {r['crops']:>6} {r['seconds']:>8.2f} {r['crops_per_s']:>8.3f} {r['mpx_per_s']:>9.4f} "
+            f"{r['psnr_median']:>12.2f} {r['psnr_p5']:>8.2f}"
+        )
     if len(rows) > 1:
         base = rows[0]["crops_per_s"]
         for r in rows[1:]:

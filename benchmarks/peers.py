@@ -56,7 +56,7 @@ SCALE_SETS = {"40 scales x1.1..x16": multi_scales(40, 1.1, 16.0), "45 scales x4.
 
 
 # ----------------------------------------------------------------------------------------------- data
-def heldout_crops(held_dir: Path, crop: int) -> list[tuple[str, "np.ndarray"]]:
+def heldout_crops(held_dir: Path, crop: int) -> list[tuple[str, np.ndarray]]:
     from gaussian_field.image_io import read_image
     from sr_model.datasets import find_images
     from sr_model.validation import centre_crop
@@ -66,19 +66,40 @@ def heldout_crops(held_dir: Path, crop: int) -> list[tuple[str, "np.ndarray"]]:
 
 def prior_dictionaries(args, train_dir: Path) -> dict[str, str]:
     """Dictionary sources by name: our prior at the default and at 126 kernels, and the crude grids."""
-    from prior_store.dictionary import read_dictionary
     from train_lite import p2g
 
     from benchmarks.peers.variants import grid_dictionary
+    from prior_store.dictionary import read_dictionary
 
     folder = args.out / "dictionaries"
     folder.mkdir(parents=True, exist_ok=True)
     sources = {}
     for name, size in (("prior-126", 126), ("prior", args.dictionary_size)):  # the default one last: kept in store
         store = args.out / "prior" / "store.zarr"  # fit-prior resumes: a finished store is reused
-        p2g("fit-prior", str(train_dir), "--store", str(store), "--preset", args.fit_preset, "--crop", "64",
-            "--crops-per-image", str(args.prior_crops), "--workers", "1", "--no-progress")
-        p2g("prior-stats", "--store", str(store), "--out", str(args.out / "prior" / f"stats-{size}"), "--size", str(size))
+        p2g(
+            "fit-prior",
+            str(train_dir),
+            "--store",
+            str(store),
+            "--preset",
+            args.fit_preset,
+            "--crop",
+            "64",
+            "--crops-per-image",
+            str(args.prior_crops),
+            "--workers",
+            "1",
+            "--no-progress",
+        )
+        p2g(
+            "prior-stats",
+            "--store",
+            str(store),
+            "--out",
+            str(args.out / "prior" / f"stats-{size}"),
+            "--size",
+            str(size),
+        )
         kernels, provenance = read_dictionary(store)
         if float(provenance["reference_scale"]) != 4.0:
             raise SystemExit(f"expected a dictionary at reference scale 4, got {provenance['reference_scale']}")
@@ -92,24 +113,36 @@ def prior_dictionaries(args, train_dir: Path) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------------------------- training
-def train_continuoussr(args, variant_name: str, scale_range, train_dir: Path, held_dir: Path, sources: dict,
-                       validate: bool) -> dict:
+def train_continuoussr(
+    args, variant_name: str, scale_range, train_dir: Path, held_dir: Path, sources: dict, validate: bool
+) -> dict:
     import sr_model.training as training
-    from sr_model.train_state import TrainConfig, milestones_from_fractions
-
     from benchmarks.peers.variants import VARIANTS
+    from sr_model.train_state import TrainConfig, milestones_from_fractions
 
     variant = VARIANTS[variant_name]
     run = args.out / "runs" / f"continuoussr-{variant_name}-{scale_range[0]:g}-{scale_range[1]:g}"
     shutil.rmtree(run, ignore_errors=True)
     config = TrainConfig(
-        images=[train_dir], out=run, prior=sources[variant.dictionary] if variant.dictionary else None,
-        preset="lite", model_overrides=variant.overrides, steps=args.steps, batch=args.batch, patch=args.patch,
-        scale_min=scale_range[0], scale_max=scale_range[1], lr=args.lr,
+        images=[train_dir],
+        out=run,
+        prior=sources[variant.dictionary] if variant.dictionary else None,
+        preset="lite",
+        model_overrides=variant.overrides,
+        steps=args.steps,
+        batch=args.batch,
+        patch=args.patch,
+        scale_min=scale_range[0],
+        scale_max=scale_range[1],
+        lr=args.lr,
         lr_milestones=milestones_from_fractions(args.steps, (0.6, 0.85)),
-        val_images=[held_dir] if validate else (), val_scales=(4.0, 8.0), val_crop=args.val_crop,
-        val_every=max(1, args.steps // 4) if validate else args.steps, log_every=max(1, args.steps // 10),
-        seed=args.seed)
+        val_images=[held_dir] if validate else (),
+        val_scales=(4.0, 8.0),
+        val_crop=args.val_crop,
+        val_every=max(1, args.steps // 4) if validate else args.steps,
+        log_every=max(1, args.steps // 10),
+        seed=args.seed,
+    )
     original = training.build_model
     if variant.specialise is not None:
         training.build_model = lambda *a, **k: variant.specialise(original(*a, **k))
@@ -122,16 +155,21 @@ def train_continuoussr(args, variant_name: str, scale_range, train_dir: Path, he
     for line in (run / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
         if "val" in record:
-            curve.append({"step": record["step"], **{k: v["psnr"] for k, v in record["val"].items()
-                                                      if k.startswith("x")}})
-    return {"steps": result.step, "train_seconds": result.seconds, "checkpoint": str(result.last),
-            "val_curve": curve, "load_average_1min": [round(load, 2), round(os.getloadavg()[0], 2)]}
+            curve.append(
+                {"step": record["step"], **{k: v["psnr"] for k, v in record["val"].items() if k.startswith("x")}}
+            )
+    return {
+        "steps": result.step,
+        "train_seconds": result.seconds,
+        "checkpoint": str(result.last),
+        "val_curve": curve,
+        "load_average_1min": [round(load, 2), round(os.getloadavg()[0], 2)],
+    }
 
 
 def load_continuoussr(entry: dict, variant_name: str, device):
-    from sr_model.model_files import load_network as load_model
-
     from benchmarks.peers.variants import VARIANTS
+    from sr_model.model_files import load_network as load_model
 
     model = load_model(entry["checkpoint"], device)
     specialise = VARIANTS[variant_name].specialise
@@ -149,7 +187,9 @@ def train_liif(args, scale_range, train_dir: Path) -> dict:
     run = args.out / "runs" / f"liif-{scale_range[0]:g}-{scale_range[1]:g}"
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
-    schedule = SimpleNamespace(lr=args.lr, lr_gamma=0.5, lr_milestones=milestones_from_fractions(args.steps, (0.6, 0.85)))
+    schedule = SimpleNamespace(
+        lr=args.lr, lr_gamma=0.5, lr_milestones=milestones_from_fractions(args.steps, (0.6, 0.85))
+    )
     dataset = SRTrainDataset([train_dir], args.patch, scale_range, cache=True)
     batches = ScaleBatchSampler(dataset, args.batch, args.seed)
     torch.manual_seed(args.seed)
@@ -174,9 +214,13 @@ def train_liif(args, scale_range, train_dir: Path) -> dict:
         losses.append(float(loss.detach()))
     seconds = time.perf_counter() - began
     torch.save({"state_dict": model.state_dict(), "step": step}, run / "liif.pt")
-    return {"steps": step, "train_seconds": seconds, "checkpoint": str(run / "liif.pt"),
-            "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
-            "load_average_1min": [round(load, 2), round(os.getloadavg()[0], 2)]}
+    return {
+        "steps": step,
+        "train_seconds": seconds,
+        "checkpoint": str(run / "liif.pt"),
+        "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
+        "load_average_1min": [round(load, 2), round(os.getloadavg()[0], 2)],
+    }
 
 
 def load_liif(entry: dict, device):
@@ -244,8 +288,10 @@ def evaluate(upscaler: Upscaler | None, crops, device) -> dict:
                 sr = out[0].permute(1, 2, 0).double().cpu().numpy()
             sr8 = to_uint8(sr)
             scores.append((psnr(hr8, sr8, border, y_channel), ssim(hr8, sr8, border, y_channel)))
-        table[f"x{scale:g}"] = {"psnr": float(np.mean([s[0] for s in scores])),
-                                "ssim": float(np.mean([s[1] for s in scores]))}
+        table[f"x{scale:g}"] = {
+            "psnr": float(np.mean([s[0] for s in scores])),
+            "ssim": float(np.mean([s[1] for s in scores])),
+        }
     return table
 
 
@@ -268,8 +314,12 @@ def time_scales(upscaler: Upscaler, lr_image, scales, device) -> dict:
             upscaler.render(encoded, (math.ceil(h * scale), math.ceil(w * scale)))
             sync(device)
             renders.append(time.perf_counter() - begin)
-    return {"encode_s": encode_s, "render_s": renders, "total_s": encode_s + sum(renders),
-            "output_megapixels": sum(math.ceil(h * s) * math.ceil(w * s) for s in scales) / 1e6}
+    return {
+        "encode_s": encode_s,
+        "render_s": renders,
+        "total_s": encode_s + sum(renders),
+        "output_megapixels": sum(math.ceil(h * s) * math.ceil(w * s) for s in scales) / 1e6,
+    }
 
 
 def peak_rss() -> int:
@@ -301,8 +351,11 @@ def memory_probe(args) -> None:
     results = json.loads((args.results / "results.json").read_text())
     method, scale = args.probe_method, args.probe_scale
     runs = results["training"][ABLATION_RANGE]
-    model = (load_liif(runs["LIIF"], args.device) if method == "LIIF"
-             else load_continuoussr(runs["ContinuousSR"], "full", args.device))
+    model = (
+        load_liif(runs["LIIF"], args.device)
+        if method == "LIIF"
+        else load_continuoussr(runs["ContinuousSR"], "full", args.device)
+    )
     upscaler = Upscaler(method, model)
     lr = to_tensor(np.load(args.out / "memory_lr.npy"), args.device)
     h, w = lr.shape[-2:]
@@ -330,9 +383,22 @@ def measure_memory(args, lr_image) -> dict:
     table = {}
     for method in METHODS:
         for scale in MEMORY_SCALES:
-            command = [sys.executable, __file__, "--out", str(args.out), "--results", str(args.results),
-                       "--device", args.device,
-                       "--threads", str(args.threads), "--probe-method", method, "--probe-scale", str(scale)]
+            command = [
+                sys.executable,
+                __file__,
+                "--out",
+                str(args.out),
+                "--results",
+                str(args.results),
+                "--device",
+                args.device,
+                "--threads",
+                str(args.threads),
+                "--probe-method",
+                method,
+                "--probe-scale",
+                str(scale),
+            ]
             out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             table.setdefault(method, {})[f"x{scale:g}"] = json.loads(out.strip().splitlines()[-1])
     return table
@@ -348,14 +414,20 @@ def covariance_diagnostics(model, image, device) -> dict:
     with torch.inference_mode():
         field = model.encode(lr)
         chol = field.chol.reshape(-1, 3).double()
-        record = {"chol_mean": chol.mean(0).tolist(), "chol_std": chol.std(0).tolist(),
-                  "sigma_mean_lr_px": float(((chol[:, 0] ** 2 + chol[:, 1] ** 2 + chol[:, 2] ** 2) / 2).sqrt().mean())}
+        record = {
+            "chol_mean": chol.mean(0).tolist(),
+            "chol_std": chol.std(0).tolist(),
+            "sigma_mean_lr_px": float(((chol[:, 0] ** 2 + chol[:, 1] ** 2 + chol[:, 2] ** 2) / 2).sqrt().mean()),
+        }
         if model.dictionary is not None:
             weights = model.covariance_head.weights(model.features(lr), model.dictionary)[0]  # (K, N)
             entropy = -(weights * weights.clamp_min(1e-30).log()).sum(0)
-            record.update(dictionary_size=int(weights.shape[0]), effective_entries=float(entropy.exp().mean()),
-                          top_weight_mean=float(weights.max(0).values.mean()),
-                          entries_used_as_top=int(weights.argmax(0).unique().numel()))
+            record.update(
+                dictionary_size=int(weights.shape[0]),
+                effective_entries=float(entropy.exp().mean()),
+                top_weight_mean=float(weights.max(0).values.mean()),
+                entries_used_as_top=int(weights.argmax(0).unique().numel()),
+            )
     return record
 
 
@@ -363,11 +435,10 @@ def diagnose(args, results: dict, crops) -> dict:
     """covariance_diagnostics of every ContinuousSR variant, at initialisation and after training."""
     import torch
 
+    from benchmarks.peers.variants import VARIANTS
     from sr_model.evaluation import make_lr
     from sr_model.model import build_model
     from sr_model.presets import preset
-
-    from benchmarks.peers.variants import VARIANTS
 
     image = make_lr(crops[0][1], 4.0)[1]
     sources = {path.stem: str(path) for path in (args.out / "dictionaries").glob("*.npy")}
@@ -375,11 +446,16 @@ def diagnose(args, results: dict, crops) -> dict:
     for name, entry in results["ablations"].items():
         variant = VARIANTS[name]
         torch.manual_seed(args.seed)
-        fresh = build_model(preset("lite", **variant.overrides), sources[variant.dictionary] if variant.dictionary else None)
+        fresh = build_model(
+            preset("lite", **variant.overrides), sources[variant.dictionary] if variant.dictionary else None
+        )
         fresh = (variant.specialise(fresh) if variant.specialise else fresh).eval()
-        table[name] = {"init": covariance_diagnostics(fresh, image, args.device),
-                       "trained": covariance_diagnostics(load_continuoussr(entry["training"], name, args.device),
-                                                         image, args.device)}
+        table[name] = {
+            "init": covariance_diagnostics(fresh, image, args.device),
+            "trained": covariance_diagnostics(
+                load_continuoussr(entry["training"], name, args.device), image, args.device
+            ),
+        }
     return table
 
 
@@ -429,11 +505,16 @@ def plots(results: dict, out: Path) -> list[str]:
 
 def markdown(results: dict) -> str:
     s = results["settings"]
-    lines = [f"# ContinuousSR-lite vs LIIF-lite, one run", "",
-             f"Budget: {s['steps']} steps, batch {s['batch']}, LR patch {s['patch']}, rate {s['lr']:g} (x0.5 at 60 % "
-             f"and 85 %), seed {s['seed']}, {s['threads']} torch thread(s), device {s['device']}. Hardware: "
-             f"{results['hardware']}. Photos: {results['photos']}. Held out: centre crops of {s['eval_crop']} px.", "",
-             "## Held-out Y-PSNR (dB, shave = scale) / SSIM (Y)", ""]
+    lines = [
+        "# ContinuousSR-lite vs LIIF-lite, one run",
+        "",
+        f"Budget: {s['steps']} steps, batch {s['batch']}, LR patch {s['patch']}, rate {s['lr']:g} (x0.5 at 60 % "
+        f"and 85 %), seed {s['seed']}, {s['threads']} torch thread(s), device {s['device']}. Hardware: "
+        f"{results['hardware']}. Photos: {results['photos']}. Held out: centre crops of {s['eval_crop']} px.",
+        "",
+        "## Held-out Y-PSNR (dB, shave = scale) / SSIM (Y)",
+        "",
+    ]
     header = "| trained on | method | steps | train min | " + " | ".join(f"x{v:g}" for v in EVAL_SCALES) + " |"
     lines += [header, "|" + "---|" * (4 + len(EVAL_SCALES))]
     for range_name, quality in results["quality"].items():
@@ -443,19 +524,31 @@ def markdown(results: dict) -> str:
             minutes = f"{run['train_seconds'] / 60:.1f}" if run else "-"
             cells = [f"{entry[f'x{v:g}']['psnr']:.2f} / {entry[f'x{v:g}']['ssim']:.3f}" for v in EVAL_SCALES]
             lines.append(f"| {range_name} | {name} | {steps} | {minutes} | " + " | ".join(cells) + " |")
-    lines += ["", f"## One image at many scales (encode once, then each scale; {s['time_lr']}x{s['time_lr']} px LR)", "",
-              "| scales | method | encode s | renders s | total s | output MP | LIIF / ContinuousSR |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"## One image at many scales (encode once, then each scale; {s['time_lr']}x{s['time_lr']} px LR)",
+        "",
+        "| scales | method | encode s | renders s | total s | output MP | LIIF / ContinuousSR |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for set_name, entry in results["multi_scale"].items():
         ratio = entry["LIIF"]["total_s"] / entry["ContinuousSR"]["total_s"]
         for method in METHODS:
             m = entry[method]
-            lines.append(f"| {set_name} | {method} | {m['encode_s']:.3f} | {sum(m['render_s']):.2f} | "
-                         f"{m['total_s']:.2f} | {m['output_megapixels']:.2f} | "
-                         f"{f'{ratio:.1f}x' if method == 'LIIF' else ''} |")
+            lines.append(
+                f"| {set_name} | {method} | {m['encode_s']:.3f} | {sum(m['render_s']):.2f} | "
+                f"{m['total_s']:.2f} | {m['output_megapixels']:.2f} | "
+                f"{f'{ratio:.1f}x' if method == 'LIIF' else ''} |"
+            )
     if results.get("memory"):
-        lines += ["", f"## Peak memory of one upscale, fresh process ({s['memory_lr']}x{s['memory_lr']} px LR; "
-                  "+N: above the RSS after a warm-up upscale at x1)", "",
-                  "| method | " + " | ".join(f"x{v:g}" for v in MEMORY_SCALES) + " |", "|---|" + "---|" * len(MEMORY_SCALES)]
+        lines += [
+            "",
+            f"## Peak memory of one upscale, fresh process ({s['memory_lr']}x{s['memory_lr']} px LR; "
+            "+N: above the RSS after a warm-up upscale at x1)",
+            "",
+            "| method | " + " | ".join(f"x{v:g}" for v in MEMORY_SCALES) + " |",
+            "|---|" + "---|" * len(MEMORY_SCALES),
+        ]
         for method, entry in results["memory"].items():
             cells = []
             for v in MEMORY_SCALES:
@@ -466,28 +559,48 @@ def markdown(results: dict) -> str:
                 cells.append(cell)
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
     if results.get("ablations"):
-        lines += ["", f"## Ablations (ContinuousSR-lite, {ABLATION_RANGE}, same budget)", "",
-                  "| variant | steps | train min | " + " | ".join(f"x{v:g}" for v in EVAL_SCALES[:5]) +
-                  " | held-out val x4 / x8 by step |", "|---|---|---|" + "---|" * 6]
+        lines += [
+            "",
+            f"## Ablations (ContinuousSR-lite, {ABLATION_RANGE}, same budget)",
+            "",
+            "| variant | steps | train min | "
+            + " | ".join(f"x{v:g}" for v in EVAL_SCALES[:5])
+            + " | held-out val x4 / x8 by step |",
+            "|---|---|---|" + "---|" * 6,
+        ]
         for entry in results["ablations"].values():
             run, quality = entry["training"], entry["quality"]
-            curve = "; ".join(f"{c['step']}: {c.get('x4', float('nan')):.2f} / {c.get('x8', float('nan')):.2f}"
-                              for c in run["val_curve"])
+            curve = "; ".join(
+                f"{c['step']}: {c.get('x4', float('nan')):.2f} / {c.get('x8', float('nan')):.2f}"
+                for c in run["val_curve"]
+            )
             cells = [f"{quality[f'x{v:g}']['psnr']:.2f}" for v in EVAL_SCALES[:5]]
-            lines.append(f"| {entry['label']} | {run['steps']} | {run['train_seconds'] / 60:.1f} | "
-                         + " | ".join(cells) + f" | {curve} |")
+            lines.append(
+                f"| {entry['label']} | {run['steps']} | {run['train_seconds'] / 60:.1f} | "
+                + " | ".join(cells)
+                + f" | {curve} |"
+            )
     if results.get("diagnostics"):
-        lines += ["", "## Covariance heads on one held-out LR image (the first crop at x4), at initialisation -> trained", "",
-                  "| variant | mean sigma (LR px) | std of l11 | dictionary: effective entries per Gaussian | "
-                  "mean top weight | entries used as a top choice |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Covariance heads on one held-out LR image (the first crop at x4), at initialisation -> trained",
+            "",
+            "| variant | mean sigma (LR px) | std of l11 | dictionary: effective entries per Gaussian | "
+            "mean top weight | entries used as a top choice |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, entry in results["diagnostics"].items():
             a, b = entry["init"], entry["trained"]
-            row = (f"| {name} | {a['sigma_mean_lr_px']:.3f} -> {b['sigma_mean_lr_px']:.3f} | "
-                   f"{a['chol_std'][0]:.3f} -> {b['chol_std'][0]:.3f} | ")
+            row = (
+                f"| {name} | {a['sigma_mean_lr_px']:.3f} -> {b['sigma_mean_lr_px']:.3f} | "
+                f"{a['chol_std'][0]:.3f} -> {b['chol_std'][0]:.3f} | "
+            )
             if "effective_entries" in a:
-                row += (f"{a['effective_entries']:.1f} -> {b['effective_entries']:.1f} of {a['dictionary_size']} | "
-                        f"{a['top_weight_mean']:.3f} -> {b['top_weight_mean']:.3f} | "
-                        f"{a['entries_used_as_top']} -> {b['entries_used_as_top']} |")
+                row += (
+                    f"{a['effective_entries']:.1f} -> {b['effective_entries']:.1f} of {a['dictionary_size']} | "
+                    f"{a['top_weight_mean']:.3f} -> {b['top_weight_mean']:.3f} | "
+                    f"{a['entries_used_as_top']} -> {b['entries_used_as_top']} |"
+                )
             else:
                 row += "- | - | - |"
             lines.append(row)
@@ -506,17 +619,23 @@ def write(results: dict, out: Path) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "peers", help="runs, photos and the prior")
-    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "peers" / "results",
-                        help="results.json / results.md and the plots")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=REPO / "benchmarks" / "peers" / "results",
+        help="results.json / results.md and the plots",
+    )
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--patch", type=int, default=16, help="LR patch side (HR: round(patch * s))")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock cap of each training run")
-    parser.add_argument("--ablations", default=",".join(["full-126", "K1", "K2", "fixed-centres", "p-off-only",
-                                                         "no-dictionary", "no-dictionary-raw"]),
-                        help="comma-separated names of benchmarks/peers/variants.py ('' for none)")
+    parser.add_argument(
+        "--ablations",
+        default=",".join(["full-126", "K1", "K2", "fixed-centres", "p-off-only", "no-dictionary", "no-dictionary-raw"]),
+        help="comma-separated names of benchmarks/peers/variants.py ('' for none)",
+    )
     parser.add_argument("--eval-crop", type=int, default=128, help="held-out centre crop side (HR px)")
     parser.add_argument("--val-crop", type=int, default=96, help="held-out crop of the ablations' validation curve")
     parser.add_argument("--time-lr", type=int, default=4, help="LR side of the multi-scale timing")
@@ -526,14 +645,28 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dictionary-size", type=int, default=730)
     parser.add_argument("--fit-preset", default="demo", help="p2g fit-prior preset of the prior (demo: 100 steps)")
     parser.add_argument("--prior-only", action="store_true", help="build the prior and dictionaries, then stop")
-    parser.add_argument("--ablations-only", action="store_true",
-                        help="train and score only --ablations (OUT must hold the dictionaries of a full run)")
-    parser.add_argument("--memory-only", action="store_true",
-                        help="measure only the memory probes again, into RESULTS/results.json of a full run")
-    parser.add_argument("--merge", type=Path, nargs="*", default=[],
-                        help="with --report-only: results folders of --ablations-only runs to merge in")
-    parser.add_argument("--report-only", action="store_true",
-                        help="from RESULTS/results.json and the runs in OUT: covariance diagnostics, plots, results.md")
+    parser.add_argument(
+        "--ablations-only",
+        action="store_true",
+        help="train and score only --ablations (OUT must hold the dictionaries of a full run)",
+    )
+    parser.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="measure only the memory probes again, into RESULTS/results.json of a full run",
+    )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="with --report-only: results folders of --ablations-only runs to merge in",
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="from RESULTS/results.json and the runs in OUT: covariance diagnostics, plots, results.md",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch and numba threads")
     parser.add_argument("--tiny", action="store_true", help="smoke run: few steps, small crops, no ablation curve")
@@ -557,10 +690,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.probe_method:
         return memory_probe(args)
-    from sr_model.evaluation import make_lr
     from train_lite import prepare_photos
 
     from benchmarks.peers.variants import VARIANTS
+    from sr_model.evaluation import make_lr
 
     args.out.mkdir(parents=True, exist_ok=True)
     train_dir, held_dir, photos = prepare_photos(args.out, "skimage")
@@ -584,16 +717,31 @@ def main() -> None:
 
     if args.ablations_only:  # beside a running full run, sharing its OUT (prior, dictionaries)
         sources = {path.stem: str(path) for path in (args.out / "dictionaries").glob("*.npy")}
-        results = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                   "ablations": {}, "load_notes": ""}
+        results = {
+            "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "ablations": {},
+            "load_notes": "",
+        }
         note("start")
         return run_ablations(args, results, train_dir, held_dir, sources, crops, note, loads)
     cpu = platform.processor() or platform.machine()
-    hardware = (torch.cuda.get_device_name() if torch.device(args.device).type == "cuda"
-                else f"CPU {cpu}, {os.cpu_count()} cores (shared)")
+    hardware = (
+        torch.cuda.get_device_name()
+        if torch.device(args.device).type == "cuda"
+        else f"CPU {cpu}, {os.cpu_count()} cores (shared)"
+    )
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if not k.startswith("probe")}
-    results = {"settings": settings, "hardware": hardware, "photos": photos, "training": {}, "quality": {},
-               "multi_scale": {}, "memory": {}, "ablations": {}, "load_notes": ""}
+    results = {
+        "settings": settings,
+        "hardware": hardware,
+        "photos": photos,
+        "training": {},
+        "quality": {},
+        "multi_scale": {},
+        "memory": {},
+        "ablations": {},
+        "load_notes": "",
+    }
     note("start")
     sources = prior_dictionaries(args, train_dir)
     note("prior")
@@ -601,14 +749,16 @@ def main() -> None:
         return
     for range_name, scale_range in RANGES.items():
         runs = results["training"][range_name] = {}
-        runs["ContinuousSR"] = train_continuoussr(args, "full", scale_range, train_dir, held_dir, sources,
-                                                  validate=range_name == ABLATION_RANGE)
+        runs["ContinuousSR"] = train_continuoussr(
+            args, "full", scale_range, train_dir, held_dir, sources, validate=range_name == ABLATION_RANGE
+        )
         note(f"ContinuousSR {range_name}")
         runs["LIIF"] = train_liif(args, scale_range, train_dir)
         note(f"LIIF {range_name}")
         quality = results["quality"][range_name] = {"bicubic": evaluate(None, crops, args.device)}
-        quality["ContinuousSR"] = evaluate(Upscaler("ContinuousSR", load_continuoussr(runs["ContinuousSR"], "full",
-                                                                                      args.device)), crops, args.device)
+        quality["ContinuousSR"] = evaluate(
+            Upscaler("ContinuousSR", load_continuoussr(runs["ContinuousSR"], "full", args.device)), crops, args.device
+        )
         quality["LIIF"] = evaluate(Upscaler("LIIF", load_liif(runs["LIIF"], args.device)), crops, args.device)
         note(f"eval {range_name}")
         results["load_notes"] = ", ".join(loads)
@@ -616,10 +766,14 @@ def main() -> None:
 
     runs = results["training"][ABLATION_RANGE]
     time_lr = make_lr(crops[0][1], crops[0][1].shape[0] / args.time_lr)[1]
-    upscalers = {"ContinuousSR": Upscaler("ContinuousSR", load_continuoussr(runs["ContinuousSR"], "full", args.device)),
-                 "LIIF": Upscaler("LIIF", load_liif(runs["LIIF"], args.device))}
+    upscalers = {
+        "ContinuousSR": Upscaler("ContinuousSR", load_continuoussr(runs["ContinuousSR"], "full", args.device)),
+        "LIIF": Upscaler("LIIF", load_liif(runs["LIIF"], args.device)),
+    }
     for set_name, scales in SCALE_SETS.items():
-        results["multi_scale"][set_name] = {m: time_scales(u, time_lr, scales, args.device) for m, u in upscalers.items()}
+        results["multi_scale"][set_name] = {
+            m: time_scales(u, time_lr, scales, args.device) for m, u in upscalers.items()
+        }
         note(f"timing {set_name}")
     if not args.no_memory:
         memory_lr = make_lr(crops[0][1], crops[0][1].shape[0] / args.memory_lr)[1]
@@ -629,8 +783,11 @@ def main() -> None:
     write(results, args.results)
 
     if args.ablations:
-        results["ablations"]["full"] = {"label": VARIANTS["full"].label, "training": runs["ContinuousSR"],
-                                        "quality": results["quality"][ABLATION_RANGE]["ContinuousSR"]}
+        results["ablations"]["full"] = {
+            "label": VARIANTS["full"].label,
+            "training": runs["ContinuousSR"],
+            "quality": results["quality"][ABLATION_RANGE]["ContinuousSR"],
+        }
     run_ablations(args, results, train_dir, held_dir, sources, crops, note, loads)
     report(args, results, crops)
 
@@ -642,8 +799,11 @@ def run_ablations(args, results: dict, train_dir: Path, held_dir: Path, sources:
     for name in filter(None, args.ablations.split(",")):
         run = train_continuoussr(args, name, RANGES[ABLATION_RANGE], train_dir, held_dir, sources, validate=True)
         model = load_continuoussr(run, name, args.device)
-        results["ablations"][name] = {"label": VARIANTS[name].label, "training": run,
-                                      "quality": evaluate(Upscaler("ContinuousSR", model), crops, args.device)}
+        results["ablations"][name] = {
+            "label": VARIANTS[name].label,
+            "training": run,
+            "quality": evaluate(Upscaler("ContinuousSR", model), crops, args.device),
+        }
         note(name)
         results["load_notes"] = ", ".join(loads)
         write(results, args.results)

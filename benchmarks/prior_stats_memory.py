@@ -28,8 +28,9 @@ def build_store(path: Path, crops: int, crop: int, chunk: int, seed: int = 0) ->
     from prior_store import STATUS_DONE, StoreConfig, create_store
 
     config = StoreConfig(crop_size=crop, chunk_size=chunk, fitting={"synthetic": True})
-    store = create_store(path, config, [f"synthetic/{i}.png" for i in range(crops)],
-                         np.array([[0, 0, crop, crop]] * crops, np.int32))
+    store = create_store(
+        path, config, [f"synthetic/{i}.png" for i in range(crops)], np.array([[0, 0, crop, crop]] * crops, np.int32)
+    )
     g = config.num_gaussians
     rng = np.random.default_rng(seed)
     for index in range(store.num_chunks):
@@ -38,12 +39,19 @@ def build_store(path: Path, crops: int, crop: int, chunk: int, seed: int = 0) ->
         chol = rng.normal([0.28, 0.02, 0.26], [0.08, 0.1, 0.07], size=(n, g, 3)).astype(np.float32)
         chol[..., 0] = np.abs(chol[..., 0])
         chol[..., 2] = np.abs(chol[..., 2])
-        store.write_chunk(index, {
-            "field/means": np.zeros((n, g, 2), np.float32), "field/chol": chol,
-            "field/colors": np.zeros((n, g, 3), np.float32), "crops/content_hash": [""] * n,
-            "crops/reason": [""] * n, "crops/psnr": rng.uniform(28, 40, n).astype(np.float32),
-            "crops/iterations": np.zeros(n, np.int32), "crops/status": np.full(n, STATUS_DONE, np.int8),
-        })
+        store.write_chunk(
+            index,
+            {
+                "field/means": np.zeros((n, g, 2), np.float32),
+                "field/chol": chol,
+                "field/colors": np.zeros((n, g, 3), np.float32),
+                "crops/content_hash": [""] * n,
+                "crops/reason": [""] * n,
+                "crops/psnr": rng.uniform(28, 40, n).astype(np.float32),
+                "crops/iterations": np.zeros(n, np.int32),
+                "crops/status": np.full(n, STATUS_DONE, np.int8),
+            },
+        )
 
 
 def measure(path: str) -> dict:
@@ -57,8 +65,12 @@ def measure(path: str) -> dict:
     start = time.perf_counter()
     stats = compute_statistics(path)
     seconds = time.perf_counter() - start
-    return {"baseline_rss": baseline, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "seconds": seconds, "gaussians": stats.summary["selection"]["gaussians"]}
+    return {
+        "baseline_rss": baseline,
+        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "seconds": seconds,
+        "gaussians": stats.summary["selection"]["gaussians"],
+    }
 
 
 def disk_bytes(path: Path) -> int:
@@ -87,8 +99,9 @@ def main() -> None:
                 start = time.perf_counter()
                 build_store(path, crops, args.crop, args.chunk)
                 print(f"built {path.name} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
-            out = subprocess.run([sys.executable, __file__, "--measure", str(path)], check=True, capture_output=True,
-                                 text=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--measure", str(path)], check=True, capture_output=True, text=True
+            )
             result = json.loads(out.stdout.strip().splitlines()[-1])
             chol_bytes = result["gaussians"] * 3 * 4
             rows.append((crops, result, chol_bytes, disk_bytes(path / "field" / "chol")))
@@ -96,14 +109,18 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     mib = 2**20
-    print("| crops | Gaussians | field/chol (float32) | on disk | RSS after imports | peak RSS | peak - imports "
-          "| peak / chol | seconds |")
+    print(
+        "| crops | Gaussians | field/chol (float32) | on disk | RSS after imports | peak RSS | peak - imports "
+        "| peak / chol | seconds |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for crops, r, chol_bytes, disk in rows:
-        print(f"| {crops} | {r['gaussians']:,} | {chol_bytes / mib:.0f} MiB | {disk / mib:.0f} MiB | "
-              f"{r['baseline_rss'] / mib:.0f} MiB | {r['peak_rss'] / mib:.0f} MiB | "
-              f"{(r['peak_rss'] - r['baseline_rss']) / mib:.0f} MiB | {r['peak_rss'] / chol_bytes:.2f} | "
-              f"{r['seconds']:.1f} |")
+        print(
+            f"| {crops} | {r['gaussians']:,} | {chol_bytes / mib:.0f} MiB | {disk / mib:.0f} MiB | "
+            f"{r['baseline_rss'] / mib:.0f} MiB | {r['peak_rss'] / mib:.0f} MiB | "
+            f"{(r['peak_rss'] - r['baseline_rss']) / mib:.0f} MiB | {r['peak_rss'] / chol_bytes:.2f} | "
+            f"{r['seconds']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

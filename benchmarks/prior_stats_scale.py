@@ -56,23 +56,38 @@ def build_synthetic(source: Path, path: Path, crops: int, chunk: int, seed: int 
     done = np.flatnonzero(src.status() == STATUS_DONE)
     if done.size == 0:
         raise SystemExit(f"{source} has no done crops to draw from")
-    pool = {name: np.asarray(src.read(name))[done] for name in ("field/means", "field/chol", "field/colors",
-                                                                "crops/psnr", "crops/iterations")}
-    config = StoreConfig(crop_size=src.config.crop_size, chunk_size=chunk, reference_scale=src.config.reference_scale,
-                         k=src.config.k, fitting={**src.config.fitting, "synthetic_from": str(source)})
+    pool = {
+        name: np.asarray(src.read(name))[done]
+        for name in ("field/means", "field/chol", "field/colors", "crops/psnr", "crops/iterations")
+    }
+    config = StoreConfig(
+        crop_size=src.config.crop_size,
+        chunk_size=chunk,
+        reference_scale=src.config.reference_scale,
+        k=src.config.k,
+        fitting={**src.config.fitting, "synthetic_from": str(source)},
+    )
     box = [0, 0, src.config.crop_size, src.config.crop_size]
-    store = create_store(path, config, [f"synthetic/{i:07d}.png" for i in range(crops)],
-                         np.broadcast_to(np.array(box, np.int32), (crops, 4)))
+    store = create_store(
+        path,
+        config,
+        [f"synthetic/{i:07d}.png" for i in range(crops)],
+        np.broadcast_to(np.array(box, np.int32), (crops, 4)),
+    )
     rng = np.random.default_rng(seed)
     for index in range(store.num_shards):
         start, stop = store.shard_bounds(index)
         pick = rng.integers(0, done.size, stop - start)
         n = stop - start
-        store.write_shard(index, {
-            **{name: values[pick] for name, values in pool.items()},
-            "crops/content_hash": [""] * n, "crops/reason": [""] * n,
-            "crops/status": np.full(n, STATUS_DONE, np.int8),
-        })
+        store.write_shard(
+            index,
+            {
+                **{name: values[pick] for name, values in pool.items()},
+                "crops/content_hash": [""] * n,
+                "crops/reason": [""] * n,
+                "crops/status": np.full(n, STATUS_DONE, np.int8),
+            },
+        )
 
 
 def run_measured(cmd: list[str], log: Path) -> tuple[float, int]:
@@ -127,17 +142,30 @@ def main() -> None:
             build_synthetic(source, path, crops, args.chunk)
             build = time.perf_counter() - start
             files, meta, size = count_files(path)
-            info_s, info_rss = run_measured([python, "-m", "workflows.cli", "info", str(path)],
-                                            args.workdir / f"info_{crops}.log")
-            stats_s, stats_rss = run_measured([python, "-m", "workflows.cli", "prior-stats", "--store", str(path),
-                                               "--out", str(out)], args.workdir / f"prior_stats_{crops}.log")
+            info_s, info_rss = run_measured(
+                [python, "-m", "workflows.cli", "info", str(path)], args.workdir / f"info_{crops}.log"
+            )
+            stats_s, stats_rss = run_measured(
+                [python, "-m", "workflows.cli", "prior-stats", "--store", str(path), "--out", str(out)],
+                args.workdir / f"prior_stats_{crops}.log",
+            )
             summary = json.loads((out / "summary.json").read_text())
             gaussians = summary["selection"]["gaussians"]
-            row = {"crops": crops, "gaussians": gaussians, "files": files, "metadata_files": meta,
-                   "bytes": size, "build_s": build, "info_s": info_s, "info_peak_rss": info_rss,
-                   "stats_s": stats_s, "stats_peak_rss": stats_rss,
-                   "stats_s_per_million_gaussians": stats_s / gaussians * 1e6,
-                   "l11_mean_hr": summary["elements"]["l11"]["hr"]["mean"], "load": os.getloadavg()}
+            row = {
+                "crops": crops,
+                "gaussians": gaussians,
+                "files": files,
+                "metadata_files": meta,
+                "bytes": size,
+                "build_s": build,
+                "info_s": info_s,
+                "info_peak_rss": info_rss,
+                "stats_s": stats_s,
+                "stats_peak_rss": stats_rss,
+                "stats_s_per_million_gaussians": stats_s / gaussians * 1e6,
+                "l11_mean_hr": summary["elements"]["l11"]["hr"]["mean"],
+                "load": os.getloadavg(),
+            }
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
         finally:
@@ -146,14 +174,18 @@ def main() -> None:
                 shutil.rmtree(out, ignore_errors=True)
     gib, mib = 2**30, 2**20
     print(f"source store: {source}")
-    print("| crops | Gaussians | files (metadata) | on disk | build | p2g info | prior-stats | s per 10^6 Gaussians "
-          "| prior-stats peak RSS | l11 mean (HR px) | load average |")
+    print(
+        "| crops | Gaussians | files (metadata) | on disk | build | p2g info | prior-stats | s per 10^6 Gaussians "
+        "| prior-stats peak RSS | l11 mean (HR px) | load average |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['crops']:,} | {r['gaussians']:,} | {r['files']:,} ({r['metadata_files']}) | "
-              f"{r['bytes'] / gib:.2f} GiB | {r['build_s']:.0f} s | {r['info_s']:.1f} s | {r['stats_s']:.0f} s | "
-              f"{r['stats_s_per_million_gaussians']:.3f} | {r['stats_peak_rss'] / mib:.0f} MiB | "
-              f"{r['l11_mean_hr']:.4f} | {r['load'][0]:.1f} |")
+        print(
+            f"| {r['crops']:,} | {r['gaussians']:,} | {r['files']:,} ({r['metadata_files']}) | "
+            f"{r['bytes'] / gib:.2f} GiB | {r['build_s']:.0f} s | {r['info_s']:.1f} s | {r['stats_s']:.0f} s | "
+            f"{r['stats_s_per_million_gaussians']:.3f} | {r['stats_peak_rss'] / mib:.0f} MiB | "
+            f"{r['l11_mean_hr']:.4f} | {r['load'][0]:.1f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 

@@ -26,8 +26,14 @@ def make_field(size: int, seed: int = 0):
     base = base_positions(size, size, 2, dtype=torch.float32)
     n = base.shape[0]
     means = base + torch.tanh(torch.randn(1, n, 2, generator=gen))
-    chol = torch.stack([torch.rand(1, n, generator=gen) * 0.5 + 0.05, torch.randn(1, n, generator=gen) * 0.15,
-                        torch.rand(1, n, generator=gen) * 0.5 + 0.05], -1)
+    chol = torch.stack(
+        [
+            torch.rand(1, n, generator=gen) * 0.5 + 0.05,
+            torch.randn(1, n, generator=gen) * 0.15,
+            torch.rand(1, n, generator=gen) * 0.5 + 0.05,
+        ],
+        -1,
+    )
     return GaussianField(means, chol, torch.rand(1, n, 3, generator=gen) * 0.3, size, size, 2)
 
 
@@ -44,8 +50,14 @@ def measure(size: int, scale: float, repeats: int) -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     median = statistics.median(times)
     pixels = out.shape[-2] * out.shape[-1]
-    return {"scale": scale, "out": list(out.shape[-2:]), "median_s": median, "mpix_per_s": pixels / median / 1e6,
-            "peak_rss_growth_mb": peak / 1024, "output_mb": out.numel() * 4 / 2**20}
+    return {
+        "scale": scale,
+        "out": list(out.shape[-2:]),
+        "median_s": median,
+        "mpix_per_s": pixels / median / 1e6,
+        "peak_rss_growth_mb": peak / 1024,
+        "output_mb": out.numel() * 4 / 2**20,
+    }
 
 
 def main() -> None:
@@ -61,12 +73,18 @@ def main() -> None:
         return
     print(f"reference torch renderer, {args.size}x{args.size} field, {torch.get_num_threads()} threads")
     for scale in (float(s) for s in args.scales.split(",")):
-        line = subprocess.run([sys.executable, __file__, "--size", str(args.size), "--one", str(scale),
-                               "--repeats", str(args.repeats)], capture_output=True, text=True, check=True).stdout
+        line = subprocess.run(
+            [sys.executable, __file__, "--size", str(args.size), "--one", str(scale), "--repeats", str(args.repeats)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         r = json.loads(line)
-        print(f"x{r['scale']:g}: {r['out'][1]}x{r['out'][0]}  {r['median_s'] * 1000:8.1f} ms  "
-              f"{r['mpix_per_s']:7.2f} MP/s  peak RSS growth {r['peak_rss_growth_mb']:7.1f} MB "
-              f"(output {r['output_mb']:.1f} MB)")
+        print(
+            f"x{r['scale']:g}: {r['out'][1]}x{r['out'][0]}  {r['median_s'] * 1000:8.1f} ms  "
+            f"{r['mpix_per_s']:7.2f} MP/s  peak RSS growth {r['peak_rss_growth_mb']:7.1f} MB "
+            f"(output {r['output_mb']:.1f} MB)"
+        )
 
 
 if __name__ == "__main__":

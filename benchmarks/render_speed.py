@@ -22,8 +22,13 @@ def _report(args) -> dict:
     except ImportError as err:
         import torch
 
-        from gaussian_field.speed import (benchmark_field, gradient_speed, render_speed, report_header,
-                                          training_step_speed)
+        from gaussian_field.speed import (
+            benchmark_field,
+            gradient_speed,
+            render_speed,
+            report_header,
+            training_step_speed,
+        )
         from workflows.bench_report import target_checks
 
         device = torch.device(args.device)
@@ -34,12 +39,20 @@ def _report(args) -> dict:
         if not args.no_gradients:
             report["gradients"] = gradient_speed(benchmark_field(32, device=device, batch=2), 4.0)
             crops = args.step_batch or (1024 if device.type == "cuda" else 8)
-            report["training_step"] = training_step_speed(benchmark_field(16, device=device, batch=crops), 4.0,
-                                                          repeats=args.repeats)
+            report["training_step"] = training_step_speed(
+                benchmark_field(16, device=device, batch=crops), 4.0, repeats=args.repeats
+            )
         report["targets"] = target_checks(report)
         return report
-    return bench_report(args.device, args.size, scales, args.repeats, None if args.no_multi_scale else args.multi_lr,
-                        gradients=not args.no_gradients, step_batch=args.step_batch)
+    return bench_report(
+        args.device,
+        args.size,
+        scales,
+        args.repeats,
+        None if args.no_multi_scale else args.multi_lr,
+        gradients=not args.no_gradients,
+        step_batch=args.step_batch,
+    )
 
 
 def triton_tiles(args) -> dict:
@@ -57,10 +70,13 @@ def triton_tiles(args) -> dict:
     for spec in args.triton_tiles.split(","):
         fast = spec.endswith("f")
         tile = tuple(int(v) for v in spec.lower().rstrip("f").split("x"))
-        seconds, out = time_call(lambda tile=tile, fast=fast: triton_backend.forward(
-                                     field, field.means, field.chol, field.colors, (4.0, 4.0), width, 0, height,
-                                     tile=tile, fast=fast),
-                                 device, args.repeats)
+        seconds, out = time_call(
+            lambda tile=tile, fast=fast: triton_backend.forward(
+                field, field.means, field.chol, field.colors, (4.0, 4.0), width, 0, height, tile=tile, fast=fast
+            ),
+            device,
+            args.repeats,
+        )
         result[spec] = {"median_s": seconds, "max_abs_diff_to_reference": float((out - want).abs().max())}
     return result
 
@@ -80,12 +96,18 @@ def main() -> None:
     parser.add_argument("--multi-lr", type=int, default=64, help="LR size for the 40-scale figure")
     parser.add_argument("--no-multi-scale", action="store_true")
     parser.add_argument("--no-gradients", action="store_true", help="leave out the training-step figures")
-    parser.add_argument("--step-batch", type=int,
-                        help="crops of 64 px in the device-filling fitting-step figure [default: 8 cpu, 1024 cuda]")
+    parser.add_argument(
+        "--step-batch",
+        type=int,
+        help="crops of 64 px in the device-filling fitting-step figure [default: 8 cpu, 1024 cuda]",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--out", type=Path, help="also write the JSON report to this file")
-    parser.add_argument("--triton-tiles", help="also time the Triton forward at x4 with these tiles, e.g. "
-                        "16x16x4,8x32x4f (rows x cols x warps; a trailing f: the kernel's FAST variant)")
+    parser.add_argument(
+        "--triton-tiles",
+        help="also time the Triton forward at x4 with these tiles, e.g. "
+        "16x16x4,8x32x4f (rows x cols x warps; a trailing f: the kernel's FAST variant)",
+    )
     args = parser.parse_args()
     report = _report(args)
     if args.triton_tiles and "triton" in report.get("backends_available", available(args.device)):
@@ -99,8 +121,10 @@ def main() -> None:
 
         print("\n".join(format_report(report)))
         for spec, fig in report.get("triton_tiles_x4", {}).items():
-            print(f"triton tile {spec} at x4: {fig['median_s'] * 1e3:.3f} ms, max |diff| "
-                  f"{fig['max_abs_diff_to_reference']:.1e}")
+            print(
+                f"triton tile {spec} at x4: {fig['median_s'] * 1e3:.3f} ms, max |diff| "
+                f"{fig['max_abs_diff_to_reference']:.1e}"
+            )
 
 
 if __name__ == "__main__":

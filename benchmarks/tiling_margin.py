@@ -32,9 +32,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sr_model.model_files import load_network  # noqa: E402
 from sr_model.inference import encode  # noqa: E402
 from sr_model.model import build_model  # noqa: E402
+from sr_model.model_files import load_network  # noqa: E402
 from sr_model.official_import import model_from_official  # noqa: E402
 from sr_model.presets import preset  # noqa: E402
 from sr_model.tiling import default_context, has_global_context, receptive_radius  # noqa: E402
@@ -48,9 +48,11 @@ def golden_model(name: str):
 
 def models(args) -> dict:
     torch.manual_seed(0)
-    found = {"lite (random)": lambda: build_model(preset("lite"), "official").eval(),
-             "swinir-small (golden)": lambda: golden_model("swinir"),
-             "hat-small (golden)": lambda: golden_model("hat")}
+    found = {
+        "lite (random)": lambda: build_model(preset("lite"), "official").eval(),
+        "swinir-small (golden)": lambda: golden_model("swinir"),
+        "hat-small (golden)": lambda: golden_model("hat"),
+    }
     if args.full:
         found["swinir (random)"] = lambda: build_model(preset("swinir"), "official").eval()
         found["hat (random)"] = lambda: build_model(preset("hat"), "official").eval()
@@ -75,14 +77,24 @@ def reach(model, side: int) -> dict:
         bumped[..., centre, centre] += 0.25
         after = model.encode(bumped)
     model.float()
-    change = sum((getattr(after, n) - getattr(before, n)).abs().amax(-1).view(2 * side, 2 * side)
-                 for n in ("means", "chol", "colors"))
+    change = sum(
+        (getattr(after, n) - getattr(before, n)).abs().amax(-1).view(2 * side, 2 * side)
+        for n in ("means", "chol", "colors")
+    )
     lr = torch.arange(2 * side) // 2
     dist = torch.maximum((lr - centre).abs()[:, None], (lr - centre).abs()[None, :])
     by_d = {int(d): float(change[dist == d].max()) for d in dist.unique()}
-    beyond = lambda tol: min([d for d in by_d if all(v < tol for e, v in by_d.items() if e >= d)], default=None)
-    return {"image": side, "farthest_change": max(d for d, v in by_d.items() if v > 0),
-            "image_edge": side - 1 - centre, "below_1e-4_from": beyond(1e-4), "below_1e-6_from": beyond(1e-6)}
+
+    def beyond(tol):
+        return min([d for d in by_d if all(v < tol for e, v in by_d.items() if e >= d)], default=None)
+
+    return {
+        "image": side,
+        "farthest_change": max(d for d, v in by_d.items() if v > 0),
+        "image_edge": side - 1 - centre,
+        "below_1e-4_from": beyond(1e-4),
+        "below_1e-6_from": beyond(1e-6),
+    }
 
 
 def tiled_vs_untiled(model, side: int, tile: int, contexts) -> dict:
@@ -92,8 +104,9 @@ def tiled_vs_untiled(model, side: int, tile: int, contexts) -> dict:
     out = {}
     for context in contexts:
         tiled = encode(model, image, tile=tile, context=context, budget=2**40)
-        out[context] = max(float((getattr(tiled, n) - getattr(whole, n)).abs().max())
-                           for n in ("means", "chol", "colors"))
+        out[context] = max(
+            float((getattr(tiled, n) - getattr(whole, n)).abs().max()) for n in ("means", "chol", "colors")
+        )
     return out
 
 
@@ -134,8 +147,12 @@ def memory(name: str, side: int, checkpoint: str | None) -> dict:
     code = _MEMORY_CHILD.format(root=str(ROOT), name=name, side=side, checkpoint=checkpoint)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     estimate, measured = int(out[-2]), int(out[-1])
-    return {"side": side, "estimate_MiB": round(estimate / 2**20, 1), "measured_MiB": round(measured / 2**20, 1),
-            "ratio": round(estimate / max(1, measured), 2)}
+    return {
+        "side": side,
+        "estimate_MiB": round(estimate / 2**20, 1),
+        "measured_MiB": round(measured / 2**20, 1),
+        "ratio": round(estimate / max(1, measured), 2),
+    }
 
 
 def main() -> None:
@@ -151,8 +168,12 @@ def main() -> None:
         config = model.config
         radius = receptive_radius(config)
         side = min(2 * radius + 1, 65 if name.split()[0] in ("swinir", "hat") else 2 * radius + 1)
-        row = {"radius": radius, "default_context": default_context(config), "global": has_global_context(config),
-               "reach": reach(model, side)}
+        row = {
+            "radius": radius,
+            "default_context": default_context(config),
+            "global": has_global_context(config),
+            "reach": reach(model, side),
+        }
         context = default_context(config)
         shorter = sorted({context, context // 2, context // 4, 0})
         row["tiled_vs_untiled_max_abs"] = tiled_vs_untiled(model, 2 * context + 32, 16, shorter)

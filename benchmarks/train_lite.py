@@ -39,12 +39,27 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-TRAIN_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
-                "brick", "grass", "gravel", "moon")
+TRAIN_PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "brick",
+    "grass",
+    "gravel",
+    "moon",
+)
 HELDOUT_PHOTOS = ("motorcycle", "camera", "coins", "clock")
 EVAL_SCALES = (2.0, 3.0, 4.0, 6.0, 8.0)
-VARIANTS = {"full": {}, "unanchored": {"color_anchor": "none"}, "fixed-centres": {"positions": "fixed"},
-            "no-dictionary": {"covariance": "free"}}
+VARIANTS = {
+    "full": {},
+    "unanchored": {"color_anchor": "none"},
+    "fixed-centres": {"positions": "fixed"},
+    "no-dictionary": {"covariance": "free"},
+}
 
 
 def skimage_photo(name: str) -> np.ndarray:
@@ -62,7 +77,11 @@ def prepare_photos(out: Path, corpus: str, data: Path) -> tuple[Path, Path, str]
     if corpus == "wallpapers" or (corpus == "auto" and (data / "train").is_dir()):
         if not (data / "train").is_dir() or not (data / "val").is_dir():
             raise SystemExit(f"{data} has no train/ and val/ folders: run `make data` first, or use --corpus skimage")
-        return data / "train", data / "val", f"Debian wallpaper photographs (make data): {data.name}/train, held out {data.name}/val"
+        return (
+            data / "train",
+            data / "val",
+            f"Debian wallpaper photographs (make data): {data.name}/train, held out {data.name}/val",
+        )
     from gaussian_field.image_io import write_image
 
     train_dir, held_dir = out / "photos" / "train", out / "photos" / "heldout"
@@ -71,8 +90,10 @@ def prepare_photos(out: Path, corpus: str, data: Path) -> tuple[Path, Path, str]
         for name in names:
             if not (folder / f"{name}.png").exists():
                 write_image(folder / f"{name}.png", skimage_photo(name))
-    described = (f"scikit-image photos: train {', '.join(TRAIN_PHOTOS)}; held out {', '.join(HELDOUT_PHOTOS)} "
-                 f"(motorcycle = stereo_motorcycle left view)")
+    described = (
+        f"scikit-image photos: train {', '.join(TRAIN_PHOTOS)}; held out {', '.join(HELDOUT_PHOTOS)} "
+        f"(motorcycle = stereo_motorcycle left view)"
+    )
     return train_dir, held_dir, described
 
 
@@ -84,8 +105,21 @@ def build_prior(out: Path, train_dir: Path, crops_per_image: int, size: int) -> 
     """The training photos' own prior: fit-prior (reused when the store is complete), then prior-stats (cheap,
     deterministic) for a dictionary of `size` kernels, stored in the store with its provenance."""
     store = out / "prior" / "store.zarr"
-    fit = ("fit-prior", str(train_dir), "--store", str(store), "--preset", "quality", "--crop", "64",
-           "--crops-per-image", str(crops_per_image), "--workers", "2", "--no-progress")
+    fit = (
+        "fit-prior",
+        str(train_dir),
+        "--store",
+        str(store),
+        "--preset",
+        "quality",
+        "--crop",
+        "64",
+        "--crops-per-image",
+        str(crops_per_image),
+        "--workers",
+        "2",
+        "--no-progress",
+    )
     try:
         p2g(*fit)
     except subprocess.CalledProcessError:  # a store of older fitting settings (the defaults moved): refit
@@ -100,13 +134,26 @@ def _config(args, name: str, train_dir: Path, held_dir: Path, prior: Path):
     from sr_model.train_state import TrainConfig, milestones_from_fractions
 
     overrides = VARIANTS[name]
-    return TrainConfig(images=[train_dir], out=args.out / "runs" / name,
-                       prior=None if overrides.get("covariance") == "free" else prior, preset="lite",
-                       model_overrides=overrides, steps=args.steps, batch=args.batch, patch=args.patch,
-                       scale_min=args.scale_min, scale_max=args.scale_max, lr=args.lr,
-                       lr_milestones=milestones_from_fractions(args.steps, (0.6, 0.85)), val_images=[held_dir],
-                       val_scales=EVAL_SCALES, val_every=args.curve_every, val_crop=args.val_crop, log_every=20,
-                       seed=args.seed)
+    return TrainConfig(
+        images=[train_dir],
+        out=args.out / "runs" / name,
+        prior=None if overrides.get("covariance") == "free" else prior,
+        preset="lite",
+        model_overrides=overrides,
+        steps=args.steps,
+        batch=args.batch,
+        patch=args.patch,
+        scale_min=args.scale_min,
+        scale_max=args.scale_max,
+        lr=args.lr,
+        lr_milestones=milestones_from_fractions(args.steps, (0.6, 0.85)),
+        val_images=[held_dir],
+        val_scales=EVAL_SCALES,
+        val_every=args.curve_every,
+        val_crop=args.val_crop,
+        log_every=20,
+        seed=args.seed,
+    )
 
 
 def initial_scores(config) -> dict:
@@ -140,31 +187,51 @@ def train_variant(args, name: str, train_dir: Path, held_dir: Path, prior: Path)
         record = json.loads(line)
         if "val" in record:
             curve.append({"step": record["step"], "val": record["val"]})
-    return {"steps": result.step, "train_seconds": result.seconds, "checkpoint": str(result.last), "curve": curve,
-            "load_average_5min": [round(load_before, 2), round(os.getloadavg()[1], 2)]}
+    return {
+        "steps": result.step,
+        "train_seconds": result.seconds,
+        "checkpoint": str(result.last),
+        "curve": curve,
+        "load_average_5min": [round(load_before, 2), round(os.getloadavg()[1], 2)],
+    }
 
 
 def markdown(results: dict) -> str:
     names = list(results["variants"])
     scales = [f"x{s:g}" for s in EVAL_SCALES]
-    lines = [f"lite trained on CPU ({results['photos']}); held-out Y-PSNR gain over bicubic (dB), shave = scale, "
-             f"LR by MATLAB bicubic (8-bit), centre crops of at most {results['settings']['val_crop']} px of "
-             f"{results['images']} held-out image(s); bias = per-channel mean of SR - HR in 8-bit levels (R, G, B), "
-             f"mean over the scales", "",
-             "| variant | step | " + " | ".join(scales) + " | bias R, G, B |", "|---|---|" + "---|" * (len(scales) + 1)]
+    lines = [
+        f"lite trained on CPU ({results['photos']}); held-out Y-PSNR gain over bicubic (dB), shave = scale, "
+        f"LR by MATLAB bicubic (8-bit), centre crops of at most {results['settings']['val_crop']} px of "
+        f"{results['images']} held-out image(s); bias = per-channel mean of SR - HR in 8-bit levels (R, G, B), "
+        f"mean over the scales",
+        "",
+        "| variant | step | " + " | ".join(scales) + " | bias R, G, B |",
+        "|---|---|" + "---|" * (len(scales) + 1),
+    ]
     first = results["variants"][names[0]]["curve"][0]["val"]
-    lines.append("| bicubic (dB) | - | " + " | ".join(f"{first[s]['bicubic']:.2f}" for s in scales) + " | "
-                 + ", ".join(f"{v:+.2f}" for v in np.mean([first[s]["bicubic_bias_rgb"] for s in scales], axis=0))
-                 + " |")
+    lines.append(
+        "| bicubic (dB) | - | "
+        + " | ".join(f"{first[s]['bicubic']:.2f}" for s in scales)
+        + " | "
+        + ", ".join(f"{v:+.2f}" for v in np.mean([first[s]["bicubic_bias_rgb"] for s in scales], axis=0))
+        + " |"
+    )
     for name in names:
         for point in results["variants"][name]["curve"]:
             val = point["val"]
-            lines.append(f"| {name} | {point['step']} | " + " | ".join(f"{val[s]['gain']:+.2f}" for s in scales)
-                         + " | " + ", ".join(f"{v:+.2f}" for v in val["bias_rgb"]) + " |")
+            lines.append(
+                f"| {name} | {point['step']} | "
+                + " | ".join(f"{val[s]['gain']:+.2f}" for s in scales)
+                + " | "
+                + ", ".join(f"{v:+.2f}" for v in val["bias_rgb"])
+                + " |"
+            )
     lines += ["", "| variant | steps | train min | 5-min load average before -> after |", "|---|---|---|---|"]
     for name, v in results["variants"].items():
-        lines.append(f"| {name} | {v['steps']} | {v['train_seconds'] / 60:.1f} | "
-                     f"{v['load_average_5min'][0]:g} -> {v['load_average_5min'][1]:g} |")
+        lines.append(
+            f"| {name} | {v['steps']} | {v['train_seconds'] / 60:.1f} | "
+            f"{v['load_average_5min'][0]:g} -> {v['load_average_5min'][1]:g} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -183,8 +250,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variants", default="full,unanchored", help=f"comma-separated, of {', '.join(VARIANTS)}")
     parser.add_argument("--corpus", choices=("auto", "skimage", "wallpapers"), default="auto")
-    parser.add_argument("--data", type=Path, default=REPO / "data" / "wallpapers",
-                        help="folder with train/ and val/ photos (default: make data's)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=REPO / "data" / "wallpapers",
+        help="folder with train/ and val/ photos (default: make data's)",
+    )
     parser.add_argument("--prior", help="an existing prior store or .npy dictionary, or official (skips fit-prior)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (per variant)")
     parser.add_argument("--jobs", type=int, default=1, help="variants trained at the same time, one process each")
@@ -203,8 +274,13 @@ def main() -> None:
     train_dir, held_dir, photos = prepare_photos(args.out, args.corpus, args.data)
     start = time.perf_counter()
     prior = args.prior or build_prior(args.out, train_dir, args.prior_crops, args.dictionary_size)
-    results = {"photos": photos, "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-               "prior": str(prior), "prior_minutes": (time.perf_counter() - start) / 60, "variants": {}}
+    results = {
+        "photos": photos,
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "prior": str(prior),
+        "prior_minutes": (time.perf_counter() - start) / 60,
+        "variants": {},
+    }
     names = args.variants.split(",")
     results["images"] = len(find_images([held_dir]))
 

@@ -81,8 +81,16 @@ def main() -> None:
 
             torch.manual_seed(0)
             checkpoint = save_checkpoint(work / "lite_random.pt", build_model(preset("lite"), "official"))
-        base = ["upscale", str(source), "--checkpoint", str(checkpoint), "--out", str(work / "out"),
-                "--scale", args.scale]
+        base = [
+            "upscale",
+            str(source),
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(work / "out"),
+            "--scale",
+            args.scale,
+        ]
         code, text, seconds, peak = run_child(base)
         print(f"without --tile: exit {code} after {seconds:.1f} s\n{text.strip()}")
         match = re.search(r"--tile (\d+)", text)
@@ -90,8 +98,10 @@ def main() -> None:
             return
         tile = match.group(1)
         code, text, seconds, peak = run_child(base + ["--tile", tile])
-        print(f"with --tile {tile}: exit {code}, {seconds:.1f} s wall, child peak RSS "
-              f"{peak / 2**30:.2f} GiB\n{text.strip()}")
+        print(
+            f"with --tile {tile}: exit {code}, {seconds:.1f} s wall, child peak RSS "
+            f"{peak / 2**30:.2f} GiB\n{text.strip()}"
+        )
         from PIL import Image
 
         Image.MAX_IMAGE_PIXELS = None

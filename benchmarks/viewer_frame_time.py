@@ -56,7 +56,7 @@ def accuracy(driver, size: int = 24, scales=(2, 3.7, 8)) -> None:
 
     from gaussian_field import render
 
-    lr = bundled_photo("astronaut")[100:100 + size, 180:180 + size].astype(np.float32)
+    lr = bundled_photo("astronaut")[100 : 100 + size, 180 : 180 + size].astype(np.float32)
     field = field_from_image(torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1), k=2, sigma=0.45)
     content = content_for_field(field, lr, {"title": "accuracy"})
     server = ViewerServer(content)
@@ -65,15 +65,22 @@ def accuracy(driver, size: int = 24, scales=(2, 3.7, 8)) -> None:
     parts = []
     for scale in scales:
         height = width = round(size * scale)
-        got = np.frombuffer(base64.b64decode(driver.execute_script(
-            "return p2g.render(arguments[0], arguments[1], [arguments[2], arguments[2]])", width, height, scale)),
-            np.float32).reshape(height, width, 4)[..., :3]
+        got = np.frombuffer(
+            base64.b64decode(
+                driver.execute_script(
+                    "return p2g.render(arguments[0], arguments[1], [arguments[2], arguments[2]])", width, height, scale
+                )
+            ),
+            np.float32,
+        ).reshape(height, width, 4)[..., :3]
         with torch.no_grad():
             expected = render(field, scale=scale)[0].permute(1, 2, 0).numpy()
         parts.append(f"x{scale:g} {np.abs(got - expected).max() * 255:.2f}")
     server.shutdown()
-    print(f"page vs gaussian_field.render, {size}x{size} astronaut crop (sent as {content.packed.dtype}), "
-          f"max |diff| in 8-bit levels: {', '.join(parts)}")
+    print(
+        f"page vs gaussian_field.render, {size}x{size} astronaut crop (sent as {content.packed.dtype}), "
+        f"max |diff| in 8-bit levels: {', '.join(parts)}"
+    )
 
 
 def measure(args) -> None:
@@ -84,27 +91,34 @@ def measure(args) -> None:
     server = ViewerServer(content)
     server.start_background()
     width, height = args.window
-    print(f"field {args.lr_size}x{args.lr_size} LR, {field.num_gaussians} Gaussians, sent as {content.packed.dtype} "
-          f"({len(content.packed.data) / 2**20:.1f} MiB, float16 error {content.packed.float16_error * 255:.2f} "
-          f"levels), packed in {pack_s:.1f} s")
+    print(
+        f"field {args.lr_size}x{args.lr_size} LR, {field.num_gaussians} Gaussians, sent as {content.packed.dtype} "
+        f"({len(content.packed.data) / 2**20:.1f} MiB, float16 error {content.packed.float16_error * 255:.2f} "
+        f"levels), packed in {pack_s:.1f} s"
+    )
     with chromium(width, height) as driver:
         accuracy(driver)
         start = time.perf_counter()
         info = open_viewer(driver, server.url + f"?tile={args.tile}", timeout=600)
-        print(f"page ready in {time.perf_counter() - start:.1f} s (download, decode, upload); {info['tiles']} tiles, "
-              f"render target {info['renderTarget']}, renderer {info['renderer']}")
+        print(
+            f"page ready in {time.perf_counter() - start:.1f} s (download, decode, upload); {info['tiles']} tiles, "
+            f"render target {info['renderTarget']}, renderer {info['renderer']}"
+        )
         canvas = driver.execute_script("return p2g.getView().size")
         print(f"canvas {canvas[0]}x{canvas[1]}, median of {args.frames} frames:")
         for zoom in args.zooms:
             s = min(canvas[0], canvas[1]) / args.lr_size if zoom == "fit" else float(zoom)
             centre = args.lr_size / 2
-            driver.execute_script("p2g.setView(arguments[0], arguments[1])", s,
-                                  [centre - canvas[0] / s / 2, centre - canvas[1] / s / 2])
+            driver.execute_script(
+                "p2g.setView(arguments[0], arguments[1])", s, [centre - canvas[0] / s / 2, centre - canvas[1] / s / 2]
+            )
             times = driver.execute_script("return p2g.frameTimes(arguments[0])", args.frames)
             drawn = driver.execute_script("return p2g.info().tilesDrawn")
             median = statistics.median(times)
-            print(f"  x{s:<7.3g} {median:9.1f} ms  ({1000 / median:6.2f} fps; {drawn}/{info['tiles']} tiles drawn; "
-                  f"frames {', '.join(f'{t:.0f}' for t in times)} ms)")
+            print(
+                f"  x{s:<7.3g} {median:9.1f} ms  ({1000 / median:6.2f} fps; {drawn}/{info['tiles']} tiles drawn; "
+                f"frames {', '.join(f'{t:.0f}' for t in times)} ms)"
+            )
     server.shutdown()
     print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 

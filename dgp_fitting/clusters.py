@@ -12,9 +12,10 @@ import logging
 import re
 import signal
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 CLUSTER_KINDS = ("local", "slurm", "pbs", "kubernetes")
 
@@ -75,8 +76,9 @@ def load_cluster_config(path: str | Path) -> dict:
     known = {f.name for f in fields(ClusterSpec)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ClusterConfigError(f"{path}: unknown cluster setting(s) {', '.join(unknown)}; "
-                                 f"known: {', '.join(sorted(known))}")
+        raise ClusterConfigError(
+            f"{path}: unknown cluster setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
     return data
 
 
@@ -146,6 +148,7 @@ def kubernetes_cluster(spec: ClusterSpec):
     """A dask-kubernetes operator KubeCluster with `jobs` worker pods of `cores`/`memory`/`gpus` each."""
     _require("dask_kubernetes", "kubernetes")
     from dask_kubernetes.operator import KubeCluster
+
     if not spec.image:
         raise ClusterConfigError("--cluster kubernetes needs an image with pixel2gauss installed (YAML key 'image')")
     limits: dict[str, str] = {}
@@ -160,9 +163,12 @@ def kubernetes_cluster(spec: ClusterSpec):
         command += " --resources GPU=1"
     extra = dict(spec.extra)
     return KubeCluster(
-        name=extra.pop("name", "p2g-fit-prior"), image=spec.image, n_workers=spec.jobs,
+        name=extra.pop("name", "p2g-fit-prior"),
+        image=spec.image,
+        n_workers=spec.jobs,
         resources={"requests": dict(limits), "limits": limits} if limits else None,
-        worker_command=command, **extra,
+        worker_command=command,
+        **extra,
     )
 
 
@@ -182,8 +188,12 @@ def connect(spec: ClusterSpec, device: str = "cpu") -> Iterator[Any]:
         try:
             with sigint_ignored_by_children():
                 cluster = LocalCluster(
-                    n_workers=spec.workers, threads_per_worker=1, processes=True, resources=resources,
-                    dashboard_address=spec.dashboard_address, **options,
+                    n_workers=spec.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    resources=resources,
+                    dashboard_address=spec.dashboard_address,
+                    **options,
                 )
         except BaseException:
             if cluster is not None:

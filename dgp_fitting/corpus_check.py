@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -40,8 +40,10 @@ def refuse_unencodable(sources: Sequence[str]) -> None:
     bad = sorted(set(unencodable_names(sources)))
     if bad:
         shown = ", ".join(ascii(name) for name in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-        raise ValueError(f"{len(bad)} image file name(s) are not valid UTF-8 and cannot be recorded in the store: "
-                         f"{shown}; rename them (e.g. `convmv -f latin1 -t utf8`) or leave them out")
+        raise ValueError(
+            f"{len(bad)} image file name(s) are not valid UTF-8 and cannot be recorded in the store: "
+            f"{shown}; rename them (e.g. `convmv -f latin1 -t utf8`) or leave them out"
+        )
 
 
 def _stat(path: Path) -> list[int] | None:
@@ -79,7 +81,7 @@ def changed_sources(store: PriorStore, root: str | os.PathLike = ".") -> tuple[l
     fitted: dict[str, set[str]] = {}
     live: set[str] = set()
     for source, code, digest in zip(sources, status, hashes):
-        if code == STATUS_PENDING or code == STATUS_DONE or (code == STATUS_FAILED and digest):
+        if code in (STATUS_PENDING, STATUS_DONE) or (code == STATUS_FAILED and digest):
             live.add(source)
         if code in (STATUS_DONE, STATUS_FAILED) and digest:
             fitted.setdefault(source, set()).add(digest)
@@ -115,14 +117,17 @@ def check_store_before_resume(
     if not report.ok:
         ranges = reset_crops(store, report.crop_ranges(), sources, boxes, status, reasons)
         crops = sum(stop - start for start, stop in ranges)
-        echo(f"mending: {len(report.damage)} damaged storage key(s) ({', '.join(d.key for d in report.damage[:3])}"
-             f"{' ...' if len(report.damage) > 3 else ''}); {crops} crops marked pending to refit")
+        echo(
+            f"mending: {len(report.damage)} damaged storage key(s) ({', '.join(d.key for d in report.damage[:3])}"
+            f"{' ...' if len(report.damage) > 3 else ''}); {crops} crops marked pending to refit"
+        )
     changed, record = changed_sources(store, root)
     if changed and not refit_changed:
         shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
         raise CorpusChangedError(
             f"{len(changed)} image(s) changed since their crops were fitted into {store.path}: {shown}; restore "
-            "them, or rerun with --refit-changed to refit their crops")
+            "them, or rerun with --refit-changed to refit their crops"
+        )
     if changed:
         names = set(changed)
         stored = store.read("crops/source")
@@ -132,10 +137,18 @@ def check_store_before_resume(
         reset = reset_crops(store, ranges, sources, boxes, status, reasons)
         for source in changed:
             record[source] = _stat(Path(root) / source)
-        echo(f"refitting the {len(rows)} crops of {len(changed)} changed image(s) "
-             f"({sum(b - a for a, b in reset)} crops in their chunks)")
+        echo(
+            f"refitting the {len(rows)} crops of {len(changed)} changed image(s) "
+            f"({sum(b - a for a, b in reset)} crops in their chunks)"
+        )
     write_file_record(store, {k: v for k, v in record.items() if v is not None})
 
 
-__all__ = ["CorpusChangedError", "changed_sources", "check_store_before_resume", "record_files",
-           "refuse_unencodable", "unencodable_names"]
+__all__ = [
+    "CorpusChangedError",
+    "changed_sources",
+    "check_store_before_resume",
+    "record_files",
+    "refuse_unencodable",
+    "unencodable_names",
+]

@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
-from gaussian_field.image_io import (IMAGE_SUFFIXES, ORIENTATION_TAG, ImageReadError, bomb_error, configure_pillow,
-                                     find_image_files, read_image)
+from gaussian_field.image_io import (
+    IMAGE_SUFFIXES,
+    ORIENTATION_TAG,
+    ImageReadError,
+    bomb_error,
+    configure_pillow,
+    find_image_files,
+    read_image,
+)
 from prior_store import STATUS_FAILED, STATUS_PENDING
 
 
@@ -95,12 +102,16 @@ def _orientation(img) -> int:
 
 
 def _image_seed(seed: int, key: str) -> np.random.Generator:
-    digest = hashlib.sha256(f"{seed}\0{key}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
 def crop_boxes(
-    height: int, width: int, crop: int, stride: int | None = None, count: int | None = None,
+    height: int,
+    width: int,
+    crop: int,
+    stride: int | None = None,
+    count: int | None = None,
     rng: np.random.Generator | None = None,
 ) -> list[tuple[int, int, int, int]]:
     """Boxes of one image: a grid with `stride` (default: the crop, non-overlapping), or `count` random ones."""
@@ -134,8 +145,9 @@ def plan_crops(
     keys = _scan(paths)
     files = sorted(keys)
     if not files:
-        raise ValueError(f"no image files found in {', '.join(str(p) for p in paths)} "
-                         f"(looked for {', '.join(IMAGE_SUFFIXES)})")
+        raise ValueError(
+            f"no image files found in {', '.join(str(p) for p in paths)} (looked for {', '.join(IMAGE_SUFFIXES)})"
+        )
     sources: list[str] = []
     boxes: list[tuple[int, int, int, int]] = []
     status: list[int] = []
@@ -156,8 +168,12 @@ def plan_crops(
         rng = _image_seed(seed, keys[source]) if crops_per_image is not None else None
         found = crop_boxes(height, width, crop, stride, crops_per_image, rng)
         if not found:
-            add(source, (0, 0, height, width), STATUS_FAILED,
-                f"image {width}x{height} is smaller than the {crop} px crop")
+            add(
+                source,
+                (0, 0, height, width),
+                STATUS_FAILED,
+                f"image {width}x{height} is smaller than the {crop} px crop",
+            )
         for box in found:
             add(source, box, STATUS_PENDING)
     return CropPlan(sources, np.asarray(boxes, dtype=np.int32).reshape(-1, 4), np.asarray(status, np.int8), reasons)

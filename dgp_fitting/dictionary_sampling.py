@@ -85,8 +85,12 @@ def grid_dictionary(
     rows = list(itertools.product(*(values[name] for name in CHOLESKY))) + [(0.0, 0.0, 0.0)]
     kernels = np.asarray(rows, dtype=np.float64).astype(np.float32)
     provenance = _base_provenance(stats, "grid", (lo, hi))
-    provenance.update(seed=None, spacing=spacing, zero_kernel=True,
-                      values={name: [float(np.float32(v)) for v in values[name]] for name in CHOLESKY})
+    provenance.update(
+        seed=None,
+        spacing=spacing,
+        zero_kernel=True,
+        values={name: [float(np.float32(v)) for v in values[name]] for name in CHOLESKY},
+    )
     return kernels, provenance
 
 
@@ -122,9 +126,13 @@ def sample_dictionary(
         draws += batch
     kernels = np.concatenate(kept)[:size].astype(np.float32)
     provenance = _base_provenance(stats, "sample", (lo, hi))
-    provenance.update(seed=int(seed), zero_kernel=False, acceptance=count / draws,
-                      normal={"mean": [float(v) for v in mean], "covariance": [[float(v) for v in r] for r in cov]},
-                      box={name: [float(a), float(b)] for name, (a, b) in zip(CHOLESKY, box)})
+    provenance.update(
+        seed=int(seed),
+        zero_kernel=False,
+        acceptance=count / draws,
+        normal={"mean": [float(v) for v in mean], "covariance": [[float(v) for v in r] for r in cov]},
+        box={name: [float(a), float(b)] for name, (a, b) in zip(CHOLESKY, box)},
+    )
     return kernels, provenance
 
 
@@ -183,9 +191,9 @@ def ellipse_axes(kernels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 __all__ = [
     "DEFAULT_QUANTILES",
     "DEFAULT_SIZE",
-    "DictionaryRequestError",
     "METHODS",
     "SPACINGS",
+    "DictionaryRequestError",
     "build_dictionary",
     "check_quantiles",
     "check_request",

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from gaussian_field import GaussianField, render
 from gaussian_field.initial import field_from_image
 from gaussian_field.lattice import base_positions
-
 
 #: Steps of the CPU-friendly "demo" preset (the "quality" preset is FitConfig's default).
 DEMO_STEPS = 100
@@ -74,7 +73,7 @@ class FitConfig:
         return out
 
     @classmethod
-    def from_dict(cls, values: dict) -> "FitConfig":
+    def from_dict(cls, values: dict) -> FitConfig:
         values = dict(values)
         if "milestones" in values:
             values["milestones"] = tuple(values["milestones"])
@@ -130,10 +129,17 @@ class CropFieldParams(torch.nn.Module):
         count = init.num_gaussians
         span = config.chol_max - config.chol_min
         diag = _logit((config.init_sigma - config.chol_min) / span)
-        noise = torch.stack([
-            torch.randn(count, 5, generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64)
-            for s in seeds
-        ]).to(crops.dtype).to(crops.device) * config.init_jitter
+        noise = (
+            torch.stack(
+                [
+                    torch.randn(count, 5, generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64)
+                    for s in seeds
+                ]
+            )
+            .to(crops.dtype)
+            .to(crops.device)
+            * config.init_jitter
+        )
         raw_chol = torch.tensor([diag, 0.0, diag], dtype=crops.dtype, device=crops.device) + noise[..., 2:]
         self.offset_raw = torch.nn.Parameter(noise[..., :2].contiguous())
         self.chol_raw = torch.nn.Parameter(raw_chol.contiguous())
@@ -149,15 +155,19 @@ class CropFieldParams(torch.nn.Module):
         d11, c21, d22 = torch.nan_to_num(self.chol_raw).unbind(-1)
         span = cfg.chol_max - cfg.chol_min
         chol = torch.stack(
-            [cfg.chol_min + span * torch.sigmoid(d11), cfg.chol_max * torch.tanh(c21),
-             cfg.chol_min + span * torch.sigmoid(d22)], -1
+            [
+                cfg.chol_min + span * torch.sigmoid(d11),
+                cfg.chol_max * torch.tanh(c21),
+                cfg.chol_min + span * torch.sigmoid(d22),
+            ],
+            -1,
         )
         return GaussianField(means, chol, self.colors, self.h, self.w, self.k, validate=False)
 
 
 def _lr_factor(step: int, config: FitConfig) -> float:
     passed = sum(step >= round(m * config.steps) for m in config.milestones)
-    return config.decay ** passed
+    return config.decay**passed
 
 
 #: Steps between the engine's checks whether any crop of the batch is still finite (the only host
@@ -173,7 +183,7 @@ def fit_crops(
     k: int = 2,
     backend: str = "auto",
     check_every: int = CHECK_EVERY,
-    timer: "PhaseTimer | None" = None,
+    timer: PhaseTimer | None = None,
 ) -> FitResult:
     """Fit B crops (B, 3, S, S) in [0, 1] at once; S must be a multiple of `scale`.
 
@@ -206,13 +216,15 @@ def fit_crops(
     return _scatter(result, active, failed, crops, config, scale, k, alive)
 
 
-def make_optimiser(params: "CropFieldParams", config: FitConfig) -> torch.optim.Adam:
+def make_optimiser(params: CropFieldParams, config: FitConfig) -> torch.optim.Adam:
     """Adam over the raw parameters. On CUDA the fused kernel (one launch for every tensor; falls back to foreach
     where torch lacks it). On CPU the single-tensor loop: torch's fused CPU Adam rounds an element differently in
     its vector body and its tail (measured: 2.4e-7 apart for a 20 px crop alone and in a batch of 4), which would
     make a crop's result depend on its batch, and with three parameter tensors foreach has nothing to group."""
-    groups = [{"params": [params.offset_raw, params.chol_raw], "lr": config.lr},
-              {"params": [params.colors], "lr": config.color_lr}]
+    groups = [
+        {"params": [params.offset_raw, params.chol_raw], "lr": config.lr},
+        {"params": [params.colors], "lr": config.color_lr},
+    ]
     if params.colors.device.type != "cuda":
         return torch.optim.Adam(groups, foreach=False)
     try:
@@ -226,8 +238,9 @@ def _loss_per_crop(rendered: torch.Tensor, crops: torch.Tensor, loss: str) -> to
     return (diff.abs() if loss == "l1" else diff * diff).flatten(1).mean(1)
 
 
-def _fit_batch(crops, seeds, config: FitConfig, scale: int, k: int, backend: str, check_every: int,
-               timer: "PhaseTimer | None"):
+def _fit_batch(
+    crops, seeds, config: FitConfig, scale: int, k: int, backend: str, check_every: int, timer: PhaseTimer | None
+):
     """The step loop: ((means, chol, colors, psnr) of every crop, per-crop finite flags)."""
     params = CropFieldParams(crops, config, seeds, scale, k)
     size = (crops.shape[2], crops.shape[3])
@@ -260,7 +273,7 @@ def _fit_batch(crops, seeds, config: FitConfig, scale: int, k: int, backend: str
     return (field.means.detach(), field.chol.detach(), field.colors.detach(), psnr), alive.tolist()
 
 
-def _timed_forward_backward(params, crops, size, backend: str, loss: str, timer: "PhaseTimer") -> torch.Tensor:
+def _timed_forward_backward(params, crops, size, backend: str, loss: str, timer: PhaseTimer) -> torch.Tensor:
     """One step's forward and backward with the parametrisation, the render and the loss timed apart (the
     render's inputs become leaves, their gradients are then pushed through the parametrisation)."""
     timer.lap("python")
@@ -304,8 +317,9 @@ class PhaseTimer:
         return {name: value / total for name, value in self.seconds.items()}
 
 
-def _scatter(result, active, failed, crops, config: FitConfig, scale: int, k: int,
-             alive: Sequence[bool] | None = None) -> FitResult:
+def _scatter(
+    result, active, failed, crops, config: FitConfig, scale: int, k: int, alive: Sequence[bool] | None = None
+) -> FitResult:
     bsz, size = crops.shape[0], crops.shape[2]
     count = (size // scale) ** 2 * k * k
     means = torch.zeros(bsz, count, 2)

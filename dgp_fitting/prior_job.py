@@ -17,9 +17,9 @@ import math
 import os
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -30,8 +30,15 @@ from dgp_fitting.corpus_check import check_store_before_resume, record_files, re
 from dgp_fitting.crop_plan import plan_crops
 from dgp_fitting.fitting import FitConfig, crop_seed, fit_crops
 from gaussian_field.image_io import ImageReadError, read_image
-from prior_store import (STATUS_DONE, STATUS_FAILED, STATUS_PENDING, StoreConfig, open_or_create, open_store,
-                         store_exists)
+from prior_store import (
+    STATUS_DONE,
+    STATUS_FAILED,
+    STATUS_PENDING,
+    StoreConfig,
+    open_or_create,
+    open_store,
+    store_exists,
+)
 from prior_store.creation import create_store_atomically
 from prior_store.lock import check_writable, store_lock
 
@@ -63,8 +70,11 @@ class JobSummary:
     errors: list[str] = field(default_factory=list)  # chunks whose task kept raising
 
     def lines(self) -> list[str]:
-        psnr = ("n/a" if self.psnr_median is None
-                else f"median {self.psnr_median:.2f} dB, 5th percentile {self.psnr_p5:.2f} dB")
+        psnr = (
+            "n/a"
+            if self.psnr_median is None
+            else f"median {self.psnr_median:.2f} dB, 5th percentile {self.psnr_p5:.2f} dB"
+        )
         out = [
             f"store {self.store}: {self.crops} crops: {self.done} done, {self.failed} failed, "
             f"{self.pending} pending; {self.skipped} skipped (already done)",
@@ -140,8 +150,7 @@ def fit_chunk(store_path: str, index: int, root: str = ".", device: str = "auto"
     status = data["crops/status"].copy()
     boxes = data["crops/box"]
     todo = np.flatnonzero(crops_needing_work(status, boxes, crop)).tolist()
-    out = {path: data[path] for path in ("field/means", "field/chol", "field/colors", "crops/psnr",
-                                         "crops/iterations")}
+    out = {path: data[path] for path in ("field/means", "field/chol", "field/colors", "crops/psnr", "crops/iterations")}
     out = {k: np.array(v, copy=True) for k, v in out.items()}
     hashes, reasons = list(data["crops/content_hash"]), list(data["crops/reason"])
 
@@ -164,9 +173,12 @@ def fit_chunk(store_path: str, index: int, root: str = ".", device: str = "auto"
         if isinstance(image, str):
             status[i], reasons[i] = STATUS_FAILED, image
         elif top + height > image.shape[0] or left + width > image.shape[1]:
-            status[i], reasons[i] = STATUS_FAILED, (
-                f"box {top},{left},{height}x{width} lies outside the {image.shape[1]}x{image.shape[0]} image "
-                "(the file changed since the store was planned; use a new --store)"
+            status[i], reasons[i] = (
+                STATUS_FAILED,
+                (
+                    f"box {top},{left},{height}x{width} lies outside the {image.shape[1]}x{image.shape[0]} image "
+                    "(the file changed since the store was planned; use a new --store)"
+                ),
             )
         else:
             ready.append(i)
@@ -192,8 +204,7 @@ def fit_chunk(store_path: str, index: int, root: str = ".", device: str = "auto"
         if status[i] != STATUS_DONE:
             out["crops/psnr"][i] = np.nan
     if todo:  # a rerun of a task whose chunk is already written has nothing to add
-        store.write_chunk(index, {**out, "crops/content_hash": hashes, "crops/reason": reasons,
-                                  "crops/status": status})
+        store.write_chunk(index, {**out, "crops/content_hash": hashes, "crops/reason": reasons, "crops/status": status})
     return {
         "chunk": index,
         "fitted": len(todo),
@@ -204,8 +215,7 @@ def fit_chunk(store_path: str, index: int, root: str = ".", device: str = "auto"
     }
 
 
-def fit_shard(store_path: str, shard: int, chunks: Sequence[int], root: str = ".",
-              device: str = "auto") -> list[dict]:
+def fit_shard(store_path: str, shard: int, chunks: Sequence[int], root: str = ".", device: str = "auto") -> list[dict]:
     """Fit chunks `chunks` of shard `shard` one after the other, each written as soon as it is fitted.
 
     Runs on a worker, the only writer of the shard's files; a kill loses only the chunk in flight. A chunk whose
@@ -262,8 +272,14 @@ def prepare_store(
             batch = spread(measured, len(plan.boxes), workers)
         else:
             batch = DEFAULT_BATCH
-    config = StoreConfig(crop_size=crop, chunk_size=batch, reference_scale=reference_scale, k=k,
-                         fitting=fit.as_dict(), shard_size=shard_size)
+    config = StoreConfig(
+        crop_size=crop,
+        chunk_size=batch,
+        reference_scale=reference_scale,
+        k=k,
+        fitting=fit.as_dict(),
+        shard_size=shard_size,
+    )
     if not store_exists(store_path):
         store = create_store_atomically(store_path, config, plan.sources, plan.boxes, plan.status, plan.reasons)
         record_files(store, plan.sources)
@@ -300,14 +316,35 @@ def run_prior_job(
     if isinstance(batch, str) and batch != "auto":
         raise ValueError(f"batch must be a positive integer or 'auto', got {batch!r}")
     check_fit_config(fit)
-    if device == "cuda" and client is None and cluster.kind == "local" and not cluster.scheduler \
-            and not torch.cuda.is_available():
-        raise ValueError("--device cuda: this machine has no usable CUDA device (torch.cuda.is_available() is "
-                         "False); use --device cpu, or run on a cluster with GPU workers")
+    if (
+        device == "cuda"
+        and client is None
+        and cluster.kind == "local"
+        and not cluster.scheduler
+        and not torch.cuda.is_available()
+    ):
+        raise ValueError(
+            "--device cuda: this machine has no usable CUDA device (torch.cuda.is_available() is "
+            "False); use --device cpu, or run on a cluster with GPU workers"
+        )
     with store_lock(store_path, "fit-prior"):
         check_writable(store_path)
-        return _run_locked(images, store_path, crop, stride, crops_per_image, fit, batch, cluster, device,
-                           progress, echo, client, refit_changed, shard_size)
+        return _run_locked(
+            images,
+            store_path,
+            crop,
+            stride,
+            crops_per_image,
+            fit,
+            batch,
+            cluster,
+            device,
+            progress,
+            echo,
+            client,
+            refit_changed,
+            shard_size,
+        )
 
 
 def check_fit_config(fit: FitConfig) -> None:
@@ -318,21 +355,54 @@ def check_fit_config(fit: FitConfig) -> None:
             raise ValueError(f"fitting setting {name} must be a finite number, got {value!r}")
 
 
-def _run_locked(images, store_path, crop, stride, crops_per_image, fit, batch, cluster, device, progress, echo,
-                client, refit_changed, shard_size) -> JobSummary:
+def _run_locked(
+    images,
+    store_path,
+    crop,
+    stride,
+    crops_per_image,
+    fit,
+    batch,
+    cluster,
+    device,
+    progress,
+    echo,
+    client,
+    refit_changed,
+    shard_size,
+) -> JobSummary:
     if batch == "auto" and not store_exists(store_path):  # a new store: its chunk size is measured on a worker
         context = contextlib.nullcontext(client) if client is not None else connect(cluster, device)
         with context as active:
             workers = _wait_for_a_worker(active)
-            store = prepare_store(images, store_path, crop, stride, crops_per_image, fit, "auto",
-                                  refit_changed=refit_changed, echo=echo,
-                                  batch_probe=lambda: _batch_on_a_worker(active, crop, device),
-                                  workers=max(workers, cluster.workers if client is None else 1),
-                                  shard_size=shard_size)
+            store = prepare_store(
+                images,
+                store_path,
+                crop,
+                stride,
+                crops_per_image,
+                fit,
+                "auto",
+                refit_changed=refit_changed,
+                echo=echo,
+                batch_probe=lambda: _batch_on_a_worker(active, crop, device),
+                workers=max(workers, cluster.workers if client is None else 1),
+                shard_size=shard_size,
+            )
             echo(f"batch auto: {store.chunk_size} crops per chunk")
             return _run_job(store, store_path, crop, device, progress, echo, active, client, cluster)
-    store = prepare_store(images, store_path, crop, stride, crops_per_image, fit, batch,
-                          refit_changed=refit_changed, echo=echo, shard_size=shard_size)
+    store = prepare_store(
+        images,
+        store_path,
+        crop,
+        stride,
+        crops_per_image,
+        fit,
+        batch,
+        refit_changed=refit_changed,
+        echo=echo,
+        shard_size=shard_size,
+    )
     return _run_job(store, store_path, crop, device, progress, echo, client, client, cluster)
 
 
@@ -344,8 +414,10 @@ def _wait_for_a_worker(client) -> int:
     try:
         client.wait_for_workers(1, timeout=AUTO_BATCH_WAIT_S)
     except TimeoutError as err:
-        raise ValueError(f"--batch auto: no worker started within {AUTO_BATCH_WAIT_S} s to measure its device; "
-                         "give --batch N instead") from err
+        raise ValueError(
+            f"--batch auto: no worker started within {AUTO_BATCH_WAIT_S} s to measure its device; "
+            "give --batch N instead"
+        ) from err
     return len(client.scheduler_info().get("workers", {}))
 
 
@@ -359,8 +431,7 @@ def _batch_on_a_worker(client, crop: int, device: str) -> int:
     return int(client.run(_auto_batch_here, crop, device, workers=[first])[first])
 
 
-def _run_job(store, store_path, crop: int, device: str, progress: bool, echo, active, client, cluster
-             ) -> JobSummary:
+def _run_job(store, store_path, crop: int, device: str, progress: bool, echo, active, client, cluster) -> JobSummary:
     """Run the chunks that need work (connecting to `cluster` if `active` is None and there is work)."""
     status = store.status()
     boxes = np.asarray(store.read("crops/box"))
@@ -391,8 +462,10 @@ def _check_gpu_workers(client) -> None:
     has workers and none of them advertises one (batch-job workers that have not started yet are not checked)."""
     workers = client.scheduler_info().get("workers", {})
     if workers and not any(w.get("resources", {}).get("GPU") for w in workers.values()):
-        raise ValueError("--device cuda: no worker of this cluster advertises a GPU resource; start workers with "
-                         "`dask worker ... --resources GPU=1` (one per GPU), or use --device cpu")
+        raise ValueError(
+            "--device cuda: no worker of this cluster advertises a GPU resource; start workers with "
+            "`dask worker ... --resources GPU=1` (one per GPU), or use --device cpu"
+        )
 
 
 def _has_bokeh() -> bool:
@@ -417,13 +490,27 @@ def _run_tasks(client, store, todo: list[int], device: str, progress: bool) -> t
     for index in todo:
         shards.setdefault(store.shard_of_chunk(index), []).append(index)
     futures = [
-        client.submit(fit_shard, store_path, shard, chunks, root, device, key=f"p2g-fit-shard-{shard}-{run}",
-                      pure=False, retries=TASK_RETRIES, resources=resources)
+        client.submit(
+            fit_shard,
+            store_path,
+            shard,
+            chunks,
+            root,
+            device,
+            key=f"p2g-fit-shard-{shard}-{run}",
+            pure=False,
+            retries=TASK_RETRIES,
+            resources=resources,
+        )
         for shard, chunks in shards.items()
     ]
     results, errors = [], []
-    bar = tqdm(total=sum(store.chunk_bounds(i)[1] - store.chunk_bounds(i)[0] for i in todo), unit="crop",
-               desc="fit-prior", disable=not progress)
+    bar = tqdm(
+        total=sum(store.chunk_bounds(i)[1] - store.chunk_bounds(i)[0] for i in todo),
+        unit="crop",
+        desc="fit-prior",
+        disable=not progress,
+    )
     try:
         for future in as_completed(futures):
             if future.status == "error":
@@ -450,9 +537,19 @@ def _summarise(store_path, results, errors, skipped, chunks_run, seconds, dashbo
     psnr = store.psnr_summary()
     fitted = sum(r["fitted"] for r in results)
     return JobSummary(
-        store=str(store_path), crops=store.num_crops, done=counts["done"], failed=counts["failed"],
-        pending=counts["pending"], skipped=skipped, fitted=fitted, chunks_run=chunks_run,
-        chunks_skipped=store.num_chunks - chunks_run, seconds=seconds,
-        psnr_median=psnr.get("median"), psnr_p5=psnr.get("p5"),
-        crops_per_second=fitted / seconds if seconds > 0 else 0.0, dashboard=dashboard, errors=errors,
+        store=str(store_path),
+        crops=store.num_crops,
+        done=counts["done"],
+        failed=counts["failed"],
+        pending=counts["pending"],
+        skipped=skipped,
+        fitted=fitted,
+        chunks_run=chunks_run,
+        chunks_skipped=store.num_chunks - chunks_run,
+        seconds=seconds,
+        psnr_median=psnr.get("median"),
+        psnr_p5=psnr.get("p5"),
+        crops_per_second=fitted / seconds if seconds > 0 else 0.0,
+        dashboard=dashboard,
+        errors=errors,
     )

@@ -14,8 +14,16 @@ from matplotlib.figure import Figure
 from scipy import stats as scipy_stats
 
 from dgp_fitting.dictionary_sampling import ellipse_axes
-from dgp_fitting.prior_stats import (CHOLESKY, ELEMENTS, HISTOGRAM_RANGES_LR, JOINT_PAIRS, LABELS, PER_CROP_COLUMNS,
-                                     UNIT_POWER, PriorStatistics)
+from dgp_fitting.prior_stats import (
+    CHOLESKY,
+    ELEMENTS,
+    HISTOGRAM_RANGES_LR,
+    JOINT_PAIRS,
+    LABELS,
+    PER_CROP_COLUMNS,
+    UNIT_POWER,
+    PriorStatistics,
+)
 
 #: Crops drawn in the per-crop scatter plots at most (Spearman values still use every crop).
 MAX_SCATTER_POINTS = 20000
@@ -69,8 +77,13 @@ def plot_element_histograms(stats: PriorStatistics, path: Path) -> Path:
         hr = summary["elements"][name]["hr"]
         if hr["std"] > 0:
             xs = np.linspace(edges[0], edges[-1], 400)
-            ax.plot(xs, scipy_stats.norm.pdf(xs, hr["mean"], hr["std"]), color="tab:red", lw=1.2,
-                    label=f"normal fit (KS {summary['elements'][name]['normal_ks_distance']:.3f})")
+            ax.plot(
+                xs,
+                scipy_stats.norm.pdf(xs, hr["mean"], hr["std"]),
+                color="tab:red",
+                lw=1.2,
+                label=f"normal fit (KS {summary['elements'][name]['normal_ks_distance']:.3f})",
+            )
         lo, hi = hr["quantiles"]["0.5"], hr["quantiles"]["99.5"]
         ax.axvline(lo, color="black", ls="--", lw=1, label="0.5-99.5 % interval")
         ax.axvline(hi, color="black", ls="--", lw=1)
@@ -83,8 +96,10 @@ def plot_element_histograms(stats: PriorStatistics, path: Path) -> Path:
         ax.set_xlabel(f"{LABELS[name]} ({_unit(stats, name)})")
         ax.set_ylabel("density")
         ax.legend(fontsize=7, loc="upper right")
-    fig.suptitle(f"Fitted covariances: {summary['selection']['gaussians']:,} Gaussians of "
-                 f"{summary['selection']['crop_count']} crops")
+    fig.suptitle(
+        f"Fitted covariances: {summary['selection']['gaussians']:,} Gaussians of "
+        f"{summary['selection']['crop_count']} crops"
+    )
     return _save(fig, path)
 
 
@@ -118,7 +133,7 @@ def plot_dictionary(kernels: np.ndarray, provenance: dict, path: Path) -> Path:
     kernels = np.asarray(kernels, dtype=np.float64)
     count = kernels.shape[0]
     cols = int(np.ceil(np.sqrt(count)))
-    major, minor, angle = ellipse_axes(kernels)
+    major, _minor, _angle = ellipse_axes(kernels)
     cell = 2.2 * max(float(major.max()), 1e-6)
     t = np.linspace(0, 2 * np.pi, 48)
     circle = np.stack([np.cos(t), np.sin(t)], axis=1)  # unit circle; L maps it to the 1-sigma ellipse
@@ -142,8 +157,10 @@ def plot_dictionary(kernels: np.ndarray, provenance: dict, path: Path) -> Path:
     ax.set_xlabel(f"x (HR px at x{provenance['reference_scale']}; cells {cell:.2f} px apart)")
     ax.set_ylabel("y (HR px, down)")
     quantiles = provenance.get("quantiles") or [0, 1]
-    ax.set_title(f"{provenance['method']} dictionary: {count} kernels (1-sigma ellipses), quantiles "
-                 f"{100 * quantiles[0]:g}-{100 * quantiles[1]:g} %, from {provenance['crop_count']} crops")
+    ax.set_title(
+        f"{provenance['method']} dictionary: {count} kernels (1-sigma ellipses), quantiles "
+        f"{100 * quantiles[0]:g}-{100 * quantiles[1]:g} %, from {provenance['crop_count']} crops"
+    )
     return _save(fig, path)
 
 
@@ -175,23 +192,26 @@ def plot_per_crop(stats: PriorStatistics, path: Path) -> Path:
     fig = _figure(11, 4.5)
     axes = fig.subplots(1, 2)
     rho = stats.summary["by_content"]["spearman_sqrt_det"]
-    for ax, feature, label in ((axes[0], "psnr", "fitted PSNR (dB)"),
-                               (axes[1], "gradient_energy", "gradient energy of the field's LR image "
-                                                            "((intensity/LR px)^2)")):
+    for ax, feature, label in (
+        (axes[0], "psnr", "fitted PSNR (dB)"),
+        (axes[1], "gradient_energy", "gradient energy of the field's LR image ((intensity/LR px)^2)"),
+    ):
         ax.scatter(table[:, col[feature]], table[:, col["sqrt_det"]], s=8, alpha=0.7)
         if feature == "gradient_energy" and (table[:, col[feature]] > 0).all():
             ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel(f"mean l11*l22 = sqrt(det Sigma) (HR px^2 at x{stats.reference_scale})")
         value = rho[feature]
-        ax.set_title(f"Gaussian size vs {feature.replace('_', ' ')} (Spearman "
-                     f"{'n/a' if value is None else f'{value:.2f}'})")
+        ax.set_title(
+            f"Gaussian size vs {feature.replace('_', ' ')} (Spearman {'n/a' if value is None else f'{value:.2f}'})"
+        )
     fig.suptitle("Per-crop statistics" + shown)
     return _save(fig, path)
 
 
-def write_plots(stats: PriorStatistics, kernels: np.ndarray, provenance: dict, done_psnr: np.ndarray,
-                out_dir: Path) -> list[Path]:
+def write_plots(
+    stats: PriorStatistics, kernels: np.ndarray, provenance: dict, done_psnr: np.ndarray, out_dir: Path
+) -> list[Path]:
     """All plots into `out_dir` (overwritten), in PLOT_FILES order."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -204,5 +224,12 @@ def write_plots(stats: PriorStatistics, kernels: np.ndarray, provenance: dict, d
     ]
 
 
-__all__ = ["PLOT_FILES", "plot_dictionary", "plot_element_histograms", "plot_joint_densities", "plot_per_crop",
-           "plot_psnr", "write_plots"]
+__all__ = [
+    "PLOT_FILES",
+    "plot_dictionary",
+    "plot_element_histograms",
+    "plot_joint_densities",
+    "plot_per_crop",
+    "plot_psnr",
+    "write_plots",
+]

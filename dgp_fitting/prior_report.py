@@ -13,15 +13,24 @@ from pathlib import Path
 
 import numpy as np
 
+from dgp_fitting.atomic_outputs import stats_transaction
 from dgp_fitting.dictionary_sampling import DEFAULT_QUANTILES, DEFAULT_SIZE, build_dictionary, check_request
 from dgp_fitting.prior_plots import write_plots
-from dgp_fitting.prior_stats import (CHOLESKY, ELEMENTS, LABELS, QUANTILES, PriorStatistics, compute_statistics,
-                                     is_current, load_statistics, quantile_key)
-from dgp_fitting.atomic_outputs import stats_transaction
+from dgp_fitting.prior_stats import (
+    CHOLESKY,
+    ELEMENTS,
+    LABELS,
+    QUANTILES,
+    PriorStatistics,
+    compute_statistics,
+    is_current,
+    load_statistics,
+    quantile_key,
+)
 from prior_store import STATUS_DONE, open_store
+from prior_store.dictionary import export_npy, write_dictionary
 from prior_store.integrity import require_intact
 from prior_store.lock import check_writable, store_lock
-from prior_store.dictionary import export_npy, write_dictionary
 from prior_store.store import StoreError
 
 
@@ -42,19 +51,25 @@ class PriorStatsResult:
         s = self.stats.summary
         sel, scale = s["selection"], s["reference_scale"]
         floor = "" if s["config"]["min_psnr"] is None else f" with PSNR >= {s['config']['min_psnr']:g} dB"
-        out = [f"statistics: {sel['crop_count']} crops{floor} ({sel['done']} done of {sel['crops']}), "
-               f"{sel['gaussians']:,} Gaussians; HR px at x{scale}"]
+        out = [
+            f"statistics: {sel['crop_count']} crops{floor} ({sel['done']} done of {sel['crops']}), "
+            f"{sel['gaussians']:,} Gaussians; HR px at x{scale}"
+        ]
         for name in CHOLESKY:
             hr, q = s["elements"][name]["hr"], s["elements"][name]["hr"]["quantiles"]
             lo, hi = s["paper_ranges"]["hr"][name]
-            out.append(f"  {name}: mean {hr['mean']:.3f}, std {hr['std']:.3f}, 0.5-99.5 % [{q['0.5']:.3f}, "
-                       f"{q['99.5']:.3f}]; {100 * s['paper_ranges']['inside'][name]:.2f} % inside the paper's "
-                       f"{lo:g}..{hi:g}")
+            out.append(
+                f"  {name}: mean {hr['mean']:.3f}, std {hr['std']:.3f}, 0.5-99.5 % [{q['0.5']:.3f}, "
+                f"{q['99.5']:.3f}]; {100 * s['paper_ranges']['inside'][name]:.2f} % inside the paper's "
+                f"{lo:g}..{hi:g}"
+            )
         out.append(f"  all three inside the paper's ranges: {100 * s['paper_ranges']['inside']['all']:.2f} %")
         p = self.provenance
         seed = "" if p["seed"] is None else f", seed {p['seed']}"
-        out.append(f"dictionary: {p['method']}, {p['size']} kernels (HR px at x{p['reference_scale']}), quantiles "
-                   f"{100 * p['quantiles'][0]:g}-{100 * p['quantiles'][1]:g} %{seed}, {p['content_hash'][:19]}")
+        out.append(
+            f"dictionary: {p['method']}, {p['size']} kernels (HR px at x{p['reference_scale']}), quantiles "
+            f"{100 * p['quantiles'][0]:g}-{100 * p['quantiles'][1]:g} %{seed}, {p['content_hash'][:19]}"
+        )
         out += [f"wrote {path}" for path in self.files]
         return out
 
@@ -82,18 +97,22 @@ def run_prior_stats(
     with store_lock(store, "prior-stats"):
         check_writable(store)
         require_intact(store)  # a missing chunk reads as zeros and would change every statistic
-        return _run_locked(store, out, method, size, min_psnr, quantiles, seed, spacing, reuse_stats, scheduler,
-                           threads)
+        return _run_locked(
+            store, out, method, size, min_psnr, quantiles, seed, spacing, reuse_stats, scheduler, threads
+        )
 
 
-def _run_locked(store, out: Path, method, size, min_psnr, quantiles, seed, spacing, reuse_stats, scheduler,
-                threads) -> PriorStatsResult:
+def _run_locked(
+    store, out: Path, method, size, min_psnr, quantiles, seed, spacing, reuse_stats, scheduler, threads
+) -> PriorStatsResult:
     if reuse_stats:
         stats = load_statistics(store)
         why = is_current(stats, store, min_psnr)
         if why is not None:
-            raise StaleStatisticsError(f"the statistics stored in {store} are out of date ({why}); rerun without "
-                                       "--reuse-stats to recompute them")
+            raise StaleStatisticsError(
+                f"the statistics stored in {store} are out of date ({why}); rerun without "
+                "--reuse-stats to recompute them"
+            )
     else:
         stats = compute_statistics(store, min_psnr, scheduler=scheduler, threads=threads)
     kernels, provenance = build_dictionary(stats, method, size, quantiles, seed, spacing)
@@ -127,59 +146,89 @@ def summary_markdown(summary: dict) -> str:
     floor = "none" if cfg["min_psnr"] is None else f"{cfg['min_psnr']:g} dB"
     psnr = summary["psnr"]["used"]
     lines = [
-        "# Deep Gaussian Prior statistics", "",
+        "# Deep Gaussian Prior statistics",
+        "",
         f"- crops used: {sel['crop_count']} of {sel['done']} done ({sel['crops']} in the store), PSNR floor {floor}",
         f"- Gaussians: {sel['gaussians']:,}; reference scale x{scale} (1 LR px = {scale} HR px)",
         f"- fitted PSNR of the crops used: median {psnr['median']:.2f} dB, 5th percentile {psnr['p5']:.2f} dB, "
         f"range {psnr['min']:.2f}..{psnr['max']:.2f} dB",
-        "- quantiles are read from a fine histogram (16384 bins between each element's min and max)", "",
+        "- quantiles are read from a fine histogram (16384 bins between each element's min and max)",
+        "",
     ]
     head = "| element | mean | std | " + " | ".join(f"{quantile_key(q)} %" for q in QUANTILES)
-    for unit, title in (("hr", f"HR px at x{scale} (covariance entries HR px^2)"),
-                        ("lr", "LR px (covariance entries LR px^2)")):
-        lines += [f"## Elements in {title}", "", head + " | normal 99 % interval | KS distance to normal |",
-                  "|---" * (len(QUANTILES) + 5) + "|"]
+    for unit, title in (
+        ("hr", f"HR px at x{scale} (covariance entries HR px^2)"),
+        ("lr", "LR px (covariance entries LR px^2)"),
+    ):
+        lines += [
+            f"## Elements in {title}",
+            "",
+            head + " | normal 99 % interval | KS distance to normal |",
+            "|---" * (len(QUANTILES) + 5) + "|",
+        ]
         for name in ELEMENTS:
             e = summary["elements"][name]
             u = e[unit]
             interval = u["normal"]["interval_99"]
-            lines.append(f"| {LABELS[name]} | {_f(u['mean'])} | {_f(u['std'])} | "
-                         + " | ".join(_f(u["quantiles"][quantile_key(q)]) for q in QUANTILES)
-                         + f" | {'n/a' if interval is None else f'{interval[0]:.4f}..{interval[1]:.4f}'}"
-                         + f" | {_f(e['normal_ks_distance'], 4)} |")
+            lines.append(
+                f"| {LABELS[name]} | {_f(u['mean'])} | {_f(u['std'])} | "
+                + " | ".join(_f(u["quantiles"][quantile_key(q)]) for q in QUANTILES)
+                + f" | {'n/a' if interval is None else f'{interval[0]:.4f}..{interval[1]:.4f}'}"
+                + f" | {_f(e['normal_ks_distance'], 4)} |"
+            )
         lines.append("")
     paper = summary["paper_ranges"]
-    lines += [f"## Against the paper's ranges (given in HR px at x4; here HR px at x{scale})", "",
-              "| element | paper range | our 0.5..99.5 % | our min..max | inside the paper range |",
-              "|---|---|---|---|---|"]
+    lines += [
+        f"## Against the paper's ranges (given in HR px at x4; here HR px at x{scale})",
+        "",
+        "| element | paper range | our 0.5..99.5 % | our min..max | inside the paper range |",
+        "|---|---|---|---|---|",
+    ]
     for name in CHOLESKY:
         hr = summary["elements"][name]["hr"]
         lo, hi = paper["hr"][name]
-        lines.append(f"| {name} | {lo:g}..{hi:g} | {hr['quantiles']['0.5']:.3f}..{hr['quantiles']['99.5']:.3f} | "
-                     f"{hr['min']:.3f}..{hr['max']:.3f} | {100 * paper['inside'][name]:.2f} % |")
-    lines += ["", f"All three elements inside: {100 * paper['inside']['all']:.2f} % of the Gaussians.", "",
-              "## Correlation", "", "| | " + " | ".join(LABELS[e] for e in ELEMENTS) + " |",
-              "|---" * (len(ELEMENTS) + 1) + "|"]
+        lines.append(
+            f"| {name} | {lo:g}..{hi:g} | {hr['quantiles']['0.5']:.3f}..{hr['quantiles']['99.5']:.3f} | "
+            f"{hr['min']:.3f}..{hr['max']:.3f} | {100 * paper['inside'][name]:.2f} % |"
+        )
+    lines += [
+        "",
+        f"All three elements inside: {100 * paper['inside']['all']:.2f} % of the Gaussians.",
+        "",
+        "## Correlation",
+        "",
+        "| | " + " | ".join(LABELS[e] for e in ELEMENTS) + " |",
+        "|---" * (len(ELEMENTS) + 1) + "|",
+    ]
     for name, row in zip(ELEMENTS, summary["correlation"]["matrix"]):
         lines.append(f"| {LABELS[name]} | " + " | ".join(_f(v, 3) for v in row) + " |")
     content = summary["by_content"]
     lines += ["", "## By image content (per-crop means, HR px; terciles of each measure)", ""]
     for feature, label in (("psnr", "fitted PSNR (dB)"), ("gradient_energy", "gradient energy")):
         rho = content["spearman_sqrt_det"][feature]
-        lines += [f"{label}: Spearman correlation with per-crop mean sqrt(det Sigma) = {_f(rho, 3)}", "",
-                  f"| crops | {label} | mean l11 | mean l21 | mean l22 | mean sqrt(det Sigma) |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            f"{label}: Spearman correlation with per-crop mean sqrt(det Sigma) = {_f(rho, 3)}",
+            "",
+            f"| crops | {label} | mean l11 | mean l21 | mean l22 | mean sqrt(det Sigma) |",
+            "|---|---|---|---|---|---|",
+        ]
         for group in content["groups"][feature]:
             lo, hi = group[feature]
-            lines.append(f"| {group['crops']} | {lo:.4g}..{hi:.4g} | {group['mean_l11']:.3f} | "
-                         f"{group['mean_l21']:.3f} | {group['mean_l22']:.3f} | {group['mean_sqrt_det']:.3f} |")
+            lines.append(
+                f"| {group['crops']} | {lo:.4g}..{hi:.4g} | {group['mean_l11']:.3f} | "
+                f"{group['mean_l21']:.3f} | {group['mean_l22']:.3f} | {group['mean_sqrt_det']:.3f} |"
+            )
         lines.append("")
     d = summary.get("dictionary")
     if d:
-        lines += ["## Dictionary", "",
-                  f"{d['method']}, {d['size']} kernels in HR px at x{d['reference_scale']}, quantiles "
-                  f"{100 * d['quantiles'][0]:g}..{100 * d['quantiles'][1]:g} %, seed {d['seed']}, from "
-                  f"{d['crop_count']} crops; {d['content_hash']}", ""]
+        lines += [
+            "## Dictionary",
+            "",
+            f"{d['method']}, {d['size']} kernels in HR px at x{d['reference_scale']}, quantiles "
+            f"{100 * d['quantiles'][0]:g}..{100 * d['quantiles'][1]:g} %, seed {d['seed']}, from "
+            f"{d['crop_count']} crops; {d['content_hash']}",
+            "",
+        ]
         if "values" in d:
             for name in CHOLESKY:
                 lines.append(f"- {name}: " + ", ".join(f"{v:.3f}" for v in d["values"][name]))
@@ -188,4 +237,3 @@ def summary_markdown(summary: dict) -> str:
 
 
 __all__ = ["PriorStatsResult", "StaleStatisticsError", "run_prior_stats", "summary_markdown"]
-

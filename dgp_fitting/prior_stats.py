@@ -27,9 +27,9 @@ import contextlib
 import functools
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import dask
 import numpy as np
@@ -44,15 +44,27 @@ ELEMENTS = ("l11", "l21", "l22", "sxx", "sxy", "syy")
 CHOLESKY = ELEMENTS[:3]
 #: LR -> HR at reference scale s: multiply by s ** power.
 UNIT_POWER = {"l11": 1, "l21": 1, "l22": 1, "sxx": 2, "sxy": 2, "syy": 2}
-LABELS = {"l11": "l11", "l21": "l21", "l22": "l22", "sxx": "sigma_x^2", "sxy": "rho sigma_x sigma_y",
-          "syy": "sigma_y^2"}
+LABELS = {
+    "l11": "l11",
+    "l21": "l21",
+    "l22": "l22",
+    "sxx": "sigma_x^2",
+    "sxy": "rho sigma_x sigma_y",
+    "syy": "sigma_y^2",
+}
 #: The paper's ranges (about 99 % of fitted Gaussians), HR px at x4.
 PAPER_RANGES_HR_X4 = {"l11": (0.0, 2.4), "l21": (-0.9, 1.5), "l22": (0.0, 2.2)}
 PAPER_SCALE = 4
 QUANTILES = (0.005, 0.01, 0.05, 0.5, 0.95, 0.99, 0.995)
 #: Fixed histogram ranges in LR units (the fitter bounds |l| by 1 LR px by default); outside counts are kept.
-HISTOGRAM_RANGES_LR = {"l11": (0.0, 1.0), "l21": (-1.0, 1.0), "l22": (0.0, 1.0), "sxx": (0.0, 1.0),
-                       "sxy": (-0.5, 0.5), "syy": (0.0, 1.0)}
+HISTOGRAM_RANGES_LR = {
+    "l11": (0.0, 1.0),
+    "l21": (-1.0, 1.0),
+    "l22": (0.0, 1.0),
+    "sxx": (0.0, 1.0),
+    "sxy": (-0.5, 0.5),
+    "syy": (0.0, 1.0),
+}
 HISTOGRAM_BINS = 200
 JOINT_PAIRS = (("l11", "l21"), ("l11", "l22"), ("l21", "l22"))
 JOINT_BINS = 100
@@ -77,8 +89,10 @@ class NonFiniteFieldError(ValueError):
     """Fitted parameters that are NaN or infinite in crops marked done."""
 
 
-NON_FINITE_MESSAGE = ("field/chol of the selected crops holds NaN or inf; the store is damaged: refit those crops "
-                      "(rerun `p2g fit-prior`) or raise --min-psnr to leave them out")
+NON_FINITE_MESSAGE = (
+    "field/chol of the selected crops holds NaN or inf; the store is damaged: refit those crops "
+    "(rerun `p2g fit-prior`) or raise --min-psnr to leave them out"
+)
 
 
 class SchedulerUnreachableError(ValueError):
@@ -146,8 +160,16 @@ def _moments_of(e: np.ndarray, paper_lr: np.ndarray) -> dict:
         joint[p] = np.bincount(ix[ok] * JOINT_BINS + iy[ok], minlength=JOINT_BINS**2).reshape(JOINT_BINS, JOINT_BINS)
     within = (e[:, :3] >= paper_lr[:, 0]) & (e[:, :3] <= paper_lr[:, 1])
     inside = np.append(within.sum(axis=0), within.all(axis=1).sum()).astype(np.int64)
-    return {"n": n, "mean": mean, "m2": np.einsum("ni,nj->ij", d, d), "min": e.min(axis=0), "max": e.max(axis=0),
-            "hist": hist, "joint": joint, "inside": inside}
+    return {
+        "n": n,
+        "mean": mean,
+        "m2": np.einsum("ni,nj->ij", d, d),
+        "min": e.min(axis=0),
+        "max": e.max(axis=0),
+        "hist": hist,
+        "joint": joint,
+        "inside": inside,
+    }
 
 
 def _moments_combine(parts: Sequence[dict]) -> dict:
@@ -175,7 +197,7 @@ def _per_crop_rows(chol: np.ndarray, colors: np.ndarray, lattice: tuple[int, int
         rows = out[a : a + step]
         for i, value in enumerate((l11, l21, l22, l11 * l11, l11 * l21, l21 * l21 + l22 * l22, area)):
             rows[:, i] = value.mean(axis=1)
-        mass = (np.asarray(colors[a : a + step], dtype=np.float64) * (2 * math.pi * area)[..., None])
+        mass = np.asarray(colors[a : a + step], dtype=np.float64) * (2 * math.pi * area)[..., None]
         mass = mass.reshape(-1, h, k, w, k, 3).sum(axis=(2, 4))
         energy = np.zeros(rows.shape[0])
         for axis, size in ((1, h), (2, w)):
@@ -185,8 +207,9 @@ def _per_crop_rows(chol: np.ndarray, colors: np.ndarray, lattice: tuple[int, int
     return out
 
 
-def _read_block(store: tuple[str, str], start: int, stop: int, keep: np.ndarray,
-                names: Sequence[str]) -> list[np.ndarray]:
+def _read_block(
+    store: tuple[str, str], start: int, stop: int, keep: np.ndarray, names: Sequence[str]
+) -> list[np.ndarray]:
     """Crops [start, stop) of the named field arrays, only those with `keep` (a task's only read); `store` is
     (path, stamp)."""
     out = []
@@ -203,8 +226,9 @@ def _open_array(store_path: str, name: str, stamp: str = "") -> zarr.Array:
     return zarr.open_array(store_path, path=name, mode="r")
 
 
-def _first_pass_block(store: tuple[str, str], start: int, stop: int, keep: np.ndarray, paper_lr: np.ndarray,
-                      lattice: tuple[int, int, int]) -> tuple[dict, np.ndarray]:
+def _first_pass_block(
+    store: tuple[str, str], start: int, stop: int, keep: np.ndarray, paper_lr: np.ndarray, lattice: tuple[int, int, int]
+) -> tuple[dict, np.ndarray]:
     chol, colors = _read_block(store, start, stop, keep, ("field/chol", "field/colors"))
     rows = np.empty((chol.shape[0], 8), np.float64)
     kernels.per_crop_rows(chol, colors, *lattice, rows)
@@ -219,13 +243,32 @@ def block_moments(chol: np.ndarray, paper_lr: np.ndarray) -> dict:
     hi = np.array([HISTOGRAM_RANGES_LR[name][1] for name in ELEMENTS], np.float64)
     scale = np.array([HISTOGRAM_BINS / (b - a) for a, b in zip(lo, hi)])
     pairs = np.array([[_INDEX[x], _INDEX[y]] for x, y in JOINT_PAIRS], np.int64)
-    out = {"mean": np.zeros(len(ELEMENTS)), "min": np.full(len(ELEMENTS), np.inf),
-           "max": np.full(len(ELEMENTS), -np.inf), "m2": np.zeros((len(ELEMENTS),) * 2),
-           "hist": np.zeros((len(ELEMENTS), HISTOGRAM_BINS + 2), np.int64),
-           "joint": np.zeros((len(JOINT_PAIRS), JOINT_BINS, JOINT_BINS), np.int64), "inside": np.zeros(4, np.int64)}
-    n = kernels.block_moments(flat, np.ascontiguousarray(paper_lr, np.float64), lo, hi, scale, HISTOGRAM_BINS,
-                              pairs, JOINT_BINS, out["mean"], out["min"], out["max"], out["m2"], out["hist"],
-                              out["joint"], out["inside"])
+    out = {
+        "mean": np.zeros(len(ELEMENTS)),
+        "min": np.full(len(ELEMENTS), np.inf),
+        "max": np.full(len(ELEMENTS), -np.inf),
+        "m2": np.zeros((len(ELEMENTS),) * 2),
+        "hist": np.zeros((len(ELEMENTS), HISTOGRAM_BINS + 2), np.int64),
+        "joint": np.zeros((len(JOINT_PAIRS), JOINT_BINS, JOINT_BINS), np.int64),
+        "inside": np.zeros(4, np.int64),
+    }
+    n = kernels.block_moments(
+        flat,
+        np.ascontiguousarray(paper_lr, np.float64),
+        lo,
+        hi,
+        scale,
+        HISTOGRAM_BINS,
+        pairs,
+        JOINT_BINS,
+        out["mean"],
+        out["min"],
+        out["max"],
+        out["m2"],
+        out["hist"],
+        out["joint"],
+        out["inside"],
+    )
     if n < 0:
         raise NonFiniteFieldError(NON_FINITE_MESSAGE)
     if n == 0:
@@ -234,8 +277,9 @@ def block_moments(chol: np.ndarray, paper_lr: np.ndarray) -> dict:
     return {"n": int(n), **out}
 
 
-def _fine_block(store: tuple[str, str], start: int, stop: int, keep: np.ndarray, lo: np.ndarray,
-                hi: np.ndarray) -> np.ndarray:
+def _fine_block(
+    store: tuple[str, str], start: int, stop: int, keep: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
     (chol,) = _read_block(store, start, stop, keep, ("field/chol",))
     return fine_histogram(chol, lo, hi)
 
@@ -246,8 +290,9 @@ def fine_histogram(chol: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarr
     lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
     counts = np.zeros((len(ELEMENTS), QUANTILE_BINS), np.int64)
     scale = np.array([QUANTILE_BINS / (b - a) for a, b in zip(lo, hi)])
-    kernels.block_fine_histogram(np.ascontiguousarray(chol, dtype=np.float32).reshape(-1, 3), lo, hi, scale,
-                                 QUANTILE_BINS, counts)
+    kernels.block_fine_histogram(
+        np.ascontiguousarray(chol, dtype=np.float32).reshape(-1, 3), lo, hi, scale, QUANTILE_BINS, counts
+    )
     return counts
 
 
@@ -327,8 +372,9 @@ class PriorStatistics:
         """Mean (3,) and covariance (3, 3) of the Cholesky triplet in HR px (the fitted 3D normal)."""
         mean = np.array([self.summary["elements"][e]["hr"]["mean"] for e in CHOLESKY])
         std = np.array([self.summary["elements"][e]["hr"]["std"] for e in CHOLESKY])
-        corr = np.array([[0.0 if v is None else v for v in row[:3]]
-                         for row in self.summary["correlation"]["matrix"][:3]])
+        corr = np.array(
+            [[0.0 if v is None else v for v in row[:3]] for row in self.summary["correlation"]["matrix"][:3]]
+        )
         np.fill_diagonal(corr, 1.0)
         return mean, corr * np.outer(std, std)
 
@@ -387,8 +433,9 @@ def select_crops(store_path: str | Path, min_psnr: float | None = None) -> Selec
 
 
 # ---------------------------------------------------------------------------------------------- compute
-def compute_statistics(store_path: str | Path, min_psnr: float | None = None, scheduler: str | None = None,
-                       threads: int | None = None) -> PriorStatistics:
+def compute_statistics(
+    store_path: str | Path, min_psnr: float | None = None, scheduler: str | None = None, threads: int | None = None
+) -> PriorStatistics:
     """Statistics of the done crops (PSNR >= min_psnr if given), computed block by block.
 
     `scheduler`: address of an existing Dask scheduler (tcp://host:8786) whose workers can read the store's
@@ -403,15 +450,18 @@ def compute_statistics(store_path: str | Path, min_psnr: float | None = None, sc
     path = (path, f"{store.attrs.get('created')} {store.attrs.get('plan_digest')}")
     paper_lr = np.array([[lo / PAPER_SCALE, hi / PAPER_SCALE] for lo, hi in PAPER_RANGES_HR_X4.values()])
     with _scheduler(scheduler, threads) as compute:
-        first = [dask.delayed(_first_pass_block, pure=True, nout=2)(path, a, b, keep[a:b], paper_lr,
-                                                                    store.config.lattice) for a, b in blocks]
+        first = [
+            dask.delayed(_first_pass_block, pure=True, nout=2)(path, a, b, keep[a:b], paper_lr, store.config.lattice)
+            for a, b in blocks
+        ]
         moments = _tree([part[0] for part in first], _moments_combine)
         per_crop = dask.delayed(np.concatenate)([part[1] for part in first])
         moments, per_crop = compute(moments, per_crop)
         lo = moments["min"]
         hi = np.array([_fine_range(a, b)[1] for a, b in zip(moments["min"], moments["max"])])
-        fine = _tree([dask.delayed(_fine_block, pure=True)(path, a, b, keep[a:b], lo, hi) for a, b in blocks],
-                     _fine_combine)
+        fine = _tree(
+            [dask.delayed(_fine_block, pure=True)(path, a, b, keep[a:b], lo, hi) for a, b in blocks], _fine_combine
+        )
         (fine,) = compute(fine)
     return _assemble(store, selection, moments, fine, per_crop, store.config.reference_scale)
 
@@ -445,13 +495,20 @@ def _describe(values: np.ndarray) -> dict:
     values = values[np.isfinite(values)]
     if values.size == 0:
         return {"count": 0}
-    return {"count": int(values.size), "mean": float(values.mean()), "median": float(np.median(values)),
-            "p5": float(np.percentile(values, 5)), "p95": float(np.percentile(values, 95)),
-            "min": float(values.min()), "max": float(values.max())}
+    return {
+        "count": int(values.size),
+        "mean": float(values.mean()),
+        "median": float(np.median(values)),
+        "p5": float(np.percentile(values, 5)),
+        "p95": float(np.percentile(values, 95)),
+        "min": float(values.min()),
+        "max": float(values.max()),
+    }
 
 
-def _assemble(store, selection: Selection, moments: dict, fine: np.ndarray, per_crop: np.ndarray,
-              scale: int) -> PriorStatistics:
+def _assemble(
+    store, selection: Selection, moments: dict, fine: np.ndarray, per_crop: np.ndarray, scale: int
+) -> PriorStatistics:
     n = int(moments["n"])
     std_lr = np.sqrt(np.maximum(np.diag(moments["m2"]) / n, 0.0))
     elements = {}
@@ -476,11 +533,17 @@ def _assemble(store, selection: Selection, moments: dict, fine: np.ndarray, per_
                 "min": lo * f,
                 "max": hi * f,
                 "quantiles": {quantile_key(q): v * f for q, v in zip(QUANTILES, q_lr)},
-                "normal": {"mean": float(moments["mean"][i] * f), "std": float(std_lr[i] * f),
-                           "interval_99": None if normal_lr is None else [v * f for v in normal_lr]},
+                "normal": {
+                    "mean": float(moments["mean"][i] * f),
+                    "std": float(std_lr[i] * f),
+                    "interval_99": None if normal_lr is None else [v * f for v in normal_lr],
+                },
             }
-        elements[name] = {**units, "normal_ks_distance": ks,
-                          "outside_histogram_range": {"below": int(hist[0]), "above": int(hist[-1])}}
+        elements[name] = {
+            **units,
+            "normal_ks_distance": ks,
+            "outside_histogram_range": {"below": int(hist[0]), "above": int(hist[-1])},
+        }
 
     cov = moments["m2"] / n
     denom = np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
@@ -495,8 +558,10 @@ def _assemble(store, selection: Selection, moments: dict, fine: np.ndarray, per_
         "reference_scale": scale,
         "crop_size": store.config.crop_size,
         "lattice": list(store.config.lattice),
-        "units": {"lr": "LR px (covariance entries LR px^2)",
-                  "hr": f"HR px at reference scale x{scale} (covariance entries HR px^2)"},
+        "units": {
+            "lr": "LR px (covariance entries LR px^2)",
+            "hr": f"HR px at reference scale x{scale} (covariance entries HR px^2)",
+        },
         "config": {
             "min_psnr": selection.min_psnr,
             "quantiles": list(QUANTILES),
@@ -520,8 +585,7 @@ def _assemble(store, selection: Selection, moments: dict, fine: np.ndarray, per_
             "hr": paper_hr,
             "inside": {**{k: float(inside[i]) for i, k in enumerate(CHOLESKY)}, "all": float(inside[3])},
         },
-        "correlation": {"elements": list(ELEMENTS),
-                        "matrix": [[_none_if_nan(v) for v in row] for row in corr]},
+        "correlation": {"elements": list(ELEMENTS), "matrix": [[_none_if_nan(v) for v in row] for row in corr]},
         "psnr": {"done": _describe(selection.done_psnr), "used": _describe(selection.psnr)},
         "by_content": _by_content(per_crop_hr),
     }
@@ -532,14 +596,23 @@ def _assemble(store, selection: Selection, moments: dict, fine: np.ndarray, per_
         "per_crop": per_crop_hr,
     }
     attrs = {
-        "histograms": {"elements": list(ELEMENTS), "ranges_lr": [list(HISTOGRAM_RANGES_LR[e]) for e in ELEMENTS],
-                       "note": "counts in equal bins over ranges_lr (x s or s^2 for HR); outside counts in the summary"},
-        "joint_histograms": {"pairs": [list(p) for p in JOINT_PAIRS], "note": "counts [x bin, y bin] over the "
-                             "histogram ranges of each pair's elements"},
-        "quantile_histograms": {"elements": list(ELEMENTS), "note": "counts in equal bins between each element's "
-                                "min and max (LR units, summary elements.*.lr)"},
-        "per_crop": {"columns": list(PER_CROP_COLUMNS), "units": "crop index, dB, (intensity/LR px)^2, then means "
-                     f"in HR px / HR px^2 at x{scale}"},
+        "histograms": {
+            "elements": list(ELEMENTS),
+            "ranges_lr": [list(HISTOGRAM_RANGES_LR[e]) for e in ELEMENTS],
+            "note": "counts in equal bins over ranges_lr (x s or s^2 for HR); outside counts in the summary",
+        },
+        "joint_histograms": {
+            "pairs": [list(p) for p in JOINT_PAIRS],
+            "note": "counts [x bin, y bin] over the histogram ranges of each pair's elements",
+        },
+        "quantile_histograms": {
+            "elements": list(ELEMENTS),
+            "note": "counts in equal bins between each element's min and max (LR units, summary elements.*.lr)",
+        },
+        "per_crop": {
+            "columns": list(PER_CROP_COLUMNS),
+            "units": f"crop index, dB, (intensity/LR px)^2, then means in HR px / HR px^2 at x{scale}",
+        },
     }
     return PriorStatistics(summary, arrays, attrs)
 
@@ -565,11 +638,13 @@ def _by_content(table: np.ndarray) -> dict:
         groups = []
         for part in np.array_split(order, min(3, order.size)):
             rows = table[part]
-            groups.append({
-                "crops": int(part.size),
-                feature: [float(rows[:, col[feature]].min()), float(rows[:, col[feature]].max())],
-                **{f"mean_{name}": float(rows[:, col[name]].mean()) for name in ("l11", "l21", "l22", "sqrt_det")},
-            })
+            groups.append(
+                {
+                    "crops": int(part.size),
+                    feature: [float(rows[:, col[feature]].min()), float(rows[:, col[feature]].max())],
+                    **{f"mean_{name}": float(rows[:, col[name]].mean()) for name in ("l11", "l21", "l22", "sqrt_det")},
+                }
+            )
         out["groups"][feature] = groups
         rho = None
         if table.shape[0] >= 3 and np.ptp(values) > 0 and np.ptp(table[:, col["sqrt_det"]]) > 0:
@@ -585,8 +660,10 @@ def is_current(stats: PriorStatistics, store_path: str | Path, min_psnr: float |
         return f"they were computed with --min-psnr {stored}, not {min_psnr}"
     selection = select_crops(store_path, min_psnr)
     if selection.digest != stats.summary["selection"]["digest"]:
-        return (f"they were computed from {stats.summary['selection']['crop_count']} crops, the store now has "
-                f"{selection.indices.size} usable ones")
+        return (
+            f"they were computed from {stats.summary['selection']['crop_count']} crops, the store now has "
+            f"{selection.indices.size} usable ones"
+        )
     return None
 
 
@@ -594,12 +671,12 @@ __all__ = [
     "CHOLESKY",
     "ELEMENTS",
     "LABELS",
-    "NoDoneCropsError",
-    "NonFiniteFieldError",
     "PAPER_RANGES_HR_X4",
     "PER_CROP_COLUMNS",
-    "PriorStatistics",
     "QUANTILES",
+    "NoDoneCropsError",
+    "NonFiniteFieldError",
+    "PriorStatistics",
     "SchedulerUnreachableError",
     "compute_statistics",
     "elements_lr",

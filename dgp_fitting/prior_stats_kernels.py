@@ -43,8 +43,9 @@ def _bin(x, lo, hi, scale, bins):
 
 
 @numba.njit(nogil=True, cache=True)
-def block_moments(chol, paper, hist_lo, hist_hi, hist_scale, hist_bins, pairs, joint_bins, sums, mins, maxs, m2,
-                  hist, joint, inside):
+def block_moments(
+    chol, paper, hist_lo, hist_hi, hist_scale, hist_bins, pairs, joint_bins, sums, mins, maxs, m2, hist, joint, inside
+):
     """Fill the partial moments of (N, 3) Cholesky rows; returns N, or -1 if a value is not finite.
 
     sums (6,), mins/maxs (6,), m2 (6, 6) about this block's mean, hist (6, hist_bins + 2) with outside counts

@@ -10,9 +10,9 @@ from gaussian_field.lattice import CUT_MAHALANOBIS_SQ
 from gaussian_field.render import available_backends, output_size_for, render
 
 __all__ = [
-    "__version__",
     "CUT_MAHALANOBIS_SQ",
     "GaussianField",
+    "__version__",
     "available_backends",
     "load_field",
     "output_size_for",

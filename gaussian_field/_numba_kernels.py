@@ -136,7 +136,7 @@ _LOG2E = np.float32(1.44269504088896341)
 _HALF = np.float32(0.5)
 _ONE = np.float32(1.0)
 _EXP_SHIFT = 30
-_EXP_SCALE = np.float32(2.0 ** -_EXP_SHIFT)
+_EXP_SCALE = np.float32(2.0**-_EXP_SHIFT)
 #: `_exp_neg_half` needs k = round(m / (2 ln2)) <= _EXP_SHIFT: m up to about 40 (the cut is about 11.1).
 EXP_M_MAX = 40.0
 
@@ -164,8 +164,9 @@ def _fma(a, b, c):
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
-def forward_f32(means, chol, colors, xs, ys, s_h, s_w, row0, kw, row_start, row_stop, col_start, col_stop,
-                cut, band, out):
+def forward_f32(
+    means, chol, colors, xs, ys, s_h, s_w, row0, kw, row_start, row_stop, col_start, col_stop, cut, band, out
+):
     """`forward` for float32 arrays and windows at least LANES wide, with vector chunks of LANES columns.
 
     Per Gaussian: its window rows come from a table made in a first parallel pass; its rows' column spans are
@@ -284,8 +285,9 @@ def forward_f32(means, chol, colors, xs, ys, s_h, s_w, row0, kw, row_start, row_
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
-def forward(means, chol, colors, xs, ys, s_h, s_w, row0, kw, row_start, row_stop, col_start, col_stop,
-            cut, single, band, out):
+def forward(
+    means, chol, colors, xs, ys, s_h, s_w, row0, kw, row_start, row_stop, col_start, col_stop, cut, single, band, out
+):
     """out (B, 3, R, W) += every kept term; out must be zero on entry.
 
     `cut` is in the arrays' dtype; `single` says that dtype is float32 (weights then come from float32 exp).
@@ -353,8 +355,27 @@ def forward(means, chol, colors, xs, ys, s_h, s_w, row0, kw, row_start, row_stop
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
-def backward(means, chol, colors, xs, ys, s_h, s_w, row0, kw, row_start, row_stop, col_start, col_stop,
-             cut, single, grad_out, grad_means, grad_chol, grad_colors):
+def backward(
+    means,
+    chol,
+    colors,
+    xs,
+    ys,
+    s_h,
+    s_w,
+    row0,
+    kw,
+    row_start,
+    row_stop,
+    col_start,
+    col_stop,
+    cut,
+    single,
+    grad_out,
+    grad_means,
+    grad_chol,
+    grad_colors,
+):
     """Gradients of sum(grad_out * render) into the zeroed grad arrays; each Gaussian is owned by one thread.
 
     With w = exp(-m/2), m = z1^2 + z2^2, z1 = dx / l11, z2 = (dy - l21 z1) / l22 and G = sum_ch g_ch c_ch:

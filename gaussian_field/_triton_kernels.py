@@ -73,8 +73,8 @@ def _reach_bounds(reach_ptr, K, grow_bits, pad_bits):
     """(dy_lo, dy_hi, dx_lo, dx_hi) from the maxima, exactly as lattice.neighbourhood_reach rounds them."""
     grow = _f64(grow_bits)
     pad = _f64(pad_bits)
-    rx = (tl.load(reach_ptr + 0).to(tl.float64, bitcast=True) + tl.load(reach_ptr + 2).to(tl.float64, bitcast=True))
-    ry = (tl.load(reach_ptr + 1).to(tl.float64, bitcast=True) + tl.load(reach_ptr + 3).to(tl.float64, bitcast=True))
+    rx = tl.load(reach_ptr + 0).to(tl.float64, bitcast=True) + tl.load(reach_ptr + 2).to(tl.float64, bitcast=True)
+    ry = tl.load(reach_ptr + 1).to(tl.float64, bitcast=True) + tl.load(reach_ptr + 3).to(tl.float64, bitcast=True)
     rx = rx * grow + pad
     ry = ry * grow + pad
     kf = K * 1.0  # K may arrive as the constexpr 1
@@ -85,12 +85,45 @@ def _reach_bounds(reach_ptr, K, grow_bits, pad_bits):
     return dy_lo, dy_hi, dx_lo, dx_hi
 
 
-@triton.jit(do_not_specialize=["NPER", "KH", "KW", "K", "R", "W", "ROW0", "s_h_bits", "s_w_bits", "cut_bits",
-                               "grow_bits", "pad_bits"])
-def forward_kernel(means_ptr, chol_ptr, colors_ptr, reach_ptr, out_ptr,
-                   NPER, KH, KW, K, R, W, ROW0,
-                   s_h_bits, s_w_bits, cut_bits, grow_bits, pad_bits,
-                   BH: tl.constexpr, BW: tl.constexpr, F64: tl.constexpr, FAST: tl.constexpr = False):
+@triton.jit(
+    do_not_specialize=[
+        "NPER",
+        "KH",
+        "KW",
+        "K",
+        "R",
+        "W",
+        "ROW0",
+        "s_h_bits",
+        "s_w_bits",
+        "cut_bits",
+        "grow_bits",
+        "pad_bits",
+    ]
+)
+def forward_kernel(
+    means_ptr,
+    chol_ptr,
+    colors_ptr,
+    reach_ptr,
+    out_ptr,
+    NPER,
+    KH,
+    KW,
+    K,
+    R,
+    W,
+    ROW0,
+    s_h_bits,
+    s_w_bits,
+    cut_bits,
+    grow_bits,
+    pad_bits,
+    BH: tl.constexpr,
+    BW: tl.constexpr,
+    F64: tl.constexpr,
+    FAST: tl.constexpr = False,
+):
     """out (B, 3, R, W): rows ROW0 + [0, R) of the render; one BH x BW tile of pixels per program.
 
     FAST: m from reciprocals (cheap, a few ulp off) and, only in the loop steps where some pixel of the tile has
@@ -166,12 +199,30 @@ def forward_kernel(means_ptr, chol_ptr, colors_ptr, reach_ptr, out_ptr,
 
 
 @triton.jit(do_not_specialize=["NPER", "KW", "R", "W", "ROW0", "s_h_bits", "s_w_bits", "cut_bits"])
-def backward_kernel(means_ptr, chol_ptr, colors_ptr, grad_ptr,
-                    row_start_ptr, row_stop_ptr, col_start_ptr, col_stop_ptr,
-                    grad_means_ptr, grad_chol_ptr, grad_colors_ptr, longest_ptr,
-                    NPER, KW, R, W, ROW0,
-                    s_h_bits, s_w_bits, cut_bits,
-                    BLOCK: tl.constexpr, F64: tl.constexpr):
+def backward_kernel(
+    means_ptr,
+    chol_ptr,
+    colors_ptr,
+    grad_ptr,
+    row_start_ptr,
+    row_stop_ptr,
+    col_start_ptr,
+    col_stop_ptr,
+    grad_means_ptr,
+    grad_chol_ptr,
+    grad_colors_ptr,
+    longest_ptr,
+    NPER,
+    KW,
+    R,
+    W,
+    ROW0,
+    s_h_bits,
+    s_w_bits,
+    cut_bits,
+    BLOCK: tl.constexpr,
+    F64: tl.constexpr,
+):
     """Gradients of sum(grad * render) for a block of Gaussians; each lane loops over the output pixels whose
     neighbourhood holds its Gaussian (rows [row_start, row_stop) of its lattice row, likewise for columns). The
     loops run to the longest runs, read from `longest_ptr` (2 int32 on the device: rows, columns), so the host

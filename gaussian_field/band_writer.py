@@ -18,20 +18,34 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from gaussian_field.field import GaussianField
-from gaussian_field.image_io import (FORMATS, OutputFormat, encode_pixels, output_format, quantize, quantize_levels,
-                                     resize_alpha)
+from gaussian_field.image_io import (
+    FORMATS,
+    OutputFormat,
+    encode_pixels,
+    output_format,
+    quantize,
+    quantize_levels,
+    resize_alpha,
+)
 from gaussian_field.render import render, resolve_geometry
 
-__all__ = ["FORMATS", "OutputFormat", "OutputTooLargeError", "WrittenImage", "check_output", "output_format",
-           "render_to_file"]
+__all__ = [
+    "FORMATS",
+    "OutputFormat",
+    "OutputTooLargeError",
+    "WrittenImage",
+    "check_output",
+    "output_format",
+    "render_to_file",
+]
 
 #: Float working set of one rendered band (bytes); the band height follows from the output width.
 BAND_BYTES = 64 * 2**20
@@ -57,15 +71,22 @@ def pixel_bytes(height: int, width: int, bits: int, channels: int = 3) -> int:
     return height * width * channels * (bits // 8)
 
 
-def check_output(path: str | os.PathLike, height: int, width: int, bits: int,
-                 in_memory_bytes: int = IN_MEMORY_BYTES, channels: int = 3) -> bool:
+def check_output(
+    path: str | os.PathLike,
+    height: int,
+    width: int,
+    bits: int,
+    in_memory_bytes: int = IN_MEMORY_BYTES,
+    channels: int = 3,
+) -> bool:
     """Refuse an output the format or the disk cannot hold; returns True when its pixels go to a scratch file."""
     fmt = output_format(path, bits)
     name = Path(path).name
     if max(height, width) > fmt.max_side:
         raise OutputTooLargeError(
             f"output {name} would be {width}x{height} px, over the {fmt.name} limit of {fmt.max_side} px per side; "
-            f"ask for a smaller --scale/--size" + ("" if fmt.name == "TIFF" else " or write .tif"))
+            f"ask for a smaller --scale/--size" + ("" if fmt.name == "TIFF" else " or write .tif")
+        )
     raw = pixel_bytes(height, width, bits, channels)
     scratch = raw > in_memory_bytes
     needed = raw * (2 if scratch else 1)  # the encoded file is at most about the raw size (PNG, TIFF)
@@ -76,7 +97,8 @@ def check_output(path: str | os.PathLike, height: int, width: int, bits: int,
     if needed > free:
         raise OutputTooLargeError(
             f"output {name} would be {width}x{height} px and needs about {needed / 2**30:.1f} GiB on disk, but "
-            f"only {free / 2**30:.1f} GiB is free there; ask for a smaller --scale/--size")
+            f"only {free / 2**30:.1f} GiB is free there; ask for a smaller --scale/--size"
+        )
     return scratch
 
 

@@ -2,8 +2,8 @@
 
 Registers itself with `gaussian_field.render` on import. Its results equal `torch_reference` term by term (same
 sample points, same neighbourhood, the cut decided as the reference decides it, same summation order), so only
-the last bits of the weights differ. The kernels live in `_numba_kernels` and are compiled once and cached on disk (numba
-cache=True; the first render in a fresh checkout compiles for a few seconds).
+the last bits of the weights differ. The kernels live in `_numba_kernels` and are compiled once and cached on
+disk (numba cache=True; the first render in a fresh checkout compiles for a few seconds).
 
 numba rather than a C++ extension: the same scanline loop written in C and built with gcc -O3 -march=native
 was only slightly faster, which does not pay for a compiler at install time; numba ships as a wheel. Both
@@ -60,8 +60,9 @@ def _sees(coords: np.ndarray, k: int, count: int, lo: int, hi: int) -> tuple[np.
     return np.searchsorted(cells, g - hi, side="left"), np.searchsorted(cells, g - lo, side="right")
 
 
-def geometry(field: GaussianField, scale_hw: tuple[float, float], width: int, row_start: int, row_stop: int
-             ) -> Geometry:
+def geometry(
+    field: GaussianField, scale_hw: tuple[float, float], width: int, row_start: int, row_stop: int
+) -> Geometry:
     """Sample points and neighbourhood runs of one render window, as `torch_reference` computes them."""
     s_h, s_w = scale_hw
     k = field.k
@@ -78,7 +79,8 @@ def fast_reach(field: GaussianField) -> tuple[int, int, int, int]:
     """`lattice.neighbourhood_reach` in one compiled pass (same float64 operations, same result)."""
     k = field.k
     drift_x, drift_y, ext_x, ext_y = _numba_kernels.reach_maxima(
-        _numpy(field.means), _numpy(field.chol), k, k * field.w, math.sqrt(CUT_MAHALANOBIS_SQ))
+        _numpy(field.means), _numpy(field.chol), k, k * field.w, math.sqrt(CUT_MAHALANOBIS_SQ)
+    )
     return reach_bounds(drift_x + ext_x, drift_y + ext_y, k)
 
 
@@ -101,8 +103,22 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
 def forward_numpy(means: np.ndarray, chol: np.ndarray, colors: np.ndarray, geo: Geometry) -> np.ndarray:
     out = np.zeros((means.shape[0], 3, geo.ys.shape[0], geo.xs.shape[0]), dtype=means.dtype)
     cut = _cut(means.dtype.type)
-    args = (means, chol, colors, geo.xs, geo.ys, geo.s_h, geo.s_w, geo.row0, geo.kw, geo.row_start, geo.row_stop,
-            geo.col_start, geo.col_stop, cut)
+    args = (
+        means,
+        chol,
+        colors,
+        geo.xs,
+        geo.ys,
+        geo.s_h,
+        geo.s_w,
+        geo.row0,
+        geo.kw,
+        geo.row_start,
+        geo.row_stop,
+        geo.col_start,
+        geo.col_stop,
+        cut,
+    )
     if uses_vector_kernel(means.dtype, geo.xs.shape[0]):
         _numba_kernels.forward_f32(*args, _band_rows(geo.ys.shape[0]), out)
     else:
@@ -118,9 +134,25 @@ def uses_vector_kernel(dtype, width: int) -> bool:
 
 def backward_numpy(means, chol, colors, geo: Geometry, grad_out: np.ndarray):
     grads = np.zeros_like(means), np.zeros_like(chol), np.zeros_like(colors)
-    _numba_kernels.backward(means, chol, colors, geo.xs, geo.ys, geo.s_h, geo.s_w, geo.row0, geo.kw,
-                            geo.row_start, geo.row_stop, geo.col_start, geo.col_stop, _cut(means.dtype.type),
-                            bool(means.dtype == np.float32), grad_out, *grads)
+    _numba_kernels.backward(
+        means,
+        chol,
+        colors,
+        geo.xs,
+        geo.ys,
+        geo.s_h,
+        geo.s_w,
+        geo.row0,
+        geo.kw,
+        geo.row_start,
+        geo.row_stop,
+        geo.col_start,
+        geo.col_stop,
+        _cut(means.dtype.type),
+        bool(means.dtype == np.float32),
+        grad_out,
+        *grads,
+    )
     return grads
 
 
@@ -135,14 +167,14 @@ class _RenderFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         means, chol, colors = ctx.saved_tensors
-        grads = backward_numpy(_numpy(means), _numpy(chol), _numpy(colors), ctx.geo,
-                               _numpy(grad_out.to(means.dtype)))
+        grads = backward_numpy(_numpy(means), _numpy(chol), _numpy(colors), ctx.geo, _numpy(grad_out.to(means.dtype)))
         wanted = ctx.needs_input_grad
         return tuple(torch.from_numpy(g) if need else None for g, need in zip(grads, wanted)) + (None,)
 
 
-def render_window(field: GaussianField, scale_hw: tuple[float, float], width: int, row_start: int,
-                  row_stop: int) -> torch.Tensor:
+def render_window(
+    field: GaussianField, scale_hw: tuple[float, float], width: int, row_start: int, row_stop: int
+) -> torch.Tensor:
     """Rows [row_start, row_stop) of the W-wide render at (s_h, s_w), as (B, 3, rows, W); see render.Backend."""
     if field.dtype not in _DTYPES:  # float16/bfloat16: the reference handles them
         return torch_reference.render_window(field, scale_hw, width, row_start, row_stop)

@@ -8,9 +8,9 @@ Sigma = L L^T and L = [[l11, 0], [l21, l22]], colours (B, N, 3). N = h * w * k *
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import InitVar, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -61,7 +61,7 @@ class GaussianField:
             self.check()
 
     # ------------------------------------------------------------------ validation
-    def check(self) -> "GaussianField":
+    def check(self) -> GaussianField:
         """Raise ValueError naming the first problem (shape, dtype, device, non-finite, bad diagonal)."""
         for name in ("h", "w", "k"):
             value = getattr(self, name)
@@ -76,13 +76,10 @@ class GaussianField:
             raise ValueError("empty field: batch size is 0")
         for name, t in tensors.items():
             if t.shape[0] != self.means.shape[0]:
-                raise ValueError(
-                    f"batch sizes differ: means has {self.means.shape[0]} fields, {name} has {t.shape[0]}"
-                )
+                raise ValueError(f"batch sizes differ: means has {self.means.shape[0]} fields, {name} has {t.shape[0]}")
             if t.shape[1] != n:
                 raise ValueError(
-                    f"{name} holds {t.shape[1]} Gaussians but the lattice {self.h}x{self.w} with k={self.k} "
-                    f"needs {n}"
+                    f"{name} holds {t.shape[1]} Gaussians but the lattice {self.h}x{self.w} with k={self.k} needs {n}"
                 )
             if not t.is_floating_point():
                 raise ValueError(f"{name} must be a floating-point tensor, got {t.dtype}")
@@ -119,15 +116,21 @@ class GaussianField:
     def device(self) -> torch.device:
         return self.means.device
 
-    def to(self, *args, **kwargs) -> "GaussianField":
+    def to(self, *args, **kwargs) -> GaussianField:
         return GaussianField(
-            self.means.to(*args, **kwargs), self.chol.to(*args, **kwargs), self.colors.to(*args, **kwargs),
-            self.h, self.w, self.k, validate=False,
+            self.means.to(*args, **kwargs),
+            self.chol.to(*args, **kwargs),
+            self.colors.to(*args, **kwargs),
+            self.h,
+            self.w,
+            self.k,
+            validate=False,
         )
 
-    def detach(self) -> "GaussianField":
-        return GaussianField(self.means.detach(), self.chol.detach(), self.colors.detach(), self.h, self.w, self.k,
-                             validate=False)
+    def detach(self) -> GaussianField:
+        return GaussianField(
+            self.means.detach(), self.chol.detach(), self.colors.detach(), self.h, self.w, self.k, validate=False
+        )
 
     def base_positions(self) -> torch.Tensor:
         """Lattice base positions (N, 2), x then y, in the field's dtype."""
@@ -166,7 +169,7 @@ class GaussianField:
     @classmethod
     def from_covariance(
         cls, means: torch.Tensor, cov: torch.Tensor, colors: torch.Tensor, lattice: Sequence[int]
-    ) -> "GaussianField":
+    ) -> GaussianField:
         """Build from LR-pixel means (.., N, 2) and covariances (.., N, 2, 2) via their Cholesky factor."""
         cov = torch.as_tensor(cov)
         a = cov[..., 0, 0]
@@ -191,7 +194,7 @@ class GaussianField:
         colors: torch.Tensor,
         scale: float | Sequence[float],
         lattice: Sequence[int],
-    ) -> "GaussianField":
+    ) -> GaussianField:
         """Build from Gaussians in HR pixels at scale (s_h, s_w), HR pixel centres at (j+.5, i+.5).
 
         mean_lr = S^-1 mean_hr and cov_lr = S^-1 cov_hr S^-1 with S = diag(s_w, s_h).

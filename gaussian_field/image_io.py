@@ -107,13 +107,16 @@ def output_format(path: str | os.PathLike, bits: int = 8) -> OutputFormat:
     """The format for `path`'s suffix, checked against the bit depth; ValueError saying what would work."""
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
-        raise ValueError(f"cannot write {Path(path).name}: unknown image suffix {suffix!r}; use .png, .jpg, .tif "
-                         "or .webp")
+        raise ValueError(
+            f"cannot write {Path(path).name}: unknown image suffix {suffix!r}; use .png, .jpg, .tif or .webp"
+        )
     fmt = FORMATS[suffix]
     if bits not in fmt.bits:
         holders = sorted({s for s, f in FORMATS.items() if bits in f.bits and s in (".png", ".tif")})
-        raise ValueError(f"{fmt.name} cannot hold {bits}-bit pixels; use {' or '.join(map(str, fmt.bits))} bits"
-                         + (f" or a {'/'.join(holders)} output" if holders else ""))
+        raise ValueError(
+            f"{fmt.name} cannot hold {bits}-bit pixels; use {' or '.join(map(str, fmt.bits))} bits"
+            + (f" or a {'/'.join(holders)} output" if holders else "")
+        )
     return fmt
 
 
@@ -142,8 +145,10 @@ def configure_pillow():
 def bomb_error(path, err: Exception) -> ImageReadError:
     """The one-line refusal of an image whose header claims more pixels than the decoder allows."""
     text = str(err).split(" could be decompression bomb")[0]
-    return ImageReadError(f"{path}: header claims too many pixels to decode safely ({text}); set "
-                          "P2G_MAX_IMAGE_PIXELS to a larger pixel count (or 'none') if the file is trusted")
+    return ImageReadError(
+        f"{path}: header claims too many pixels to decode safely ({text}); set "
+        "P2G_MAX_IMAGE_PIXELS to a larger pixel count (or 'none') if the file is trusted"
+    )
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -264,9 +269,13 @@ def _png_bit_depth(path: Path) -> int | None:
 def apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
     """Turn a decoded (H, W[, C]) array upright for an EXIF orientation 1..8 (what Pillow's exif_transpose does)."""
     transforms = {
-        2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
-        5: lambda a: a.swapaxes(0, 1), 6: lambda a: a.swapaxes(0, 1)[:, ::-1],
-        7: lambda a: a.swapaxes(0, 1)[::-1, ::-1], 8: lambda a: a.swapaxes(0, 1)[::-1],
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: a.swapaxes(0, 1)[:, ::-1],
+        7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+        8: lambda a: a.swapaxes(0, 1)[::-1],
     }
     transform = transforms.get(int(orientation))
     return arr if transform is None else np.ascontiguousarray(transform(arr))
@@ -358,8 +367,14 @@ def resize_alpha(alpha: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.clip(resized, 0.0, 1.0)
 
 
-def write_image(path: str | os.PathLike, image, bits: int = 8, alpha: np.ndarray | None = None,
-                icc_profile: bytes | None = None, quality: int | None = None) -> Path:
+def write_image(
+    path: str | os.PathLike,
+    image,
+    bits: int = 8,
+    alpha: np.ndarray | None = None,
+    icc_profile: bytes | None = None,
+    quality: int | None = None,
+) -> Path:
     """Write an RGB float image (values clipped to [0, 1]) atomically; format from the suffix.
 
     8-bit: PNG, JPEG, TIFF, WebP. 16-bit: PNG or TIFF; 32-bit float: TIFF. `alpha` (H, W) in [0, 1] is written
@@ -388,8 +403,9 @@ def check_quality(quality: int | None) -> None:
         raise ValueError(f"--quality must be between 1 and 100, got {quality}")
 
 
-def encode_pixels(pixels: np.ndarray, path: Path, fmt: OutputFormat, icc_profile: bytes | None = None,
-                  quality: int | None = None) -> None:
+def encode_pixels(
+    pixels: np.ndarray, path: Path, fmt: OutputFormat, icc_profile: bytes | None = None, quality: int | None = None
+) -> None:
     """Encode (H, W, 3|4) pixels, already in the format's channel order and storage type, into `path`.
 
     Read sequentially, so a memory-mapped array is paged through rather than loaded (PNG, TIFF).
@@ -399,8 +415,14 @@ def encode_pixels(pixels: np.ndarray, path: Path, fmt: OutputFormat, icc_profile
     if fmt.name == "TIFF":
         import tifffile
 
-        tifffile.imwrite(path, pixels, photometric="rgb", extrasamples=(2,) if channels == 4 else None,
-                         iccprofile=icc_profile, bigtiff=pixels.nbytes > 2**32 - 2**25)
+        tifffile.imwrite(
+            path,
+            pixels,
+            photometric="rgb",
+            extrasamples=(2,) if channels == 4 else None,
+            iccprofile=icc_profile,
+            bigtiff=pixels.nbytes > 2**32 - 2**25,
+        )
     elif fmt.name == "PNG":
         import cv2
 

@@ -41,8 +41,9 @@ def field_from_image(image: torch.Tensor, k: int = 2, sigma: float = 0.5) -> Gau
     image = image.to(dtype)
     base = base_positions(h, w, k, dtype=dtype, device=image.device)
     grid = torch.stack([base[:, 0] / w * 2 - 1, base[:, 1] / h * 2 - 1], -1).view(1, 1, -1, 2)
-    colors = F.grid_sample(image, grid.expand(bsz, -1, -1, -1), mode="bilinear", padding_mode="border",
-                           align_corners=False)
+    colors = F.grid_sample(
+        image, grid.expand(bsz, -1, -1, -1), mode="bilinear", padding_mode="border", align_corners=False
+    )
     colors = colors.view(bsz, 3, -1).transpose(1, 2) / kernel_sum(k, sigma)
     chol = torch.tensor([sigma, 0.0, sigma], dtype=dtype, device=image.device).expand(bsz, base.shape[0], 3)
     return GaussianField(base.expand(bsz, -1, -1).clone(), chol.clone(), colors.contiguous(), h, w, k)

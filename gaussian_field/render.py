@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
@@ -60,9 +60,7 @@ def available_backends(device: str | torch.device = "cpu", differentiable: bool 
 
 
 def _pick_backend(name: str, field: GaussianField) -> Backend:
-    needs_grad = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (field.means, field.chol, field.colors)
-    )
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (field.means, field.chol, field.colors))
     if name == "auto":
         return _BACKENDS[available_backends(field.device, differentiable=needs_grad)[0]]
     _load_optional_backends()
@@ -128,8 +126,10 @@ def render(
     row_start, row_stop = (0, height) if rows is None else (int(rows[0]), int(rows[1]))
     if not 0 <= row_start <= row_stop <= height:
         raise ValueError(f"rows {rows!r} must lie within 0..{height}")
-    limit = max_output_bytes if max_output_bytes is not None else int(
-        os.environ.get("P2G_MAX_RENDER_BYTES", DEFAULT_MAX_OUTPUT_BYTES)
+    limit = (
+        max_output_bytes
+        if max_output_bytes is not None
+        else int(os.environ.get("P2G_MAX_RENDER_BYTES", DEFAULT_MAX_OUTPUT_BYTES))
     )
     needed = field.batch_size * 3 * (row_stop - row_start) * width * field.means.element_size()
     if needed > limit:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,17 +30,23 @@ REFERENCE_MAX_MPIX = 1.1
 MULTI_SCALES = tuple(1.1 + i * (8.0 - 1.1) / 39 for i in range(40))
 
 
-def benchmark_field(size: int = 256, seed: int = 0, device: str | torch.device = "cpu", batch: int = 1
-                    ) -> GaussianField:
+def benchmark_field(
+    size: int = 256, seed: int = 0, device: str | torch.device = "cpu", batch: int = 1
+) -> GaussianField:
     """A size x size float32 field of random Gaussians (the same recipe as benchmarks/render_reference.py):
     offsets tanh(N(0,1)) LR px, l11, l22 in [0.05, 0.55], l21 ~ N(0, 0.15), colours in [0, 0.3]."""
     gen = torch.Generator().manual_seed(seed)
     base = base_positions(size, size, 2, dtype=torch.float32)
     n = base.shape[0]
     means = base + torch.tanh(torch.randn(batch, n, 2, generator=gen))
-    chol = torch.stack([torch.rand(batch, n, generator=gen) * 0.5 + 0.05,
-                        torch.randn(batch, n, generator=gen) * 0.15,
-                        torch.rand(batch, n, generator=gen) * 0.5 + 0.05], -1)
+    chol = torch.stack(
+        [
+            torch.rand(batch, n, generator=gen) * 0.5 + 0.05,
+            torch.randn(batch, n, generator=gen) * 0.15,
+            torch.rand(batch, n, generator=gen) * 0.5 + 0.05,
+        ],
+        -1,
+    )
     colors = torch.rand(batch, n, 3, generator=gen) * 0.3
     return GaussianField(means, chol, colors, size, size, 2).to(device=device)
 
@@ -54,8 +60,9 @@ def _sync(device: torch.device) -> None:
 _last_cpu_s = float("nan")
 
 
-def time_call(fn: Callable[[], torch.Tensor], device: torch.device, repeats: int, warmup: int = 1
-              ) -> tuple[float, torch.Tensor]:
+def time_call(
+    fn: Callable[[], torch.Tensor], device: torch.device, repeats: int, warmup: int = 1
+) -> tuple[float, torch.Tensor]:
     """(median wall seconds over `repeats` calls after `warmup` untimed ones, last result)."""
     global _last_cpu_s
     result = None
@@ -69,7 +76,7 @@ def time_call(fn: Callable[[], torch.Tensor], device: torch.device, repeats: int
         _sync(device)
         times.append((time.perf_counter() - start, time.process_time() - cpu_start))
     times.sort()
-    wall, _last_cpu_s = times[(len(times) - 1) // 2]
+    _wall, _last_cpu_s = times[(len(times) - 1) // 2]
     return statistics.median(t[0] for t in times), result
 
 
@@ -79,8 +86,13 @@ def _figure(seconds: float, pixels: int) -> dict:
     return {"median_s": seconds, "mpix_per_s": pixels / seconds / 1e6, "cpu_s": _last_cpu_s}
 
 
-def render_speed(field: GaussianField, scales: Sequence[float] = DEFAULT_SCALES, backends: Sequence[str] | None = None,
-                 repeats: int = 5, reference_max_mpix: float = REFERENCE_MAX_MPIX) -> list[dict]:
+def render_speed(
+    field: GaussianField,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    backends: Sequence[str] | None = None,
+    repeats: int = 5,
+    reference_max_mpix: float = REFERENCE_MAX_MPIX,
+) -> list[dict]:
     """Per scale: each backend's and bicubic's speed, the reference's, ratios and max |backend - reference|."""
     device = field.device
     names = [b for b in (backends or available_backends(device)) if b != "torch"]
@@ -91,21 +103,28 @@ def render_speed(field: GaussianField, scales: Sequence[float] = DEFAULT_SCALES,
             height, width = output_size_for(field.lr_size, scale)
             pixels = height * width
             band = min(height, max(1, int(reference_max_mpix * 1e6 // width)))
-            ref_s, ref_out = time_call(lambda scale=scale, band=band: render(field, scale=scale, rows=(0, band),
-                                                                             backend="torch"),
-                                       device, repeats=1 if band * width > 2e5 else repeats, warmup=0)
+            ref_s, ref_out = time_call(
+                lambda scale=scale, band=band: render(field, scale=scale, rows=(0, band), backend="torch"),
+                device,
+                repeats=1 if band * width > 2e5 else repeats,
+                warmup=0,
+            )
             reference = _figure(ref_s, band * width)
             reference["rows"] = [0, band]
             entry = {"scale": scale, "out": [height, width], "reference": reference, "backends": {}}
             for name in names:
-                seconds, out = time_call(lambda scale=scale, name=name: render(field, scale=scale, backend=name),
-                                         device, repeats)
+                seconds, out = time_call(
+                    lambda scale=scale, name=name: render(field, scale=scale, backend=name), device, repeats
+                )
                 figure = _figure(seconds, pixels)
                 figure["max_abs_diff_to_reference"] = float((out[:, :, :band] - ref_out).abs().max())
                 figure["x_reference"] = figure["mpix_per_s"] / reference["mpix_per_s"]
                 entry["backends"][name] = figure
-            bicubic_s, _ = time_call(lambda size=(height, width): F.interpolate(lr_image, size=size, mode="bicubic",
-                                                                                align_corners=False), device, repeats)
+            bicubic_s, _ = time_call(
+                lambda size=(height, width): F.interpolate(lr_image, size=size, mode="bicubic", align_corners=False),
+                device,
+                repeats,
+            )
             entry["bicubic"] = _figure(bicubic_s, pixels)
             for figure in entry["backends"].values():
                 figure["x_bicubic"] = figure["mpix_per_s"] / entry["bicubic"]["mpix_per_s"]
@@ -113,8 +132,12 @@ def render_speed(field: GaussianField, scales: Sequence[float] = DEFAULT_SCALES,
     return results
 
 
-def multi_scale_speed(encode: Callable[[torch.Tensor], GaussianField], lr: torch.Tensor,
-                      scales: Sequence[float] = MULTI_SCALES, backend: str = "auto") -> dict:
+def multi_scale_speed(
+    encode: Callable[[torch.Tensor], GaussianField],
+    lr: torch.Tensor,
+    scales: Sequence[float] = MULTI_SCALES,
+    backend: str = "auto",
+) -> dict:
     """Total time to get every scale with one encode (ours) against encoding again for each scale (as a
     fixed-scale model must), both measured here, and their ratio."""
     device = lr.device
@@ -132,12 +155,19 @@ def multi_scale_speed(encode: Callable[[torch.Tensor], GaussianField], lr: torch
             render(encode(lr), scale=scale, backend=backend)
         _sync(device)
         rerun = time.perf_counter() - start
-    return {"scales": len(scales), "scale_range": [min(scales), max(scales)], "lr": list(lr.shape[-2:]),
-            "one_encode_s": ours, "encode_per_scale_s": rerun, "ratio": rerun / ours}
+    return {
+        "scales": len(scales),
+        "scale_range": [min(scales), max(scales)],
+        "lr": list(lr.shape[-2:]),
+        "one_encode_s": ours,
+        "encode_per_scale_s": rerun,
+        "ratio": rerun / ours,
+    }
 
 
-def gradient_speed(field: GaussianField, scale: float = 4.0, backends: Sequence[str] | None = None,
-                   repeats: int = 3) -> dict:
+def gradient_speed(
+    field: GaussianField, scale: float = 4.0, backends: Sequence[str] | None = None, repeats: int = 3
+) -> dict:
     """One training step's rendering (forward + backward of a squared-error loss) per differentiable backend and
     the reference's autograd, with ratios and the largest gradient difference to the reference."""
     device = field.device
@@ -154,13 +184,18 @@ def gradient_speed(field: GaussianField, scale: float = 4.0, backends: Sequence[
     result = {"scale": scale, "lr": list(field.lr_size), "batch": field.batch_size, "backends": {}}
     grads = {}
     for name in ["torch"] + [n for n in names if n != "torch"]:
-        seconds, grads[name] = time_call(lambda name=name: step(name), device,
-                                         repeats=1 if name == "torch" else repeats, warmup=0 if name == "torch" else 1)
+        seconds, grads[name] = time_call(
+            lambda name=name: step(name),
+            device,
+            repeats=1 if name == "torch" else repeats,
+            warmup=0 if name == "torch" else 1,
+        )
         figure = {"median_s": seconds}
         if name != "torch":
             figure["x_reference"] = result["backends"]["torch"]["median_s"] / seconds
-            figure["max_rel_grad_diff"] = max(float((g - r).abs().max() / r.abs().max().clamp(min=1e-30))
-                                              for g, r in zip(grads[name], grads["torch"]))
+            figure["max_rel_grad_diff"] = max(
+                float((g - r).abs().max() / r.abs().max().clamp(min=1e-30)) for g, r in zip(grads[name], grads["torch"])
+            )
         result["backends"][name] = figure
     return result
 
@@ -190,10 +225,20 @@ def training_step_speed(field: GaussianField, scale: float = 4.0, backend: str =
     pixels = field.batch_size * height * width
     fwd, bwd = statistics.median(forward_s), statistics.median(backward_s)
     chosen = backend if backend != "auto" else available_backends(device, differentiable=True)[0]
-    return {"backend": chosen, "batch": field.batch_size, "lr": list(field.lr_size), "out": [height, width],
-            "scale": scale, "pixels": pixels, "forward_s": fwd, "backward_s": bwd,
-            "forward_mpix_per_s": pixels / fwd / 1e6, "backward_mpix_per_s": pixels / bwd / 1e6,
-            "step_mpix_per_s": pixels / (fwd + bwd) / 1e6, "backward_over_forward": bwd / fwd}
+    return {
+        "backend": chosen,
+        "batch": field.batch_size,
+        "lr": list(field.lr_size),
+        "out": [height, width],
+        "scale": scale,
+        "pixels": pixels,
+        "forward_s": fwd,
+        "backward_s": bwd,
+        "forward_mpix_per_s": pixels / fwd / 1e6,
+        "backward_mpix_per_s": pixels / bwd / 1e6,
+        "step_mpix_per_s": pixels / (fwd + bwd) / 1e6,
+        "backward_over_forward": bwd / fwd,
+    }
 
 
 def report_header(field: GaussianField) -> dict:
@@ -206,8 +251,15 @@ def report_header(field: GaussianField) -> dict:
         numba_threads = numba.get_num_threads()
     except ImportError:
         numba_threads = None
-    return {"device": str(device), "device_name": name, "torch_threads": torch.get_num_threads(),
-            "numba_threads": numba_threads,
-            "torch": torch.__version__, "field": {"lr": list(field.lr_size), "gaussians": field.num_gaussians,
-                                                  "reach": list(neighbourhood_reach(field.means, field.chol,
-                                                                                    field.h, field.w, field.k))}}
+    return {
+        "device": str(device),
+        "device_name": name,
+        "torch_threads": torch.get_num_threads(),
+        "numba_threads": numba_threads,
+        "torch": torch.__version__,
+        "field": {
+            "lr": list(field.lr_size),
+            "gaussians": field.num_gaussians,
+            "reach": list(neighbourhood_reach(field.means, field.chol, field.h, field.w, field.k)),
+        },
+    }

@@ -85,9 +85,18 @@ def reach_maxima(field: GaussianField, means: torch.Tensor, chol: torch.Tensor) 
     out = torch.zeros(4, dtype=torch.int64, device=means.device)
     total = means.shape[0] * means.shape[1]
     grid = (triton_cdiv(total, _REACH_BLOCK),)
-    kernels.reach_kernel[grid](means, chol, out, total, means.shape[1], field.k * field.w, field.k,
-                               _bits(math.sqrt(CUT_MAHALANOBIS_SQ)), BLOCK=_REACH_BLOCK,
-                               **_launch_options(4))
+    kernels.reach_kernel[grid](
+        means,
+        chol,
+        out,
+        total,
+        means.shape[1],
+        field.k * field.w,
+        field.k,
+        _bits(math.sqrt(CUT_MAHALANOBIS_SQ)),
+        BLOCK=_REACH_BLOCK,
+        **_launch_options(4),
+    )
     return out
 
 
@@ -95,8 +104,18 @@ def triton_cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def forward(field: GaussianField, means, chol, colors, scale_hw, width: int, row_start: int, row_stop: int,
-            tile: tuple[int, int, int] | None = None, fast: bool | None = None) -> torch.Tensor:
+def forward(
+    field: GaussianField,
+    means,
+    chol,
+    colors,
+    scale_hw,
+    width: int,
+    row_start: int,
+    row_stop: int,
+    tile: tuple[int, int, int] | None = None,
+    fast: bool | None = None,
+) -> torch.Tensor:
     """(B, 3, rows, W) by the forward kernel; `tile` = (rows, cols, warps) and `fast` (the kernel's FAST
     variant) override the defaults, for benchmarks."""
     kernels = _load_kernels()
@@ -110,10 +129,28 @@ def forward(field: GaussianField, means, chol, colors, scale_hw, width: int, row
     reach = reach_maxima(field, means, chol)
     grid = (triton_cdiv(width, tile_w), triton_cdiv(rows, tile_h), field.batch_size)
     kernels.forward_kernel[grid](
-        means, chol, colors, reach, out,
-        means.shape[1], field.k * field.h, field.k * field.w, field.k, rows, width, row_start,
-        _bits(s_h), _bits(s_w), _bits(CUT_MAHALANOBIS_SQ), _bits(REACH_GROWTH), _bits(REACH_PAD),
-        BH=tile_h, BW=tile_w, F64=means.dtype == torch.float64, FAST=fast, **_launch_options(warps),
+        means,
+        chol,
+        colors,
+        reach,
+        out,
+        means.shape[1],
+        field.k * field.h,
+        field.k * field.w,
+        field.k,
+        rows,
+        width,
+        row_start,
+        _bits(s_h),
+        _bits(s_w),
+        _bits(CUT_MAHALANOBIS_SQ),
+        _bits(REACH_GROWTH),
+        _bits(REACH_PAD),
+        BH=tile_h,
+        BW=tile_w,
+        F64=means.dtype == torch.float64,
+        FAST=fast,
+        **_launch_options(warps),
     )
     return out
 
@@ -130,8 +167,9 @@ def device_reach(field: GaussianField, means: torch.Tensor, chol: torch.Tensor) 
     return torch.stack([-torch.floor(ry), torch.ceil(ry), -torch.floor(rx), torch.ceil(rx)]).to(torch.int64)
 
 
-def _runs(coords: torch.Tensor, k: int, count: int, lo: torch.Tensor | int, hi: torch.Tensor | int
-          ) -> tuple[torch.Tensor, torch.Tensor]:
+def _runs(
+    coords: torch.Tensor, k: int, count: int, lo: torch.Tensor | int, hi: torch.Tensor | int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per lattice index g, the run [start, stop) of samples whose neighbourhood [cell + lo, cell + hi] holds g."""
     cells = torch.floor(coords.double() * k).long()
     g = torch.arange(count, dtype=torch.int64, device=coords.device)
@@ -140,8 +178,17 @@ def _runs(coords: torch.Tensor, k: int, count: int, lo: torch.Tensor | int, hi: 
     return start.to(torch.int32).contiguous(), stop.to(torch.int32).contiguous()
 
 
-def backward(field: GaussianField, means, chol, colors, scale_hw, width: int, row_start: int, row_stop: int,
-             grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def backward(
+    field: GaussianField,
+    means,
+    chol,
+    colors,
+    scale_hw,
+    width: int,
+    row_start: int,
+    row_stop: int,
+    grad_out: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     kernels = _load_kernels()
     s_h, s_w = scale_hw
     rows = row_stop - row_start
@@ -157,10 +204,27 @@ def backward(field: GaussianField, means, chol, colors, scale_hw, width: int, ro
     longest = torch.stack([(re - rs).max(), (ce - cs).max()]).clamp(min=0).to(torch.int32).contiguous()
     grid = (triton_cdiv(means.shape[1], BACKWARD_BLOCK), field.batch_size)
     kernels.backward_kernel[grid](
-        means, chol, colors, grad_out.to(dtype).contiguous(), rs, re, cs, ce, *grads, longest,
-        means.shape[1], k * field.w, rows, width, row_start,
-        _bits(s_h), _bits(s_w), _bits(CUT_MAHALANOBIS_SQ),
-        BLOCK=BACKWARD_BLOCK, F64=dtype == torch.float64, **_launch_options(BACKWARD_WARPS),
+        means,
+        chol,
+        colors,
+        grad_out.to(dtype).contiguous(),
+        rs,
+        re,
+        cs,
+        ce,
+        *grads,
+        longest,
+        means.shape[1],
+        k * field.w,
+        rows,
+        width,
+        row_start,
+        _bits(s_h),
+        _bits(s_w),
+        _bits(CUT_MAHALANOBIS_SQ),
+        BLOCK=BACKWARD_BLOCK,
+        F64=dtype == torch.float64,
+        **_launch_options(BACKWARD_WARPS),
     )
     return grads
 
@@ -179,8 +243,9 @@ class _RenderFunction(torch.autograd.Function):
         return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad[:3])) + (None,) * 5
 
 
-def render_window(field: GaussianField, scale_hw: tuple[float, float], width: int, row_start: int,
-                  row_stop: int) -> torch.Tensor:
+def render_window(
+    field: GaussianField, scale_hw: tuple[float, float], width: int, row_start: int, row_stop: int
+) -> torch.Tensor:
     """Rows [row_start, row_stop) of the W-wide render at (s_h, s_w), as (B, 3, rows, W); see render.Backend."""
     if field.dtype not in (torch.float32, torch.float64):
         return torch_reference.render_window(field, scale_hw, width, row_start, row_stop)

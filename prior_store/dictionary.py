@@ -65,8 +65,7 @@ def check_kernels(kernels: np.ndarray, what: str = "") -> np.ndarray:
     lead = f"{what}: " if what else ""
     array = np.asarray(kernels)
     if array.ndim != 2 or array.shape[1] != 3 or array.shape[0] < 1:
-        raise InvalidDictionaryError(f"{lead}a dictionary must have shape (K, 3) = (l11, l21, l22), got "
-                                     f"{array.shape}")
+        raise InvalidDictionaryError(f"{lead}a dictionary must have shape (K, 3) = (l11, l21, l22), got {array.shape}")
     if array.dtype.kind != "f":
         raise InvalidDictionaryError(f"{lead}a dictionary must hold floats, got {array.dtype}")
     array = np.ascontiguousarray(array, dtype=np.float32)
@@ -90,11 +89,17 @@ def write_dictionary(store_path: str | Path, kernels: np.ndarray, provenance: di
         raise ValueError(f"dictionary provenance lacks {missing}")
     scale = store.config.reference_scale
     if "reference_scale" in provenance and float(provenance["reference_scale"]) != float(scale):
-        raise ValueError(f"dictionary is at reference scale {provenance['reference_scale']}, but store "
-                         f"{store_path} is at x{scale}; convert it (LR px x {scale}) first")
+        raise ValueError(
+            f"dictionary is at reference scale {provenance['reference_scale']}, but store "
+            f"{store_path} is at x{scale}; convert it (LR px x {scale}) first"
+        )
     record = dict(provenance)
-    record.update(reference_scale=scale, size=int(kernels.shape[0]), content_hash=content_hash(kernels, scale),
-                  units=f"HR px at reference scale x{scale} (LR px x {scale})")
+    record.update(
+        reference_scale=scale,
+        size=int(kernels.shape[0]),
+        content_hash=content_hash(kernels, scale),
+        units=f"HR px at reference scale x{scale} (LR px x {scale})",
+    )
     record = json.loads(json.dumps(record, allow_nan=False))  # JSON-ready, or a clear error here
     root = store.group
     if STATS_GROUP not in root:
@@ -102,10 +107,18 @@ def write_dictionary(store_path: str | Path, kernels: np.ndarray, provenance: di
     if DICTIONARY_GROUP in root:
         del root[DICTIONARY_GROUP]
     group = root.create_group(DICTIONARY_GROUP)
-    array = group.create_array("kernels", shape=kernels.shape, chunks=kernels.shape, dtype=np.float32,
-                               dimension_names=("kernel", "cholesky"),
-                               attributes={"units": "HR px", "long_name": "Cholesky factor (l11, l21, l22) of "
-                                           "each dictionary covariance, at the store's reference scale"})
+    array = group.create_array(
+        "kernels",
+        shape=kernels.shape,
+        chunks=kernels.shape,
+        dtype=np.float32,
+        dimension_names=("kernel", "cholesky"),
+        attributes={
+            "units": "HR px",
+            "long_name": "Cholesky factor (l11, l21, l22) of "
+            "each dictionary covariance, at the store's reference scale",
+        },
+    )
     array[...] = kernels
     group.attrs["provenance"] = record  # last: marks the dictionary complete
     return record
@@ -127,8 +140,10 @@ def read_dictionary(store_path: str | Path) -> tuple[np.ndarray, dict]:
     kernels = np.asarray(group[KERNELS][...], dtype=np.float32)
     provenance = dict(group[DICTIONARY_GROUP].attrs["provenance"])
     if provenance.get("content_hash") != content_hash(kernels, provenance["reference_scale"]):
-        raise StoreError(f"the dictionary of {store_path} does not match its content hash (damaged or edited); "
-                         "rerun `p2g prior-stats` to rewrite it")
+        raise StoreError(
+            f"the dictionary of {store_path} does not match its content hash (damaged or edited); "
+            "rerun `p2g prior-stats` to rewrite it"
+        )
     return kernels, provenance
 
 
@@ -142,9 +157,12 @@ def export_npy(store_path: str | Path, out_path: str | Path) -> tuple[Path, Path
     if scale != NPY_REFERENCE_SCALE:
         kernels = (kernels.astype(np.float64) * (NPY_REFERENCE_SCALE / scale)).astype(np.float32)
     record = dict(provenance)
-    record.update(reference_scale=NPY_REFERENCE_SCALE, store_reference_scale=provenance["reference_scale"],
-                  content_hash=content_hash(kernels, NPY_REFERENCE_SCALE),
-                  units=f"HR px at reference scale x{NPY_REFERENCE_SCALE} (LR px x {NPY_REFERENCE_SCALE})")
+    record.update(
+        reference_scale=NPY_REFERENCE_SCALE,
+        store_reference_scale=provenance["reference_scale"],
+        content_hash=content_hash(kernels, NPY_REFERENCE_SCALE),
+        units=f"HR px at reference scale x{NPY_REFERENCE_SCALE} (LR px x {NPY_REFERENCE_SCALE})",
+    )
     out_path.parent.mkdir(parents=True, exist_ok=True)
     np.save(out_path, kernels, allow_pickle=False)
     sidecar = out_path.with_suffix(".json")
@@ -161,8 +179,9 @@ def dictionary_summary(store_path: str | Path) -> dict | None:
     except StoreError as err:  # describe a damaged dictionary rather than fail to describe the store
         return {"problem": str(err)}
     out = dict(provenance)
-    out["ranges"] = {name: [float(kernels[:, i].min()), float(kernels[:, i].max())]
-                     for i, name in enumerate(("l11", "l21", "l22"))}
+    out["ranges"] = {
+        name: [float(kernels[:, i].min()), float(kernels[:, i].max())] for i, name in enumerate(("l11", "l21", "l22"))
+    }
     return out
 
 
@@ -173,19 +192,21 @@ def dictionary_line(summary: dict | None) -> str:
     if "problem" in summary:
         return f"unreadable: {summary['problem']}"
     quantiles = summary.get("quantiles")
-    span = (f", quantiles {100 * quantiles[0]:g}-{100 * quantiles[1]:g} %" if quantiles else "")
+    span = f", quantiles {100 * quantiles[0]:g}-{100 * quantiles[1]:g} %" if quantiles else ""
     seed = f", seed {summary['seed']}" if summary.get("seed") is not None else ""
     ranges = ", ".join(f"{k} {lo:.2f}..{hi:.2f}" for k, (lo, hi) in summary["ranges"].items())
-    return (f"{summary['method']}, {summary['size']} kernels (HR px at x{summary['reference_scale']}: {ranges})"
-            f"{span}{seed}, from {summary['crop_count']} crops, {summary['content_hash'][:19]}")
+    return (
+        f"{summary['method']}, {summary['size']} kernels (HR px at x{summary['reference_scale']}: {ranges})"
+        f"{span}{seed}, from {summary['crop_count']} crops, {summary['content_hash'][:19]}"
+    )
 
 
 __all__ = [
     "DICTIONARY_GROUP",
-    "DictionaryMissingError",
-    "InvalidDictionaryError",
     "NPY_REFERENCE_SCALE",
     "REQUIRED_PROVENANCE",
+    "DictionaryMissingError",
+    "InvalidDictionaryError",
     "check_kernels",
     "content_hash",
     "dictionary_line",

@@ -7,9 +7,8 @@ untouched files (same size and mtime: no read needed) from files whose bytes mus
 
 from __future__ import annotations
 
-from prior_store.store import PriorStore
-
 from prior_store.integrity import INTEGRITY_GROUP as RECORD_GROUP
+from prior_store.store import PriorStore
 
 
 def read_file_record(store: PriorStore) -> dict[str, list[int]]:

@@ -11,8 +11,8 @@ catch bytes changed inside a compressed frame.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import zarr
@@ -74,21 +74,31 @@ class IntegrityReport:
         crops = sum(stop - start for start, stop in self.crop_ranges())
         out = [f"damaged {self.store}: {len(self.damage)} of {self.keys_checked} storage keys, {crops} crops"]
         out += [f"  {d.line()}" for d in self.damage]
-        out.append("  mend: rerun the p2g fit-prior command that made the store (same images and options); "
-                   "it refits these crops")
+        out.append(
+            "  mend: rerun the p2g fit-prior command that made the store (same images and options); "
+            "it refits these crops"
+        )
         return out
 
     def one_line(self) -> str:
         """The damage in one line (for a refusal)."""
         shown = "; ".join(d.line() for d in self.damage[:3])
         more = f"; and {len(self.damage) - 3} more" if len(self.damage) > 3 else ""
-        return (f"store {self.store} has {len(self.damage)} damaged storage key(s): {shown}{more}; rerun the "
-                "p2g fit-prior command that made it (same images and options) to refit those crops, "
-                f"`p2g info --verify {self.store}` lists them all")
+        return (
+            f"store {self.store} has {len(self.damage)} damaged storage key(s): {shown}{more}; rerun the "
+            "p2g fit-prior command that made it (same images and options) to refit those crops, "
+            f"`p2g info --verify {self.store}` lists them all"
+        )
 
     def as_dict(self) -> dict:
-        return {"store": self.store, "crops": self.crops, "keys_checked": self.keys_checked, "ok": self.ok,
-                "damage": [d.__dict__ for d in self.damage], "damaged_crop_ranges": self.crop_ranges()}
+        return {
+            "store": self.store,
+            "crops": self.crops,
+            "keys_checked": self.keys_checked,
+            "ok": self.ok,
+            "damage": [d.__dict__ for d in self.damage],
+            "damaged_crop_ranges": self.crop_ranges(),
+        }
 
 
 def merge_ranges(ranges) -> list[tuple[int, int]]:
@@ -201,14 +211,18 @@ def verify_store(store: str | PriorStore, workers: int | None = None) -> Integri
                 continue
             if "error" in result:
                 hurt(unit, result["error"])
-            elif not present and (name in ALWAYS_STORED or (done[crops].any() and (
-                    strict or name in NEVER_FILL_WHEN_DONE))):
+            elif not present and (
+                name in ALWAYS_STORED or (done[crops].any() and (strict or name in NEVER_FILL_WHEN_DONE))
+            ):
                 held = "every crop" if name in ALWAYS_STORED else f"{int(done[crops].sum())} done crop(s)"
                 hurt(unit, f"missing (should hold values of {held})")
             elif present and "finite" in result and not result["finite"][done[crops]].all():
                 bad = np.flatnonzero(done[crops] & ~result["finite"]) + unit.start
-                hurt(unit, f"non-finite values for done crop(s) {', '.join(str(int(i)) for i in bad[:5])}"
-                           + (" ..." if bad.size > 5 else ""))
+                hurt(
+                    unit,
+                    f"non-finite values for done crop(s) {', '.join(str(int(i)) for i in bad[:5])}"
+                    + (" ..." if bad.size > 5 else ""),
+                )
     damage.sort(key=lambda d: (d.start, d.array))
     checked = sum(len(u) for u in units.values())
     return IntegrityReport(str(opened.path), count, checked, damage)
@@ -266,12 +280,25 @@ def reset_crops(
             value = planned.get(spec.path)
             if value is None:
                 shape = (stop - start,) + tail[spec.path]
-                value = (np.full(shape, spec.fill, dtype=np.dtypes.StringDType()) if spec.dtype is STRING
-                         else np.full(shape, spec.fill, dtype=spec.dtype))
+                value = (
+                    np.full(shape, spec.fill, dtype=np.dtypes.StringDType())
+                    if spec.dtype is STRING
+                    else np.full(shape, spec.fill, dtype=spec.dtype)
+                )
             store.group[spec.path][start:stop] = value
     return widened
 
 
-__all__ = ["INTEGRITY_GROUP", "Damage", "IntegrityReport", "StoreDamagedError", "every_chunk_stored",
-           "mark_every_chunk_stored", "merge_ranges", "require_intact", "reset_crops",
-           "storage_units", "verify_store"]
+__all__ = [
+    "INTEGRITY_GROUP",
+    "Damage",
+    "IntegrityReport",
+    "StoreDamagedError",
+    "every_chunk_stored",
+    "mark_every_chunk_stored",
+    "merge_ranges",
+    "require_intact",
+    "reset_crops",
+    "storage_units",
+    "verify_store",
+]

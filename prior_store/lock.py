@@ -11,8 +11,8 @@ import contextlib
 import json
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from prior_store.store import StoreError
 
@@ -40,8 +40,10 @@ def store_lock(store: str | os.PathLike, verb: str) -> Iterator[None]:
         try:
             handle = open(path, "a+")
         except OSError as err:
-            raise PermissionError(f"cannot lock store {store}: {path} cannot be created ({err.strerror or err}); "
-                                  "the store's folder must be writable") from None
+            raise PermissionError(
+                f"cannot lock store {store}: {path} cannot be created ({err.strerror or err}); "
+                "the store's folder must be writable"
+            ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -78,8 +80,6 @@ def _holder(path: Path) -> dict:
         return {}
 
 
-
-
 def check_writable(store: str | os.PathLike) -> None:
     """Refuse (PermissionError, one line) a local store this process cannot write, before any work."""
     if "://" in str(store) or not Path(store).exists():
@@ -90,8 +90,10 @@ def check_writable(store: str | os.PathLike) -> None:
             pass
         probe.unlink()
     except OSError as err:
-        raise PermissionError(f"store {store} is not writable ({err.strerror or err}); make it writable, or "
-                              "copy it somewhere writable and use the copy") from None
+        raise PermissionError(
+            f"store {store} is not writable ({err.strerror or err}); make it writable, or "
+            "copy it somewhere writable and use the copy"
+        ) from None
 
 
 __all__ = ["StoreLockedError", "check_writable", "lock_path", "store_lock"]

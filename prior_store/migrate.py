@@ -33,8 +33,10 @@ def migrate_store(source: str | Path, target: str | Path, shard_size: int | None
     attrs = dict(old.attrs)
     version = attrs.get("schema_version")
     if version != LEGACY_SCHEMA_VERSION:
-        raise StoreError(f"{source} has schema {version}, not {LEGACY_SCHEMA_VERSION}; only schema "
-                         f"{LEGACY_SCHEMA_VERSION} stores need migrating")
+        raise StoreError(
+            f"{source} has schema {version}, not {LEGACY_SCHEMA_VERSION}; only schema "
+            f"{LEGACY_SCHEMA_VERSION} stores need migrating"
+        )
     missing = [spec.path for spec in ARRAYS if spec.path not in old]
     if missing:
         raise StoreError(f"{source} is not a complete schema 1 store: {missing[0]} is missing")
@@ -50,8 +52,15 @@ def migrate_store(source: str | Path, target: str | Path, shard_size: int | None
         start, stop = store.shard_bounds(index)
         store.write_shard(index, {path: read(path, start, stop) for path in RESULT_ARRAYS})
     # creation stamped this version's attributes; keep the original creation record beside them
-    store.group.attrs.update({"migrated_from": {"schema_version": version, "created": attrs.get("created"),
-                                                "package_version": attrs.get("package_version")}})
+    store.group.attrs.update(
+        {
+            "migrated_from": {
+                "schema_version": version,
+                "created": attrs.get("created"),
+                "package_version": attrs.get("package_version"),
+            }
+        }
+    )
     _copy_stage2(old, target)
     return PriorStore(target, zarr.open_group(str(target), mode="r"))
 

@@ -115,23 +115,66 @@ class ArraySpec:
 #: Every per-crop array of the store, in write order (status last: it marks the chunk's other arrays valid).
 ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("crops/source", STRING, (), "", (), "", "image path as given to the job"),
-    ArraySpec("crops/box", np.int32, (4,), 0, ("box",), "HR px", "crop box in the image",
-              (("columns", ["top", "left", "height", "width"]),)),
-    ArraySpec("field/means", np.float32, "gaussians:2", 0.0, ("gaussian", "xy"), "LR px",
-              "Gaussian centre in the crop's LR lattice (x, y)"),
-    ArraySpec("field/chol", np.float32, "gaussians:3", 0.0, ("gaussian", "cholesky"), "LR px",
-              "Cholesky factor (l11, l21, l22) of the Gaussian's covariance, Sigma = L L^T",
-              (("columns", ["l11", "l21", "l22"]),)),
-    ArraySpec("field/colors", np.float32, "gaussians:3", 0.0, ("gaussian", "rgb"), "1",
-              "RGB weight of the Gaussian (intensity in [0, 1] units at its centre)"),
+    ArraySpec(
+        "crops/box",
+        np.int32,
+        (4,),
+        0,
+        ("box",),
+        "HR px",
+        "crop box in the image",
+        (("columns", ["top", "left", "height", "width"]),),
+    ),
+    ArraySpec(
+        "field/means",
+        np.float32,
+        "gaussians:2",
+        0.0,
+        ("gaussian", "xy"),
+        "LR px",
+        "Gaussian centre in the crop's LR lattice (x, y)",
+    ),
+    ArraySpec(
+        "field/chol",
+        np.float32,
+        "gaussians:3",
+        0.0,
+        ("gaussian", "cholesky"),
+        "LR px",
+        "Cholesky factor (l11, l21, l22) of the Gaussian's covariance, Sigma = L L^T",
+        (("columns", ["l11", "l21", "l22"]),),
+    ),
+    ArraySpec(
+        "field/colors",
+        np.float32,
+        "gaussians:3",
+        0.0,
+        ("gaussian", "rgb"),
+        "1",
+        "RGB weight of the Gaussian (intensity in [0, 1] units at its centre)",
+    ),
     ArraySpec("crops/content_hash", STRING, (), "", (), "", "sha256 (hex) of the image file's bytes"),
     ArraySpec("crops/reason", STRING, (), "", (), "", "why the crop failed (empty unless failed)"),
-    ArraySpec("crops/psnr", np.float32, (), float("nan"), (), "dB",
-              "PSNR of the fitted field rendered at the reference scale against the crop (NaN unless done)"),
+    ArraySpec(
+        "crops/psnr",
+        np.float32,
+        (),
+        float("nan"),
+        (),
+        "dB",
+        "PSNR of the fitted field rendered at the reference scale against the crop (NaN unless done)",
+    ),
     ArraySpec("crops/iterations", np.int32, (), 0, (), "1", "optimisation steps run"),
-    ArraySpec("crops/status", np.int8, (), STATUS_PENDING, (), "1", "fitting status of the crop",
-              (("flag_values", [STATUS_PENDING, STATUS_DONE, STATUS_FAILED]),
-               ("flag_meanings", "pending done failed"))),
+    ArraySpec(
+        "crops/status",
+        np.int8,
+        (),
+        STATUS_PENDING,
+        (),
+        "1",
+        "fitting status of the crop",
+        (("flag_values", [STATUS_PENDING, STATUS_DONE, STATUS_FAILED]), ("flag_meanings", "pending done failed")),
+    ),
 )
 
 #: Arrays fixed by the crop plan at creation; chunk writes never touch them.
@@ -165,8 +208,10 @@ class StoreConfig:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
                 raise ValueError(f"shard_size must be a positive integer, got {value!r}")
             if value % self.chunk_size:
-                raise ValueError(f"shard size {value} is not a multiple of the chunk size {self.chunk_size}; "
-                                 f"pick a whole number of chunks per shard")
+                raise ValueError(
+                    f"shard size {value} is not a multiple of the chunk size {self.chunk_size}; "
+                    f"pick a whole number of chunks per shard"
+                )
         if self.crop_size % self.reference_scale:
             raise ValueError(
                 f"crop size {self.crop_size} is not a multiple of the reference scale {self.reference_scale}; "
@@ -204,7 +249,7 @@ class StoreConfig:
         return out
 
     @classmethod
-    def from_attrs(cls, attrs: dict) -> "StoreConfig":
+    def from_attrs(cls, attrs: dict) -> StoreConfig:
         shard = attrs.get("shard_size")
         return cls(
             crop_size=int(attrs["crop_size"]),

@@ -12,8 +12,8 @@ missing):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import zarr
@@ -60,8 +60,14 @@ def write_statistics(
         value = np.ascontiguousarray(value)
         chunks = (min(max(value.shape[0], 1), ROWS_PER_CHUNK),) + value.shape[1:] if value.ndim else ()
         attrs = {"units": "1", "long_name": name.replace("_", " "), **dict((array_attrs or {}).get(name, {}))}
-        array = group.create_array(name, shape=value.shape, chunks=chunks, dtype=value.dtype,
-                                   dimension_names=dimension_names(name, value.ndim), attributes=attrs)
+        array = group.create_array(
+            name,
+            shape=value.shape,
+            chunks=chunks,
+            dtype=value.dtype,
+            dimension_names=dimension_names(name, value.ndim),
+            attributes=attrs,
+        )
         array[...] = value
     group.attrs["summary"] = summary  # last: marks the group complete
 

@@ -13,8 +13,8 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import zarr
@@ -148,12 +148,14 @@ class PriorStore:
         for spec in ARRAYS:
             prefix = f"{spec.path}/c/"
             if key.startswith(prefix):
-                parts = key[len(prefix):].split("/")
+                parts = key[len(prefix) :].split("/")
                 tail = self.config.tail_shape(spec)
                 if len(parts) == len(tail) + 1 and all(p.isdigit() for p in parts) and set(parts[1:]) <= {"0"}:
                     return self.shard_bounds(int(parts[0]))
-        raise ValueError(f"{key!r} is not a storage key of a per-crop array of this store "
-                         "(expected <array>/c/<shard>[/0/0], e.g. field/chol/c/0/0/0)")
+        raise ValueError(
+            f"{key!r} is not a storage key of a per-crop array of this store "
+            "(expected <array>/c/<shard>[/0/0], e.g. field/chol/c/0/0/0)"
+        )
 
     # ------------------------------------------------------------------ reads
     def read(self, path: str, start: int = 0, stop: int | None = None) -> np.ndarray | list[str]:
@@ -218,8 +220,9 @@ class PriorStore:
         if STATS_GROUP not in self.group:
             return []
         stats = self.group[STATS_GROUP]
-        return sorted(f"{STATS_GROUP}/{name}" for name, member in stats.members(max_depth=None)
-                      if isinstance(member, zarr.Array))
+        return sorted(
+            f"{STATS_GROUP}/{name}" for name, member in stats.members(max_depth=None) if isinstance(member, zarr.Array)
+        )
 
     # ------------------------------------------------------------------ writes
     def write_chunk(self, index: int, values: Mapping[str, np.ndarray | Sequence[str]]) -> None:
@@ -236,18 +239,15 @@ class PriorStore:
         synthetic stores; the job writes chunk by chunk so that a kill loses only the chunk in flight."""
         self._write_range(*self.shard_bounds(index), values, "shard")
 
-    def _write_range(self, start: int, stop: int, values: Mapping[str, np.ndarray | Sequence[str]],
-                     what: str) -> None:
+    def _write_range(self, start: int, stop: int, values: Mapping[str, np.ndarray | Sequence[str]], what: str) -> None:
         missing = [p for p in RESULT_ARRAYS if p not in values]
         extra = [p for p in values if p not in RESULT_ARRAYS]
         if missing or extra:
-            raise ValueError(f"{what} write needs exactly {list(RESULT_ARRAYS)}; missing {missing}, "
-                             f"unexpected {extra}")
+            raise ValueError(f"{what} write needs exactly {list(RESULT_ARRAYS)}; missing {missing}, unexpected {extra}")
         prepared = {}
         for path in RESULT_ARRAYS:
             spec = _SPECS[path]
-            prepared[path] = _as_array(values[path], spec, (stop - start,) + self.config.tail_shape(spec), path,
-                                       what)
+            prepared[path] = _as_array(values[path], spec, (stop - start,) + self.config.tail_shape(spec), path, what)
         for path in RESULT_ARRAYS:  # spec order: status last; every key stored, so a missing one is damage
             self.group[path].with_config({"write_empty_chunks": True})[start:stop] = prepared[path]
 
@@ -255,8 +255,12 @@ class PriorStore:
     def check_matches(self, config: StoreConfig, digest: str | None = None) -> None:
         """Refuse (StoreMismatchError) when this store was made with another config or crop plan."""
         mine, theirs = self.config.attrs(), config.attrs()
-        for key, hint in (("crop_size", "--crop"), ("reference_scale", "the reference scale"),
-                          ("lattice", "lattice (h_lr, w_lr, k)"), ("chunk_size", "--batch")):
+        for key, hint in (
+            ("crop_size", "--crop"),
+            ("reference_scale", "the reference scale"),
+            ("lattice", "lattice (h_lr, w_lr, k)"),
+            ("chunk_size", "--batch"),
+        ):
             if mine[key] != theirs[key]:
                 raise StoreMismatchError(
                     f"store {self.path} was made with {key} {_fmt(mine[key])}, not {_fmt(theirs[key])}; "
@@ -264,8 +268,11 @@ class PriorStore:
                 )
         if mine["fitting"] != theirs["fitting"]:
             keys = sorted(set(mine["fitting"]) | set(theirs["fitting"]))
-            diff = [f"{k} {_fmt(mine['fitting'].get(k))} (asked {_fmt(theirs['fitting'].get(k))})"
-                    for k in keys if mine["fitting"].get(k) != theirs["fitting"].get(k)]
+            diff = [
+                f"{k} {_fmt(mine['fitting'].get(k))} (asked {_fmt(theirs['fitting'].get(k))})"
+                for k in keys
+                if mine["fitting"].get(k) != theirs["fitting"].get(k)
+            ]
             raise StoreMismatchError(
                 f"store {self.path} was fitted with other settings: {', '.join(diff)}; "
                 "use the same settings to resume it, or a new --store"
@@ -335,13 +342,15 @@ def create_store(
     group["crops/reason"][:] = np.asarray(reasons, dtype=np.dtypes.StringDType())
     group["crops/status"][:] = status
     # attrs last: a store without schema_version is an interrupted creation and is refused on open
-    group.attrs.update({
-        "schema_version": SCHEMA_VERSION,
-        **config.attrs(),
-        "plan_digest": plan_digest(list(sources), boxes),
-        "package_version": package_version(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    })
+    group.attrs.update(
+        {
+            "schema_version": SCHEMA_VERSION,
+            **config.attrs(),
+            "plan_digest": plan_digest(list(sources), boxes),
+            "package_version": package_version(),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        }
+    )
     return PriorStore(path, group)
 
 
@@ -352,9 +361,15 @@ def create_per_crop_array(group: zarr.Group, spec: ArraySpec, config: StoreConfi
     shard = (config.shard_size,) + tail
     chunks = (config.chunk_size,) + tail if spec.sharded else shard
     return group.create_array(
-        spec.path, shape=(count,) + tail, chunks=chunks, shards=shard if spec.sharded else None,
-        dtype=spec.dtype, fill_value=spec.fill, dimension_names=spec.dimension_names,
-        attributes=spec.attributes(), compressors=chunk_compressors(),
+        spec.path,
+        shape=(count,) + tail,
+        chunks=chunks,
+        shards=shard if spec.sharded else None,
+        dtype=spec.dtype,
+        fill_value=spec.fill,
+        dimension_names=spec.dimension_names,
+        attributes=spec.attributes(),
+        compressors=chunk_compressors(),
     )
 
 
@@ -403,8 +418,10 @@ def validate_group(group: zarr.Group) -> list[str]:
     if version is None:
         return ["no schema_version attribute (not a pixel2gauss prior store, or its creation was interrupted)"]
     if not isinstance(version, int) or version > SCHEMA_VERSION:
-        return [f"it was written by a newer pixel2gauss (schema {version}; this version reads up to "
-                f"{SCHEMA_VERSION}); upgrade pixel2gauss to read it"]
+        return [
+            f"it was written by a newer pixel2gauss (schema {version}; this version reads up to "
+            f"{SCHEMA_VERSION}); upgrade pixel2gauss to read it"
+        ]
     problems = []
     if version != SCHEMA_VERSION:
         return [f"schema {version} is not this version's layout (schema {SCHEMA_VERSION})"]
@@ -418,8 +435,9 @@ def validate_group(group: zarr.Group) -> list[str]:
     except (ValueError, TypeError, KeyError) as err:
         return [f"root attributes are inconsistent: {err}"]
     if list(attrs["lattice"]) != list(config.lattice):
-        problems.append(f"lattice {attrs['lattice']} does not match crop_size/reference_scale/k "
-                        f"({list(config.lattice)})")
+        problems.append(
+            f"lattice {attrs['lattice']} does not match crop_size/reference_scale/k ({list(config.lattice)})"
+        )
     count = None
     for spec in ARRAYS:
         if spec.path not in group:
@@ -436,15 +454,17 @@ def validate_group(group: zarr.Group) -> list[str]:
         if arr.shape != want:
             problems.append(f"{spec.path} has shape {arr.shape}, expected {want}")
         elif shards != config.shard_size or inner != config.chunk_size:
-            problems.append(f"{spec.path} has shards of {shards} crops in chunks of {inner}, expected "
-                            f"{config.shard_size} in chunks of {config.chunk_size}")
+            problems.append(
+                f"{spec.path} has shards of {shards} crops in chunks of {inner}, expected "
+                f"{config.shard_size} in chunks of {config.chunk_size}"
+            )
     return problems
 
 
 __all__ = [
-    "LegacyStoreError",
     "PLAN_ARRAYS",
     "RESULT_ARRAYS",
+    "LegacyStoreError",
     "PriorStore",
     "StoreError",
     "StoreMismatchError",

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -86,8 +87,10 @@ class _ImageKind:
 def tensor_to_batch(image: torch.Tensor) -> tuple[torch.Tensor, _ImageKind]:
     """A (B, 3, h, w) float or uint8 tensor -> float32 in [0, 1] on its device, and how to give back."""
     if image.dim() != 4 or image.shape[1] != 3:
-        raise ValueError(f"an image tensor must be a batch (B, 3, h, w), got shape {tuple(image.shape)} "
-                         f"(one image (3, h, w): pass x[None])")
+        raise ValueError(
+            f"an image tensor must be a batch (B, 3, h, w), got shape {tuple(image.shape)} "
+            f"(one image (3, h, w): pass x[None])"
+        )
     if min(image.shape) == 0:
         raise ValueError(f"empty image batch of shape {tuple(image.shape)}")
     if image.dtype not in TENSOR_DTYPES:
@@ -115,19 +118,22 @@ def image_to_tensor(image: Any) -> tuple[torch.Tensor, _ImageKind]:
             image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
         rgb, kind = array_to_rgb_float(np.asarray(image)), _ImageKind("pil")
     elif isinstance(image, np.ndarray):
-        if image.dtype == bool or not (np.issubdtype(image.dtype, np.integer) or
-                                       np.issubdtype(image.dtype, np.floating)):
+        if image.dtype == bool or not (
+            np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)
+        ):
             raise ValueError(f"image arrays must hold integers or floats, got {image.dtype}")
         if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (1, 3, 4)):
             raise ValueError(f"an image array must be (H, W), (H, W, 3) or (H, W, 4), got shape {image.shape}")
         if min(image.shape[:2]) == 0:
             raise ValueError(f"empty image of shape {image.shape}")
-        out_dtype = image.dtype if image.dtype in (np.uint8, np.uint16) or np.issubdtype(
-            image.dtype, np.floating) else np.float32
+        out_dtype = (
+            image.dtype
+            if image.dtype in (np.uint8, np.uint16) or np.issubdtype(image.dtype, np.floating)
+            else np.float32
+        )
         rgb, kind = array_to_rgb_float(image), _ImageKind("numpy", out_dtype)
     else:
-        raise ValueError(f"give a numpy array, a PIL image or a torch tensor (B, 3, h, w), not "
-                         f"{type(image).__name__}")
+        raise ValueError(f"give a numpy array, a PIL image or a torch tensor (B, 3, h, w), not {type(image).__name__}")
     if not np.isfinite(rgb).all():
         raise ValueError("image contains NaN or inf values")
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None], kind
@@ -145,8 +151,9 @@ class ImageField:
         """(h, w) of the encoded image."""
         return self.field.lr_size
 
-    def render(self, scale: float | Sequence[float] | None = None, size: Sequence[int] | None = None,
-               backend: str = "auto") -> Any:
+    def render(
+        self, scale: float | Sequence[float] | None = None, size: Sequence[int] | None = None, backend: str = "auto"
+    ) -> Any:
         """The image at `scale` (s or (s_h, s_w)) or of `size` (H, W), in the type the image was given in."""
         with torch.no_grad():
             return self._kind.from_render(render(self.field, size=size, scale=scale, backend=backend))
@@ -169,7 +176,7 @@ class ImageModel:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def to(self, device: str | torch.device) -> "ImageModel":
+    def to(self, device: str | torch.device) -> ImageModel:
         """Move the model to `device` (cpu, cuda, cuda:N); returns itself, as torch modules do."""
         self.model.to(check_device(device))
         return self
@@ -182,8 +189,14 @@ class ImageModel:
         fields = [encode_tensor(self.model, lr[i : i + 1], tile=tile, context=context) for i in range(lr.shape[0])]
         return ImageField(fields[0] if len(fields) == 1 else _stack(fields), kind)
 
-    def upscale(self, image: Any, scale: float | Sequence[float] | None = None, size: Sequence[int] | None = None,
-                tile: int | None = None, backend: str = "auto") -> Any:
+    def upscale(
+        self,
+        image: Any,
+        scale: float | Sequence[float] | None = None,
+        size: Sequence[int] | None = None,
+        tile: int | None = None,
+        backend: str = "auto",
+    ) -> Any:
         """encode(image).render(scale, size) in one call."""
         return self.encode(image, tile=tile).render(scale=scale, size=size, backend=backend)
 
@@ -196,8 +209,15 @@ class ImageModel:
 def _stack(fields: Sequence[GaussianField]) -> GaussianField:
     """Fields of same-sized images, encoded one by one, as one batch."""
     first = fields[0]
-    return GaussianField(torch.cat([f.means for f in fields]), torch.cat([f.chol for f in fields]),
-                         torch.cat([f.colors for f in fields]), first.h, first.w, first.k, validate=False)
+    return GaussianField(
+        torch.cat([f.means for f in fields]),
+        torch.cat([f.chol for f in fields]),
+        torch.cat([f.colors for f in fields]),
+        first.h,
+        first.w,
+        first.k,
+        validate=False,
+    )
 
 
 def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> ImageModel:
@@ -225,7 +245,12 @@ def encode_image(image: Any, checkpoint_or_model: Any, tile: int | None = None) 
     return as_image_model(checkpoint_or_model).encode(image, tile=tile)
 
 
-def upscale(image: Any, checkpoint_or_model: Any, scale: float | Sequence[float] | None = None,
-            size: Sequence[int] | None = None, tile: int | None = None) -> Any:
+def upscale(
+    image: Any,
+    checkpoint_or_model: Any,
+    scale: float | Sequence[float] | None = None,
+    size: Sequence[int] | None = None,
+    tile: int | None = None,
+) -> Any:
     """Super-resolve one image (numpy / PIL / tensor batch) at `scale` or to `size` (H, W); same type out."""
     return as_image_model(checkpoint_or_model).upscale(image, scale=scale, size=size, tile=tile)

@@ -42,8 +42,10 @@ def _check_plain(value, where: str) -> None:
         for i, item in enumerate(value):
             _check_plain(item, f"{where}[{i}]")
     elif not isinstance(value, _PLAIN):
-        raise TypeError(f"checkpoint entry {where} is a {type(value).__name__}; store plain containers, numbers, "
-                        f"strings and tensors only")
+        raise TypeError(
+            f"checkpoint entry {where} is a {type(value).__name__}; store plain containers, numbers, "
+            f"strings and tensors only"
+        )
 
 
 def checkpoint_payload(model: ContinuousSR, **extra) -> dict:
@@ -54,10 +56,17 @@ def checkpoint_payload(model: ContinuousSR, **extra) -> dict:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     dictionary = {"reference_scale": model.reference_scale, "provenance": dict(model.dictionary_provenance)}
     if model.dictionary is not None:
-        dictionary.update(size=int(model.dictionary.shape[0]),
-                          kernels_hash=content_hash(model.dictionary, model.reference_scale))
-    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": model.config.to_dict(),
-               "dictionary": dictionary, "state_dict": state, **extra}
+        dictionary.update(
+            size=int(model.dictionary.shape[0]), kernels_hash=content_hash(model.dictionary, model.reference_scale)
+        )
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": model.config.to_dict(),
+        "dictionary": dictionary,
+        "state_dict": state,
+        **extra,
+    }
     _check_plain(payload, "checkpoint")
     return payload
 
@@ -90,9 +99,10 @@ def torch_load_plain(path: Path):
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # torch.load raises many types on damaged or foreign files; its advice to drop
         # weights_only would be wrong here, so its message is not passed on
-        raise CheckpointError(f"{path} is not a readable pixel2gauss checkpoint or model file (damaged, not a PyTorch "
-                              f"or safetensors file, or holding objects other than tensors and plain containers)"
-                              ) from None
+        raise CheckpointError(
+            f"{path} is not a readable pixel2gauss checkpoint or model file (damaged, not a PyTorch "
+            f"or safetensors file, or holding objects other than tensors and plain containers)"
+        ) from None
 
 
 def is_checkpoint(data) -> bool:
@@ -105,8 +115,9 @@ def check_checkpoint(data, path: str | Path) -> dict:
     if not is_checkpoint(data):
         raise CheckpointError(f"{path} is not a pixel2gauss checkpoint")
     if int(data.get("version", 0)) > CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} was written by a newer pixel2gauss (checkpoint format {data['version']}); "
-                              f"upgrade")
+        raise CheckpointError(
+            f"{path} was written by a newer pixel2gauss (checkpoint format {data['version']}); upgrade"
+        )
     for key in RESERVED_KEYS:
         if key not in data:
             raise CheckpointError(f"{path} is damaged: it has no {key!r} entry")
@@ -124,8 +135,9 @@ def model_from_checkpoint(data: dict, device: str | torch.device = "cpu") -> Con
             raise CheckpointError("checkpoint has no dictionary buffer although its model mixes a dictionary")
         scale = float(info["reference_scale"])
         if info.get("kernels_hash") and content_hash(kernels, scale) != info["kernels_hash"]:
-            raise CheckpointError("the checkpoint's dictionary does not match its recorded hash; the file is "
-                                  "damaged or was edited")
+            raise CheckpointError(
+                "the checkpoint's dictionary does not match its recorded hash; the file is damaged or was edited"
+            )
         dictionary = CovarianceDictionary(kernels.float(), scale, dict(info.get("provenance", {})))
     model = ContinuousSR(config, dictionary)
     try:

@@ -70,8 +70,7 @@ def interpolate_at_bases(lr: torch.Tensor, k: int) -> torch.Tensor:
     bsz, _, h, w = lr.shape
     base = base_positions(h, w, k, dtype=lr.dtype, device=lr.device)
     grid = torch.stack([base[:, 0] / w * 2 - 1, base[:, 1] / h * 2 - 1], -1).view(1, 1, -1, 2)
-    values = F.grid_sample(lr, grid.expand(bsz, -1, -1, -1), mode="bicubic", padding_mode="border",
-                           align_corners=False)
+    values = F.grid_sample(lr, grid.expand(bsz, -1, -1, -1), mode="bicubic", padding_mode="border", align_corners=False)
     return values.view(bsz, 3, -1).transpose(1, 2)
 
 

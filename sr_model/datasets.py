@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -91,7 +91,8 @@ def scan_images(paths: Sequence[Path], min_side: int = 1) -> list[tuple[Path, tu
         usable.append((path, size))
     if small:
         warnings.warn(
-            f"skipping {len(small)} image(s) smaller than {min_side} px, e.g. {small[0]}", SkippedImageWarning,
+            f"skipping {len(small)} image(s) smaller than {min_side} px, e.g. {small[0]}",
+            SkippedImageWarning,
             stacklevel=2,
         )
     if not usable:

@@ -55,18 +55,24 @@ def usable_kernels(kernels: np.ndarray, what: str) -> torch.Tensor:
     except InvalidDictionaryError as err:
         raise DictionaryError(str(err)) from None
     if not ((array[:, 0] > 0) & (array[:, 2] > 0)).any():
-        raise DictionaryError(f"{what}: dictionary has no entry with a positive diagonal; every mix would be "
-                              f"degenerate")
+        raise DictionaryError(
+            f"{what}: dictionary has no entry with a positive diagonal; every mix would be degenerate"
+        )
     return torch.from_numpy(array)
 
 
 def official_dictionary() -> CovarianceDictionary:
     kernels = official_kernels()
-    return CovarianceDictionary(kernels, OFFICIAL_REFERENCE_SCALE, {
-        "method": "official", "source": "official",
-        "content_hash": content_hash(kernels, OFFICIAL_REFERENCE_SCALE),
-        "reference_scale": OFFICIAL_REFERENCE_SCALE,
-    })
+    return CovarianceDictionary(
+        kernels,
+        OFFICIAL_REFERENCE_SCALE,
+        {
+            "method": "official",
+            "source": "official",
+            "content_hash": content_hash(kernels, OFFICIAL_REFERENCE_SCALE),
+            "reference_scale": OFFICIAL_REFERENCE_SCALE,
+        },
+    )
 
 
 def load_dictionary(source: str | Path, reference_scale: float | None = None) -> CovarianceDictionary:
@@ -79,8 +85,7 @@ def load_dictionary(source: str | Path, reference_scale: float | None = None) ->
         return official_dictionary()
     path = Path(source)
     if not path.exists():
-        raise FileNotFoundError(f"dictionary source not found: {path} (give a .npy file, a prior store or "
-                                f"'official')")
+        raise FileNotFoundError(f"dictionary source not found: {path} (give a .npy file, a prior store or 'official')")
     if path.is_file():
         if path.suffix.lower() != ".npy":
             raise DictionaryError(f"{path}: a dictionary file must be a .npy array of shape (K, 3)")
@@ -90,10 +95,16 @@ def load_dictionary(source: str | Path, reference_scale: float | None = None) ->
             raise DictionaryError(f"{path} is not a readable .npy dictionary: {err}") from None
         scale = float(OFFICIAL_REFERENCE_SCALE if reference_scale is None else reference_scale)
         kernels = usable_kernels(array, str(path))
-        return CovarianceDictionary(kernels, _check_scale(scale, str(path)), {
-            "method": "npy", "source": str(path), "content_hash": content_hash(kernels, scale),
-            "reference_scale": scale,
-        })
+        return CovarianceDictionary(
+            kernels,
+            _check_scale(scale, str(path)),
+            {
+                "method": "npy",
+                "source": str(path),
+                "content_hash": content_hash(kernels, scale),
+                "reference_scale": scale,
+            },
+        )
     return _from_store(path, reference_scale)
 
 
@@ -101,14 +112,18 @@ def _from_store(path: Path, reference_scale: float | None) -> CovarianceDictiona
     try:  # stage 2's reader, imported only when a store is named
         from prior_store.dictionary import read_dictionary
     except ImportError:
-        raise DictionaryError(f"{path} is a folder, but this installation cannot read dictionaries from a prior "
-                              f"store (prior_store.dictionary is missing); export it to .npy") from None
+        raise DictionaryError(
+            f"{path} is a folder, but this installation cannot read dictionaries from a prior "
+            f"store (prior_store.dictionary is missing); export it to .npy"
+        ) from None
     kernels, provenance = read_dictionary(path)
     kernels = usable_kernels(kernels, str(path))
     scale = _check_scale(float(provenance["reference_scale"]), str(path))
     if reference_scale is not None and float(reference_scale) != scale:
-        raise DictionaryError(f"{path}: the store's dictionary is at reference scale {scale:g}, not "
-                              f"{float(reference_scale):g}; drop the reference scale argument")
+        raise DictionaryError(
+            f"{path}: the store's dictionary is at reference scale {scale:g}, not "
+            f"{float(reference_scale):g}; drop the reference scale argument"
+        )
     record = {key: _plain(value) for key, value in dict(provenance).items()}
     record.update(source=str(path), reference_scale=scale)
     record.setdefault("method", "store")

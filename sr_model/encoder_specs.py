@@ -17,8 +17,9 @@ A spec's `layers` lists the LR-resolution layers; every encoder then ends in the
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sr_model.presets import ModelConfig
@@ -63,8 +64,10 @@ def _heads_divide_width(config: ModelConfig) -> str | None:
 
 def _hat_attention_width(config: ModelConfig) -> str | None:
     if min(config.embed_dim // config.compress_ratio, config.embed_dim // config.squeeze_factor) < 1:
-        return (f"HAT needs embed_dim >= compress_ratio and >= squeeze_factor, got {config.embed_dim}, "
-                f"{config.compress_ratio}, {config.squeeze_factor}")
+        return (
+            f"HAT needs embed_dim >= compress_ratio and >= squeeze_factor, got {config.embed_dim}, "
+            f"{config.compress_ratio}, {config.squeeze_factor}"
+        )
     return None
 
 
@@ -73,8 +76,14 @@ def _int_tuple(value) -> tuple[int, ...]:
 
 
 #: Hyperparameters every transformer encoder reads from official weights: ModelConfig field -> cast.
-_TRANSFORMER_FIELDS = (("embed_dim", int), ("depths", _int_tuple), ("num_heads", _int_tuple),
-                       ("window_size", int), ("mlp_ratio", float), ("img_size", int))
+_TRANSFORMER_FIELDS = (
+    ("embed_dim", int),
+    ("depths", _int_tuple),
+    ("num_heads", _int_tuple),
+    ("window_size", int),
+    ("mlp_ratio", float),
+    ("img_size", int),
+)
 _TRANSFORMER_PRESET = dict(embed_dim=180, depths=(6,) * 6, num_heads=(6,) * 6, mlp_ratio=2.0)
 
 
@@ -119,37 +128,57 @@ class EncoderSpec:
         return getattr(module, f"{self.spandrel_arch}Arch")()
 
 
-ENCODER_SPECS: dict[str, EncoderSpec] = {spec.name: spec for spec in (
-    # Official ContinuousSR encoder: the `swinir` factory's default SwinIR (img_size 48, window 8).
-    EncoderSpec(
-        name="swinir", class_name="SwinIREncoder",
-        preset=dict(window_size=8, img_size=48, **_TRANSFORMER_PRESET),
-        layers=lambda config: _transformer_layers(config, hybrid=False), window_aligned=True,
-        spandrel_arch="SwinIR", official_fields=_TRANSFORMER_FIELDS, official_dropped=("encoder.conv_last.",),
-        checks=(_heads_divide_width,),
-    ),
-    # HAT-SRx4 settings (window 16). The released HAT checkpoint's own settings are read from its weights
-    # on import (sr_model.official_import), so this preset only matters for training from scratch. Channel
-    # attention pools over the whole input: global context.
-    EncoderSpec(
-        name="hat", class_name="HATEncoder",
-        preset=dict(window_size=16, img_size=64, **_TRANSFORMER_PRESET),
-        layers=lambda config: _transformer_layers(config, hybrid=True), window_aligned=True, global_context=True,
-        spandrel_arch="HAT",
-        official_fields=_TRANSFORMER_FIELDS + (("compress_ratio", int), ("squeeze_factor", int),
-                                               ("overlap_ratio", float), ("conv_scale", float)),
-        official_args=("conv_scale",), official_dropped=("encoder.conv_last.",),
-        checks=(_heads_divide_width, _hat_attention_width),
-    ),
-    # Small CNN + narrow heads, trainable on a CPU.
-    EncoderSpec(
-        name="lite", class_name="LiteEncoder",
-        # colours anchored on the LR's interpolation (sr_model.color_anchor)
-        preset=dict(lite_channels=32, lite_blocks=4, cov_dim=32, cov_hidden=(64,), color_hidden=(128, 64),
-                    offset_hidden=(128, 64), color_anchor="lr"),
-        layers=_lite_layers, window_aligned=False,
-    ),
-)}
+ENCODER_SPECS: dict[str, EncoderSpec] = {
+    spec.name: spec
+    for spec in (
+        # Official ContinuousSR encoder: the `swinir` factory's default SwinIR (img_size 48, window 8).
+        EncoderSpec(
+            name="swinir",
+            class_name="SwinIREncoder",
+            preset=dict(window_size=8, img_size=48, **_TRANSFORMER_PRESET),
+            layers=lambda config: _transformer_layers(config, hybrid=False),
+            window_aligned=True,
+            spandrel_arch="SwinIR",
+            official_fields=_TRANSFORMER_FIELDS,
+            official_dropped=("encoder.conv_last.",),
+            checks=(_heads_divide_width,),
+        ),
+        # HAT-SRx4 settings (window 16). The released HAT checkpoint's own settings are read from its weights
+        # on import (sr_model.official_import), so this preset only matters for training from scratch. Channel
+        # attention pools over the whole input: global context.
+        EncoderSpec(
+            name="hat",
+            class_name="HATEncoder",
+            preset=dict(window_size=16, img_size=64, **_TRANSFORMER_PRESET),
+            layers=lambda config: _transformer_layers(config, hybrid=True),
+            window_aligned=True,
+            global_context=True,
+            spandrel_arch="HAT",
+            official_fields=_TRANSFORMER_FIELDS
+            + (("compress_ratio", int), ("squeeze_factor", int), ("overlap_ratio", float), ("conv_scale", float)),
+            official_args=("conv_scale",),
+            official_dropped=("encoder.conv_last.",),
+            checks=(_heads_divide_width, _hat_attention_width),
+        ),
+        # Small CNN + narrow heads, trainable on a CPU.
+        EncoderSpec(
+            name="lite",
+            class_name="LiteEncoder",
+            # colours anchored on the LR's interpolation (sr_model.color_anchor)
+            preset=dict(
+                lite_channels=32,
+                lite_blocks=4,
+                cov_dim=32,
+                cov_hidden=(64,),
+                color_hidden=(128, 64),
+                offset_hidden=(128, 64),
+                color_anchor="lr",
+            ),
+            layers=_lite_layers,
+            window_aligned=False,
+        ),
+    )
+}
 
 
 def encoder_spec(name: str) -> EncoderSpec:

@@ -60,9 +60,18 @@ class SwinIREncoder(_OfficialFeatures, SwinIR):
 
     def __init__(self, config: ModelConfig) -> None:
         SwinIR.__init__(
-            self, img_size=config.img_size, patch_size=1, in_chans=3, embed_dim=config.embed_dim,
-            depths=list(config.depths), num_heads=list(config.num_heads), window_size=config.window_size,
-            mlp_ratio=config.mlp_ratio, upscale=FEATURE_UPSCALE, img_range=1.0, upsampler="pixelshuffle",
+            self,
+            img_size=config.img_size,
+            patch_size=1,
+            in_chans=3,
+            embed_dim=config.embed_dim,
+            depths=list(config.depths),
+            num_heads=list(config.num_heads),
+            window_size=config.window_size,
+            mlp_ratio=config.mlp_ratio,
+            upscale=FEATURE_UPSCALE,
+            img_range=1.0,
+            upsampler="pixelshuffle",
             resi_connection="1conv",
         )
         del self.conv_last
@@ -73,11 +82,23 @@ class HATEncoder(_OfficialFeatures, HAT):
 
     def __init__(self, config: ModelConfig) -> None:
         HAT.__init__(
-            self, img_size=config.img_size, patch_size=1, in_chans=3, embed_dim=config.embed_dim,
-            depths=list(config.depths), num_heads=list(config.num_heads), window_size=config.window_size,
-            compress_ratio=config.compress_ratio, squeeze_factor=config.squeeze_factor,
-            conv_scale=config.conv_scale, overlap_ratio=config.overlap_ratio, mlp_ratio=config.mlp_ratio,
-            upscale=FEATURE_UPSCALE, img_range=1.0, upsampler="pixelshuffle", resi_connection="1conv",
+            self,
+            img_size=config.img_size,
+            patch_size=1,
+            in_chans=3,
+            embed_dim=config.embed_dim,
+            depths=list(config.depths),
+            num_heads=list(config.num_heads),
+            window_size=config.window_size,
+            compress_ratio=config.compress_ratio,
+            squeeze_factor=config.squeeze_factor,
+            conv_scale=config.conv_scale,
+            overlap_ratio=config.overlap_ratio,
+            mlp_ratio=config.mlp_ratio,
+            upscale=FEATURE_UPSCALE,
+            img_range=1.0,
+            upsampler="pixelshuffle",
+            resi_connection="1conv",
         )
         del self.conv_last
 
@@ -88,7 +109,8 @@ class ResBlock(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.ReLU(inplace=True),
             nn.Conv2d(channels, channels, 3, padding=1),
         )
 
@@ -109,11 +131,12 @@ class LiteEncoder(nn.Module):
         super().__init__()
         ch = config.lite_channels
         self.head = nn.Conv2d(3, ch, 3, padding=1)
-        self.body = nn.Sequential(*[ResBlock(ch) for _ in range(config.lite_blocks)],
-                                  nn.Conv2d(ch, ch, 3, padding=1))
+        self.body = nn.Sequential(*[ResBlock(ch) for _ in range(config.lite_blocks)], nn.Conv2d(ch, ch, 3, padding=1))
         self.upsample = nn.Sequential(
-            nn.Conv2d(ch, 4 * ch, 3, padding=1), nn.PixelShuffle(2),
-            nn.Conv2d(ch, 4 * FEATURE_CHANNELS, 3, padding=1), nn.PixelShuffle(2),
+            nn.Conv2d(ch, 4 * ch, 3, padding=1),
+            nn.PixelShuffle(2),
+            nn.Conv2d(ch, 4 * FEATURE_CHANNELS, 3, padding=1),
+            nn.PixelShuffle(2),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -26,9 +26,10 @@ import os
 import re
 import time
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -98,8 +99,10 @@ def pair_lr_images(hr_paths: Sequence[Path], lr_paths: Sequence[Path]) -> list[L
     by_stem: dict[str, Path] = {}
     for path in hr_paths:
         if path.stem in by_stem:
-            raise ValueError(f"HR images {by_stem[path.stem]} and {path} have the same name; LR files are matched "
-                             "by name, so give one folder at a time")
+            raise ValueError(
+                f"HR images {by_stem[path.stem]} and {path} have the same name; LR files are matched "
+                "by name, so give one folder at a time"
+            )
         by_stem[path.stem] = path
     pairs = []
     for lr in lr_paths:
@@ -117,8 +120,10 @@ def pair_lr_images(hr_paths: Sequence[Path], lr_paths: Sequence[Path]) -> list[L
             raise ValueError(f"{lr} and {hr}: {err}") from None
         pairs.append(LRPair(hr, lr, scale))
     if not pairs:
-        raise NoImagesError(f"none of the {len(lr_paths)} LR image(s) has an HR image of the same name "
-                            "(0801.png for 0801.png or 0801x4.png)")
+        raise NoImagesError(
+            f"none of the {len(lr_paths)} LR image(s) has an HR image of the same name "
+            "(0801.png for 0801.png or 0801x4.png)"
+        )
     return sorted(pairs, key=lambda p: (str(p.hr), p.scale))
 
 
@@ -168,7 +173,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def model_upscale(model: EncodesFields, lr: np.ndarray, size: tuple[int, int], device) -> tuple[np.ndarray, float, float]:
+def model_upscale(
+    model: EncodesFields, lr: np.ndarray, size: tuple[int, int], device
+) -> tuple[np.ndarray, float, float]:
     """(SR (H, W, 3), encode seconds, render seconds): one encode, one render at `size`."""
     device = torch.device(device)
     lr_t = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32)).permute(2, 0, 1)[None].to(device)
@@ -263,25 +270,55 @@ def _check_save_names(paths: Sequence[Path]) -> None:
     seen: dict[str, Path] = {}
     for path in paths:
         if path.stem in seen:
-            raise ValueError(f"{seen[path.stem]} and {path} would save the same NAME_xS.png; evaluate them "
-                             "separately or without --save-images")
+            raise ValueError(
+                f"{seen[path.stem]} and {path} would save the same NAME_xS.png; evaluate them "
+                "separately or without --save-images"
+            )
         seen[path.stem] = path
 
 
-def _score_case(path: Path, hr: np.ndarray, lr: np.ndarray, scale: float, protocol: str,
-                model: EncodesFields | None, device, save_dir) -> list[EvalRow]:
+def _score_case(
+    path: Path,
+    hr: np.ndarray,
+    lr: np.ndarray,
+    scale: float,
+    protocol: str,
+    model: EncodesFields | None,
+    device,
+    save_dir,
+) -> list[EvalRow]:
     hr8 = to_uint8(hr)
-    geometry = dict(image=str(path), scale=scale, hr_height=hr.shape[0], hr_width=hr.shape[1],
-                    lr_height=lr.shape[0], lr_width=lr.shape[1])
+    geometry = dict(
+        image=str(path),
+        scale=scale,
+        hr_height=hr.shape[0],
+        hr_width=hr.shape[1],
+        lr_height=lr.shape[0],
+        lr_width=lr.shape[1],
+    )
     start = time.perf_counter()
     sr = bicubic_upscale(lr, scale, hr.shape[:2])
     seconds = time.perf_counter() - start
-    rows = [EvalRow(method=BICUBIC, **geometry, **_scores(hr8, sr, protocol, scale, path), encode_ms=None,
-                    render_ms=seconds * 1e3)]
+    rows = [
+        EvalRow(
+            method=BICUBIC,
+            **geometry,
+            **_scores(hr8, sr, protocol, scale, path),
+            encode_ms=None,
+            render_ms=seconds * 1e3,
+        )
+    ]
     if model is not None:
         sr, encode_s, render_s = model_upscale(model, lr, hr.shape[:2], device)
-        rows.append(EvalRow(method="model", **geometry, **_scores(hr8, sr, protocol, scale, path),
-                            encode_ms=encode_s * 1e3, render_ms=render_s * 1e3))
+        rows.append(
+            EvalRow(
+                method="model",
+                **geometry,
+                **_scores(hr8, sr, protocol, scale, path),
+                encode_ms=encode_s * 1e3,
+                render_ms=render_s * 1e3,
+            )
+        )
     if save_dir is not None:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         write_image(Path(save_dir) / f"{Path(path).stem}_x{scale:g}.png", to_uint8(sr) / 255.0)
@@ -343,9 +380,15 @@ def summarize(rows: Sequence[EvalRow]) -> list[dict]:
     for row in rows:
         groups.setdefault((row.scale, row.method), []).append(row)
     return [
-        {"scale": scale, "method": method, "images": len(group), "psnr": _mean(r.psnr for r in group),
-         "ssim": _mean(r.ssim for r in group), "encode_ms": _mean(r.encode_ms for r in group),
-         "render_ms": _mean(r.render_ms for r in group)}
+        {
+            "scale": scale,
+            "method": method,
+            "images": len(group),
+            "psnr": _mean(r.psnr for r in group),
+            "ssim": _mean(r.ssim for r in group),
+            "encode_ms": _mean(r.encode_ms for r in group),
+            "render_ms": _mean(r.render_ms for r in group),
+        }
         for (scale, method), group in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1] != BICUBIC))
     ]
 
@@ -358,27 +401,35 @@ def summary_markdown(rows: Sequence[EvalRow], protocol: str, title: str = "", lr
         by_scale.setdefault(entry["scale"], {})[entry["method"]] = entry
     has_model = any(row.method != BICUBIC for row in rows)
     images = len({row.image for row in rows})
-    lines = [f"{title or 'Evaluation'}: protocol {protocol} ({border_rule}), {images} image(s), "
-             f"LR {lr_from or 'by MATLAB bicubic (8-bit)'}; PSNR in dB, times in ms (mean per image)", ""]
+    lines = [
+        f"{title or 'Evaluation'}: protocol {protocol} ({border_rule}), {images} image(s), "
+        f"LR {lr_from or 'by MATLAB bicubic (8-bit)'}; PSNR in dB, times in ms (mean per image)",
+        "",
+    ]
     if has_model:
-        lines += ["| scale | bicubic PSNR | bicubic SSIM | model PSNR | model SSIM | PSNR gain | encode ms | render ms |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "| scale | bicubic PSNR | bicubic SSIM | model PSNR | model SSIM | PSNR gain | encode ms | render ms |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
     else:
         lines += ["| scale | bicubic PSNR | bicubic SSIM | bicubic ms |", "|---|---|---|---|"]
     for scale, methods in by_scale.items():
         base = methods[BICUBIC]
         if has_model:
             model = methods["model"]
-            lines.append(f"| x{scale:g} | {base['psnr']:.3f} | {base['ssim']:.4f} | {model['psnr']:.3f} | "
-                         f"{model['ssim']:.4f} | {model['psnr'] - base['psnr']:+.3f} | {model['encode_ms']:.1f} | "
-                         f"{model['render_ms']:.1f} |")
+            lines.append(
+                f"| x{scale:g} | {base['psnr']:.3f} | {base['ssim']:.4f} | {model['psnr']:.3f} | "
+                f"{model['ssim']:.4f} | {model['psnr'] - base['psnr']:+.3f} | {model['encode_ms']:.1f} | "
+                f"{model['render_ms']:.1f} |"
+            )
         else:
             lines.append(f"| x{scale:g} | {base['psnr']:.3f} | {base['ssim']:.4f} | {base['render_ms']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
-def write_report(rows: Sequence[EvalRow], out_dir: str | os.PathLike, protocol: str, title: str = "",
-                 lr_from: str = "") -> list[Path]:
+def write_report(
+    rows: Sequence[EvalRow], out_dir: str | os.PathLike, protocol: str, title: str = "", lr_from: str = ""
+) -> list[Path]:
     """per_image.csv and summary.md in out_dir (created)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

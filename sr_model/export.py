@@ -68,10 +68,16 @@ def export_document(model: ContinuousSR, source: dict) -> dict:
     """The metadata document an export of `model` carries (`source`: where its weights came from)."""
     dictionary = {"reference_scale": model.reference_scale, "provenance": portable(model.dictionary_provenance)}
     if model.dictionary is not None:
-        dictionary.update(size=int(model.dictionary.shape[0]),
-                          kernels_hash=content_hash(model.dictionary, model.reference_scale))
-    return {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "config": portable(model.config.to_dict()),
-            "dictionary": dictionary, "source": portable(source)}
+        dictionary.update(
+            size=int(model.dictionary.shape[0]), kernels_hash=content_hash(model.dictionary, model.reference_scale)
+        )
+    return {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "config": portable(model.config.to_dict()),
+        "dictionary": dictionary,
+        "source": portable(source),
+    }
 
 
 def write_export(path: str | Path, model: ContinuousSR, source: dict) -> Path:
@@ -110,7 +116,7 @@ def read_export(path: str | Path) -> dict:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             metadata = fh.metadata() or {}
-            state = {key: fh.get_tensor(key) for key in fh.keys()}
+            state = {key: fh.get_tensor(key) for key in fh}
     except Exception as err:  # safetensors raises its own error types on damaged headers and short files
         raise ExportError(f"{path} is not a readable safetensors file ({one_line(err)})") from None
     if METADATA_KEY not in metadata:
@@ -130,8 +136,12 @@ def read_export(path: str | Path) -> dict:
     missing = [key for key in EXPORT_FIELDS if key not in document]
     if missing:
         raise ExportError(f"{path} is damaged: its metadata has no {missing[0]!r} entry")
-    return {"config": _tuples(document["config"]), "dictionary": document["dictionary"], "state_dict": state,
-            "source": document["source"]}
+    return {
+        "config": _tuples(document["config"]),
+        "dictionary": document["dictionary"],
+        "state_dict": state,
+        "source": document["source"],
+    }
 
 
 def one_line(err: BaseException) -> str:

@@ -8,7 +8,7 @@ colour and offset MLPs 256->512->1024->256->128->64->out), with exact GELU betwe
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -16,7 +16,7 @@ bicubic overshoot can leave [0, 1]), as MATLAB's for floating-point input.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

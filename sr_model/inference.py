@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -86,7 +86,7 @@ def memory_budget(device: str | torch.device = "cpu") -> int:
     return int(free * BUDGET_FRACTION)
 
 
-_PER_PIXEL_CACHE: "weakref.WeakKeyDictionary[nn.Module, float]" = weakref.WeakKeyDictionary()
+_PER_PIXEL_CACHE: weakref.WeakKeyDictionary[nn.Module, float] = weakref.WeakKeyDictionary()
 
 
 def _model_param(model: nn.Module) -> torch.Tensor:
@@ -127,8 +127,7 @@ def activation_bytes_per_pixel(model: nn.Module) -> float:
     return per_pixel
 
 
-def estimate_encode_bytes(model: nn.Module, height: int, width: int, tile_outer: tuple[int, int] | None = None
-                          ) -> int:
+def estimate_encode_bytes(model: nn.Module, height: int, width: int, tile_outer: tuple[int, int] | None = None) -> int:
     """Bytes to encode an image of height x width: the stitched field plus one encoder run on the largest tile."""
     param = _model_param(model)
     k = 2
@@ -153,8 +152,14 @@ def suggest_tile(model: nn.Module, height: int, width: int, context: int, budget
     return None
 
 
-def plan_encode(model: nn.Module, height: int, width: int, tile: int | None = None, context: int | None = None,
-                budget: int | None = None) -> EncodePlan:
+def plan_encode(
+    model: nn.Module,
+    height: int,
+    width: int,
+    tile: int | None = None,
+    context: int | None = None,
+    budget: int | None = None,
+) -> EncodePlan:
     """Choose the tiles for an image and check the memory; raises EncodeMemoryError naming a --tile that fits."""
     config = model.config
     context = default_context(config) if context is None else int(context)
@@ -174,15 +179,17 @@ def plan_encode(model: nn.Module, height: int, width: int, tile: int | None = No
             advice = "the field alone does not fit; free memory or use a smaller input"
         else:
             smallest = TILE_CANDIDATES[-1]
-            advice = (f"even --tile {smallest} does not fit; free memory or raise $P2G_MEMORY_BUDGET")
+            advice = f"even --tile {smallest} does not fit; free memory or raise $P2G_MEMORY_BUDGET"
         raise EncodeMemoryError(
             f"encoding {width}x{height} px {what} needs about {needed / 2**30:.2f} GiB, over the memory budget of "
-            f"{budget / 2**30:.2f} GiB; {advice}")
+            f"{budget / 2**30:.2f} GiB; {advice}"
+        )
     return EncodePlan(height, width, tuple(tiles), context, needed, budget)
 
 
-def encode_tiles(model: nn.Module, lr: torch.Tensor, plan: EncodePlan,
-                 progress: Callable[[Iterable], Iterable] | None = None) -> GaussianField:
+def encode_tiles(
+    model: nn.Module, lr: torch.Tensor, plan: EncodePlan, progress: Callable[[Iterable], Iterable] | None = None
+) -> GaussianField:
     """Run the encoder per tile of `plan` and stitch the core Gaussians into one field over the whole image."""
     if lr.dim() != 4 or lr.shape[0] != 1:
         raise ValueError(f"tiled encoding takes one image (1, 3, h, w), got {tuple(lr.shape)}")
@@ -199,8 +206,10 @@ def encode_tiles(model: nn.Module, lr: torch.Tensor, plan: EncodePlan,
         k = sub.k
         if not parts:
             shape = (1, k * height, k * width)
-            parts = {name: torch.empty(*shape, dim, dtype=sub.dtype, device=sub.device)
-                     for name, dim in (("offset", 2), ("chol", 3), ("colors", 3))}
+            parts = {
+                name: torch.empty(*shape, dim, dtype=sub.dtype, device=sub.device)
+                for name, dim in (("offset", 2), ("chol", 3), ("colors", 3))
+            }
         ct, cl, cb, cr = tile.core
         rows, cols = slice(k * (ct - top), k * (cb - top)), slice(k * (cl - left), k * (cr - left))
         lattice = (1, k * (bottom - top), k * (right - left))
@@ -211,12 +220,19 @@ def encode_tiles(model: nn.Module, lr: torch.Tensor, plan: EncodePlan,
         del sub
     offset = parts.pop("offset").view(1, -1, 2)
     means = base_positions(height, width, k, dtype=offset.dtype, device=offset.device) + offset
-    return GaussianField(means, parts["chol"].view(1, -1, 3), parts["colors"].view(1, -1, 3), height, width, k,
-                         validate=False)
+    return GaussianField(
+        means, parts["chol"].view(1, -1, 3), parts["colors"].view(1, -1, 3), height, width, k, validate=False
+    )
 
 
-def encode(model: nn.Module, lr: torch.Tensor, tile: int | None = None, context: int | None = None,
-           budget: int | None = None, progress: Callable[[Iterable], Iterable] | None = None) -> GaussianField:
+def encode(
+    model: nn.Module,
+    lr: torch.Tensor,
+    tile: int | None = None,
+    context: int | None = None,
+    budget: int | None = None,
+    progress: Callable[[Iterable], Iterable] | None = None,
+) -> GaussianField:
     """LR (1, 3, h, w) in [0, 1] -> field, tiled when `tile` is given; memory checked first (no grad)."""
     if not isinstance(lr, torch.Tensor) or lr.dim() != 4:
         raise ValueError(f"encode takes an LR batch (1, 3, h, w), got {getattr(lr, 'shape', type(lr).__name__)}")

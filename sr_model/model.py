@@ -12,7 +12,7 @@ The field is in LR pixel units, so one encode serves every scale; `gaussian_fiel
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -44,8 +44,9 @@ class ContinuousSR(nn.Module):
         self.unshuffle = nn.PixelUnshuffle(LATTICE_K)
         if config.uses_dictionary:
             if dictionary is None:
-                raise ConfigError("covariance='dictionary' needs a dictionary (a .npy file, a prior store or "
-                                  "'official')")
+                raise ConfigError(
+                    "covariance='dictionary' needs a dictionary (a .npy file, a prior store or 'official')"
+                )
             self.covariance_head = DictionaryCovarianceHead(GAUSSIAN_FEATURES, config.cov_dim, config.cov_hidden)
             self.register_buffer("dictionary", dictionary.kernels.clone().to(torch.float32))
             scale, provenance = dictionary.reference_scale, dict(dictionary.provenance)
@@ -55,8 +56,11 @@ class ContinuousSR(nn.Module):
             scale, provenance = OFFICIAL_REFERENCE_SCALE, {"method": "none (free covariance ablation)"}
         self.register_buffer("dictionary_scale", torch.tensor(float(scale), dtype=torch.float64))
         self.dictionary_provenance = provenance
-        self.offset_head = (OffsetHead(GAUSSIAN_FEATURES, config.offset_hidden, config.offset_input == "leaky_relu")
-                            if config.positions == "drift" else None)
+        self.offset_head = (
+            OffsetHead(GAUSSIAN_FEATURES, config.offset_hidden, config.offset_input == "leaky_relu")
+            if config.positions == "drift"
+            else None
+        )
         self.color_head = ColorHead(GAUSSIAN_FEATURES, config.color_hidden)
         if config.color_anchor == "lr":
             self._start_at_anchor()
@@ -102,8 +106,13 @@ class ContinuousSR(nn.Module):
         chol = parts["mixed"] / self.dictionary_scale.to(parts["mixed"].dtype)
         return GaussianField(base + parts["offset"], chol, parts["color"], h, w, LATTICE_K, validate=False)
 
-    def forward(self, lr: torch.Tensor, scale: float | Sequence[float] | None = None,
-                size: Sequence[int] | None = None, backend: str = "auto") -> torch.Tensor:
+    def forward(
+        self,
+        lr: torch.Tensor,
+        scale: float | Sequence[float] | None = None,
+        size: Sequence[int] | None = None,
+        backend: str = "auto",
+    ) -> torch.Tensor:
         """Encode and render at `scale` (s or (s_h, s_w)) or to `size` (H, W): (B, 3, H, W), unclamped."""
         return render(self.encode(lr), size=size, scale=scale, backend=backend)
 

@@ -18,12 +18,24 @@ from pathlib import Path
 import torch
 
 from sr_model import weights
-from sr_model.checkpoint import (CheckpointError, check_checkpoint, is_checkpoint, model_from_checkpoint,
-                                 torch_load_plain)
+from sr_model.checkpoint import (
+    CheckpointError,
+    check_checkpoint,
+    is_checkpoint,
+    model_from_checkpoint,
+    torch_load_plain,
+)
 from sr_model.export import is_safetensors, read_export, write_export
 from sr_model.model import ContinuousSR
-from sr_model.official_import import (DEFAULT_OFFSET_INPUT, file_sha256, import_record, looks_official,
-                                      model_from_official, official_spec)
+from sr_model.official_import import (
+    DEFAULT_OFFSET_INPUT,
+    file_sha256,
+    import_record,
+    looks_official,
+    model_from_official,
+    official_spec,
+)
+
 
 @dataclass(frozen=True)
 class LoadedModel:
@@ -64,12 +76,15 @@ def _read(path: Path) -> tuple[str, dict]:
         return "checkpoint", check_checkpoint(data, path)
     if looks_official(data):
         return "official", data
-    raise CheckpointError(f"{path} is not a model file pixel2gauss reads: expected a `p2g export` .safetensors, a "
-                          f"pixel2gauss checkpoint or an official ContinuousSR .pth")
+    raise CheckpointError(
+        f"{path} is not a model file pixel2gauss reads: expected a `p2g export` .safetensors, a "
+        f"pixel2gauss checkpoint or an official ContinuousSR .pth"
+    )
 
 
-def load_file(path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-              offset_input: str | None = None) -> LoadedModel:
+def load_file(
+    path: str | os.PathLike | None = None, device: str | torch.device = "cpu", offset_input: str | None = None
+) -> LoadedModel:
     """The model in `path` (None: the bundled `lite` weights) on `device`, in eval mode, with its origin.
 
     `offset_input` applies to official files only (default: the released model's, see `sr_model.official_import`).
@@ -90,8 +105,9 @@ def load_file(path: str | os.PathLike | None = None, device: str | torch.device 
     return LoadedModel(model, kind, path, bundled, record)
 
 
-def load_network(path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-                 offset_input: str | None = None) -> ContinuousSR:
+def load_network(
+    path: str | os.PathLike | None = None, device: str | torch.device = "cpu", offset_input: str | None = None
+) -> ContinuousSR:
     """The torch module in `path` (None: the bundled `lite` weights), on `device`, in eval mode."""
     return load_file(path, device, offset_input).model
 
@@ -115,8 +131,9 @@ class ExportSummary:
     size_bytes: int
 
 
-def export_file(source: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False,
-                offset_input: str | None = None) -> ExportSummary:
+def export_file(
+    source: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False, offset_input: str | None = None
+) -> ExportSummary:
     """Write the model of any model file `source` as a safetensors export `out` (kept unless `overwrite`)."""
     out = Path(out)
     if out.suffix.lower() != ".safetensors":

@@ -64,8 +64,10 @@ def read_official(path: str | Path) -> dict:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # torch.load raises many types on damaged or foreign files (message not passed on:
         # it advises weights_only=False, which would run arbitrary code from the file)
-        raise OfficialCheckpointError(f"{path} is not a readable PyTorch checkpoint (damaged, not a PyTorch file, "
-                                      f"or holding pickled objects that a safe load refuses)") from None
+        raise OfficialCheckpointError(
+            f"{path} is not a readable PyTorch checkpoint (damaged, not a PyTorch file, "
+            f"or holding pickled objects that a safe load refuses)"
+        ) from None
     return official_spec(data, path)
 
 
@@ -78,13 +80,16 @@ def official_spec(data, path: str | Path) -> dict:
     """The checked `model` spec of an official file's contents `data` (read from `path`)."""
     spec = data.get("model") if isinstance(data, dict) else None
     if not isinstance(spec, dict) or spec.get("name") != "continuous-gaussian":
-        raise OfficialCheckpointError(f"{path} is not a ContinuousSR checkpoint: expected ['model'] with name "
-                                      f"'continuous-gaussian'")
+        raise OfficialCheckpointError(
+            f"{path} is not a ContinuousSR checkpoint: expected ['model'] with name 'continuous-gaussian'"
+        )
     encoder_spec = (spec.get("args") or {}).get("encoder_spec") or {}
     if encoder_spec.get("name") not in IMPORTABLE_ENCODERS:
         names = " or ".join(repr(name) for name in IMPORTABLE_ENCODERS)
-        raise OfficialCheckpointError(f"{path}: unsupported encoder {encoder_spec.get('name')!r}; ContinuousSR "
-                                      f"checkpoints with a {names} encoder can be imported")
+        raise OfficialCheckpointError(
+            f"{path}: unsupported encoder {encoder_spec.get('name')!r}; ContinuousSR "
+            f"checkpoints with a {names} encoder can be imported"
+        )
     if not isinstance(spec.get("sd"), dict) or not spec["sd"]:
         raise OfficialCheckpointError(f"{path}: the checkpoint holds no state dict ('sd')")
     return spec
@@ -103,11 +108,17 @@ def encoder_overrides(name: str, encoder_state: dict, args: dict | None = None) 
             hp = arch.load(encoder_state).model.hyperparameters
     except Exception as err:  # spandrel raises assorted errors on foreign weights
         raise OfficialCheckpointError(f"cannot read the {name} encoder's settings from its weights: {err}") from None
-    if hp.get("upsampler") != "pixelshuffle" or hp.get("upscale") != 4 or hp.get("in_chans") != 3 \
-            or hp.get("resi_connection") != "1conv" or hp.get("patch_size") != 1:
+    if (
+        hp.get("upsampler") != "pixelshuffle"
+        or hp.get("upscale") != 4
+        or hp.get("in_chans") != 3
+        or hp.get("resi_connection") != "1conv"
+        or hp.get("patch_size") != 1
+    ):
         raise OfficialCheckpointError(
             f"the {name} encoder is not a ContinuousSR encoder (needs a 4x pixelshuffle upsampler on RGB input, "
-            f"got upsampler={hp.get('upsampler')!r}, upscale={hp.get('upscale')!r})")
+            f"got upsampler={hp.get('upsampler')!r}, upscale={hp.get('upscale')!r})"
+        )
     given = {key: (args or {})[key] for key in spec.official_args if key in (args or {})}
     return {field: cast(given.get(field, hp[field])) for field, cast in spec.official_fields}
 
@@ -121,7 +132,7 @@ def convert_state_dict(official_sd: dict, name: str) -> dict:
             continue
         for old, new in OFFICIAL_KEY_MAP:
             if key.startswith(old):
-                out[new + key[len(old):]] = value.to(torch.float32) if value.is_floating_point() else value
+                out[new + key[len(old) :]] = value.to(torch.float32) if value.is_floating_point() else value
                 break
         else:
             raise OfficialCheckpointError(f"unexpected key {key!r} in the official state dict")
@@ -134,10 +145,12 @@ def model_from_official(spec: dict, offset_input: str = DEFAULT_OFFSET_INPUT) ->
         raise ValueError(f"offset_input must be one of {', '.join(OFFSET_INPUTS)}, got {offset_input!r}")
     encoder_spec = spec["args"]["encoder_spec"]
     name = encoder_spec["name"]
-    encoder_state = {k[len("encoder."):]: v.to(torch.float32) if v.is_floating_point() else v
-                     for k, v in spec["sd"].items() if k.startswith("encoder.")}
-    config = preset(name, offset_input=offset_input,
-                    **encoder_overrides(name, encoder_state, encoder_spec.get("args")))
+    encoder_state = {
+        k[len("encoder.") :]: v.to(torch.float32) if v.is_floating_point() else v
+        for k, v in spec["sd"].items()
+        if k.startswith("encoder.")
+    }
+    config = preset(name, offset_input=offset_input, **encoder_overrides(name, encoder_state, encoder_spec.get("args")))
     model = ContinuousSR(config, official_dictionary())
     state = convert_state_dict(spec["sd"], name)
     state.update(dictionary=model.dictionary, dictionary_scale=model.dictionary_scale)
@@ -158,12 +171,18 @@ def import_record(source: Path, spec: dict, offset_input: str) -> dict:
     """Where an imported model came from (stored as `imported_from` in checkpoints and exports)."""
     name = spec["args"]["encoder_spec"]["name"]
     dropped = ENCODER_SPECS[name].official_dropped
-    return {"file": source.name, "sha256": file_sha256(source), "encoder_spec_name": name,
-            "offset_input": offset_input, "dropped_keys": [k for k in spec["sd"] if k.startswith(dropped)]}
+    return {
+        "file": source.name,
+        "sha256": file_sha256(source),
+        "encoder_spec_name": name,
+        "offset_input": offset_input,
+        "dropped_keys": [k for k in spec["sd"] if k.startswith(dropped)],
+    }
 
 
-def import_official(source: str | Path, out: str | Path, offset_input: str = DEFAULT_OFFSET_INPUT,
-                    overwrite: bool = False) -> ImportSummary:
+def import_official(
+    source: str | Path, out: str | Path, offset_input: str = DEFAULT_OFFSET_INPUT, overwrite: bool = False
+) -> ImportSummary:
     """Convert the official file `source` into our checkpoint `out`; an existing `out` is kept unless
     `overwrite`."""
     source, out = Path(source), Path(out)
@@ -174,5 +193,6 @@ def import_official(source: str | Path, out: str | Path, offset_input: str = DEF
     save_checkpoint(out, model, imported_from=import_record(source, spec, offset_input))
     config = model.config
     overrides = {k: getattr(config, k) for k in ("embed_dim", "depths", "num_heads", "window_size", "mlp_ratio")}
-    return ImportSummary(out, spec["args"]["encoder_spec"]["name"], sum(p.numel() for p in model.parameters()),
-                         overrides)
+    return ImportSummary(
+        out, spec["args"]["encoder_spec"]["name"], sum(p.numel() for p in model.parameters()), overrides
+    )

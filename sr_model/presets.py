@@ -69,8 +69,13 @@ class ModelConfig:
     color_anchor: str = "none"
 
     def __post_init__(self) -> None:
-        for name, choices in (("encoder", ENCODERS), ("offset_input", OFFSET_INPUTS), ("positions", POSITIONS),
-                              ("covariance", COVARIANCES), ("color_anchor", COLOR_ANCHORS)):
+        for name, choices in (
+            ("encoder", ENCODERS),
+            ("offset_input", OFFSET_INPUTS),
+            ("positions", POSITIONS),
+            ("covariance", COVARIANCES),
+            ("color_anchor", COLOR_ANCHORS),
+        ):
             if getattr(self, name) not in choices:
                 raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         for name in ("depths", "num_heads", "cov_hidden", "color_hidden", "offset_hidden"):
@@ -99,7 +104,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
+    def from_dict(cls, data: dict) -> ModelConfig:
         """Rebuild from `to_dict()`; unknown keys (a newer writer) are refused by name."""
         unknown = unknown_fields(cls, data)
         if unknown:
@@ -108,8 +113,9 @@ class ModelConfig:
 
 
 #: One preset per encoder, named after it (its fields live in the encoder's entry of ENCODER_SPECS).
-PRESETS: dict[str, ModelConfig] = {name: ModelConfig(preset=name, encoder=name, **spec.preset)
-                                   for name, spec in ENCODER_SPECS.items()}
+PRESETS: dict[str, ModelConfig] = {
+    name: ModelConfig(preset=name, encoder=name, **spec.preset) for name, spec in ENCODER_SPECS.items()
+}
 
 
 def preset(name: str, **overrides) -> ModelConfig:

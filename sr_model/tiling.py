@@ -64,8 +64,9 @@ def plan_tiles(height: int, width: int, tile: int, context: int, align: int = 1)
         raise ValueError(f"tile context must be a non-negative number of LR pixels, got {context!r}")
     tile, context = _round_up(int(tile), align), _round_up(int(context), align)
     rows, cols = _axis_spans(height, tile, context), _axis_spans(width, tile, context)
-    return [Tile((r0, c0, r1, c1), (o_r0, o_c0, o_r1, o_c1))
-            for r0, r1, o_r0, o_r1 in rows for c0, c1, o_c0, o_c1 in cols]
+    return [
+        Tile((r0, c0, r1, c1), (o_r0, o_c0, o_r1, o_c1)) for r0, r1, o_r0, o_r1 in rows for c0, c1, o_c0, o_c1 in cols
+    ]
 
 
 def tile_alignment(config: ModelConfig) -> int:
@@ -96,8 +97,7 @@ def _spread(lo: int, hi: int, op: Op) -> tuple[int, int]:
         return lo - op[1], hi + op[1]
     if kind == "window":
         ws, shift = op[1], op[2]
-        return (math.floor((lo - shift) / ws) * ws + shift,
-                math.floor((hi - shift) / ws) * ws + shift + ws - 1)
+        return (math.floor((lo - shift) / ws) * ws + shift, math.floor((hi - shift) / ws) * ws + shift + ws - 1)
     if kind == "overlap":
         ws, pad = op[1], op[2]
         # window m is changed when [m*ws - pad, (m+1)*ws + pad) meets [lo, hi]

@@ -81,7 +81,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict) -> TrainConfig:
         unknown = unknown_fields(cls, data)
         if unknown:
             raise TrainConfigError(f"unknown training config fields {unknown}; this run needs a newer pixel2gauss")

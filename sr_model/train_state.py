@@ -1,4 +1,5 @@
-"""What a training run is (`TrainConfig`, from `sr_model.train_config`), what it saves (`best.pt`, `last.pt`) and what it logs (`metrics.jsonl`).
+"""What a training run is (`TrainConfig`, from `sr_model.train_config`), what it saves (`best.pt`, `last.pt`)
+and what it logs (`metrics.jsonl`).
 
 The config holds everything that decides the weights: data, model, schedule, seed. A run directory keeps it in
 every checkpoint, so `--resume` rebuilds the same run from `last.pt` alone. Checkpoints are the model's checkpoint
@@ -42,12 +43,27 @@ def milestones_from_fractions(steps: int, fractions) -> tuple[int, ...]:
     return tuple(out)
 
 
-def save_state(path: Path, model: ContinuousSR, config: TrainConfig, step: int, optimizer, scaler,
-               best: dict | None, train_seconds: float) -> Path:
+def save_state(
+    path: Path,
+    model: ContinuousSR,
+    config: TrainConfig,
+    step: int,
+    optimizer,
+    scaler,
+    best: dict | None,
+    train_seconds: float,
+) -> Path:
     """A checkpoint `p2g eval` can load and `--resume` can continue from."""
-    return save_checkpoint(path, model, train_config=config.to_dict(), step=int(step),
-                           optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), best=best,
-                           train_seconds=float(train_seconds))
+    return save_checkpoint(
+        path,
+        model,
+        train_config=config.to_dict(),
+        step=int(step),
+        optimizer=optimizer.state_dict(),
+        scaler=scaler.state_dict(),
+        best=best,
+        train_seconds=float(train_seconds),
+    )
 
 
 def resume_config(run_dir: str | os.PathLike, **overrides) -> tuple[TrainConfig, dict]:
@@ -63,11 +79,16 @@ def resume_config(run_dir: str | os.PathLike, **overrides) -> tuple[TrainConfig,
         raise TrainConfigError(f"{last} is a model checkpoint without training state; it cannot be resumed")
     saved = TrainConfig.from_dict(checkpoint["train_config"])
     given = replace(saved, **{k: v for k, v in overrides.items() if v is not None}) if overrides else saved
-    changed = [f.name for f in fields(TrainConfig)
-               if f.name not in RESUMABLE and getattr(given, f.name) != getattr(saved, f.name)]
+    changed = [
+        f.name
+        for f in fields(TrainConfig)
+        if f.name not in RESUMABLE and getattr(given, f.name) != getattr(saved, f.name)
+    ]
     if changed:
-        raise TrainConfigError(f"--resume continues the saved run; it cannot change {', '.join(changed)} "
-                               f"(only {', '.join(RESUMABLE)} may change); start a new --out instead")
+        raise TrainConfigError(
+            f"--resume continues the saved run; it cannot change {', '.join(changed)} "
+            f"(only {', '.join(RESUMABLE)} may change); start a new --out instead"
+        )
     if given.steps < int(checkpoint["step"]):
         raise TrainConfigError(f"the run is already at step {checkpoint['step']}, past --steps {given.steps}")
     return given, checkpoint
@@ -90,8 +111,11 @@ class MetricsLog:
             self._tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=purge)
 
     def _drop_after(self, step: int) -> None:
-        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
+        kept = [
+            line
+            for line in self.path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step
+        ]
         tmp = self.path.with_name(self.path.name + ".partial")
         tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         os.replace(tmp, self.path)

@@ -19,9 +19,9 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.distributed as dist
@@ -35,8 +35,16 @@ from sr_model.dictionary import load_dictionary
 from sr_model.distributed import Runtime, barrier, check_in_sync, setup, teardown
 from sr_model.losses import reconstruction_loss
 from sr_model.model import ContinuousSR, build_model
-from sr_model.train_state import (BEST, LAST, MetricsLog, TrainConfig, TrainConfigError, learning_rate,
-                                  resume_config, save_state)
+from sr_model.train_state import (
+    BEST,
+    LAST,
+    MetricsLog,
+    TrainConfig,
+    TrainConfigError,
+    learning_rate,
+    resume_config,
+    save_state,
+)
 from sr_model.validation import Validator
 
 
@@ -109,21 +117,36 @@ def _agree(runtime: Runtime, local: bool) -> bool:
     return bool(flag.item())
 
 
-def train(config: TrainConfig, *, device: str = "auto", workers: int | None = None, stop_after: int | None = None,
-          time_limit: float | None = None, progress: bool = True) -> TrainResult:
+def train(
+    config: TrainConfig,
+    *,
+    device: str = "auto",
+    workers: int | None = None,
+    stop_after: int | None = None,
+    time_limit: float | None = None,
+    progress: bool = True,
+) -> TrainResult:
     """Train the run `config` describes into `config.out`; returns where it ended.
 
     `stop_after` steps or `time_limit` seconds end this call early, with last.pt saved: `resume_training` goes on.
     """
     if (Path(config.out) / LAST).exists():
-        raise TrainConfigError(f"{config.out} already holds a run ({LAST}); continue it with --resume or pick "
-                               f"another --out")
+        raise TrainConfigError(
+            f"{config.out} already holds a run ({LAST}); continue it with --resume or pick another --out"
+        )
     return _launch(config, None, device, workers, stop_after, time_limit, progress)
 
 
-def resume_training(out: str | Path, overrides: dict | None = None, *, device: str = "auto",
-                    workers: int | None = None, stop_after: int | None = None, time_limit: float | None = None,
-                    progress: bool = True) -> TrainResult:
+def resume_training(
+    out: str | Path,
+    overrides: dict | None = None,
+    *,
+    device: str = "auto",
+    workers: int | None = None,
+    stop_after: int | None = None,
+    time_limit: float | None = None,
+    progress: bool = True,
+) -> TrainResult:
     """Continue the run saved in `out`/last.pt. `overrides` may only change its resumable settings (e.g. steps);
     any other setting given with a different value is refused."""
     config, checkpoint = resume_config(out, **{"out": str(out), **(overrides or {})})
@@ -138,8 +161,15 @@ def _launch(config, checkpoint, device, workers, stop_after, time_limit, progres
         teardown(runtime)
 
 
-def _run(config: TrainConfig, checkpoint: dict | None, runtime: Runtime, workers: int | None,
-         stop_after: int | None, time_limit: float | None, progress: bool) -> TrainResult:
+def _run(
+    config: TrainConfig,
+    checkpoint: dict | None,
+    runtime: Runtime,
+    workers: int | None,
+    stop_after: int | None,
+    time_limit: float | None,
+    progress: bool,
+) -> TrainResult:
     out, main = Path(config.out), runtime.is_main
     dataset = SRTrainDataset(config.images, config.patch, (config.scale_min, config.scale_max), cache=True)
     validator = Validator(config.val_images, config.val_scales, config.val_crop) if config.val_images and main else None
@@ -164,8 +194,13 @@ def _run(config: TrainConfig, checkpoint: dict | None, runtime: Runtime, workers
         net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
     workers = (min(4, torch.get_num_threads()) if runtime.device.type == "cuda" else 0) if workers is None else workers
     batches = ScaleBatchSampler(dataset, config.batch, config.seed)
-    loader = DataLoader(dataset, batch_sampler=RankBatches(batches, start, config.steps, runtime), num_workers=workers,
-                        worker_init_fn=_loader_worker_init if workers else None, pin_memory=runtime.device.type == "cuda")
+    loader = DataLoader(
+        dataset,
+        batch_sampler=RankBatches(batches, start, config.steps, runtime),
+        num_workers=workers,
+        worker_init_fn=_loader_worker_init if workers else None,
+        pin_memory=runtime.device.type == "cuda",
+    )
     if main:
         out.mkdir(parents=True, exist_ok=True)
         log = MetricsLog(out, resume_step=start if checkpoint is not None else None)
@@ -208,10 +243,14 @@ def _run(config: TrainConfig, checkpoint: dict | None, runtime: Runtime, workers
                 record = interval.record(step, rate, config.batch * runtime.world_size, hr.shape[-1])
                 if main:
                     log.write(record)
-                bar.set_postfix_str(f"loss {record['loss']:.4f}, {record['images_per_s']:.1f} img/s"
-                                    f"{interval.val_note}", refresh=False)
-            want_stop = stop.set or (stop_after is not None and step - start >= stop_after) or (
-                time_limit is not None and time.perf_counter() - began >= time_limit)
+                bar.set_postfix_str(
+                    f"loss {record['loss']:.4f}, {record['images_per_s']:.1f} img/s{interval.val_note}", refresh=False
+                )
+            want_stop = (
+                stop.set
+                or (stop_after is not None and step - start >= stop_after)
+                or (time_limit is not None and time.perf_counter() - began >= time_limit)
+            )
             stopping = step < config.steps and _agree(runtime, want_stop)
             if step % config.val_every == 0 or step == config.steps or stopping:
                 checkpoint_now(validate=not stopping or step % config.val_every == 0)
@@ -222,8 +261,14 @@ def _run(config: TrainConfig, checkpoint: dict | None, runtime: Runtime, workers
         bar.close()
         if main:
             log.close()
-    return TrainResult(step, step < config.steps, out / LAST, out / BEST if best is not None else None,
-                       best, seconds_before + time.perf_counter() - began)
+    return TrainResult(
+        step,
+        step < config.steps,
+        out / LAST,
+        out / BEST if best is not None else None,
+        best,
+        seconds_before + time.perf_counter() - began,
+    )
 
 
 class _Interval:
@@ -244,9 +289,15 @@ class _Interval:
     def record(self, step: int, rate: float, images_per_step: int, hr_side: int) -> dict:
         """The metrics line for the steps since the last one (this rank's losses), and a fresh interval."""
         seconds = max(time.perf_counter() - self.t, 1e-9)
-        record = {"step": step, **{k: float(v) / self.n for k, v in self.sums.items()}, "lr": rate,
-                  "grad_norm_max": float(self.grad_norm_max), "steps_per_s": self.n / seconds,
-                  "images_per_s": self.n * images_per_step / seconds, "hr_patch": hr_side}
+        record = {
+            "step": step,
+            **{k: float(v) / self.n for k, v in self.sums.items()},
+            "lr": rate,
+            "grad_norm_max": float(self.grad_norm_max),
+            "steps_per_s": self.n / seconds,
+            "images_per_s": self.n * images_per_step / seconds,
+            "hr_patch": hr_side,
+        }
         self.sums, self.grad_norm_max, self.n, self.t = {}, None, 0, time.perf_counter()
         return record
 
@@ -254,5 +305,12 @@ class _Interval:
 def _progress_bar(config: TrainConfig, start: int, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=config.steps, initial=start, desc="train", unit="step", disable=not enabled or None,
-                dynamic_ncols=True, smoothing=0.1)
+    return tqdm(
+        total=config.steps,
+        initial=start,
+        desc="train",
+        unit="step",
+        disable=not enabled or None,
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )

@@ -15,18 +15,24 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from gaussian_field.image_io import (FORMATS, IMAGE_SUFFIXES, check_quality, find_image_files, probe_image,
-                                     read_image_file)
-from gaussian_field.render import available_backends, resolve_geometry
 from gaussian_field.band_writer import WrittenImage, check_output, output_format, render_to_file
+from gaussian_field.image_io import (
+    FORMATS,
+    IMAGE_SUFFIXES,
+    check_quality,
+    find_image_files,
+    probe_image,
+    read_image_file,
+)
+from gaussian_field.render import available_backends, resolve_geometry
 from sr_model.datasets import image_size
 from sr_model.inference import EncodePlan, encode_tiles, plan_encode
 
@@ -79,8 +85,10 @@ def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
         if item.is_dir():
             found = find_image_files(item)
             if not found:
-                raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in folder {item}; give image files "
-                                 "or folders that hold some")
+                raise ValueError(
+                    f"no images ({', '.join(IMAGE_SUFFIXES)}) found in folder {item}; give image files "
+                    "or folders that hold some"
+                )
             files += found
         elif item.is_file():
             files.append(item)
@@ -93,8 +101,9 @@ def check_backend(backend: str, device: torch.device) -> None:
     """Refuse an unknown renderer, or one that cannot run on the model's device, before any work."""
     usable = available_backends(device)
     if backend != "auto" and backend not in usable:
-        raise ValueError(f"render backend {backend!r} is not available for {device}; choose auto or one of: "
-                         f"{', '.join(usable)}")
+        raise ValueError(
+            f"render backend {backend!r} is not available for {device}; choose auto or one of: {', '.join(usable)}"
+        )
 
 
 def _sync(device: torch.device) -> None:
@@ -102,10 +111,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def plan_jobs(model: nn.Module, inputs: Sequence[Path], out_dir: Path, requests: Sequence[RenderRequest],
-              suffix: str = ".png", bits: int | None = 8, save_field: bool = False, tile: int | None = None,
-              context: int | None = None, budget: int | None = None, backend: str = "auto",
-              skip_existing: bool = False) -> list[_Job]:
+def plan_jobs(
+    model: nn.Module,
+    inputs: Sequence[Path],
+    out_dir: Path,
+    requests: Sequence[RenderRequest],
+    suffix: str = ".png",
+    bits: int | None = 8,
+    save_field: bool = False,
+    tile: int | None = None,
+    context: int | None = None,
+    budget: int | None = None,
+    backend: str = "auto",
+    skip_existing: bool = False,
+) -> list[_Job]:
     """Check every input and output before any work; raises ValueError naming the first problem.
 
     `bits=None` keeps each source's bit depth where the format holds it. With `skip_existing`, outputs already
@@ -118,8 +137,10 @@ def plan_jobs(model: nn.Module, inputs: Sequence[Path], out_dir: Path, requests:
     seen: dict[str, Path] = {}
     for source in inputs:
         if source.stem in seen:
-            raise ValueError(f"inputs {seen[source.stem]} and {source} would write the same output names "
-                             f"({source.stem}_*); rename one or run them separately")
+            raise ValueError(
+                f"inputs {seen[source.stem]} and {source} would write the same output names "
+                f"({source.stem}_*); rename one or run them separately"
+            )
         seen[source.stem] = source
     jobs = []
     for source in inputs:
@@ -127,9 +148,14 @@ def plan_jobs(model: nn.Module, inputs: Sequence[Path], out_dir: Path, requests:
         probe = probe_image(source)
         job_bits = output_bits(probe.bits, suffix.lower()) if bits is None else bits
         keep_alpha = probe.has_alpha and fmt.alpha
-        notices = () if keep_alpha or not probe.has_alpha else (
-            f"{source.name} has transparency; {fmt.name} cannot hold it, so the outputs are opaque (use --format "
-            "png, tif or webp to keep it)",)
+        notices = (
+            ()
+            if keep_alpha or not probe.has_alpha
+            else (
+                f"{source.name} has transparency; {fmt.name} cannot hold it, so the outputs are opaque (use --format "
+                "png, tif or webp to keep it)",
+            )
+        )
         plan = plan_encode(model, height, width, tile, context, budget)
         outputs = []
         for request in requests:
@@ -177,17 +203,30 @@ def upscale_files(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"--out {out_dir} exists and is not a folder")
-    jobs = plan_jobs(model, collect_inputs(inputs), out_dir, requests, suffix, bits, save_field, tile, context,
-                     budget, backend, skip_existing)
+    jobs = plan_jobs(
+        model,
+        collect_inputs(inputs),
+        out_dir,
+        requests,
+        suffix,
+        bits,
+        save_field,
+        tile,
+        context,
+        budget,
+        backend,
+        skip_existing,
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     param = next(model.parameters())
     results = []
-    for job in (progress(jobs) if progress is not None else jobs):
+    for job in progress(jobs) if progress is not None else jobs:
         image = read_image_file(job.source)
         lr = torch.from_numpy(np.ascontiguousarray(image.rgb)).permute(2, 0, 1)[None].to(param.device, param.dtype)
         alpha = image.alpha if job.keep_alpha else None
-        result = ImageResult(job.source, (job.plan.height, job.plan.width), len(job.plan.tiles),
-                             notices=list(job.notices))
+        result = ImageResult(
+            job.source, (job.plan.height, job.plan.width), len(job.plan.tiles), notices=list(job.notices)
+        )
         with torch.no_grad():
             _sync(param.device)
             start = time.perf_counter()
@@ -195,13 +234,28 @@ def upscale_files(
             _sync(param.device)
             result.encode_seconds = time.perf_counter() - start
             if job.field_path is not None:
-                gaussians.save(job.field_path, source=job.source.name, tiles=len(job.plan.tiles),
-                               context=job.plan.context, **(field_metadata or {}))
+                gaussians.save(
+                    job.field_path,
+                    source=job.source.name,
+                    tiles=len(job.plan.tiles),
+                    context=job.plan.context,
+                    **(field_metadata or {}),
+                )
                 result.field_path = job.field_path
             for request, path in job.outputs:
-                result.outputs.append(render_to_file(gaussians, path, scale=request.scale, size=request.size,
-                                                     bits=job.bits, backend=backend, alpha=alpha,
-                                                     icc_profile=image.icc_profile, quality=quality))
+                result.outputs.append(
+                    render_to_file(
+                        gaussians,
+                        path,
+                        scale=request.scale,
+                        size=request.size,
+                        bits=job.bits,
+                        backend=backend,
+                        alpha=alpha,
+                        icc_profile=image.icc_profile,
+                        quality=quality,
+                    )
+                )
         del gaussians, lr, image, alpha
         results.append(result)
         if on_result is not None:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -98,8 +98,14 @@ class Validator:
         try:
             for pair in self.pairs:
                 sr, _, _ = model_upscale(model, pair.lr, pair.hr8.shape[:2], device)
-                scores[pair.scale].append((_y_psnr(pair.hr8, sr, pair.scale), pair.bicubic_psnr,
-                                           channel_bias(pair.hr8, sr, pair.scale), pair.bicubic_bias))
+                scores[pair.scale].append(
+                    (
+                        _y_psnr(pair.hr8, sr, pair.scale),
+                        pair.bicubic_psnr,
+                        channel_bias(pair.hr8, sr, pair.scale),
+                        pair.bicubic_bias,
+                    )
+                )
         finally:
             if was_training:
                 model.train()
@@ -107,8 +113,13 @@ class Validator:
         for scale, values in scores.items():
             model_psnr, bicubic = (float(np.mean([v[i] for v in values])) for i in (0, 1))
             bias, bicubic_bias = (np.mean([v[i] for v in values], axis=0).round(4).tolist() for i in (2, 3))
-            result[f"x{scale:g}"] = {"psnr": model_psnr, "bicubic": bicubic, "gain": model_psnr - bicubic,
-                                     "bias_rgb": bias, "bicubic_bias_rgb": bicubic_bias}
+            result[f"x{scale:g}"] = {
+                "psnr": model_psnr,
+                "bicubic": bicubic,
+                "gain": model_psnr - bicubic,
+                "bias_rgb": bias,
+                "bicubic_bias_rgb": bicubic_bias,
+            }
         per_scale = [v for v in result.values()]
         result["mean_psnr"] = float(np.mean([v["psnr"] for v in per_scale]))
         result["mean_gain"] = float(np.mean([v["gain"] for v in per_scale]))

@@ -76,13 +76,16 @@ def test_tiled_encode_through_the_api(model, rgb):
     assert torch.allclose(tiled.field.colors, whole.field.colors, atol=1e-5)
 
 
-@pytest.mark.parametrize("bad,words", [
-    (np.zeros((4, 4, 2)), "(H, W, 3)"),
-    (np.zeros((0, 4, 3)), "empty"),
-    (np.full((4, 4, 3), np.nan), "NaN"),
-    (np.zeros((4, 4, 3), dtype=bool), "integers or floats"),
-    ("image.png", "numpy array, a PIL image or a torch tensor"),
-])
+@pytest.mark.parametrize(
+    "bad,words",
+    [
+        (np.zeros((4, 4, 2)), "(H, W, 3)"),
+        (np.zeros((0, 4, 3)), "empty"),
+        (np.full((4, 4, 3), np.nan), "NaN"),
+        (np.zeros((4, 4, 3), dtype=bool), "integers or floats"),
+        ("image.png", "numpy array, a PIL image or a torch tensor"),
+    ],
+)
 def test_bad_images_are_clear_errors(model, bad, words):
     with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
         api.upscale(bad, model, 2)
@@ -121,15 +124,19 @@ def test_tensors_in_tensors_out(model, photo):
     assert torch.equal(out8, (image_model(x8.float() / 255, scale=2) * 255).round().to(torch.uint8))
 
 
-@pytest.mark.parametrize("bad,words", [
-    (torch.zeros(3, 8, 8), "pass x[None]"),
-    (torch.zeros(1, 4, 8, 8), "(B, 3, h, w)"),
-    (torch.zeros(1, 3, 8, 8, dtype=torch.int32), "float (values in [0, 1]) or uint8"),
-    (torch.full((1, 3, 8, 8), float("nan")), "NaN"),
-])
+@pytest.mark.parametrize(
+    "bad,words",
+    [
+        (torch.zeros(3, 8, 8), "pass x[None]"),
+        (torch.zeros(1, 4, 8, 8), "(B, 3, h, w)"),
+        (torch.zeros(1, 3, 8, 8, dtype=torch.int32), "float (values in [0, 1]) or uint8"),
+        (torch.full((1, 3, 8, 8), float("nan")), "NaN"),
+    ],
+)
 def test_bad_tensors_are_clear_errors(model, bad, words):
-    with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
-                       .replace("]", r"\]")):
+    with pytest.raises(
+        ValueError, match=words.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")
+    ):
         api.ImageModel(model)(bad, scale=2)
 
 

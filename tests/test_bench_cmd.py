@@ -19,8 +19,9 @@ def run(*args):
 
 
 def test_bench_json_has_every_figure():
-    result = run("--size", 8, "--scale", 2, "--scale", 3.3, "--repeats", 1, "--no-multi-scale", "--no-gradients",
-                 "--json")
+    result = run(
+        "--size", 8, "--scale", 2, "--scale", 3.3, "--repeats", 1, "--no-multi-scale", "--no-gradients", "--json"
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["device"] == "cpu" and report["field"]["lr"] == [8, 8]
@@ -50,13 +51,16 @@ def test_bench_text_report():
     assert "target: cpu backend >= 20x reference at x4" in result.output
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--device", "cuda:0"), "no CUDA device"),
-    (("--device", "tpu"), "cpu or cuda"),
-    (("--size", 2), "--size"),
-    (("--repeats", 0), "--repeats"),
-    (("--threads", 0), "--threads"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--device", "cuda:0"), "no CUDA device"),
+        (("--device", "tpu"), "cpu or cuda"),
+        (("--size", 2), "--size"),
+        (("--repeats", 0), "--repeats"),
+        (("--threads", 0), "--threads"),
+    ],
+)
 def test_bench_bad_input_is_one_line_error(args, message):
     if args[0] == "--device" and args[1].startswith("cuda") and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
@@ -83,8 +87,9 @@ def test_multi_scale_counts_one_encode_against_one_per_scale():
     lr = torch.rand(1, 3, 6, 6)
     result = speed.multi_scale_speed(encode, lr, scales=(1.5, 2.0, 3.0))
     assert len(calls) == 1 + 1 + 3  # warm-up, ours, one per scale
-    assert result["scales"] == 3 and result["ratio"] == pytest.approx(result["encode_per_scale_s"] /
-                                                                      result["one_encode_s"])
+    assert result["scales"] == 3 and result["ratio"] == pytest.approx(
+        result["encode_per_scale_s"] / result["one_encode_s"]
+    )
 
 
 def test_lite_multi_scale_runs_the_model():
@@ -102,10 +107,14 @@ def test_gradient_figure_compares_with_reference_autograd():
 
 
 def test_target_checks():
-    report = {"field": {"lr": [256, 256]}, "device": "cpu", "scales": [
-        {"scale": 4.0, "backends": {"cpu": {"x_reference": 25.0, "median_s": 0.06}}},
-        {"scale": 2.0, "backends": {"cpu": {"x_reference": 5.0, "median_s": 0.01}}},
-    ]}
+    report = {
+        "field": {"lr": [256, 256]},
+        "device": "cpu",
+        "scales": [
+            {"scale": 4.0, "backends": {"cpu": {"x_reference": 25.0, "median_s": 0.06}}},
+            {"scale": 2.0, "backends": {"cpu": {"x_reference": 5.0, "median_s": 0.01}}},
+        ],
+    }
     checks = {c["what"]: c["met"] for c in bench_report.target_checks(report)}
     assert checks == {"cpu backend >= 20x reference at x4": True, "cpu backend 256x256 -> 1024x1024 <= 50 ms": False}
 
@@ -122,8 +131,9 @@ def test_fitting_step_figure_times_forward_and_backward_apart(monkeypatch):
     result = speed.training_step_speed(field, 4.0, repeats=2)
     assert result["backend"] == "cpu" and result["batch"] == 3 and result["out"] == [16, 16]
     assert result["pixels"] == 3 * 16 * 16 and result["forward_s"] > 0 and result["backward_s"] > 0
-    assert result["step_mpix_per_s"] == pytest.approx(result["pixels"] / (result["forward_s"] + result["backward_s"])
-                                                      / 1e6)
+    assert result["step_mpix_per_s"] == pytest.approx(
+        result["pixels"] / (result["forward_s"] + result["backward_s"]) / 1e6
+    )
     monkeypatch.setattr(bench_cmd, "STEP_CROP", 16)
     out = run("--size", 8, "--scale", 2, "--repeats", 1, "--no-multi-scale", "--step-batch", 2)
     assert out.exit_code == 0, out.output

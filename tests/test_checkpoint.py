@@ -31,8 +31,9 @@ def test_round_trip_rebuilds_the_same_model(overrides, npy_dictionary, tmp_path,
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model(lr_image(photo).float(), scale=2).mean().backward()
     optimizer.step()
-    path = save_checkpoint(tmp_path / "run" / "last.pt", model, step=7, optimizer=optimizer.state_dict(),
-                           history=[{"psnr": 30.5}])
+    path = save_checkpoint(
+        tmp_path / "run" / "last.pt", model, step=7, optimizer=optimizer.state_dict(), history=[{"psnr": 30.5}]
+    )
     assert not list(path.parent.glob("*.partial"))
     plain = torch.load(path, weights_only=True)
     assert plain["step"] == 7 and plain["history"] == [{"psnr": 30.5}]
@@ -83,8 +84,15 @@ def test_damaged_and_foreign_files_are_refused(tmp_path):
     no_weights = {k: v for k, v in data.items() if k != "state_dict"}
     torch.save(no_weights, tmp_path / "no_weights.pt")
     torch.save({"state_dict": data["state_dict"]}, tmp_path / "bare.pt")
-    cases = {"text.pt": "not a readable", "cut.pt": "not a readable", "bare.pt": "not a model file",
-             "newer.pt": "newer", "tampered.pt": "hash", "wrong.pt": "do not fit", "no_weights.pt": "damaged"}
+    cases = {
+        "text.pt": "not a readable",
+        "cut.pt": "not a readable",
+        "bare.pt": "not a model file",
+        "newer.pt": "newer",
+        "tampered.pt": "hash",
+        "wrong.pt": "do not fit",
+        "no_weights.pt": "damaged",
+    }
     for name, words in cases.items():
         with pytest.raises(CheckpointError, match=words):
             load_network(tmp_path / name)
@@ -103,8 +111,9 @@ def test_store_dictionary_travels_into_the_checkpoint(tmp_path):
     store = tmp_path / "prior.zarr"
     make_store(store, crops=4, crop=16, chunk=4)
     kernels = np.array([[1.2, 0.1, 0.9], [0.4, -0.5, 1.6], [2.0, 0.3, 0.2]], dtype=np.float32)
-    record = write_dictionary(store, kernels, {"method": "grid", "crop_count": 4, "quantiles": [0.01, 0.99],
-                                               "seed": None})
+    record = write_dictionary(
+        store, kernels, {"method": "grid", "crop_count": 4, "quantiles": [0.01, 0.99], "seed": None}
+    )
     model = build_model(preset("lite"), store)
     back = load_network(save_checkpoint(tmp_path / "c.pt", model))
     assert torch.equal(back.dictionary, torch.from_numpy(kernels)) and back.reference_scale == 4.0

@@ -41,8 +41,9 @@ def small_corpus(folder: Path, photo) -> Path:
 @pytest.mark.parametrize("option, value", [("--lr", "nan"), ("--lr", "inf"), ("--color-lr", "-inf"), ("--lr", "0")])
 def test_fit_prior_refuses_non_finite_rates_before_creating_a_store(tmp_path, photo, option, value):
     corpus = small_corpus(tmp_path / "photos", photo)
-    result = CliRunner().invoke(cli, ["fit-prior", str(corpus), "--store", str(tmp_path / "s.zarr"), "--crop", "32",
-                                      option, value])
+    result = CliRunner().invoke(
+        cli, ["fit-prior", str(corpus), "--store", str(tmp_path / "s.zarr"), "--crop", "32", option, value]
+    )
     assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output
     assert ("is not a finite number" in result.output) or ("must be greater than 0" in result.output)
     assert not (tmp_path / "s.zarr").exists()
@@ -54,13 +55,16 @@ def test_library_refuses_non_finite_fitting_settings():
     check_fit_config(FitConfig())
 
 
-@pytest.mark.parametrize("args", [
-    ["prior-stats", "--store", "s.zarr", "--out", "o", "--min-psnr", "nan"],
-    ["prior-stats", "--store", "s.zarr", "--out", "o", "--quantiles", "nan,99"],
-    ["train", "--out", "run", "--images", ".", "--lr", "inf"],
-    ["train", "--out", "run", "--images", ".", "--grad-clip", "nan"],
-    ["bench", "--scale", "nan"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["prior-stats", "--store", "s.zarr", "--out", "o", "--min-psnr", "nan"],
+        ["prior-stats", "--store", "s.zarr", "--out", "o", "--quantiles", "nan,99"],
+        ["train", "--out", "run", "--images", ".", "--lr", "inf"],
+        ["train", "--out", "run", "--images", ".", "--grad-clip", "nan"],
+        ["bench", "--scale", "nan"],
+    ],
+)
 def test_other_verbs_refuse_non_finite_numbers(args, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, args)
@@ -71,8 +75,9 @@ def test_other_verbs_refuse_non_finite_numbers(args, tmp_path, monkeypatch):
 def test_fit_prior_device_check_comes_before_the_store(tmp_path, photo, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     corpus = small_corpus(tmp_path / "photos", photo)
-    result = CliRunner().invoke(cli, ["fit-prior", str(corpus), "--store", str(tmp_path / "s.zarr"), "--crop", "32",
-                                      "--device", "cuda"])
+    result = CliRunner().invoke(
+        cli, ["fit-prior", str(corpus), "--store", str(tmp_path / "s.zarr"), "--crop", "32", "--device", "cuda"]
+    )
     assert one_error_line(result).startswith("error: --device cuda: this machine has no usable CUDA device")
     assert not (tmp_path / "s.zarr").exists()
 
@@ -186,11 +191,15 @@ def test_read_only_store_is_refused_before_any_fitting(tmp_path, photo, monkeypa
 
     monkeypatch.setattr(lock, "open", read_only, raising=False)
     monkeypatch.setattr(prior_job, "connect", lambda *a, **k: pytest.fail("no cluster may start"))
-    for args in (["fit-prior", str(corpus), "--store", str(tmp_path / "s.zarr"), "--crop", "32", "--steps", "1"],
-                 ["prior-stats", "--store", str(tmp_path / "s.zarr"), "--out", str(tmp_path / "o")]):
+    for args in (
+        ["fit-prior", str(corpus), "--store", str(tmp_path / "s.zarr"), "--crop", "32", "--steps", "1"],
+        ["prior-stats", "--store", str(tmp_path / "s.zarr"), "--out", str(tmp_path / "o")],
+    ):
         line = one_error_line(CliRunner().invoke(cli, args))
-        assert line == (f"error: store {tmp_path / 's.zarr'} is not writable (Read-only file system); make it "
-                        "writable, or copy it somewhere writable and use the copy")
+        assert line == (
+            f"error: store {tmp_path / 's.zarr'} is not writable (Read-only file system); make it "
+            "writable, or copy it somewhere writable and use the copy"
+        )
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
@@ -222,8 +231,9 @@ def test_debug_shows_the_traceback_and_bugs_say_so(tmp_path, monkeypatch):
 
     monkeypatch.setattr(info_cmd, "describe_or_refuse", lambda store: {}["bug"])
     result = runner.invoke(cli, ["info", missing])
-    assert one_error_line(result, code=1) == ("error: internal error (KeyError: 'bug'); rerun with --debug (or "
-                                              "P2G_DEBUG=1) for the traceback, and report it")
+    assert one_error_line(result, code=1) == (
+        "error: internal error (KeyError: 'bug'); rerun with --debug (or P2G_DEBUG=1) for the traceback, and report it"
+    )
 
 
 def test_sigterm_is_an_interrupt_with_cleanup(monkeypatch, tmp_path):
@@ -243,13 +253,30 @@ def test_one_ctrl_c_on_train_saves_and_exits_130(tmp_path, monkeypatch):
     from sr_model.training import TrainResult
 
     def interrupted(config, **runtime):  # what train() returns after Ctrl-C at step 3: last.pt saved
-        return TrainResult(step=3, stopped_early=True, last=Path(config.out) / "last.pt", best=None, best_val=None,
-                           seconds=1.0)
+        return TrainResult(
+            step=3, stopped_early=True, last=Path(config.out) / "last.pt", best=None, best_val=None, seconds=1.0
+        )
 
     monkeypatch.setattr(training, "train", interrupted)  # the verb imports it when it runs
     run = tmp_path / "run"
-    result = CliRunner().invoke(cli, ["train", "--out", str(run), "--prior", "official", "--images", str(tmp_path),
-                                      "--val-images", str(tmp_path), "--steps", "10", "--device", "cpu"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--out",
+            str(run),
+            "--prior",
+            "official",
+            "--images",
+            str(tmp_path),
+            "--val-images",
+            str(tmp_path),
+            "--steps",
+            "10",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 130
     assert result.output.splitlines() == [
         "trained: stopped at step 3 (resume with --resume), 1 s of training in total",
@@ -279,8 +306,19 @@ def test_upscale_names_its_own_inputs_when_a_folder_has_no_images(tmp_path):
 def test_eval_report_keeps_non_utf8_names(tmp_path):
     from sr_model.evaluation import EvalRow, write_report
 
-    row = EvalRow(image=LATIN1_NAME, scale=2.0, method="bicubic", hr_height=48, hr_width=48, lr_height=24,
-                  lr_width=24, psnr=30.0, ssim=0.9, encode_ms=None, render_ms=1.0)
+    row = EvalRow(
+        image=LATIN1_NAME,
+        scale=2.0,
+        method="bicubic",
+        hr_height=48,
+        hr_width=48,
+        lr_height=24,
+        lr_width=24,
+        psnr=30.0,
+        ssim=0.9,
+        encode_ms=None,
+        render_ms=1.0,
+    )
     files = write_report([row], tmp_path, "benchmark")
     assert [p.name for p in files] == ["per_image.csv", "summary.md"]
     assert r"caf\udce9.png" in (tmp_path / "per_image.csv").read_text(encoding="utf-8")
@@ -297,9 +335,24 @@ def test_train_refuses_a_store_dictionary_older_than_its_crops(tmp_path):
     made = runner.invoke(cli, ["prior-stats", "--store", str(store), "--out", str(tmp_path / "o"), "--size", "9"])
     assert made.exit_code == 0, made.output
     open_store(store, mode="r+").group["crops/status"][4:6] = np.full(2, STATUS_PENDING, np.int8)  # 4 of 6 left
-    result = runner.invoke(cli, ["train", "--prior", str(store), "--images", str(tmp_path), "--out",
-                                 str(tmp_path / "run"), "--steps", "1", "--device", "cpu"])
+    result = runner.invoke(
+        cli,
+        [
+            "train",
+            "--prior",
+            str(store),
+            "--images",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "run"),
+            "--steps",
+            "1",
+            "--device",
+            "cpu",
+        ],
+    )
     assert one_error_line(result) == (
         f"error: the dictionary in {store} is out of date (its statistics: they were computed from 6 crops, the "
-        f"store now has 4 usable ones); rerun `p2g prior-stats --store {store} --out DIR` to rebuild it")
+        f"store now has 4 usable ones); rerun `p2g prior-stats --store {store} --out DIR` to rebuild it"
+    )
     assert not (tmp_path / "run").exists()

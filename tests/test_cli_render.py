@@ -20,8 +20,20 @@ def test_version_and_help():
 def test_render_writes_one_png_per_scale_and_size(tmp_path):
     field = random_field(h=5, w=6)
     save_field(field, tmp_path / "f.npz")
-    result = run("render", tmp_path / "f.npz", "--scale", 2, "--scale", 3.7, "--scale", "2x3", "--size", "7x4",
-                 "--out", tmp_path / "out")
+    result = run(
+        "render",
+        tmp_path / "f.npz",
+        "--scale",
+        2,
+        "--scale",
+        3.7,
+        "--scale",
+        "2x3",
+        "--size",
+        "7x4",
+        "--out",
+        tmp_path / "out",
+    )
     assert result.exit_code == 0, result.output
     sizes = {p.name: Image.open(p).size for p in (tmp_path / "out").iterdir()}
     assert sizes == {"f_x2.png": (12, 10), "f_x3.7.png": (22, 18), "f_x2x3.png": (18, 10), "f_7x4.png": (7, 4)}

@@ -59,7 +59,10 @@ def test_choices_repeated_in_verbs_match_the_library():
 
     assert tuple(sorted(FIT_PRESETS)) == fit_prior_cmd.FIT_PRESET_NAMES
     assert (prior_stats_cmd.METHODS, prior_stats_cmd.SPACINGS, prior_stats_cmd.DEFAULT_SIZE) == (
-        dictionary_sampling.METHODS, dictionary_sampling.SPACINGS, dictionary_sampling.DEFAULT_SIZE)
+        dictionary_sampling.METHODS,
+        dictionary_sampling.SPACINGS,
+        dictionary_sampling.DEFAULT_SIZE,
+    )
     assert bench_cmd.DEFAULT_SCALES == speed.DEFAULT_SCALES
 
 
@@ -103,4 +106,5 @@ def test_error_line_is_the_one_place_that_words_user_errors():
     assert cli_module.error_line(FileNotFoundError("no such file")) == "error: no such file"
     assert cli_module.error_line(RuntimeError("a bug")) == (
         "error: internal error (RuntimeError: a bug); rerun with --debug (or P2G_DEBUG=1) for the traceback, and "
-        "report it")
+        "report it"
+    )

@@ -41,8 +41,18 @@ def test_scan_is_recursive_sorted_and_takes_image_suffixes(corpus):
     files = scan_images([corpus])
     names = [f.split("/")[-1] for f in files]
     assert "notes.txt" not in names
-    assert set(names) == {"astro.png", "coffee.jpg", "chelsea.webp", "colour16.tif", "rocket.bmp", "palette.png",
-                          "rgba.png", "gray16.png", "fake.png", "tiny.png"}
+    assert set(names) == {
+        "astro.png",
+        "coffee.jpg",
+        "chelsea.webp",
+        "colour16.tif",
+        "rocket.bmp",
+        "palette.png",
+        "rgba.png",
+        "gray16.png",
+        "fake.png",
+        "tiny.png",
+    }
     assert files == sorted(files)
     # a file named explicitly is taken whatever its suffix; duplicates collapse
     assert scan_images([corpus / "a" / "notes.txt", corpus / "a" / "notes.txt"]) == [str(corpus / "a" / "notes.txt")]
@@ -64,14 +74,18 @@ def test_grid_plan_counts_and_failed_entries(corpus):
         by_source.setdefault(source.split("/")[-1], []).append((tuple(box), code, reason))
     # 80 px with crop 32 stride 16: tops 0, 16, 32, 48 -> 4 x 4 crops
     assert len(by_source["astro.png"]) == 16
-    assert {b for b, _, _ in by_source["astro.png"]} == {(t, l, 32, 32) for t in (0, 16, 32, 48)
-                                                          for l in (0, 16, 32, 48)}
+    assert {b for b, _, _ in by_source["astro.png"]} == {
+        (t, l, 32, 32) for t in (0, 16, 32, 48) for l in (0, 16, 32, 48)
+    }
     assert len(by_source["coffee.jpg"]) == 9 and len(by_source["rgba.png"]) == 1
-    assert all(code == STATUS_PENDING for name in ("colour16.tif", "gray16.png", "palette.png")
-               for _, code, _ in by_source[name])
-    (box, code, reason), = by_source["tiny.png"]
+    assert all(
+        code == STATUS_PENDING
+        for name in ("colour16.tif", "gray16.png", "palette.png")
+        for _, code, _ in by_source[name]
+    )
+    ((box, code, reason),) = by_source["tiny.png"]
     assert code == STATUS_FAILED and box == (0, 0, 16, 16) and "16x16 is smaller than the 32 px crop" in reason
-    (box, code, reason), = by_source["fake.png"]
+    ((box, code, reason),) = by_source["fake.png"]
     assert code == STATUS_FAILED and box == (0, 0, 0, 0) and "not a recognised image" in reason
     assert plan.num_failed == 2 and len(plan) == plan.boxes.shape[0]
 

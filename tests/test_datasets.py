@@ -165,7 +165,11 @@ def test_augment_gives_the_eight_symmetries(photo):
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"scale_range": (0.5, 2.0)}, "scale range"), ({"scale_range": (4.0, 2.0)}, "scale range"), ({"patch": 0}, "patch")],
+    [
+        ({"scale_range": (0.5, 2.0)}, "scale range"),
+        ({"scale_range": (4.0, 2.0)}, "scale range"),
+        ({"patch": 0}, "patch"),
+    ],
 )
 def test_bad_settings(photo_dir, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -195,7 +199,8 @@ def test_make_corpus_selects_photos_and_splits_stably(tmp_path, photo, monkeypat
 
     unpacked = _fake_package(tmp_path / "unpacked", photo)
     source = make_corpus.PhotoSource(
-        "fake-wallpapers", ("usr/share/backgrounds/*.jpg", "usr/share/wallpapers/Lake/contents/images/*"),
+        "fake-wallpapers",
+        ("usr/share/backgrounds/*.jpg", "usr/share/wallpapers/Lake/contents/images/*"),
         ("*/gradient.jpg",),
     )
     picked = make_corpus.select_photos(unpacked, source)

@@ -21,8 +21,11 @@ from sr_model.train_state import TrainConfig, learning_rate
 from sr_model.training import Upscaler
 
 TINY = dict(lite_channels=8, lite_blocks=1, cov_dim=16, cov_hidden=(16,), color_hidden=(16,), offset_hidden=(16,))
-TINY_CLI = [arg for key, value in TINY.items()
-            for arg in ("--model-option", f"{key}={list(value) if isinstance(value, tuple) else value}")]
+TINY_CLI = [
+    arg
+    for key, value in TINY.items()
+    for arg in ("--model-option", f"{key}={list(value) if isinstance(value, tuple) else value}")
+]
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -59,10 +62,40 @@ def test_two_process_gloo_run_matches_averaged_gradients(tmp_path, photo):
     kernels = official_kernels()[:-1].reshape(9, 9, 9, 3)[::4, ::4, ::4].reshape(-1, 3)
     np.save(tmp_path / "dictionary.npy", kernels.numpy())
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "workflows.cli", "train", "--prior", str(tmp_path / "dictionary.npy"), "--images", str(images),
-               "--out", str(run), "--steps", "3", "--batch", "2", "--patch", "8", "--scales", "2-4", "--lr", "1e-3",
-               "--val-images", str(tmp_path / "val.png"), "--val-every", "2", "--device", "cpu", *TINY_CLI]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "workflows.cli",
+        "train",
+        "--prior",
+        str(tmp_path / "dictionary.npy"),
+        "--images",
+        str(images),
+        "--out",
+        str(run),
+        "--steps",
+        "3",
+        "--batch",
+        "2",
+        "--patch",
+        "8",
+        "--scales",
+        "2-4",
+        "--lr",
+        "1e-3",
+        "--val-images",
+        str(tmp_path / "val.png"),
+        "--val-every",
+        "2",
+        "--device",
+        "cpu",
+        *TINY_CLI,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -10,13 +10,27 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from dgp_fitting.dictionary_sampling import (DictionaryRequestError, build_dictionary, ellipse_axes, grid_dictionary,
-                                             grid_side, sample_dictionary)
+from dgp_fitting.dictionary_sampling import (
+    DictionaryRequestError,
+    build_dictionary,
+    ellipse_axes,
+    grid_dictionary,
+    grid_side,
+    sample_dictionary,
+)
 from dgp_fitting.prior_plots import write_plots
 from dgp_fitting.prior_stats import compute_statistics
 from prior_store import StoreError, open_store
-from prior_store.dictionary import (REQUIRED_PROVENANCE, DictionaryMissingError, content_hash, dictionary_line,
-                                    dictionary_summary, export_npy, read_dictionary, write_dictionary)
+from prior_store.dictionary import (
+    REQUIRED_PROVENANCE,
+    DictionaryMissingError,
+    content_hash,
+    dictionary_line,
+    dictionary_summary,
+    export_npy,
+    read_dictionary,
+    write_dictionary,
+)
 from sr_model.dictionary import content_hash as model_content_hash
 from sr_model.dictionary import load_dictionary
 from tests.test_prior_stats import make_store
@@ -58,7 +72,7 @@ def test_grid_has_the_requested_size_and_spans_the_quantile_interval(store_and_s
 
 def test_linear_grid_spacing_is_even_in_value(store_and_stats):
     _, stats = store_and_stats
-    kernels, provenance = grid_dictionary(stats, size=126)  # linear is the default
+    kernels, _provenance = grid_dictionary(stats, size=126)  # linear is the default
     for i, name in enumerate(("l11", "l21", "l22")):
         values = np.unique(kernels[:-1, i]).astype(np.float64)
         np.testing.assert_allclose(np.diff(values), np.diff(values).mean(), rtol=1e-5)
@@ -91,7 +105,8 @@ def test_sampled_kernels_are_valid_seeded_and_follow_the_fitted_normal(store_and
     mean, cov = stats.cholesky_normal_hr()
     np.testing.assert_allclose(kernels.mean(axis=0), mean, atol=0.05 * np.sqrt(np.diag(cov)).max())
     assert np.corrcoef(kernels.T.astype(np.float64))[0, 2] == pytest.approx(
-        cov[0, 2] / np.sqrt(cov[0, 0] * cov[2, 2]), abs=0.05)
+        cov[0, 2] / np.sqrt(cov[0, 0] * cov[2, 2]), abs=0.05
+    )
     again, _ = sample_dictionary(stats, size=4000, quantiles=(0.005, 0.995), seed=11)
     other, _ = sample_dictionary(stats, size=4000, quantiles=(0.005, 0.995), seed=12)
     assert again.tobytes() == kernels.tobytes() and other.tobytes() != kernels.tobytes()
@@ -178,8 +193,11 @@ def test_bad_cli_requests_leave_the_store_untouched(tmp_path):
     assert "from 4 crops, " + before[1]["content_hash"][:19] in info.output
     info = json.loads(runner.invoke(cli, ["info", str(path), "--json"]).output)
     assert info["dictionary_summary"]["content_hash"] == before[1]["content_hash"]
-    for args, words in ((["--size", "500"], "try 344, 513, 730"), (["--quantiles", "99,1"], "low < high"),
-                        (["--quantiles", "a,b"], "two percentages")):
+    for args, words in (
+        (["--size", "500"], "try 344, 513, 730"),
+        (["--quantiles", "99,1"], "low < high"),
+        (["--quantiles", "a,b"], "two percentages"),
+    ):
         result = runner.invoke(cli, ["prior-stats", "--store", str(path), "--out", str(out), *args])
         assert result.exit_code == 2 and words in result.output, result.output
     after = read_dictionary(path)
@@ -190,7 +208,7 @@ def test_bad_cli_requests_leave_the_store_untouched(tmp_path):
 
 
 def test_ellipse_axes_and_plots(store_and_stats, tmp_path):
-    path, stats = store_and_stats
+    _path, stats = store_and_stats
     kernels = np.array([[2.0, 0.0, 1.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]], np.float32)
     major, minor, angle = ellipse_axes(kernels)
     np.testing.assert_allclose([major[0], minor[0], angle[0]], [2.0, 1.0, 0.0], atol=1e-12)

@@ -54,8 +54,20 @@ def test_foreign_weights_are_refused_by_the_entry_architecture():
 def test_train_option_defaults_are_train_config_defaults():
     defaults = {p.name: p.default for p in train_cmd.command.params}
     fields = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
-    for name in ("preset", "steps", "batch", "patch", "lr_gamma", "freq_weight", "grad_clip", "val_every",
-                 "val_crop", "log_every", "seed", "amp"):
+    for name in (
+        "preset",
+        "steps",
+        "batch",
+        "patch",
+        "lr_gamma",
+        "freq_weight",
+        "grad_clip",
+        "val_every",
+        "val_crop",
+        "log_every",
+        "seed",
+        "amp",
+    ):
         assert defaults[name] == fields[name], name
     assert defaults["learning_rate"] == fields["lr"]
     assert defaults["scales"] == f"{fields['scale_min']:g}-{fields['scale_max']:g}"

@@ -87,8 +87,10 @@ def test_bicubic_baseline_reproduces_basicsr_pair(golden_dir):
 def test_bicubic_only_rows(hr_dir):
     rows = evaluate([hr_dir], [2, 4])
     assert [(Path(r.image).name, r.scale, r.method) for r in rows] == [
-        ("coffee.png", 2, "bicubic"), ("coffee.png", 4, "bicubic"),
-        ("chelsea.png", 2, "bicubic"), ("chelsea.png", 4, "bicubic"),
+        ("coffee.png", 2, "bicubic"),
+        ("coffee.png", 4, "bicubic"),
+        ("chelsea.png", 2, "bicubic"),
+        ("chelsea.png", 4, "bicubic"),
     ]
     coffee_x4 = rows[1]
     assert (coffee_x4.hr_height, coffee_x4.hr_width, coffee_x4.lr_height, coffee_x4.lr_width) == (68, 68, 17, 17)
@@ -122,7 +124,9 @@ def test_stand_in_model_one_encode_per_lr_and_render_at_hr_size(hr_dir):
     assert first.psnr == pytest.approx(psnr(to_uint8(cropped), to_uint8(sr), 2, True), abs=1e-9)
     assert first.encode_ms > 0 and first.render_ms > 0
     text = summary_markdown(rows, "benchmark")
-    assert "| scale | bicubic PSNR | bicubic SSIM | model PSNR | model SSIM | PSNR gain | encode ms | render ms |" in text
+    assert (
+        "| scale | bicubic PSNR | bicubic SSIM | model PSNR | model SSIM | PSNR gain | encode ms | render ms |" in text
+    )
     assert text.count("\n| x") == 2
 
 
@@ -148,8 +152,19 @@ def test_broken_image_is_skipped_with_a_warning(hr_dir):
 def test_cli_bicubic(hr_dir, tmp_path):
     out = tmp_path / "eval"
     result = CliRunner().invoke(
-        cli, ["eval", "--checkpoint", "bicubic", "--images", str(hr_dir / "coffee.png"), str(hr_dir / "sub"),
-              "--scales", "2,3,4", "--out", str(out)]
+        cli,
+        [
+            "eval",
+            "--checkpoint",
+            "bicubic",
+            "--images",
+            str(hr_dir / "coffee.png"),
+            str(hr_dir / "sub"),
+            "--scales",
+            "2,3,4",
+            "--out",
+            str(out),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "| scale | bicubic PSNR | bicubic SSIM | bicubic ms |" in result.output
@@ -206,8 +221,22 @@ def test_cli_with_a_real_checkpoint(hr_dir, tmp_path, tiny_checkpoint):
     from sr_model.model_files import load_network
 
     out = tmp_path / "eval"
-    result = CliRunner().invoke(cli, ["eval", "--checkpoint", str(tiny_checkpoint), "--images", str(hr_dir),
-                                      "--scales", "2,4", "--protocol", "div2k", "--out", str(out)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "eval",
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--images",
+            str(hr_dir),
+            "--scales",
+            "2,4",
+            "--protocol",
+            "div2k",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "model PSNR" in result.output and result.output.count("\n| x") == 2
     with open(out / "per_image.csv") as fh:

@@ -25,8 +25,9 @@ PHOTOS = (("astronaut", 10, 180), ("coffee", 100, 250), ("chelsea", 40, 120))
 
 
 def p2g(*args, code: int = 0) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "workflows.cli", *map(str, args)], cwd=REPO,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "workflows.cli", *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == code, f"p2g {' '.join(map(str, args))}\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -41,8 +42,21 @@ def write_corpus(folder: Path, photo) -> Path:
 def test_corrupt_verify_refit_gives_the_undamaged_statistics(tmp_path, photo):
     corpus = write_corpus(tmp_path / "photos", photo)
     store, reference = tmp_path / "prior.zarr", tmp_path / "reference.zarr"
-    fit = ("fit-prior", corpus, "--store", store, "--crop", 32, "--steps", 30, "--batch", 3, "--workers", 1,
-           "--no-progress")
+    fit = (
+        "fit-prior",
+        corpus,
+        "--store",
+        store,
+        "--crop",
+        32,
+        "--steps",
+        30,
+        "--batch",
+        3,
+        "--workers",
+        1,
+        "--no-progress",
+    )
     p2g(*fit)
     shutil.copytree(store, reference)
     stats = ("prior-stats", "--out")
@@ -79,17 +93,39 @@ def test_corrupt_verify_refit_gives_the_undamaged_statistics(tmp_path, photo):
 def test_one_ctrl_c_stops_fit_prior_with_one_line(tmp_path, photo):
     corpus = write_corpus(tmp_path / "photos", photo)
     job = subprocess.Popen(
-        [sys.executable, "-m", "workflows.cli", "fit-prior", str(corpus), "--store", str(tmp_path / "s.zarr"),
-         "--crop", "32", "--steps", "5000", "--batch", "2", "--workers", "2", "--no-progress"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "workflows.cli",
+            "fit-prior",
+            str(corpus),
+            "--store",
+            str(tmp_path / "s.zarr"),
+            "--crop",
+            "32",
+            "--steps",
+            "5000",
+            "--batch",
+            "2",
+            "--workers",
+            "2",
+            "--no-progress",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         assert job.stdout.readline().startswith("dashboard:")  # workers are up, tasks submitted
         os.killpg(job.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
-        out, err = job.communicate(timeout=300)
+        _out, err = job.communicate(timeout=300)
     finally:
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
     assert job.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
-    assert err.strip().splitlines()[-1] == ("interrupted: finished chunks are in the store; rerun the same command "
-                                            "to fit only the rest")
+    assert err.strip().splitlines()[-1] == (
+        "interrupted: finished chunks are in the store; rerun the same command to fit only the rest"
+    )

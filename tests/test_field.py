@@ -33,10 +33,12 @@ def test_covariance_and_conic_are_inverse():
     cov = field.covariance()
     conic, valid = field.conic()
     assert bool(valid.all())
-    inv = torch.stack([torch.stack([conic[..., 0], conic[..., 1]], -1), torch.stack([conic[..., 1], conic[..., 2]], -1)], -2)
+    inv = torch.stack(
+        [torch.stack([conic[..., 0], conic[..., 1]], -1), torch.stack([conic[..., 1], conic[..., 2]], -1)], -2
+    )
     eye = cov @ inv
     assert torch.allclose(eye, torch.eye(2, dtype=eye.dtype).expand_as(eye), atol=1e-10)
-    l11, l21, l22 = field.chol.unbind(-1)
+    l11, _l21, l22 = field.chol.unbind(-1)
     assert torch.allclose(torch.linalg.det(cov), (l11 * l22) ** 2)
 
 
@@ -61,7 +63,9 @@ def test_from_hr_matches_golden_lr_field(golden_model):
     field_lr = golden_model["field_lr"]
     for name in ("x4", "x2.5", "h3_w5"):
         s = golden_model["scales"][name]
-        field = GaussianField.from_hr(s["mean_hr_px"], s["cov_hr_px2"], s["color"].double(), (s["scale_h"], s["scale_w"]), (20, 24, 2))
+        field = GaussianField.from_hr(
+            s["mean_hr_px"], s["cov_hr_px2"], s["color"].double(), (s["scale_h"], s["scale_w"]), (20, 24, 2)
+        )
         # mean_hr_px comes from the float32 xys_norm of the official pipeline: float32 rounding (README 2.4)
         assert torch.allclose(field.means[0], field_lr["mean_lr_px"], atol=1e-5), name
         assert torch.allclose(field.chol[0], field_lr["L_lr"], atol=1e-5), name

@@ -18,8 +18,21 @@ def test_fit_prior_then_info(tmp_path, photo):
     (photos / "readme.png").write_text("not an image")
     store = tmp_path / "prior.zarr"
     runner = CliRunner()
-    args = ["fit-prior", str(photos), "--store", str(store), "--crop", "32", "--steps", "15", "--batch", "2",
-            "--workers", "1", "--no-progress"]
+    args = [
+        "fit-prior",
+        str(photos),
+        "--store",
+        str(store),
+        "--crop",
+        "32",
+        "--steps",
+        "15",
+        "--batch",
+        "2",
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "5 crops: 4 done, 1 failed, 0 pending; 0 skipped" in result.output

@@ -19,8 +19,9 @@ pytest.importorskip("dask_jobqueue")
 
 
 def test_slurm_job_script_holds_cores_memory_gpus_and_walltime():
-    script = job_script(ClusterSpec(kind="slurm", cores=8, memory="32GiB", gpus=2, walltime="02:00:00",
-                                    queue="gpu", account="proj"))
+    script = job_script(
+        ClusterSpec(kind="slurm", cores=8, memory="32GiB", gpus=2, walltime="02:00:00", queue="gpu", account="proj")
+    )
     lines = script.splitlines()
     assert "#SBATCH --cpus-per-task=8" in lines
     assert "#SBATCH --mem=32G" in lines
@@ -47,11 +48,19 @@ def test_pbs_job_script_asks_for_gpus():
 
 def test_yaml_config_with_flag_overrides(tmp_path):
     config = tmp_path / "cluster.yaml"
-    config.write_text("cluster: slurm\ncores: 16\nmemory: 64GiB\ngpus: 1\nwalltime: '04:00:00'\njobs: 10\n"
-                      "extra:\n  job_extra_directives: ['--constraint=a100']\n")
+    config.write_text(
+        "cluster: slurm\ncores: 16\nmemory: 64GiB\ngpus: 1\nwalltime: '04:00:00'\njobs: 10\n"
+        "extra:\n  job_extra_directives: ['--constraint=a100']\n"
+    )
     spec = cluster_spec(config, cores=None, walltime="01:00:00")
     assert (spec.kind, spec.cores, spec.memory, spec.gpus, spec.walltime, spec.jobs) == (
-        "slurm", 16, "64GiB", 1, "01:00:00", 10)
+        "slurm",
+        16,
+        "64GiB",
+        1,
+        "01:00:00",
+        10,
+    )
     script = job_script(spec)
     assert "#SBATCH --constraint=a100" in script and "#SBATCH -t 01:00:00" in script
     assert "#SBATCH --gres=gpu:1" in script
@@ -88,9 +97,26 @@ def test_gpu_index_of_a_worker():
 
 def test_cli_prints_the_job_script_and_rejects_bad_combinations():
     runner = CliRunner()
-    result = runner.invoke(cli, ["fit-prior", "photos", "--store", "s.zarr", "--cluster", "slurm", "--cores", "8",
-                                 "--memory", "32GiB", "--gpus", "1", "--walltime", "02:00:00",
-                                 "--print-job-script"])
+    result = runner.invoke(
+        cli,
+        [
+            "fit-prior",
+            "photos",
+            "--store",
+            "s.zarr",
+            "--cluster",
+            "slurm",
+            "--cores",
+            "8",
+            "--memory",
+            "32GiB",
+            "--gpus",
+            "1",
+            "--walltime",
+            "02:00:00",
+            "--print-job-script",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "#SBATCH --gres=gpu:1" in result.output and "#SBATCH -t 02:00:00" in result.output
     result = runner.invoke(cli, ["fit-prior", "photos", "--store", "s.zarr", "--print-job-script"])

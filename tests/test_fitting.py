@@ -13,8 +13,14 @@ from gaussian_field import GaussianField, render
 from gaussian_field.lattice import base_positions
 
 #: Crops of different content: a face, a textured cup, fur, a rocket against sky, a micrograph, a starfield.
-CROPS = (("astronaut", 30, 180), ("coffee", 120, 250), ("chelsea", 60, 140), ("rocket", 150, 260),
-         ("immunohistochemistry", 200, 200), ("hubble_deep_field", 300, 300))
+CROPS = (
+    ("astronaut", 30, 180),
+    ("coffee", 120, 250),
+    ("chelsea", 60, 140),
+    ("rocket", 150, 260),
+    ("immunohistochemistry", 200, 200),
+    ("hubble_deep_field", 300, 300),
+)
 
 
 def crops_of(photo, size: int, names=CROPS) -> torch.Tensor:
@@ -133,11 +139,11 @@ def test_batch_independence_holds_for_auto_batches(photo):
     size = auto_batch(20, "cpu", free_bytes=int(4.5 * 20 * 20 * BYTES_PER_PIXEL / MEMORY_SHARE))
     assert size == 4
     config = FitConfig(steps=20)
-    batches = [fit_crops(crops[i:i + size], seeds[i:i + size], config) for i in range(0, len(crops), size)]
+    batches = [fit_crops(crops[i : i + size], seeds[i : i + size], config) for i in range(0, len(crops), size)]
     for name in ("means", "chol", "colors", "psnr"):
         auto = torch.cat([getattr(b, name) for b in batches])
         for i in (0, 3, 5):
-            alone = fit_crops(crops[i:i + 1], seeds[i:i + 1], config)
+            alone = fit_crops(crops[i : i + 1], seeds[i : i + 1], config)
             assert torch.equal(auto[i], getattr(alone, name)[0]), (name, i)
 
 
@@ -170,8 +176,17 @@ def test_phase_timer_times_every_phase_and_changes_nothing(photo):
 
 def test_crop_seed_depends_on_content_box_and_job_seed_only():
     assert crop_seed(0, "abc", (0, 0, 32, 32)) == crop_seed(0, "abc", [0, 0, 32, 32])
-    assert len({crop_seed(0, "abc", (0, 0, 32, 32)), crop_seed(1, "abc", (0, 0, 32, 32)),
-                crop_seed(0, "abd", (0, 0, 32, 32)), crop_seed(0, "abc", (0, 8, 32, 32))}) == 4
+    assert (
+        len(
+            {
+                crop_seed(0, "abc", (0, 0, 32, 32)),
+                crop_seed(1, "abc", (0, 0, 32, 32)),
+                crop_seed(0, "abd", (0, 0, 32, 32)),
+                crop_seed(0, "abc", (0, 8, 32, 32)),
+            }
+        )
+        == 4
+    )
 
 
 def test_bad_input_is_refused(photo):

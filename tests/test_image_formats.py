@@ -22,6 +22,7 @@ from workflows.cli import cli
 
 def display_p3_profile() -> bytes:
     """A matrix/TRC ICC v2 profile with Display P3's primaries (D50-adapted colorants, gamma 2.2 curves)."""
+
     def s15(v: float) -> bytes:
         return struct.pack(">i", round(v * 65536))
 
@@ -33,10 +34,17 @@ def display_p3_profile() -> bytes:
         return b"desc" + b"\0" * 4 + struct.pack(">I", len(ascii_)) + ascii_ + b"\0" * 12 + b"\0" * 67
 
     curve = b"curv" + b"\0" * 4 + struct.pack(">I", 1) + struct.pack(">H", round(2.2 * 256)) + b"\0\0"
-    tags = [(b"desc", desc("Display P3 (test)")), (b"cprt", b"text" + b"\0" * 4 + b"none\0\0\0\0"),
-            (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", xyz(0.5151, 0.2412, -0.0011)),
-            (b"gXYZ", xyz(0.2920, 0.6922, 0.0419)), (b"bXYZ", xyz(0.1571, 0.0666, 0.7841)),
-            (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
+    tags = [
+        (b"desc", desc("Display P3 (test)")),
+        (b"cprt", b"text" + b"\0" * 4 + b"none\0\0\0\0"),
+        (b"wtpt", xyz(0.9642, 1.0, 0.8249)),
+        (b"rXYZ", xyz(0.5151, 0.2412, -0.0011)),
+        (b"gXYZ", xyz(0.2920, 0.6922, 0.0419)),
+        (b"bXYZ", xyz(0.1571, 0.0666, 0.7841)),
+        (b"rTRC", curve),
+        (b"gTRC", curve),
+        (b"bTRC", curve),
+    ]
     offset = 128 + 4 + 12 * len(tags)
     table, body = struct.pack(">I", len(tags)), b""
     for signature, data in tags:
@@ -44,8 +52,22 @@ def display_p3_profile() -> bytes:
         table += signature + struct.pack(">II", offset + len(body), len(data))
         body += data
     size = offset + len(body)
-    header = (struct.pack(">I", size) + b"lcms" + bytes([2, 0x10, 0, 0]) + b"mntrRGB XYZ " + b"\0" * 12 + b"acsp"
-              + b"APPL" + b"\0" * 4 + b"\0" * 8 + b"\0" * 8 + b"\0" * 4 + s15(0.9642) + s15(1.0) + s15(0.8249))
+    header = (
+        struct.pack(">I", size)
+        + b"lcms"
+        + bytes([2, 0x10, 0, 0])
+        + b"mntrRGB XYZ "
+        + b"\0" * 12
+        + b"acsp"
+        + b"APPL"
+        + b"\0" * 4
+        + b"\0" * 8
+        + b"\0" * 8
+        + b"\0" * 4
+        + s15(0.9642)
+        + s15(1.0)
+        + s15(0.8249)
+    )
     header += b"\0" * (128 - len(header))
     return header + table + body
 
@@ -96,8 +118,12 @@ def test_orientation_6_jpeg_comes_out_upright(tmp_path, photo, checkpoint):
 
 def test_orientation_of_a_tiff_read_by_opencv_is_applied(tmp_path, photo):
     upright = np.round(photo("coffee", 40, 200, 32)[:20, :32] * 65535).astype(np.uint16)
-    tifffile.imwrite(tmp_path / "turned.tif", np.ascontiguousarray(np.rot90(upright, k=1)), photometric="rgb",
-                     extratags=[(274, "H", 1, 6, True)])
+    tifffile.imwrite(
+        tmp_path / "turned.tif",
+        np.ascontiguousarray(np.rot90(upright, k=1)),
+        photometric="rgb",
+        extratags=[(274, "H", 1, 6, True)],
+    )
     image = read_image_file(tmp_path / "turned.tif")
     assert image.bits == 16
     assert np.array_equal(np.round(image.rgb * 65535).astype(np.uint16), upright)
@@ -108,8 +134,9 @@ def test_p3_profile_is_carried_to_every_output_format(tmp_path, photo, p3_profil
     Image.fromarray(pixels).save(tmp_path / "p3.png", icc_profile=p3_profile)
     assert read_image_file(tmp_path / "p3.png").icc_profile == p3_profile
     for fmt in ("png", "jpg", "tif", "webp"):
-        result = upscale(tmp_path / "p3.png", "--checkpoint", checkpoint, "--out", tmp_path / "out", "--scale", 2,
-                         "--format", fmt)
+        result = upscale(
+            tmp_path / "p3.png", "--checkpoint", checkpoint, "--out", tmp_path / "out", "--scale", 2, "--format", fmt
+        )
         assert result.exit_code == 0, result.output
         out = tmp_path / "out" / f"p3_x2.{fmt}"
         with Image.open(out) as img:
@@ -118,8 +145,19 @@ def test_p3_profile_is_carried_to_every_output_format(tmp_path, photo, p3_profil
     assert cv2.imread(str(tmp_path / "out" / "p3_x2.png"), cv2.IMREAD_UNCHANGED).shape == (48, 48, 3)
     # 16-bit PNG (OpenCV-encoded, the profile added as an iCCP chunk) and float TIFF carry it too
     for bits, fmt in (("16", "png"), ("32", "tif")):
-        result = upscale(tmp_path / "p3.png", "--checkpoint", checkpoint, "--out", tmp_path / f"out{bits}",
-                         "--scale", 2, "--format", fmt, "--bits", bits)
+        result = upscale(
+            tmp_path / "p3.png",
+            "--checkpoint",
+            checkpoint,
+            "--out",
+            tmp_path / f"out{bits}",
+            "--scale",
+            2,
+            "--format",
+            fmt,
+            "--bits",
+            bits,
+        )
         assert result.exit_code == 0, result.output
         assert read_image_file(tmp_path / f"out{bits}" / f"p3_x2.{fmt}").icc_profile == p3_profile
 
@@ -148,8 +186,19 @@ def test_rgba_png_keeps_a_plausible_alpha(tmp_path, photo, checkpoint):
     assert np.array_equal(np.round(image.alpha * 255).astype(np.uint8), rgba[..., 3])
     colours = {}
     for fmt in ("png", "webp", "tif"):
-        result = upscale(tmp_path / "cutout.png", "--checkpoint", checkpoint, "--out", tmp_path / "out", "--scale",
-                         2, "--format", fmt, "--quality", 100)
+        result = upscale(
+            tmp_path / "cutout.png",
+            "--checkpoint",
+            checkpoint,
+            "--out",
+            tmp_path / "out",
+            "--scale",
+            2,
+            "--format",
+            fmt,
+            "--quality",
+            100,
+        )
         assert result.exit_code == 0, result.output
         with Image.open(tmp_path / "out" / f"cutout_x2.{fmt}") as img:
             assert img.mode == "RGBA" and img.size == (64, 64), fmt
@@ -162,8 +211,9 @@ def test_rgba_png_keeps_a_plausible_alpha(tmp_path, photo, checkpoint):
     assert np.array_equal(colours["png"], colours["tif"])  # BGRA (OpenCV) and RGBA (tifffile) in the right order
     visible = alpha > 0  # lossless WebP drops the colour of fully transparent pixels
     assert np.abs(colours["webp"].astype(int) - colours["png"])[visible].max() <= 1
-    result = upscale(tmp_path / "cutout.png", "--checkpoint", checkpoint, "--out", tmp_path / "jpg", "--scale", 2,
-                     "--format", "jpg")
+    result = upscale(
+        tmp_path / "cutout.png", "--checkpoint", checkpoint, "--out", tmp_path / "jpg", "--scale", 2, "--format", "jpg"
+    )
     assert result.exit_code == 0, result.output
     notices = [line for line in result.output.splitlines() if "notice:" in line]
     assert len(notices) == 1 and "transparency" in notices[0] and "JPEG" in notices[0], result.output
@@ -210,11 +260,23 @@ def test_16_bit_png_stays_16_bit_through_upscale(tmp_path, photo, checkpoint):
     out = cv2.imread(str(tmp_path / "out" / "deep_x2.png"), cv2.IMREAD_UNCHANGED)
     assert out.dtype == np.uint16 and out.shape == (48, 48, 3)
     assert np.any(out % 257)  # real 16-bit levels, not 8-bit ones scaled up
-    result = upscale(tmp_path / "deep.png", "--checkpoint", checkpoint, "--out", tmp_path / "jpg", "--scale", 2,
-                     "--format", "jpg")
+    result = upscale(
+        tmp_path / "deep.png", "--checkpoint", checkpoint, "--out", tmp_path / "jpg", "--scale", 2, "--format", "jpg"
+    )
     assert result.exit_code == 0, result.output  # auto: JPEG holds 8 bits only
-    result = upscale(tmp_path / "deep.png", "--checkpoint", checkpoint, "--out", tmp_path / "bad", "--scale", 2,
-                     "--format", "webp", "--bits", "16")
+    result = upscale(
+        tmp_path / "deep.png",
+        "--checkpoint",
+        checkpoint,
+        "--out",
+        tmp_path / "bad",
+        "--scale",
+        2,
+        "--format",
+        "webp",
+        "--bits",
+        "16",
+    )
     assert result.exit_code == 2 and result.output.startswith("error: WebP cannot hold 16-bit"), result.output
 
 

@@ -5,8 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.peers.liif import (LIIF, ensemble_neighbours, ensemble_weights, make_cell, make_coord,
-                                   pixel_centres, sample_queries, unfold_features)
+from benchmarks.peers.liif import (
+    LIIF,
+    ensemble_neighbours,
+    ensemble_weights,
+    make_cell,
+    make_coord,
+    pixel_centres,
+    sample_queries,
+    unfold_features,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -110,7 +118,12 @@ def test_decoder_is_the_papers_five_layer_mlp():
     model = LIIF()
     linears = [m for m in model.imnet if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [
-        (model.config.lite_channels * 9 + 4, 256), (256, 256), (256, 256), (256, 256), (256, 3)]
+        (model.config.lite_channels * 9 + 4, 256),
+        (256, 256),
+        (256, 256),
+        (256, 256),
+        (256, 3),
+    ]
 
 
 def test_sample_queries_pick_the_pixel_under_each_coordinate():

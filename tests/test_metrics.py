@@ -43,7 +43,9 @@ def test_protocols_at_scale_4(golden):
     assert (border, y) == (10, False)
     assert psnr(hr, sr, border, y) == pytest.approx(results["continuoussr_utils_calc_psnr_div2k_scale4"], abs=PSNR_ATOL)
     # ContinuousSR's Y-like benchmark PSNR agrees with BasicSR's to ~1e-5 dB (README s.4)
-    assert psnr(hr, sr, 4, True) == pytest.approx(results["continuoussr_utils_calc_psnr_benchmark_scale4"], abs=PSNR_ATOL)
+    assert psnr(hr, sr, 4, True) == pytest.approx(
+        results["continuoussr_utils_calc_psnr_benchmark_scale4"], abs=PSNR_ATOL
+    )
 
 
 def test_channel_order_matters(golden):

@@ -48,7 +48,7 @@ def test_swinir_preset_heads_equal_official_shapes_and_counts(swinir_preset_mode
     assert len(heads) == 2 + 10 + 12 + 12
     counts = {}
     for key in heads:
-        mapped = next(new + key[len(old):] for old, new in OFFICIAL_KEY_MAP if key.startswith(old))
+        mapped = next(new + key[len(old) :] for old, new in OFFICIAL_KEY_MAP if key.startswith(old))
         assert tuple(ours[mapped].shape) == tuple(official[key].shape), key
         counts[key.split(".")[0]] = counts.get(key.split(".")[0], 0) + official[key].numel()
     assert counts == {"conv1": 1_180_160, "mlp_vector": 920_576, "mlp": 960_643, "mlp_offset": 960_578}
@@ -128,8 +128,16 @@ def test_free_covariance_ablation_has_no_dictionary(photo):
     assert float(field.chol[..., 1].abs().max()) > 0
 
 
-@pytest.mark.parametrize("name, overrides", [("lite", {}), ("lite", {"positions": "fixed"}),
-                                             ("lite", {"covariance": "free"}), ("swinir", SMALL), ("hat", SMALL)])
+@pytest.mark.parametrize(
+    "name, overrides",
+    [
+        ("lite", {}),
+        ("lite", {"positions": "fixed"}),
+        ("lite", {"covariance": "free"}),
+        ("swinir", SMALL),
+        ("hat", SMALL),
+    ],
+)
 def test_every_parameter_gets_a_gradient(name, overrides, photo):
     """No dead parameters (DDP needs none unused): an L1 loss on a render reaches every weight."""
     model = build_model(preset(name, **overrides), "official").train()
@@ -186,9 +194,13 @@ def test_transformer_encoders_take_any_size(shape):
 
 def test_bad_inputs_are_clear_errors():
     model = build_model(preset("lite"), "official")
-    cases = [(torch.rand(3, 8, 8), "(B, 3, h, w)"), (torch.rand(1, 1, 8, 8), "(B, 3, h, w)"),
-             (torch.zeros(1, 3, 8, 8, dtype=torch.uint8), "float"), (torch.rand(1, 3, 0, 8), "empty"),
-             (torch.full((1, 3, 4, 4), float("nan")), "NaN")]
+    cases = [
+        (torch.rand(3, 8, 8), "(B, 3, h, w)"),
+        (torch.rand(1, 1, 8, 8), "(B, 3, h, w)"),
+        (torch.zeros(1, 3, 8, 8, dtype=torch.uint8), "float"),
+        (torch.rand(1, 3, 0, 8), "empty"),
+        (torch.full((1, 3, 4, 4), float("nan")), "NaN"),
+    ]
     for lr, words in cases:
         with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
             model.encode(lr)
@@ -221,5 +233,4 @@ def test_build_model_reads_a_dictionary_source(tmp_path):
     model = build_model(preset("lite"), tmp_path / "d.npy")
     assert model.dictionary.shape == (10, 3) and model.reference_scale == 4.0
     assert model.dictionary_provenance["method"] == "npy"
-    assert model.dictionary_provenance["content_hash"] == load_dictionary(tmp_path / "d.npy").provenance[
-        "content_hash"]
+    assert model.dictionary_provenance["content_hash"] == load_dictionary(tmp_path / "d.npy").provenance["content_hash"]

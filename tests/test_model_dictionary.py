@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from sr_model.dictionary import (DictionaryError, content_hash, load_dictionary, official_dictionary,
-                                 official_kernels)
+from sr_model.dictionary import DictionaryError, content_hash, load_dictionary, official_dictionary, official_kernels
 
 
 def test_official_dictionary_is_the_upstream_constant(golden_model):
@@ -43,8 +42,15 @@ def test_bad_sources_are_clear_errors(tmp_path):
     np.save(tmp_path / "int.npy", np.ones((4, 3), dtype=np.int64))
     (tmp_path / "d.txt").write_text("1 2 3")
     (tmp_path / "broken.npy").write_bytes(b"\x93NUMPY garbage")
-    cases = {"flat.npy": "shape", "nan.npy": "NaN", "neg.npy": ">= 0", "zero.npy": "positive diagonal",
-             "int.npy": "floats", "d.txt": ".npy", "broken.npy": "not a readable"}
+    cases = {
+        "flat.npy": "shape",
+        "nan.npy": "NaN",
+        "neg.npy": ">= 0",
+        "zero.npy": "positive diagonal",
+        "int.npy": "floats",
+        "d.txt": ".npy",
+        "broken.npy": "not a readable",
+    }
     for name, words in cases.items():
         with pytest.raises(DictionaryError, match=words):
             load_dictionary(tmp_path / name)
@@ -62,7 +68,11 @@ def test_store_source_goes_through_read_dictionary(tmp_path, monkeypatch):
     def read_dictionary(path):
         calls.append(path)
         return np.array([[1.0, 0.1, 1.2], [0.6, 0.0, 0.7]], dtype=np.float32), {
-            "reference_scale": np.float64(3.0), "method": "kmeans", "content_hash": "abc", "crops": np.int64(12)}
+            "reference_scale": np.float64(3.0),
+            "method": "kmeans",
+            "content_hash": "abc",
+            "crops": np.int64(12),
+        }
 
     stub = types.ModuleType("prior_store.dictionary")
     stub.read_dictionary = read_dictionary
@@ -71,8 +81,13 @@ def test_store_source_goes_through_read_dictionary(tmp_path, monkeypatch):
     store.mkdir()
     loaded = load_dictionary(store)
     assert calls == [store] and loaded.size == 2 and loaded.reference_scale == 3.0
-    assert loaded.provenance == {"reference_scale": 3.0, "method": "kmeans", "content_hash": "abc", "crops": 12,
-                                 "source": str(store)}
+    assert loaded.provenance == {
+        "reference_scale": 3.0,
+        "method": "kmeans",
+        "content_hash": "abc",
+        "crops": 12,
+        "source": str(store),
+    }
     assert all(type(v) in (str, float, int) for v in loaded.provenance.values())
     with pytest.raises(DictionaryError, match="reference scale 3"):
         load_dictionary(store, reference_scale=4)

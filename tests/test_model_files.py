@@ -45,8 +45,13 @@ def trained_checkpoint(tmp_path):
     """A checkpoint as training writes it: weights plus step, optimiser state and a training config."""
     model = tiny_model("lite", seed=3)
     optimizer = torch.optim.Adam(model.parameters())
-    return save_checkpoint(tmp_path / "best.pt", model, step=1200, optimizer=optimizer.state_dict(),
-                           train_config={"images": [str(tmp_path / "photos")], "steps": 3000})
+    return save_checkpoint(
+        tmp_path / "best.pt",
+        model,
+        step=1200,
+        optimizer=optimizer.state_dict(),
+        train_config={"images": [str(tmp_path / "photos")], "steps": 3000},
+    )
 
 
 def test_export_round_trips_bit_for_bit(trained_checkpoint, tmp_path):
@@ -56,7 +61,7 @@ def test_export_round_trips_bit_for_bit(trained_checkpoint, tmp_path):
     saved = read_checkpoint(trained_checkpoint)["state_dict"]
     loaded = load_network(trained_checkpoint).state_dict()
     with safe_open(str(tmp_path / "lite.safetensors"), "pt") as fh:
-        exported = {key: fh.get_tensor(key) for key in fh.keys()}
+        exported = {key: fh.get_tensor(key) for key in fh}
         document = json.loads(fh.metadata()[METADATA_KEY])
     assert sorted(exported) == sorted(saved) == sorted(loaded)
     for key, tensor in loaded.items():  # same dtype, shape and bits as the loaded model; no optimiser state
@@ -98,7 +103,7 @@ def test_export_loads_without_unpickling(trained_checkpoint, tmp_path, photo, mo
 def _rewrite(source, target, change):
     """A copy of an export with its metadata document changed by `change(document)`."""
     with safe_open(str(source), "pt") as fh:
-        tensors = {key: fh.get_tensor(key) for key in fh.keys()}
+        tensors = {key: fh.get_tensor(key) for key in fh}
         document = json.loads(fh.metadata()[METADATA_KEY])
     change(document)
     save_file(tensors, str(target), metadata={METADATA_KEY: json.dumps(document)})
@@ -123,8 +128,16 @@ def test_foreign_and_damaged_exports_are_refused(trained_checkpoint, tmp_path):
     save_file({"w": torch.ones(2)}, str(tmp_path / "plain.safetensors"))
     (tmp_path / "cut.safetensors").write_bytes(good.read_bytes()[:4000])
     for name, words in (("plain", "without pixel2gauss metadata"), ("cut", "not a readable safetensors file")):
-        result = run("upscale", tmp_path / "img.png", "--checkpoint", tmp_path / f"{name}.safetensors",
-                     "--out", tmp_path / "out", "--scale", 2)
+        result = run(
+            "upscale",
+            tmp_path / "img.png",
+            "--checkpoint",
+            tmp_path / f"{name}.safetensors",
+            "--out",
+            tmp_path / "out",
+            "--scale",
+            2,
+        )
         assert words in one_error_line(result), name
     assert "exists" in one_error_line(run("export", trained_checkpoint, good))
     assert ".safetensors" in one_error_line(run("export", trained_checkpoint, tmp_path / "x.pt"))
@@ -176,8 +189,10 @@ def test_verbs_use_the_bundled_model_and_say_so(tmp_path, photo):
 def test_missing_bundled_weights_are_one_line_errors(tmp_path, photo, monkeypatch):
     monkeypatch.setitem(weights.BUNDLED, "lite", "absent.safetensors")
     write_image(tmp_path / "coffee.png", photo("coffee", size=16))
-    for args in (("upscale", tmp_path / "coffee.png", "--out", tmp_path / "up", "--scale", 2),
-                 ("eval", "--images", tmp_path / "coffee.png", "--scales", 2)):
+    for args in (
+        ("upscale", tmp_path / "coffee.png", "--out", tmp_path / "up", "--scale", 2),
+        ("eval", "--images", tmp_path / "coffee.png", "--scales", 2),
+    ):
         line = one_error_line(run(*args))
         assert "bundled lite weights are missing" in line and "--checkpoint" in line, line
     with pytest.raises(weights.BundledWeightsMissingError):
@@ -194,8 +209,18 @@ def test_official_pth_given_straight_to_upscale_matches_the_imported_model(golde
     write_image(tmp_path / "rocket.png", photo("rocket", top=120, left=220, size=16)[:, :12])
     outputs = {}
     for name, model_file in (("direct", official), ("imported", imported)):
-        result = run("upscale", tmp_path / "rocket.png", "--checkpoint", model_file, "--out", tmp_path / name,
-                     "--scale", 3.7, "--size", "30x20")
+        result = run(
+            "upscale",
+            tmp_path / "rocket.png",
+            "--checkpoint",
+            model_file,
+            "--out",
+            tmp_path / name,
+            "--scale",
+            3.7,
+            "--size",
+            "30x20",
+        )
         assert result.exit_code == 0, result.output
         outputs[name] = {p.name: p.read_bytes() for p in sorted((tmp_path / name).iterdir())}
     assert len(outputs["direct"]) == 2 and outputs["direct"] == outputs["imported"]

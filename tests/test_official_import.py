@@ -7,8 +7,8 @@ import torch
 from click.testing import CliRunner
 
 from sr_model.checkpoint import read_checkpoint
-from sr_model.model_files import load_network
 from sr_model.dictionary import official_kernels
+from sr_model.model_files import load_network
 from sr_model.official_import import OfficialCheckpointError, import_official
 from workflows.cli import cli
 
@@ -70,10 +70,16 @@ def test_golden_rasterizer_inputs_every_scale(imported, encoded, name):
     means, chol = field.means[0].double(), field.chol[0].double()
     mean_hr = means * torch.tensor([s_w, s_h], dtype=torch.float64)
     l_hr = chol * torch.tensor([s_w, s_h, s_h], dtype=torch.float64)
-    xys_norm = 2 * means / torch.tensor([24.0, 20.0], dtype=torch.float64) - 1 - torch.tensor(
-        [1 / case["W"], 1 / case["H"]], dtype=torch.float64)
-    sigma = (field.covariance()[0].double() * torch.tensor([s_w, s_h], dtype=torch.float64)[:, None]
-             * torch.tensor([s_w, s_h], dtype=torch.float64)[None, :])
+    xys_norm = (
+        2 * means / torch.tensor([24.0, 20.0], dtype=torch.float64)
+        - 1
+        - torch.tensor([1 / case["W"], 1 / case["H"]], dtype=torch.float64)
+    )
+    sigma = (
+        field.covariance()[0].double()
+        * torch.tensor([s_w, s_h], dtype=torch.float64)[:, None]
+        * torch.tensor([s_w, s_h], dtype=torch.float64)[None, :]
+    )
     torch.testing.assert_close(mean_hr, case["mean_hr_px"], atol=5e-5, rtol=0)
     torch.testing.assert_close(xys_norm, case["xys_norm"].double(), atol=1e-6, rtol=0)
     torch.testing.assert_close(l_hr, case["L_elements"].double(), atol=5e-5, rtol=0)
@@ -131,14 +137,17 @@ def test_imported_checkpoint_records_dictionary_and_source(imported):
 
 def test_encoder_settings_come_from_the_weights_not_the_args(golden_model, tmp_path):
     """Upstream's swinir factory ignores its args; a misleading spec still imports the real network."""
-    spec = {**golden_model["model_spec"]["args"], "encoder_spec": {"name": golden_model["encoder_spec"]["name"],
-                                                                   "args": {"embed_dim": 180}}}
+    spec = {
+        **golden_model["model_spec"]["args"],
+        "encoder_spec": {"name": golden_model["encoder_spec"]["name"], "args": {"embed_dim": 180}},
+    }
     source = write_official(golden_model, tmp_path / "official.pth", args=spec)
     model = load_network(import_official(source, tmp_path / "ours.pt").path)
     assert model.config.embed_dim == 60
     with torch.no_grad():
-        torch.testing.assert_close(model.gaussians(golden_model["lr"])["color"][0], golden_model["color"],
-                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            model.gaussians(golden_model["lr"])["color"][0], golden_model["color"], atol=1e-5, rtol=0
+        )
 
 
 def run(*args):
@@ -171,9 +180,16 @@ def test_foreign_files_are_refused_with_one_line(golden_dir, tmp_path):
     write_official(golden, tmp_path / "nosd.pth", sd={})
     heads_cut = {k: v for k, v in golden["state_dict"].items() if not k.startswith("mlp_offset.")}
     write_official(golden, tmp_path / "cut.pth", sd=heads_cut)
-    cases = {"missing.pth": "not found", "text.pth": "not a readable", "bare.pth": "not a ContinuousSR",
-             "liif.pth": "not a ContinuousSR", "edsr.pth": "unsupported encoder", "mislabelled.pth": "not a swinir",
-             "nosd.pth": "no state dict", "cut.pth": "do not fit"}
+    cases = {
+        "missing.pth": "not found",
+        "text.pth": "not a readable",
+        "bare.pth": "not a ContinuousSR",
+        "liif.pth": "not a ContinuousSR",
+        "edsr.pth": "unsupported encoder",
+        "mislabelled.pth": "not a swinir",
+        "nosd.pth": "no state dict",
+        "cut.pth": "do not fit",
+    }
     for name, words in cases.items():
         out = tmp_path / f"out_{name}.pt"
         result = run("import-official", tmp_path / name, "--out", out)

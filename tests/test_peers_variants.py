@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.peers.variants import (AbsolutePositionsSR, RawFreeCovarianceHead, VARIANTS, absolute_positions,
-                                       grid_dictionary, raw_covariance)
+from benchmarks.peers.variants import (
+    VARIANTS,
+    AbsolutePositionsSR,
+    RawFreeCovarianceHead,
+    absolute_positions,
+    grid_dictionary,
+    raw_covariance,
+)
 from sr_model.model import build_model
 from sr_model.presets import preset
 

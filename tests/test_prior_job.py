@@ -25,8 +25,17 @@ from prior_store import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, open_store
 CROP = 32
 FIT = FitConfig(steps=100)  # ~1.5 s of CPU per 2-crop task (6 such crops took 4.4 s): time to hit one mid-task
 PHOTOS = (("astronaut", 10, 180), ("coffee", 100, 250), ("chelsea", 40, 120))
-COMPARED = ("field/means", "field/chol", "field/colors", "crops/psnr", "crops/status", "crops/iterations",
-            "crops/content_hash", "crops/source", "crops/box")
+COMPARED = (
+    "field/means",
+    "field/chol",
+    "field/colors",
+    "crops/psnr",
+    "crops/status",
+    "crops/iterations",
+    "crops/content_hash",
+    "crops/source",
+    "crops/box",
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +52,10 @@ def corpus(tmp_path_factory, photo) -> Path:
 def client():
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
         yield client
 
 
@@ -94,8 +105,9 @@ def test_auto_batch_sizes_chunks_on_a_worker_and_changes_no_result(reference, co
     (12 crops -> 6 per chunk); every crop equals the batch-4 reference; a rerun keeps the store's chunk size."""
     path = tmp_path / "prior.zarr"
     lines = []
-    summary = run_prior_job([corpus], path, crop=CROP, fit=FIT, batch="auto", client=client, progress=False,
-                            echo=lines.append)
+    summary = run_prior_job(
+        [corpus], path, crop=CROP, fit=FIT, batch="auto", client=client, progress=False, echo=lines.append
+    )
     assert open_store(path).chunk_size == 6 and summary.chunks_run == 2 and summary.done == 12
     assert lines == ["batch auto: 6 crops per chunk"]
     assert_same_crops(reference, path)
@@ -128,8 +140,9 @@ def test_killing_a_worker_mid_task_loses_nothing(reference, corpus, client, tmp_
 
     def job():
         try:
-            outcome["summary"] = run_prior_job([corpus], path, crop=CROP, fit=FIT, batch=2, client=client,
-                                               progress=False, shard_size=4)
+            outcome["summary"] = run_prior_job(
+                [corpus], path, crop=CROP, fit=FIT, batch=2, client=client, progress=False, shard_size=4
+            )
         except BaseException as err:  # reported below
             outcome["error"] = err
 
@@ -158,8 +171,7 @@ def test_killing_a_worker_mid_task_loses_nothing(reference, corpus, client, tmp_
     files = {p: p.stat().st_mtime_ns for p in Path(path).rglob("*") if p.is_file() and p.name != "zarr.json"}
     assert len(files) <= 10 * 3  # at most one file per array per shard (all-empty ones, e.g. reasons, are not written)
     for shard in range(3):
-        assert {f"field/chol/c/{shard}/0/0", f"crops/status/c/{shard}"} <= {
-            str(p.relative_to(path)) for p in files}
+        assert {f"field/chol/c/{shard}/0/0", f"crops/status/c/{shard}"} <= {str(p.relative_to(path)) for p in files}
     again = run_prior_job([corpus], path, crop=CROP, fit=FIT, client=client, progress=False)
     assert (again.chunks_run, again.fitted, again.skipped) == (0, 0, 12)
     assert {p: p.stat().st_mtime_ns for p in files} == files
@@ -177,10 +189,27 @@ def _chunk_files(store: Path, index: int) -> list[Path]:
 
 def test_interrupted_client_resumes_only_unfinished_chunks(reference, corpus, client, tmp_path):
     path = tmp_path / "prior.zarr"
-    cmd = [sys.executable, "-m", "workflows.cli", "fit-prior", str(corpus), "--store", str(path), "--crop",
-           str(CROP), "--steps", str(FIT.steps), "--batch", "2", "--workers", "1", "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).resolve().parents[1])
+    cmd = [
+        sys.executable,
+        "-m",
+        "workflows.cli",
+        "fit-prior",
+        str(corpus),
+        "--store",
+        str(path),
+        "--crop",
+        str(CROP),
+        "--steps",
+        str(FIT.steps),
+        "--batch",
+        "2",
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1]
+    )
     deadline = time.monotonic() + 180
     done = 0
     while time.monotonic() < deadline and proc.poll() is None:
@@ -204,8 +233,7 @@ def test_interrupted_client_resumes_only_unfinished_chunks(reference, corpus, cl
     done_before = int((status == STATUS_DONE).sum())
     assert 2 <= done_before < 12 and (status != STATUS_FAILED).all()
     finished_chunks = [i for i in range(store.num_chunks) if (status[2 * i : 2 * i + 2] == STATUS_DONE).all()]
-    chunk_files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for i in finished_chunks
-                   for p in _chunk_files(path, i)}
+    chunk_files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for i in finished_chunks for p in _chunk_files(path, i)}
     arrays = {p.relative_to(path).parts[:2] for p in chunk_files}
     assert {("field", "means"), ("field", "chol"), ("field", "colors"), ("crops", "status")} <= arrays
 
@@ -233,12 +261,14 @@ def test_broken_files_are_recorded_as_failed_and_good_ones_fitted(tmp_path, phot
     gray16 = (photo("astronaut", 0, 100, 48).mean(-1) * 65535).round().astype(np.uint16)
     cv2.imwrite(str(folder / "gray16.png"), gray16)
 
-    summary = run_prior_job([folder], tmp_path / "prior.zarr", crop=CROP, fit=FitConfig(steps=10), batch=2,
-                            client=client, progress=False)
+    summary = run_prior_job(
+        [folder], tmp_path / "prior.zarr", crop=CROP, fit=FitConfig(steps=10), batch=2, client=client, progress=False
+    )
     store = open_store(tmp_path / "prior.zarr")
     rows = {}
-    for source, code, reason, psnr in zip(store.read("crops/source"), store.status(), store.read("crops/reason"),
-                                          store.read("crops/psnr")):
+    for source, code, reason, psnr in zip(
+        store.read("crops/source"), store.status(), store.read("crops/reason"), store.read("crops/psnr")
+    ):
         rows[Path(source).name] = (code, reason, psnr)
     assert rows["gray16.png"][0] == STATUS_DONE and rows["gray16.png"][2] > 20  # 10 steps only
     assert rows["truncated.jpg"][0] == STATUS_FAILED and "truncated" in rows["truncated.jpg"][1]
@@ -246,8 +276,9 @@ def test_broken_files_are_recorded_as_failed_and_good_ones_fitted(tmp_path, phot
     assert rows["small.png"][0] == STATUS_FAILED and "smaller than the 32 px crop" in rows["small.png"][1]
     assert (summary.done, summary.failed, summary.pending) == (1, 3, 0)
     # a rerun retries only the crop that failed while fitting (the truncated JPEG), not the planning failures
-    again = run_prior_job([folder], tmp_path / "prior.zarr", crop=CROP, fit=FitConfig(steps=10), client=client,
-                          progress=False)
+    again = run_prior_job(
+        [folder], tmp_path / "prior.zarr", crop=CROP, fit=FitConfig(steps=10), client=client, progress=False
+    )
     assert (again.chunks_run, again.fitted, again.failed) == (1, 1, 3)
 
 
@@ -256,8 +287,19 @@ def test_fit_chunk_without_a_cluster_keeps_done_crops(reference, corpus, tmp_pat
     path = tmp_path / "prior.zarr"
     store = prepare_store([corpus], path, crop=CROP, fit=FIT, batch=4)
     ref = open_store(reference)
-    values = ref.read_chunk(0, ["field/means", "field/chol", "field/colors", "crops/content_hash", "crops/reason",
-                                "crops/psnr", "crops/iterations", "crops/status"])
+    values = ref.read_chunk(
+        0,
+        [
+            "field/means",
+            "field/chol",
+            "field/colors",
+            "crops/content_hash",
+            "crops/reason",
+            "crops/psnr",
+            "crops/iterations",
+            "crops/status",
+        ],
+    )
     values["crops/status"] = np.array([STATUS_DONE, STATUS_PENDING, STATUS_DONE, STATUS_PENDING], np.int8)
     values["field/colors"][0] += 1.0  # a marker: a refit of crop 0 would overwrite it
     store.write_chunk(0, values)
@@ -271,8 +313,9 @@ def test_fit_chunk_without_a_cluster_keeps_done_crops(reference, corpus, tmp_pat
 
 def test_cuda_without_gpu_workers_is_refused(corpus, client, tmp_path):
     with pytest.raises(ValueError, match="no worker of this cluster advertises a GPU resource"):
-        run_prior_job([corpus], tmp_path / "prior.zarr", crop=CROP, fit=FIT, client=client, device="cuda",
-                      progress=False)
+        run_prior_job(
+            [corpus], tmp_path / "prior.zarr", crop=CROP, fit=FIT, client=client, device="cuda", progress=False
+        )
     assert open_store(tmp_path / "prior.zarr").status_counts() == {"pending": 12, "done": 0, "failed": 0}
 
 
@@ -289,8 +332,16 @@ def test_chunk_needs_work():
 def test_job_on_cuda_workers_asks_for_the_gpu_resource(corpus, tmp_path):
     from dgp_fitting.clusters import ClusterSpec
 
-    summary = run_prior_job([corpus], tmp_path / "prior.zarr", crop=CROP, fit=FIT, batch=4,
-                            cluster=ClusterSpec(workers=1, dashboard_address=":0"), device="cuda", progress=False)
+    summary = run_prior_job(
+        [corpus],
+        tmp_path / "prior.zarr",
+        crop=CROP,
+        fit=FIT,
+        batch=4,
+        cluster=ClusterSpec(workers=1, dashboard_address=":0"),
+        device="cuda",
+        progress=False,
+    )
     assert (summary.done, summary.failed, summary.errors) == (12, 0, [])
     assert summary.psnr_median > 25
 
@@ -300,8 +351,9 @@ def test_fit_shard_fits_its_chunks_in_order_and_isolates_a_chunk_that_keeps_rais
     from prior_store import StoreConfig, create_store
 
     config = StoreConfig(crop_size=CROP, chunk_size=2, shard_size=6, fitting=FIT.as_dict())
-    create_store(tmp_path / "p.zarr", config, [f"img{i}.png" for i in range(12)],
-                 np.array([[0, 0, CROP, CROP]] * 12, np.int32))
+    create_store(
+        tmp_path / "p.zarr", config, [f"img{i}.png" for i in range(12)], np.array([[0, 0, CROP, CROP]] * 12, np.int32)
+    )
     calls = []
 
     def fake_fit_chunk(store_path, index, root, device):

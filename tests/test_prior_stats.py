@@ -12,9 +12,18 @@ import torch
 from click.testing import CliRunner
 from scipy import stats as scipy_stats
 
-from dgp_fitting.prior_stats import (ELEMENTS, PAPER_RANGES_HR_X4, QUANTILE_BINS, QUANTILES, NoDoneCropsError,
-                                     compute_statistics, elements_lr, histogram_quantiles, load_statistics,
-                                     quantile_key)
+from dgp_fitting.prior_stats import (
+    ELEMENTS,
+    PAPER_RANGES_HR_X4,
+    QUANTILE_BINS,
+    QUANTILES,
+    NoDoneCropsError,
+    compute_statistics,
+    elements_lr,
+    histogram_quantiles,
+    load_statistics,
+    quantile_key,
+)
 from gaussian_field.initial import field_from_image
 from prior_store import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, StoreConfig, create_store, open_store
 from prior_store.statistics import StatisticsMissingError
@@ -22,22 +31,33 @@ from workflows.cli import cli
 
 #: The known distribution (LR px): l11 ~ N(0.30, 0.05), l21 ~ N(0.05, 0.10), l22 = 0.25 + 0.4 (l11 - 0.3) + N(0, 0.04)
 MEAN = np.array([0.30, 0.05, 0.25])
-COV = np.array([[0.05**2, 0.0, 0.4 * 0.05**2],
-                [0.0, 0.10**2, 0.0],
-                [0.4 * 0.05**2, 0.0, 0.4**2 * 0.05**2 + 0.04**2]])
+COV = np.array([[0.05**2, 0.0, 0.4 * 0.05**2], [0.0, 0.10**2, 0.0], [0.4 * 0.05**2, 0.0, 0.4**2 * 0.05**2 + 0.04**2]])
 
 
 def known_chol(rng: np.random.Generator, n: int, g: int) -> np.ndarray:
     return rng.multivariate_normal(MEAN, COV, size=(n, g)).astype(np.float32)
 
 
-def make_store(path, crops: int = 12, crop: int = 64, chunk: int = 4, seed: int = 0, status=None, psnr=None,
-               draw=known_chol, reference_scale: int = 4, colors=None, shard: int | None = None):
+def make_store(
+    path,
+    crops: int = 12,
+    crop: int = 64,
+    chunk: int = 4,
+    seed: int = 0,
+    status=None,
+    psnr=None,
+    draw=known_chol,
+    reference_scale: int = 4,
+    colors=None,
+    shard: int | None = None,
+):
     """A store of `crops` crops whose Cholesky triplets come from `draw` (no fitting: fast)."""
-    config = StoreConfig(crop_size=crop, chunk_size=chunk, reference_scale=reference_scale, fitting={"synthetic": 1},
-                         shard_size=shard)
-    store = create_store(path, config, [f"img{i}.png" for i in range(crops)],
-                         np.array([[0, 0, crop, crop]] * crops, np.int32))
+    config = StoreConfig(
+        crop_size=crop, chunk_size=chunk, reference_scale=reference_scale, fitting={"synthetic": 1}, shard_size=shard
+    )
+    store = create_store(
+        path, config, [f"img{i}.png" for i in range(crops)], np.array([[0, 0, crop, crop]] * crops, np.int32)
+    )
     rng = np.random.default_rng(seed)
     g = config.num_gaussians
     status = np.full(crops, STATUS_DONE, np.int8) if status is None else np.asarray(status, np.int8)
@@ -45,16 +65,19 @@ def make_store(path, crops: int = 12, crop: int = 64, chunk: int = 4, seed: int 
     for index in range(store.num_chunks):
         a, b = store.chunk_bounds(index)
         n = b - a
-        store.write_chunk(index, {
-            "field/means": np.zeros((n, g, 2), np.float32),
-            "field/chol": draw(rng, n, g),
-            "field/colors": rng.random((n, g, 3), dtype=np.float32) if colors is None else colors[a:b],
-            "crops/content_hash": [""] * n,
-            "crops/reason": ["" if s != STATUS_FAILED else "synthetic failure" for s in status[a:b]],
-            "crops/psnr": np.where(status[a:b] == STATUS_DONE, psnr[a:b], np.nan).astype(np.float32),
-            "crops/iterations": np.zeros(n, np.int32),
-            "crops/status": status[a:b],
-        })
+        store.write_chunk(
+            index,
+            {
+                "field/means": np.zeros((n, g, 2), np.float32),
+                "field/chol": draw(rng, n, g),
+                "field/colors": rng.random((n, g, 3), dtype=np.float32) if colors is None else colors[a:b],
+                "crops/content_hash": [""] * n,
+                "crops/reason": ["" if s != STATUS_FAILED else "synthetic failure" for s in status[a:b]],
+                "crops/psnr": np.where(status[a:b] == STATUS_DONE, psnr[a:b], np.nan).astype(np.float32),
+                "crops/iterations": np.zeros(n, np.int32),
+                "crops/status": status[a:b],
+            },
+        )
     return store
 
 
@@ -107,8 +130,9 @@ def test_recovers_the_known_distribution_and_matches_numpy(known_store):
         assert abs(lr["mean"] - MEAN[i]) < 5 * std[i] / math.sqrt(n)
         assert lr["std"] == pytest.approx(std[i], rel=0.03)
         for q in (0.01, 0.5, 0.99):
-            assert lr["quantiles"][quantile_key(q)] == pytest.approx(MEAN[i] + std[i] * scipy_stats.norm.ppf(q),
-                                                                   abs=0.06 * std[i] + 0.002)
+            assert lr["quantiles"][quantile_key(q)] == pytest.approx(
+                MEAN[i] + std[i] * scipy_stats.norm.ppf(q), abs=0.06 * std[i] + 0.002
+            )
         assert s["elements"][name]["normal_ks_distance"] < 0.02  # it is normal
     assert s["correlation"]["matrix"][0][2] == pytest.approx(COV[0, 2] / std[0] / std[2], abs=0.03)
     # covariance entries: E[l11^2] = mu^2 + sigma^2
@@ -131,8 +155,13 @@ def test_chunking_does_not_change_the_result(known_store, tmp_path):
     """The same crops stored with another chunk size (other blocks and reduction tree) give the same numbers."""
     other = tmp_path / "other.zarr"
     chol = np.asarray(open_store(known_store).group["field/chol"][...])
-    make_store(other, crops=24, chunk=5, draw=_replay(chol), colors=np.asarray(open_store(known_store).group[
-        "field/colors"][...]))
+    make_store(
+        other,
+        crops=24,
+        chunk=5,
+        draw=_replay(chol),
+        colors=np.asarray(open_store(known_store).group["field/colors"][...]),
+    )
     a, b = compute_statistics(known_store).summary, compute_statistics(other).summary
     for name in ELEMENTS:
         for key in ("mean", "std", "min", "max"):
@@ -166,15 +195,19 @@ def test_blocks_and_a_dask_scheduler_do_not_change_the_result(known_store, tmp_p
         for name in ELEMENTS:
             for key in ("mean", "std", "min", "max"):
                 assert got.summary["elements"][name]["lr"][key] == pytest.approx(
-                    expected.summary["elements"][name]["lr"][key], rel=1e-12)
-            assert got.summary["elements"][name]["lr"]["quantiles"] == expected.summary["elements"][name]["lr"][
-                "quantiles"]
+                    expected.summary["elements"][name]["lr"][key], rel=1e-12
+                )
+            assert (
+                got.summary["elements"][name]["lr"]["quantiles"]
+                == expected.summary["elements"][name]["lr"]["quantiles"]
+            )
         np.testing.assert_array_equal(got.arrays["per_crop"], expected.arrays["per_crop"])
         np.testing.assert_array_equal(got.arrays["joint_histograms"], expected.arrays["joint_histograms"])
 
     monkeypatch.setattr(prior_stats, "CONNECT_TIMEOUT", "1s")
-    result = CliRunner().invoke(cli, ["prior-stats", "--store", str(other), "--out", str(tmp_path / "o"),
-                                      "--scheduler", "tcp://127.0.0.1:9"])
+    result = CliRunner().invoke(
+        cli, ["prior-stats", "--store", str(other), "--out", str(tmp_path / "o"), "--scheduler", "tcp://127.0.0.1:9"]
+    )
     assert result.exit_code == 2 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.output
     assert not (tmp_path / "o").exists()
 
@@ -191,8 +224,16 @@ def _replay(chol: np.ndarray):
 
 
 def test_only_done_crops_above_the_floor_are_used(tmp_path):
-    status = [STATUS_DONE, STATUS_PENDING, STATUS_DONE, STATUS_FAILED, STATUS_DONE, STATUS_DONE, STATUS_DONE,
-              STATUS_PENDING]
+    status = [
+        STATUS_DONE,
+        STATUS_PENDING,
+        STATUS_DONE,
+        STATUS_FAILED,
+        STATUS_DONE,
+        STATUS_DONE,
+        STATUS_DONE,
+        STATUS_PENDING,
+    ]
     psnr = [30, 0, 22, 0, 31, 27, 40, 0]
     path = tmp_path / "mixed.zarr"
     make_store(path, crops=8, crop=32, chunk=3, status=status, psnr=psnr)
@@ -213,9 +254,16 @@ def test_only_done_crops_above_the_floor_are_used(tmp_path):
 
 def test_gradient_energy_ranks_crops_like_the_photos(tmp_path, photo):
     """The content measure, from the stored field only, orders real photo crops like their image gradients."""
-    crops = [photo("astronaut", 0, 0, 64), photo("astronaut", 150, 20, 64), photo("coffee", 0, 0, 64),
-             photo("chelsea", 100, 150, 64), photo("rocket", 0, 0, 64), photo("immunohistochemistry", 100, 100, 64),
-             photo("hubble_deep_field", 200, 200, 64), photo("coffee", 200, 250, 64)]
+    crops = [
+        photo("astronaut", 0, 0, 64),
+        photo("astronaut", 150, 20, 64),
+        photo("coffee", 0, 0, 64),
+        photo("chelsea", 100, 150, 64),
+        photo("rocket", 0, 0, 64),
+        photo("immunohistochemistry", 100, 100, 64),
+        photo("hubble_deep_field", 200, 200, 64),
+        photo("coffee", 200, 250, 64),
+    ]
     lr = [c.reshape(16, 4, 16, 4, 3).mean(axis=(1, 3)) for c in crops]
     fields = [field_from_image(torch.from_numpy(x).permute(2, 0, 1).float()) for x in lr]
     colors = np.stack([f.colors[0].numpy() for f in fields]).astype(np.float32)
@@ -242,8 +290,7 @@ def test_no_done_crops_and_too_high_floor_are_clear_errors(tmp_path):
 
     done = tmp_path / "done.zarr"
     make_store(done, crops=4, crop=32)
-    result = runner.invoke(cli, ["prior-stats", "--store", str(done), "--out", str(tmp_path / "o"),
-                                 "--min-psnr", "99"])
+    result = runner.invoke(cli, ["prior-stats", "--store", str(done), "--out", str(tmp_path / "o"), "--min-psnr", "99"])
     assert result.exit_code == 2 and "reaches --min-psnr 99 dB" in result.output and "lower the floor" in result.output
     result = runner.invoke(cli, ["prior-stats", "--store", str(tmp_path / "missing.zarr"), "--out", str(tmp_path)])
     assert result.exit_code == 2 and "not found" in result.output
@@ -290,20 +337,37 @@ def test_reuse_stats_needs_current_statistics(tmp_path):
         load_statistics(path)
     assert runner.invoke(cli, ["prior-stats", "--store", str(path), "--out", str(out)]).exit_code == 0
     first = (out / "summary.json").read_bytes()
-    result = runner.invoke(cli, ["prior-stats", "--store", str(path), "--out", str(out), "--reuse-stats",
-                                 "--method", "sample", "--size", "100", "--seed", "2"])
+    result = runner.invoke(
+        cli,
+        [
+            "prior-stats",
+            "--store",
+            str(path),
+            "--out",
+            str(out),
+            "--reuse-stats",
+            "--method",
+            "sample",
+            "--size",
+            "100",
+            "--seed",
+            "2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((out / "summary.json").read_text())["dictionary"]["method"] == "sample"
     assert json.loads(first)["elements"] == json.loads((out / "summary.json").read_text())["elements"]
-    result = runner.invoke(cli, ["prior-stats", "--store", str(path), "--out", str(out), "--reuse-stats",
-                                 "--min-psnr", "30"])
+    result = runner.invoke(
+        cli, ["prior-stats", "--store", str(path), "--out", str(out), "--reuse-stats", "--min-psnr", "30"]
+    )
     assert result.exit_code == 2 and "out of date" in result.output
 
 
 def test_histogram_quantiles_interpolates_within_bins():
     counts = np.array([0, 10, 0, 10])  # values uniform in [1, 2) and [3, 4]
     assert histogram_quantiles(counts, 0.0, 4.0, [0.0, 0.25, 0.5, 0.75, 1.0]) == pytest.approx(
-        [1.0, 1.5, 2.0, 3.5, 4.0])
+        [1.0, 1.5, 2.0, 3.5, 4.0]
+    )
     assert histogram_quantiles(np.array([5]), 2.0, 2.0, [0.1, 0.9]) == [2.0, 2.0]
 
 
@@ -311,11 +375,20 @@ def test_statistics_of_a_store_fitted_by_the_real_job(tmp_path, photo):
     """One small run of the stage-1 job on real photo crops: statistics match the stored fields, stay inside the
     fitter's bounds, and the content measure ranks crops like their images' gradients."""
     prior_job = pytest.importorskip("dgp_fitting.prior_job")
-    from dgp_fitting.fitting import FitConfig
     from PIL import Image
 
-    spec = [("astronaut", 0, 0), ("astronaut", 150, 20), ("coffee", 0, 0), ("chelsea", 100, 150), ("rocket", 0, 0),
-            ("immunohistochemistry", 100, 100), ("hubble_deep_field", 200, 200), ("coffee", 200, 250)]
+    from dgp_fitting.fitting import FitConfig
+
+    spec = [
+        ("astronaut", 0, 0),
+        ("astronaut", 150, 20),
+        ("coffee", 0, 0),
+        ("chelsea", 100, 150),
+        ("rocket", 0, 0),
+        ("immunohistochemistry", 100, 100),
+        ("hubble_deep_field", 200, 200),
+        ("coffee", 200, 250),
+    ]
     folder = tmp_path / "photos"
     folder.mkdir()
     for i, (name, top, left) in enumerate(spec):
@@ -365,8 +438,12 @@ def test_compiled_block_passes_match_their_numpy_definitions():
 
     lo, hi = want["min"], want["max"]
     e = elements_lr(chol)
-    fine = np.stack([np.bincount(prior_stats.bin_index(e[:, i], lo[i], hi[i], QUANTILE_BINS),
-                                 minlength=QUANTILE_BINS) for i in range(len(ELEMENTS))])
+    fine = np.stack(
+        [
+            np.bincount(prior_stats.bin_index(e[:, i], lo[i], hi[i], QUANTILE_BINS), minlength=QUANTILE_BINS)
+            for i in range(len(ELEMENTS))
+        ]
+    )
     np.testing.assert_array_equal(prior_stats.fine_histogram(chol, lo, hi), fine)
 
     rows = np.empty((6, 8))

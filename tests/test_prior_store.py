@@ -136,13 +136,13 @@ def test_reopening_with_another_config_or_plan_is_refused(tmp_path, config):
     with pytest.raises(StoreMismatchError, match="crop_size 32, not 64"):
         open_or_create(path, StoreConfig(crop_size=64, chunk_size=2, fitting=FITTING), sources, boxes)
     with pytest.raises(StoreMismatchError, match="reference_scale 4, not 2"):
-        open_or_create(path, StoreConfig(crop_size=32, chunk_size=2, reference_scale=2, fitting=FITTING),
-                       sources, boxes)
+        open_or_create(
+            path, StoreConfig(crop_size=32, chunk_size=2, reference_scale=2, fitting=FITTING), sources, boxes
+        )
     with pytest.raises(StoreMismatchError, match="lattice"):
         open_or_create(path, StoreConfig(crop_size=32, chunk_size=2, k=3, fitting=FITTING), sources, boxes)
     with pytest.raises(StoreMismatchError, match="steps 10"):
-        open_or_create(path, StoreConfig(crop_size=32, chunk_size=2, fitting={**FITTING, "steps": 20}),
-                       sources, boxes)
+        open_or_create(path, StoreConfig(crop_size=32, chunk_size=2, fitting={**FITTING, "steps": 20}), sources, boxes)
     with pytest.raises(StoreMismatchError, match="another crop plan"):
         open_or_create(path, config, sources[::-1], boxes)
     # the refusals changed nothing
@@ -261,8 +261,9 @@ def write_schema1_store(path, config: StoreConfig, count: int = 5):
     group = zarr.open_group(str(path), mode="w-")
     for spec in ARRAYS:
         tail = config.tail_shape(spec)
-        group.create_array(spec.path, shape=(count,) + tail, chunks=(config.chunk_size,) + tail, dtype=spec.dtype,
-                           fill_value=spec.fill)
+        group.create_array(
+            spec.path, shape=(count,) + tail, chunks=(config.chunk_size,) + tail, dtype=spec.dtype, fill_value=spec.fill
+        )
     group["crops/source"][:] = np.asarray(sources, dtype=np.dtypes.StringDType())
     group["crops/box"][:] = boxes
     rng = np.random.default_rng(3)
@@ -270,8 +271,15 @@ def write_schema1_store(path, config: StoreConfig, count: int = 5):
     group["field/chol"][:] = chol
     group["crops/psnr"][:] = np.arange(count, dtype=np.float32) + 30
     group["crops/status"][:] = np.array([STATUS_DONE] * (count - 1) + [STATUS_PENDING], np.int8)
-    group.attrs.update({"schema_version": 1, **{k: v for k, v in config.attrs().items() if k != "shard_size"},
-                        "plan_digest": plan_digest(sources, boxes), "package_version": "0.1", "created": "x"})
+    group.attrs.update(
+        {
+            "schema_version": 1,
+            **{k: v for k, v in config.attrs().items() if k != "shard_size"},
+            "plan_digest": plan_digest(sources, boxes),
+            "package_version": "0.1",
+            "created": "x",
+        }
+    )
     return sources, boxes, chol
 
 
@@ -293,7 +301,7 @@ def test_schema_1_stores_are_refused_with_the_migration_command_and_migrate(tmp_
     np.testing.assert_array_equal(store.read("field/chol"), chol)
     assert store.read("crops/source") == sources
     np.testing.assert_array_equal(store.read("crops/psnr"), np.arange(5, dtype=np.float32) + 30)
-    again, created = open_or_create(new, config, sources, boxes)  # the job resumes the migrated store
+    _again, created = open_or_create(new, config, sources, boxes)  # the job resumes the migrated store
     assert not created
 
     with pytest.raises(FileExistsError, match="already exists"):

@@ -38,21 +38,25 @@ def random_field(b=1, h=5, w=6, k=2, dtype=torch.float32, seed=0, device="cpu", 
     base = base_positions(h, w, k, dtype=torch.float64)
     n = base.shape[0]
     means = base + torch.tanh(2 * torch.randn(b, n, 2, generator=gen, dtype=torch.float64))
-    chol = torch.stack([
-        torch.rand(b, n, generator=gen, dtype=torch.float64) * spread + 0.05,
-        torch.randn(b, n, generator=gen, dtype=torch.float64) * spread * 0.6,
-        torch.rand(b, n, generator=gen, dtype=torch.float64) * spread + 0.05,
-    ], -1)
+    chol = torch.stack(
+        [
+            torch.rand(b, n, generator=gen, dtype=torch.float64) * spread + 0.05,
+            torch.randn(b, n, generator=gen, dtype=torch.float64) * spread * 0.6,
+            torch.rand(b, n, generator=gen, dtype=torch.float64) * spread + 0.05,
+        ],
+        -1,
+    )
     colors = torch.randn(b, n, 3, generator=gen, dtype=torch.float64)
     return GaussianField(means, chol, colors, h, w, k).to(dtype=dtype, device=device)
 
 
 def golden_fields(golden_model, dtype=torch.float32, device="cpu"):
-    """(name, field, (s_h, s_w)) for every stored scale, built from the HR-pixel Gaussians as the reference test does."""
+    """(name, field, (s_h, s_w)) for every stored scale, from the HR-pixel Gaussians as the reference test does."""
     for name, case in golden_model["scales"].items():
         scale = (case["scale_h"], case["scale_w"])
-        field = GaussianField.from_hr(case["mean_hr_px"], case["cov_hr_px2"], case["color"].double(), scale,
-                                      (20, 24, 2))
+        field = GaussianField.from_hr(
+            case["mean_hr_px"], case["cov_hr_px2"], case["color"].double(), scale, (20, 24, 2)
+        )
         yield name, field.to(dtype=dtype, device=device), scale
 
 
@@ -153,8 +157,12 @@ def test_golden_lr_field_at_other_scales(backend, golden_model):
     lr = golden_model["field_lr"]
     field = GaussianField(lr["mean_lr_px"], lr["L_lr"], lr["color"].double(), 20, 24, 2).to(torch.float32)
     for scale in [1.7, (0.5, 0.8), (6.2, 3.0), 0.1]:
-        assert_agrees(render(field, scale=scale, backend=backend), render(field, scale=scale, backend="torch"),
-                      torch.float32, f"scale {scale}")
+        assert_agrees(
+            render(field, scale=scale, backend=backend),
+            render(field, scale=scale, backend="torch"),
+            torch.float32,
+            f"scale {scale}",
+        )
 
 
 @pytest.mark.parametrize("name, scale", [("astronaut", 3.3), ("coffee", 0.75), ("retina", (2.0, 4.5))])
@@ -163,8 +171,9 @@ def test_photo_fields_match_reference(backend, photo, name, scale):
 
     image = torch.from_numpy(np.ascontiguousarray(photo(name, top=40, left=60, size=20))).float().permute(2, 0, 1)
     field = field_from_image(image, sigma=0.6)
-    assert_agrees(render(field, scale=scale, backend=backend), render(field, scale=scale, backend="torch"),
-                  torch.float32, name)
+    assert_agrees(
+        render(field, scale=scale, backend=backend), render(field, scale=scale, backend="torch"), torch.float32, name
+    )
 
 
 @pytest.mark.parametrize("w", [5, 12])  # 12: 18 output columns, wider than the cpu backend's vector chunk
@@ -217,16 +226,29 @@ def test_cpu_vector_and_scalar_forward_both_match_reference(scale, rows):
     row0 = rows[0] if rows else 0
     geo = cpu_backend.geometry(field, (s_h, s_w), width, row0, row0 + height)
     arrays = [cpu_backend._numpy(t) for t in (field.means, field.chol, field.colors)]
-    args = (*arrays, geo.xs, geo.ys, geo.s_h, geo.s_w, geo.row0, geo.kw, geo.row_start, geo.row_stop,
-            geo.col_start, geo.col_stop, np.float32(CUT_MAHALANOBIS_SQ))
+    args = (
+        *arrays,
+        geo.xs,
+        geo.ys,
+        geo.s_h,
+        geo.s_w,
+        geo.row0,
+        geo.kw,
+        geo.row_start,
+        geo.row_stop,
+        geo.col_start,
+        geo.col_stop,
+        np.float32(CUT_MAHALANOBIS_SQ),
+    )
     vector = np.zeros(want.shape, np.float32)
     scalar = np.zeros(want.shape, np.float32)
     _numba_kernels.forward_f32(*args, 3, vector)
     _numba_kernels.forward(*args, True, 3, scalar)
     assert_agrees(torch.from_numpy(vector), want, torch.float32, f"vector kernel x{scale}")
     assert_agrees(torch.from_numpy(scalar), want, torch.float32, f"scalar kernel x{scale}")
-    assert torch.equal(render(field, scale=scale, rows=rows, backend="cpu"), torch.from_numpy(
-        cpu_backend.forward_numpy(*arrays, geo)))
+    assert torch.equal(
+        render(field, scale=scale, rows=rows, backend="cpu"), torch.from_numpy(cpu_backend.forward_numpy(*arrays, geo))
+    )
 
 
 def test_fast_reach_equals_lattice_reach(golden_model):

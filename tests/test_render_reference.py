@@ -28,7 +28,14 @@ def brute_force(field: GaussianField, scale_hw, size_hw) -> np.ndarray:
 
 @pytest.mark.parametrize(
     "scale, size",
-    [((2.0, 2.0), None), ((3.7, 3.7), None), ((2.0, 5.0), None), ((1.0, 1.0), None), (None, (2, 3)), ((0.6, 1.3), None)],
+    [
+        ((2.0, 2.0), None),
+        ((3.7, 3.7), None),
+        ((2.0, 5.0), None),
+        ((1.0, 1.0), None),
+        (None, (2, 3)),
+        ((0.6, 1.3), None),
+    ],
 )
 def test_matches_brute_force_double_loop(scale, size):
     field = random_field(b=2, h=3, w=4, seed=1)
@@ -52,8 +59,11 @@ def test_wide_gaussians_are_never_dropped():
 
 def _golden_field(case, dtype):
     return GaussianField.from_hr(
-        case["mean_hr_px"].to(dtype), case["cov_hr_px2"].to(dtype), case["color"].to(dtype),
-        (case["scale_h"], case["scale_w"]), (20, 24, 2),
+        case["mean_hr_px"].to(dtype),
+        case["cov_hr_px2"].to(dtype),
+        case["color"].to(dtype),
+        (case["scale_h"], case["scale_w"]),
+        (20, 24, 2),
     )
 
 

@@ -91,8 +91,12 @@ def test_verify_reports_each_kind_of_damage_by_crop_range(fitted, tmp_path):
     open_store(store, mode="r+").group["crops/psnr"][0] = np.nan  # a valid key holding a NaN PSNR (done crop 0)
     report = verify_store(store)
     found = {(d.key, d.start, d.stop): d.problem for d in report.damage}
-    assert set(found) == {("crops/psnr/c/0", 0, 2), ("field/chol/c/1/0/0", 2, 4), ("field/colors/c/2/0/0", 4, 6),
-                          ("crops/status/c/3", 6, 8)}
+    assert set(found) == {
+        ("crops/psnr/c/0", 0, 2),
+        ("field/chol/c/1/0/0", 2, 4),
+        ("field/colors/c/2/0/0", 4, 6),
+        ("crops/status/c/3", 6, 8),
+    }
     assert found[("field/chol/c/1/0/0", 2, 4)] == "missing (should hold values of 2 done crop(s))"
     assert found[("field/colors/c/2/0/0", 4, 6)].startswith("undecodable")
     assert found[("crops/status/c/3", 6, 8)].startswith("undecodable")
@@ -132,8 +136,7 @@ def test_fit_prior_mends_damaged_keys_bit_for_bit(fitted, client, tmp_path):
     truncate(store / "crops/psnr/c/2")
     overwrite_random(store / "crops/source/c/3")
     messages = []
-    summary = run_prior_job([corpus], store, crop=CROP, fit=FIT, client=client, progress=False,
-                            echo=messages.append)
+    summary = run_prior_job([corpus], store, crop=CROP, fit=FIT, client=client, progress=False, echo=messages.append)
     assert messages[0].startswith("mending: 3 damaged storage key(s)") and "6 crops marked pending" in messages[0]
     assert (summary.done, summary.fitted, summary.chunks_run) == (8, 6, 3)
     assert verify_store(store).ok
@@ -192,11 +195,14 @@ def test_resume_refuses_changed_images_or_refits_them(photo, client, tmp_path):
     _rewrite(corpus / "coffee.png")
     with pytest.raises(CorpusChangedError) as err:
         run_prior_job([corpus], store, crop=CROP, fit=FIT, client=client, progress=False)
-    assert str(err.value) == (f"1 image(s) changed since their crops were fitted into {store}: "
-                              f"{corpus / 'coffee.png'}; restore them, or rerun with --refit-changed to refit their "
-                              "crops")
-    result = CliRunner().invoke(cli, ["fit-prior", str(corpus), "--store", str(store), "--crop", "32", "--steps", "8",
-                                      "--no-progress"])
+    assert str(err.value) == (
+        f"1 image(s) changed since their crops were fitted into {store}: "
+        f"{corpus / 'coffee.png'}; restore them, or rerun with --refit-changed to refit their "
+        "crops"
+    )
+    result = CliRunner().invoke(
+        cli, ["fit-prior", str(corpus), "--store", str(store), "--crop", "32", "--steps", "8", "--no-progress"]
+    )
     assert result.exit_code == 2 and result.output.startswith("error: 1 image(s) changed since")
 
     summary = run_prior_job([corpus], store, crop=CROP, fit=FIT, client=client, progress=False, refit_changed=True)
@@ -215,8 +221,10 @@ def test_a_second_fit_prior_on_a_store_is_refused_naming_the_first(fitted, clien
         with pytest.raises(StoreLockedError) as err:
             run_prior_job([corpus], store, crop=CROP, fit=FIT, client=client, progress=False)
         result = CliRunner().invoke(cli, ["prior-stats", "--store", str(store), "--out", str(tmp_path / "o")])
-    assert str(err.value) == (f"another p2g fit-prior is running on store {store} (pid {os.getpid()}, host "
-                              f"{socket.gethostname()}); wait for it to finish, or stop it")
+    assert str(err.value) == (
+        f"another p2g fit-prior is running on store {store} (pid {os.getpid()}, host "
+        f"{socket.gethostname()}); wait for it to finish, or stop it"
+    )
     assert result.exit_code == 2 and result.output.startswith("error: another p2g fit-prior is running on store")
     assert not Path(str(store) + ".lock").exists()  # released and removed
     assert run_prior_job([corpus], store, crop=CROP, fit=FIT, client=client, progress=False).fitted == 0
@@ -228,6 +236,7 @@ def test_a_status_key_lost_alone_is_damage(fitted, tmp_path):
     (store / "crops/status/c/1").unlink()  # crops 2-3 read as pending while their fields are stored
     report = verify_store(store)
     assert [(d.key, d.problem) for d in report.damage] == [
-        ("crops/status/c/1", "missing (other arrays hold fitted results for these crops)")]
+        ("crops/status/c/1", "missing (other arrays hold fitted results for these crops)")
+    ]
     assert open_store(store).status()[2:4].tolist() == [STATUS_PENDING] * 2
     assert open_store(original).status()[2:4].tolist() == [STATUS_DONE] * 2

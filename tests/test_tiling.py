@@ -9,13 +9,20 @@ import torch
 from sr_model.inference import EncodeMemoryError, encode, estimate_encode_bytes, plan_encode
 from sr_model.model import build_model
 from sr_model.presets import preset
-from sr_model.tiling import (default_context, has_global_context, plan_tiles, receptive_radius,
-                             tile_alignment)
+from sr_model.tiling import default_context, has_global_context, plan_tiles, receptive_radius, tile_alignment
 
-TINY_LITE = dict(lite_channels=8, lite_blocks=1, cov_dim=16, cov_hidden=(16,), color_hidden=(16,),
-                 offset_hidden=(16,))
-TINY_SWINIR = dict(embed_dim=12, depths=(2,), num_heads=(2,), window_size=4, img_size=16, cov_dim=16,
-                   cov_hidden=(16,), color_hidden=(16,), offset_hidden=(16,))
+TINY_LITE = dict(lite_channels=8, lite_blocks=1, cov_dim=16, cov_hidden=(16,), color_hidden=(16,), offset_hidden=(16,))
+TINY_SWINIR = dict(
+    embed_dim=12,
+    depths=(2,),
+    num_heads=(2,),
+    window_size=4,
+    img_size=16,
+    cov_dim=16,
+    cov_hidden=(16,),
+    color_hidden=(16,),
+    offset_hidden=(16,),
+)
 
 
 def tiny_model(encoder: str = "lite", dtype=torch.float32, seed: int = 0, **overrides):
@@ -42,8 +49,7 @@ def max_change_by_distance(model, image, row, col):
         bumped = image.clone()
         bumped[..., row, col] += 0.5
         after = model.encode(bumped)
-    change = sum((lattice_view(after, n) - lattice_view(before, n)).abs().amax(-1) for n in ("means", "chol",
-                                                                                              "colors"))
+    change = sum((lattice_view(after, n) - lattice_view(before, n)).abs().amax(-1) for n in ("means", "chol", "colors"))
     lr_rows = torch.arange(2 * image.shape[-2]) // 2
     lr_cols = torch.arange(2 * image.shape[-1]) // 2
     dist = torch.maximum((lr_rows - row).abs()[:, None], (lr_cols - col).abs()[None, :])
@@ -111,8 +117,10 @@ def test_swinir_radius_bounds_the_measured_reach(photo):
 
 # ------------------------------------------------------------------------------- tiled == untiled
 def _compare(tiled, full):
-    return {n: float((lattice_view(tiled, n) - lattice_view(full, n)).abs().max()) for n in
-            ("means", "offset", "chol", "colors")}
+    return {
+        n: float((lattice_view(tiled, n) - lattice_view(full, n)).abs().max())
+        for n in ("means", "offset", "chol", "colors")
+    }
 
 
 def test_tiled_equals_untiled_with_the_default_context(photo):
@@ -121,7 +129,7 @@ def test_tiled_equals_untiled_with_the_default_context(photo):
     with torch.no_grad():
         full = model.encode(image)
     plan = plan_encode(model, 32, 44, tile=16, budget=2**40)
-    assert len(plan.tiles) == 6 and any(0 < t.outer[1] and t.outer[3] < 44 for t in plan.tiles)
+    assert len(plan.tiles) == 6 and any(t.outer[1] > 0 and t.outer[3] < 44 for t in plan.tiles)
     tiled = encode(model, image, tile=16, budget=2**40)
     assert (tiled.h, tiled.w, tiled.k) == (full.h, full.w, full.k)
     diffs = _compare(tiled, full)
@@ -136,7 +144,11 @@ def test_window_attention_tiles_equal_untiled_and_need_their_context(photo):
     model = tiny_model("swinir", torch.float64)
     image = photo_batch(photo, torch.float64, size=(56, 20))
     plan = plan_encode(model, 56, 20, tile=10, budget=2**40)  # tile 12, context 11 -> 12: the 4 px window grid
-    assert receptive_radius(model.config) == 11 and plan.context == 12 and any(0 < t.outer[0] and t.outer[2] < 56 for t in plan.tiles)
+    assert (
+        receptive_radius(model.config) == 11
+        and plan.context == 12
+        and any(t.outer[0] > 0 and t.outer[2] < 56 for t in plan.tiles)
+    )
     with torch.no_grad():
         full = model.encode(image)
     diffs = _compare(encode(model, image, tile=10, budget=2**40), full)
@@ -154,14 +166,15 @@ def test_with_a_short_context_only_the_margin_near_internal_cuts_differs(photo):
         full = model.encode(image)
     tiled = encode(model, image, tile=tile, context=context, budget=2**40)
     height, width = image.shape[-2:]
+
     # LR distance of each pixel to the nearest cut between cores (internal edges only)
     def to_cut(n, length):
         cuts = np.arange(tile, length, tile)
         return np.abs(np.arange(n)[:, None] + 0.5 - cuts[None, :]).min(1) - 0.5
+
     dist = np.minimum(to_cut(height, height)[:, None], to_cut(width, width)[None, :])
     margin = radius - context
-    change = sum((lattice_view(tiled, n) - lattice_view(full, n)).abs().amax(-1) for n in
-                 ("means", "chol", "colors"))
+    change = sum((lattice_view(tiled, n) - lattice_view(full, n)).abs().amax(-1) for n in ("means", "chol", "colors"))
     per_pixel = change.view(height, 2, width, 2).amax((1, 3)).numpy()
     assert per_pixel[dist >= margin].max() < 1e-12
     assert per_pixel[dist < margin].max() > 1e-4  # the margin is real

@@ -15,10 +15,36 @@ from workflows.cli import cli
 
 
 def train_args(folders, out) -> list[str]:
-    return ["train", "--prior", str(folders["prior"]), "--images", str(folders["train"]), "--out", str(out),
-            "--steps", "2", "--batch", "2", "--patch", "8", "--scales", "2-3", "--lr", "1e-3", "--lr-decay", "0.5",
-            "--val-images", str(folders["val"]), "--val-every", "2", "--device", "cpu", "--variant",
-            "fixed-centres", *TINY_CLI]
+    return [
+        "train",
+        "--prior",
+        str(folders["prior"]),
+        "--images",
+        str(folders["train"]),
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--patch",
+        "8",
+        "--scales",
+        "2-3",
+        "--lr",
+        "1e-3",
+        "--lr-decay",
+        "0.5",
+        "--val-images",
+        str(folders["val"]),
+        "--val-every",
+        "2",
+        "--device",
+        "cpu",
+        "--variant",
+        "fixed-centres",
+        *TINY_CLI,
+    ]
 
 
 def saved_config(run) -> TrainConfig:
@@ -34,13 +60,15 @@ def test_a_run_started_from_its_config_yaml_has_the_same_train_config(folders, t
     first = CliRunner().invoke(cli, args)
     assert first.exit_code == 0, first.output
     written = yaml.safe_load((root / "first" / "config.yaml").read_text())
-    assert written["steps"] == 2 and written["variant"] == "fixed-centres" and written["images"] == [
-        str(folders["train"])]
+    assert (
+        written["steps"] == 2 and written["variant"] == "fixed-centres" and written["images"] == [str(folders["train"])]
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    second = CliRunner().invoke(cli, ["train", "--config", str(root / "first" / "config.yaml"), "--out",
-                                      str(root / "second")])
+    second = CliRunner().invoke(
+        cli, ["train", "--config", str(root / "first" / "config.yaml"), "--out", str(root / "second")]
+    )
     assert second.exit_code == 0, second.output
     a, b = saved_config(root / "first"), saved_config(root / "second")
     assert a.out != b.out
@@ -62,10 +90,24 @@ def test_flags_override_the_config_file(folders, monkeypatch):
 
     monkeypatch.setattr("sr_model.training.train", fake_train)
     config_file = folders["root"] / "run.yaml"
-    config_file.write_text(yaml.safe_dump({
-        "prior": str(folders["prior"]), "images": [str(folders["train"])], "out": str(folders["root"] / "run"),
-        "steps": 7, "batch": 2, "patch": 8, "lr": "2e-4", "val_images": [str(folders["val"])], "amp": False,
-        "model-option": [item for item in TINY_CLI if item != "--model-option"], "device": "cpu", "workers": 1}))
+    config_file.write_text(
+        yaml.safe_dump(
+            {
+                "prior": str(folders["prior"]),
+                "images": [str(folders["train"])],
+                "out": str(folders["root"] / "run"),
+                "steps": 7,
+                "batch": 2,
+                "patch": 8,
+                "lr": "2e-4",
+                "val_images": [str(folders["val"])],
+                "amp": False,
+                "model-option": [item for item in TINY_CLI if item != "--model-option"],
+                "device": "cpu",
+                "workers": 1,
+            }
+        )
+    )
     result = CliRunner().invoke(cli, ["train", "--config", str(config_file), "--steps", "9", "--batch", "3"])
     assert result.exit_code == 130, result.output
     config, runtime = captured[0]
@@ -74,13 +116,16 @@ def test_flags_override_the_config_file(folders, monkeypatch):
     assert runtime["device"] == "cpu" and runtime["workers"] == 1
 
 
-@pytest.mark.parametrize("content, message", [
-    ("steps: 5\nstepz: 6\n", "unknown key 'stepz'"),
-    ("resume: true\n", "unknown key 'resume'"),
-    ("- steps\n", "expected KEY: VALUE"),
-    ("steps: [1\n", "not valid YAML"),
-    ("steps: many\n", "many"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("steps: 5\nstepz: 6\n", "unknown key 'stepz'"),
+        ("resume: true\n", "unknown key 'resume'"),
+        ("- steps\n", "expected KEY: VALUE"),
+        ("steps: [1\n", "not valid YAML"),
+        ("steps: many\n", "many"),
+    ],
+)
 def test_a_bad_config_file_is_one_line(folders, content, message):
     config_file = folders["root"] / "bad.yaml"
     config_file.write_text(content)

@@ -12,12 +12,12 @@ import torch
 from click.testing import CliRunner
 
 from gaussian_field.image_io import write_image
-from sr_model.model_files import load_network
 from sr_model.datasets import NoImagesError, SkippedImageWarning
 from sr_model.dictionary import official_kernels
 from sr_model.evaluation import evaluate
 from sr_model.losses import frequency_loss, reconstruction_loss
 from sr_model.model import build_model
+from sr_model.model_files import load_network
 from sr_model.presets import preset
 from sr_model.train_state import TrainConfig, TrainConfigError, learning_rate, milestones_from_fractions
 from sr_model.training import Upscaler, resume_training, train
@@ -26,8 +26,11 @@ from workflows.cli import cli
 
 #: The lite preset shrunk so a step takes milliseconds.
 TINY = dict(lite_channels=8, lite_blocks=1, cov_dim=16, cov_hidden=(16,), color_hidden=(16,), offset_hidden=(16,))
-TINY_CLI = [arg for key, value in TINY.items()
-            for arg in ("--model-option", f"{key}={list(value) if isinstance(value, tuple) else value}")]
+TINY_CLI = [
+    arg
+    for key, value in TINY.items()
+    for arg in ("--model-option", f"{key}={list(value) if isinstance(value, tuple) else value}")
+]
 
 
 @pytest.fixture
@@ -45,9 +48,21 @@ def folders(tmp_path, photo) -> dict[str, Path]:
 
 
 def _config(folders, name: str = "run", **overrides) -> TrainConfig:
-    settings = dict(images=[folders["train"]], out=folders["root"] / name, prior=folders["prior"],
-                    model_overrides=TINY, steps=6, batch=2, patch=8, scale_min=2.0, scale_max=4.0,
-                    lr_milestones=(3,), val_images=[folders["val"]], val_every=2, log_every=1)
+    settings = dict(
+        images=[folders["train"]],
+        out=folders["root"] / name,
+        prior=folders["prior"],
+        model_overrides=TINY,
+        steps=6,
+        batch=2,
+        patch=8,
+        scale_min=2.0,
+        scale_max=4.0,
+        lr_milestones=(3,),
+        val_images=[folders["val"]],
+        val_every=2,
+        log_every=1,
+    )
     return TrainConfig(**{**settings, **overrides})
 
 
@@ -71,8 +86,9 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(folders):
     a, b = _load(whole.last), _load(resumed.last)
     assert a["state_dict"].keys() == b["state_dict"].keys()
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
-    exp_avg = [(s["exp_avg"], t["exp_avg"]) for s, t in zip(a["optimizer"]["state"].values(),
-                                                               b["optimizer"]["state"].values())]
+    exp_avg = [
+        (s["exp_avg"], t["exp_avg"]) for s, t in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values())
+    ]
     assert exp_avg and all(torch.equal(x, y) for x, y in exp_avg)
     # the comparison means something: the last three steps did change the weights
     assert not all(torch.equal(a["state_dict"][k], halfway["state_dict"][k]) for k in a["state_dict"])
@@ -92,7 +108,8 @@ def test_checkpoints_hold_model_optimiser_step_config_and_provenance(folders):
         assert data["train_config"]["patch"] == 8 and data["config"]["lite_channels"] == 8
     assert _load(result.last)["step"] == 6 and result.best_val["step"] in (2, 4, 6)
     assert _load(result.best)["best"]["val"]["mean_psnr"] == max(
-        r["val"]["mean_psnr"] for r in _metrics(folders["root"] / "run") if "val" in r)
+        r["val"]["mean_psnr"] for r in _metrics(folders["root"] / "run") if "val" in r
+    )
     model = load_network(result.last)  # what `p2g eval --checkpoint` does
     lr = torch.rand(1, 3, 6, 7)
     assert model(lr, scale=3).shape == (1, 3, 18, 21)
@@ -130,7 +147,8 @@ def test_validation_reports_a_colour_bias_per_channel(folders):
         assert red == 0 and blue == 0 and 7 < green < 9, (scale, red, green, blue)
         assert max(abs(b) for b in plain[scale]["bicubic_bias_rgb"]) < 1.0  # bicubic keeps the colour level
     assert shifted["bias_rgb"][1] - plain["bias_rgb"][1] == pytest.approx(
-        np.mean([shifted[s]["bias_rgb"][1] - plain[s]["bias_rgb"][1] for s in ("x2", "x4")]), abs=1e-3)
+        np.mean([shifted[s]["bias_rgb"][1] - plain[s]["bias_rgb"][1] for s in ("x2", "x4")]), abs=1e-3
+    )
 
 
 def test_training_learns(folders):
@@ -138,9 +156,19 @@ def test_training_learns(folders):
     anchored on the LR's interpolation (the lite preset) it starts far below that and stays below it."""
     losses = {}
     for anchor in ("none", "lr"):
-        config = _config(folders, name=f"run_{anchor}", steps=12, lr=3e-3, lr_milestones=(), scale_min=3.0,
-                         scale_max=3.0, val_images=(), val_every=12, log_every=2,
-                         model_overrides={**TINY, "color_anchor": anchor})
+        config = _config(
+            folders,
+            name=f"run_{anchor}",
+            steps=12,
+            lr=3e-3,
+            lr_milestones=(),
+            scale_min=3.0,
+            scale_max=3.0,
+            val_images=(),
+            val_every=12,
+            log_every=2,
+            model_overrides={**TINY, "color_anchor": anchor},
+        )
         train(config, progress=False)
         losses[anchor] = [r["loss"] for r in _metrics(Path(config.out))]
     assert losses["none"][-1] < 0.5 * losses["none"][0], losses
@@ -152,7 +180,9 @@ def test_learning_rate_steps_down_at_the_milestones(folders):
     config = _config(folders, lr=1e-3, lr_milestones=milestones_from_fractions(10, (0.5, 0.8)), lr_gamma=0.1)
     assert config.lr_milestones == (5, 8)
     rates = [learning_rate(config, step) for step in range(10)]
-    assert rates[:5] == [1e-3] * 5 and rates[5:8] == pytest.approx([1e-4] * 3) and rates[8:] == pytest.approx([1e-5] * 2)
+    assert (
+        rates[:5] == [1e-3] * 5 and rates[5:8] == pytest.approx([1e-4] * 3) and rates[8:] == pytest.approx([1e-5] * 2)
+    )
 
 
 def test_frequency_loss(photo):
@@ -186,8 +216,9 @@ def test_amp_path_renders_in_float32():
 @pytest.mark.parametrize("variant", [{"positions": "fixed"}, {"covariance": "free"}])
 def test_ablation_variants_train(folders, variant):
     prior = None if variant.get("covariance") == "free" else folders["prior"]
-    result = train(_config(folders, steps=2, prior=prior, model_overrides={**TINY, **variant}, val_images=()),
-                   progress=False)
+    result = train(
+        _config(folders, steps=2, prior=prior, model_overrides={**TINY, **variant}, val_images=()), progress=False
+    )
     assert result.step == 2 and load_network(result.last).config.positions == variant.get("positions", "drift")
 
 
@@ -236,8 +267,9 @@ def test_empty_folder_is_a_clear_error(folders):
     empty.mkdir()
     with pytest.raises(NoImagesError, match="no images"):
         train(_config(folders, images=[empty]), progress=False)
-    result = CliRunner().invoke(cli, ["train", "--prior", str(folders["prior"]), "--images", str(empty),
-                                      "--out", str(folders["root"] / "cli")])
+    result = CliRunner().invoke(
+        cli, ["train", "--prior", str(folders["prior"]), "--images", str(empty), "--out", str(folders["root"] / "cli")]
+    )
     assert result.exit_code == 2 and result.output.startswith("error: no images"), result.output
     assert not (folders["root"] / "cli").exists()
 
@@ -253,9 +285,30 @@ def test_bad_settings_are_refused(folders):
 
 def test_cli_trains_refuses_to_overwrite_and_resumes(folders):
     run = folders["root"] / "cli"
-    args = ["train", "--prior", str(folders["prior"]), "--images", str(folders["train"]), "--out", str(run),
-            "--steps", "4", "--batch", "2", "--patch", "8", "--scales", "2-3", "--val-images", str(folders["val"]),
-            "--val-every", "2", "--device", "cpu", *TINY_CLI]
+    args = [
+        "train",
+        "--prior",
+        str(folders["prior"]),
+        "--images",
+        str(folders["train"]),
+        "--out",
+        str(run),
+        "--steps",
+        "4",
+        "--batch",
+        "2",
+        "--patch",
+        "8",
+        "--scales",
+        "2-3",
+        "--val-images",
+        str(folders["val"]),
+        "--val-every",
+        "2",
+        "--device",
+        "cpu",
+        *TINY_CLI,
+    ]
     runner = CliRunner()
     first = runner.invoke(cli, args)
     assert first.exit_code == 0, first.output

@@ -164,8 +164,11 @@ def test_gradients_match_reference_autograd(dtype):
         assert float((got - want).abs().max()) <= tol, name
 
 
-@pytest.mark.skipif(not ON_GPU, reason="hundreds of renders; too slow for the interpreter (the float64 gradient "
-                    "comparison above covers the same maths)")
+@pytest.mark.skipif(
+    not ON_GPU,
+    reason="hundreds of renders; too slow for the interpreter (the float64 gradient "
+    "comparison above covers the same maths)",
+)
 def test_gradcheck():
     field = field_on_device(h=2, w=2, seed=6, dtype=torch.float64)
     params = [t.clone().requires_grad_(True) for t in (field.means, field.chol, field.colors)]
@@ -183,8 +186,9 @@ def test_other_tile_shapes_agree(tile):
 
     field = field_on_device(h=9, w=7, seed=8)
     want = render(field, scale=3.3, backend="torch")
-    got = triton_backend.forward(field, field.means, field.chol, field.colors, (3.3, 3.3), want.shape[-1], 0,
-                                 want.shape[-2], tile=tile)
+    got = triton_backend.forward(
+        field, field.means, field.chol, field.colors, (3.3, 3.3), want.shape[-1], 0, want.shape[-2], tile=tile
+    )
     assert_agrees(got, want, torch.float32, f"tile {tile}")
 
 
@@ -193,8 +197,7 @@ def _fast_forward(field, scale):
     from gaussian_field.render import resolve_geometry
 
     (s_h, s_w), (height, width) = resolve_geometry(field.lr_size, None, scale)
-    return triton_backend.forward(field, field.means, field.chol, field.colors, (s_h, s_w), width, 0, height,
-                                  fast=True)
+    return triton_backend.forward(field, field.means, field.chol, field.colors, (s_h, s_w), width, 0, height, fast=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

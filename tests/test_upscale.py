@@ -66,18 +66,40 @@ def assert_one_line_error(result, *words):
 
 # ------------------------------------------------------------------------------ one encode, many renders
 def test_one_encode_per_image_for_every_scale_and_size(workspace, encoder_calls):
-    result = run("upscale", workspace / "astronaut.png", workspace / "coffee.jpg", "--checkpoint",
-                 workspace / "tiny.pt", "--out", workspace / "out", "--scale", 2, "--scale", 3.7, "--scale", "2x3",
-                 "--scale", 0.5, "--size", "50x20")
+    result = run(
+        "upscale",
+        workspace / "astronaut.png",
+        workspace / "coffee.jpg",
+        "--checkpoint",
+        workspace / "tiny.pt",
+        "--out",
+        workspace / "out",
+        "--scale",
+        2,
+        "--scale",
+        3.7,
+        "--scale",
+        "2x3",
+        "--scale",
+        0.5,
+        "--size",
+        "50x20",
+    )
     assert result.exit_code == 0, result.output
     # the memory estimate's probe (once per loaded model), then one call per image whatever the outputs
     assert encoder_calls == [(16, 16), (40, 36), (30, 30)]
     sizes = {p.name: Image.open(p).size for p in (workspace / "out").iterdir()}
     assert sizes == {
-        "astronaut_x2.png": (72, 80), "astronaut_x3.7.png": (133, 148), "astronaut_x2x3.png": (108, 80),
-        "astronaut_x0.5.png": (18, 20), "astronaut_50x20.png": (50, 20),
-        "coffee_x2.png": (60, 60), "coffee_x3.7.png": (111, 111), "coffee_x2x3.png": (90, 60),
-        "coffee_x0.5.png": (15, 15), "coffee_50x20.png": (50, 20),
+        "astronaut_x2.png": (72, 80),
+        "astronaut_x3.7.png": (133, 148),
+        "astronaut_x2x3.png": (108, 80),
+        "astronaut_x0.5.png": (18, 20),
+        "astronaut_50x20.png": (50, 20),
+        "coffee_x2.png": (60, 60),
+        "coffee_x3.7.png": (111, 111),
+        "coffee_x2x3.png": (90, 60),
+        "coffee_x0.5.png": (15, 15),
+        "coffee_50x20.png": (50, 20),
     }
     lines = result.output.splitlines()
     assert sum("  encode " in line and " ms (1 tile)" in line for line in lines) == 2
@@ -85,8 +107,19 @@ def test_one_encode_per_image_for_every_scale_and_size(workspace, encoder_calls)
 
 
 def test_outputs_equal_the_in_memory_render(workspace, model):
-    result = run("upscale", workspace / "astronaut.png", "--checkpoint", workspace / "tiny.pt", "--out",
-                 workspace / "out", "--scale", 3.7, "--scale", "2x3", "--save-field")
+    result = run(
+        "upscale",
+        workspace / "astronaut.png",
+        "--checkpoint",
+        workspace / "tiny.pt",
+        "--out",
+        workspace / "out",
+        "--scale",
+        3.7,
+        "--scale",
+        "2x3",
+        "--save-field",
+    )
     assert result.exit_code == 0, result.output
     lr = torch.from_numpy(read_image(workspace / "astronaut.png")).permute(2, 0, 1)[None]
     with torch.no_grad():
@@ -99,18 +132,41 @@ def test_outputs_equal_the_in_memory_render(workspace, model):
     assert torch.equal(saved.means, field.means) and torch.equal(saved.colors, field.colors)
     again = run("render", workspace / "out" / "astronaut_field.npz", "--scale", 3.7, "--out", workspace / "r")
     assert again.exit_code == 0, again.output
-    assert np.array_equal(np.asarray(Image.open(workspace / "r" / "astronaut_field_x3.7.png")),
-                          np.asarray(Image.open(workspace / "out" / "astronaut_x3.7.png")))
+    assert np.array_equal(
+        np.asarray(Image.open(workspace / "r" / "astronaut_field_x3.7.png")),
+        np.asarray(Image.open(workspace / "out" / "astronaut_x3.7.png")),
+    )
 
 
 def test_tiled_upscale_counts_one_encoder_call_per_tile_and_matches(workspace, model, encoder_calls):
-    result = run("upscale", workspace / "astronaut.png", "--checkpoint", workspace / "tiny.pt", "--out",
-                 workspace / "tiled", "--scale", 2, "--tile", 16)
+    result = run(
+        "upscale",
+        workspace / "astronaut.png",
+        "--checkpoint",
+        workspace / "tiny.pt",
+        "--out",
+        workspace / "tiled",
+        "--scale",
+        2,
+        "--tile",
+        16,
+    )
     assert result.exit_code == 0, result.output
     assert len(encoder_calls) == 1 + 9 and "(9 tiles)" in result.output  # probe + tiles
     encoder_calls.clear()
-    assert run("upscale", workspace / "astronaut.png", "--checkpoint", workspace / "tiny.pt", "--out",
-               workspace / "whole", "--scale", 2).exit_code == 0
+    assert (
+        run(
+            "upscale",
+            workspace / "astronaut.png",
+            "--checkpoint",
+            workspace / "tiny.pt",
+            "--out",
+            workspace / "whole",
+            "--scale",
+            2,
+        ).exit_code
+        == 0
+    )
     assert len(encoder_calls) == 1 + 1
     tiled = np.asarray(Image.open(workspace / "tiled" / "astronaut_x2.png")).astype(int)
     whole = np.asarray(Image.open(workspace / "whole" / "astronaut_x2.png")).astype(int)
@@ -118,18 +174,50 @@ def test_tiled_upscale_counts_one_encoder_call_per_tile_and_matches(workspace, m
 
 
 def test_16_bit_png_and_tiff_and_jpeg(workspace):
-    result = run("upscale", workspace / "coffee.jpg", "--checkpoint", workspace / "tiny.pt", "--out",
-                 workspace / "o16", "--scale", 2, "--bits", 16)
+    result = run(
+        "upscale",
+        workspace / "coffee.jpg",
+        "--checkpoint",
+        workspace / "tiny.pt",
+        "--out",
+        workspace / "o16",
+        "--scale",
+        2,
+        "--bits",
+        16,
+    )
     assert result.exit_code == 0, result.output
     png16 = read_image(workspace / "o16" / "coffee_x2.png")
-    result = run("upscale", workspace / "coffee.jpg", "--checkpoint", workspace / "tiny.pt", "--out",
-                 workspace / "o16", "--scale", 2, "--bits", 16, "--format", "tif")
+    result = run(
+        "upscale",
+        workspace / "coffee.jpg",
+        "--checkpoint",
+        workspace / "tiny.pt",
+        "--out",
+        workspace / "o16",
+        "--scale",
+        2,
+        "--bits",
+        16,
+        "--format",
+        "tif",
+    )
     assert result.exit_code == 0, result.output
     assert np.array_equal(read_image(workspace / "o16" / "coffee_x2.tif"), png16)
     with Image.open(workspace / "o16" / "coffee_x2.png") as img:
         assert img.size == (60, 60)
-    result = run("upscale", workspace / "coffee.jpg", "--checkpoint", workspace / "tiny.pt", "--out",
-                 workspace / "o8", "--scale", 2, "--format", "jpg")
+    result = run(
+        "upscale",
+        workspace / "coffee.jpg",
+        "--checkpoint",
+        workspace / "tiny.pt",
+        "--out",
+        workspace / "o8",
+        "--scale",
+        2,
+        "--format",
+        "jpg",
+    )
     assert result.exit_code == 0, result.output
     jpeg = read_image(workspace / "o8" / "coffee_x2.jpg")
     assert jpeg.shape == (60, 60, 3) and np.abs(jpeg - png16).mean() < 0.02
@@ -140,8 +228,9 @@ def test_16_bit_png_and_tiff_and_jpeg(workspace):
 def test_banded_memory_mapped_render_equals_the_whole_render(tmp_path, suffix, bits):
     field = random_field(h=9, w=7, dtype=torch.float32)
     path = tmp_path / f"big{suffix}"
-    written = render_to_file(field, path, scale=(4.5, 3), bits=bits, band_bytes=3 * 21 * 4 * 5,
-                             in_memory_bytes=0)  # bands of 5 rows, pixels in a scratch file
+    written = render_to_file(
+        field, path, scale=(4.5, 3), bits=bits, band_bytes=3 * 21 * 4 * 5, in_memory_bytes=0
+    )  # bands of 5 rows, pixels in a scratch file
     assert written.size == (40, 21)
     assert all_files(tmp_path) == [path.name]  # no scratch or partial file left
     want = quantize(render(field, scale=(4.5, 3))[0], bits) / (255.0 if bits == 8 else 65535.0)
@@ -198,8 +287,16 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(workspace):
         result = run("upscale", *args, *base, "--out", workspace / "out")
         assert_one_line_error(result, *words)
         assert all_files(workspace / "out") == [], args
-    result = run("upscale", workspace / "astronaut.png", "--scale", 2, "--checkpoint", workspace / "coffee.jpg",
-                 "--out", workspace / "out")
+    result = run(
+        "upscale",
+        workspace / "astronaut.png",
+        "--scale",
+        2,
+        "--checkpoint",
+        workspace / "coffee.jpg",
+        "--out",
+        workspace / "out",
+    )
     assert_one_line_error(result, "checkpoint")
     assert all_files(workspace / "out") == []
 
@@ -207,12 +304,32 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(workspace):
 def test_over_the_memory_budget_suggests_a_tile_that_works(workspace, model):
     budget = str(estimate_encode_bytes(model, 40, 36, (28, 28)))  # room for a 16 px tile and its 6 px context
     assert estimate_encode_bytes(model, 40, 36) > int(budget)
-    result = run("upscale", workspace / "astronaut.png", "--scale", 2, "--checkpoint", workspace / "tiny.pt",
-                 "--out", workspace / "out", env={"P2G_MEMORY_BUDGET": budget})
+    result = run(
+        "upscale",
+        workspace / "astronaut.png",
+        "--scale",
+        2,
+        "--checkpoint",
+        workspace / "tiny.pt",
+        "--out",
+        workspace / "out",
+        env={"P2G_MEMORY_BUDGET": budget},
+    )
     assert_one_line_error(result, "memory budget", "--tile 16")
     assert all_files(workspace / "out") == []
-    result = run("upscale", workspace / "astronaut.png", "--scale", 2, "--checkpoint", workspace / "tiny.pt",
-                 "--out", workspace / "out", "--tile", 16, env={"P2G_MEMORY_BUDGET": budget})
+    result = run(
+        "upscale",
+        workspace / "astronaut.png",
+        "--scale",
+        2,
+        "--checkpoint",
+        workspace / "tiny.pt",
+        "--out",
+        workspace / "out",
+        "--tile",
+        16,
+        env={"P2G_MEMORY_BUDGET": budget},
+    )
     assert result.exit_code == 0, result.output
     assert all_files(workspace / "out") == ["astronaut_x2.png"]
 
@@ -220,8 +337,17 @@ def test_over_the_memory_budget_suggests_a_tile_that_works(workspace, model):
 def test_inputs_with_the_same_name_are_refused(workspace):
     (workspace / "b").mkdir()
     write_image(workspace / "b" / "astronaut.png", np.zeros((8, 8, 3)))
-    result = run("upscale", workspace / "astronaut.png", workspace / "b", "--scale", 2, "--checkpoint",
-                 workspace / "tiny.pt", "--out", workspace / "out")
+    result = run(
+        "upscale",
+        workspace / "astronaut.png",
+        workspace / "b",
+        "--scale",
+        2,
+        "--checkpoint",
+        workspace / "tiny.pt",
+        "--out",
+        workspace / "out",
+    )
     assert_one_line_error(result, "same output names")
     assert all_files(workspace / "out") == []
 
@@ -250,8 +376,20 @@ def test_cuda_upscale_matches_cpu(workspace, model):
 
     assert memory_budget("cuda") > 0
     for device in ("cpu", "cuda"):
-        result = run("upscale", workspace / "astronaut.png", "--checkpoint", workspace / "tiny.pt", "--out",
-                     workspace / device, "--scale", 3.7, "--tile", 16, "--device", device)
+        result = run(
+            "upscale",
+            workspace / "astronaut.png",
+            "--checkpoint",
+            workspace / "tiny.pt",
+            "--out",
+            workspace / device,
+            "--scale",
+            3.7,
+            "--tile",
+            16,
+            "--device",
+            device,
+        )
         assert result.exit_code == 0, result.output
     cpu = np.asarray(Image.open(workspace / "cpu" / "astronaut_x3.7.png")).astype(int)
     gpu = np.asarray(Image.open(workspace / "cuda" / "astronaut_x3.7.png")).astype(int)
@@ -260,8 +398,19 @@ def test_cuda_upscale_matches_cpu(workspace, model):
 
 def test_skip_existing_resumes_a_batch_without_touching_finished_outputs(workspace, encoder_calls):
     out = workspace / "out"
-    args = ("upscale", workspace / "astronaut.png", workspace / "coffee.jpg", "--checkpoint", workspace / "tiny.pt",
-            "--out", out, "--scale", 2, "--scale", 3)
+    args = (
+        "upscale",
+        workspace / "astronaut.png",
+        workspace / "coffee.jpg",
+        "--checkpoint",
+        workspace / "tiny.pt",
+        "--out",
+        out,
+        "--scale",
+        2,
+        "--scale",
+        3,
+    )
 
     def encodes():  # encoder calls on the photos themselves (the memory estimate also runs a small probe)
         return encoder_calls.count((40, 36)), encoder_calls.count((30, 30))

@@ -112,16 +112,18 @@ def png_of_data_url(text: str) -> np.ndarray:
 def test_webgl_render_equals_the_library_render(page, field, scale):
     s_h, s_w = scale if isinstance(scale, tuple) else (scale, scale)
     height, width = round(field.h * s_h), round(field.w * s_w)
-    got = floats(page.execute_script("return p2g.render(arguments[0], arguments[1], arguments[2])",
-                                     width, height, [s_h, s_w]), height, width)
+    got = floats(
+        page.execute_script("return p2g.render(arguments[0], arguments[1], arguments[2])", width, height, [s_h, s_w]),
+        height,
+        width,
+    )
     with torch.no_grad():
         expected = render(field, scale=(s_h, s_w))[0].permute(1, 2, 0).numpy()
     assert np.abs(got - expected).max() <= 2 * LEVEL
 
 
 def test_tiled_drawing_gives_the_same_render_and_skips_tiles_out_of_view(browser, url, field):
-    one = floats(open_viewer(browser, url) and browser.execute_script(
-        "return p2g.render(59, 44, [3.7, 3.7])"), 44, 59)
+    one = floats(open_viewer(browser, url) and browser.execute_script("return p2g.render(59, 44, [3.7, 3.7])"), 44, 59)
     info = open_viewer(browser, url + "?tile=3")
     assert info["tiles"] == 4 * 6
     tiled = floats(browser.execute_script("return p2g.render(59, 44, [3.7, 3.7])"), 44, 59)

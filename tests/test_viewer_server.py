@@ -70,6 +70,7 @@ def raw_request(server, text: bytes) -> bytes:
 
 # ---------------------------------------------------------------- packing
 
+
 def test_a_photo_field_travels_as_float16_within_one_level_at_unchecked_scales(field):
     packed = pack_field(field)
     assert packed.dtype == "float16" and len(packed.data) == field.num_gaussians * 8 * 2
@@ -101,6 +102,7 @@ def test_float16_is_checked_on_a_centre_window_of_large_fields(photo):
 
 # ---------------------------------------------------------------- server
 
+
 def test_serves_the_page_the_field_and_the_lr_image(server, field, lr):
     response, page = request(server, "GET", "/")
     assert response.status == 200 and b"viewer.js" in page
@@ -118,13 +120,28 @@ def test_serves_the_page_the_field_and_the_lr_image(server, field, lr):
     assert response.status == 200 and data == b"" and int(response.getheader("Content-Length")) > 0
 
 
-@pytest.mark.parametrize("path, status", [
-    ("/../setup.cfg", 400), ("/static/../../setup.cfg", 400), ("/%2e%2e/setup.cfg", 400),
-    ("/viewer.js/../field.bin", 400), ("//etc/passwd", (400, 404)), ("/..%2fsetup.cfg", 400), ("/a\\b", 400),
-    ("/etc/passwd", 404), ("/static/index.html", 404), ("/packing.py", 404), ("/__init__.py", 404),
-    ("/server.py", 404), ("/field.npz", 404), ("/favicon.ico", 404), ("/index.html/", 404),
-    ("http://example.com/field.bin", 400), ("*", 400),
-])
+@pytest.mark.parametrize(
+    "path, status",
+    [
+        ("/../setup.cfg", 400),
+        ("/static/../../setup.cfg", 400),
+        ("/%2e%2e/setup.cfg", 400),
+        ("/viewer.js/../field.bin", 400),
+        ("//etc/passwd", (400, 404)),
+        ("/..%2fsetup.cfg", 400),
+        ("/a\\b", 400),
+        ("/etc/passwd", 404),
+        ("/static/index.html", 404),
+        ("/packing.py", 404),
+        ("/__init__.py", 404),
+        ("/server.py", 404),
+        ("/field.npz", 404),
+        ("/favicon.ico", 404),
+        ("/index.html/", 404),
+        ("http://example.com/field.bin", 400),
+        ("*", 400),
+    ],
+)
 def test_paths_outside_the_route_table_are_refused(server, path, status):
     response, body = request(server, "GET", path)
     assert response.status in (status if isinstance(status, tuple) else (status,))  # http.server may fold "//"
@@ -137,10 +154,16 @@ def test_methods_other_than_get_and_head_are_405(server, method):
     assert response.status == 405 and response.getheader("Allow") == "GET, HEAD" and b"Traceback" not in body
 
 
-@pytest.mark.parametrize("raw", [
-    b"GARBAGE\r\n\r\n", b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n",
-    b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 200 + b"\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/2.0\r\nHost: x\r\n\r\n",
+        b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 200 + b"\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+    ],
+)
 def test_malformed_requests_get_4xx_without_traceback(server, raw):
     answer = raw_request(server, raw)
     status = int(answer.split(b" ", 2)[1])
@@ -162,6 +185,7 @@ def test_a_bug_while_answering_is_500_without_traceback(server, monkeypatch):
 
 # ---------------------------------------------------------------- content and the verb
 
+
 def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
@@ -178,15 +202,17 @@ def test_bad_input_is_one_line_exit_2(tmp_path, lr):
     write_image(tmp_path / "lr.png", lr)
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
     (tmp_path / "broken.png").write_bytes(b"not a png")
-    assert_one_line_error(run("view", tmp_path / "lr.png", "--no-browser", "--checkpoint", tmp_path / "gone.pt"),
-                          "gone.pt")
+    assert_one_line_error(
+        run("view", tmp_path / "lr.png", "--no-browser", "--checkpoint", tmp_path / "gone.pt"), "gone.pt"
+    )
     assert_one_line_error(run("view", tmp_path / "missing.npz", "--no-browser"), "does not exist")
     assert_one_line_error(run("view", tmp_path, "--no-browser"), "folder")
     assert_one_line_error(run("view", tmp_path / "other.npz", "--no-browser"), "not a pixel2gauss field")
     assert_one_line_error(run("view", tmp_path / "broken.png", "--checkpoint", tmp_path / "no.pt"), "broken.png")
     assert run("view", tmp_path / "lr.png", "--port", "70000").exit_code == 2
-    assert_one_line_error(run("view", tmp_path / "lr.png", "--lr", tmp_path / "lr.png", "--checkpoint", "x.pt"),
-                          "--lr is for a FIELD.npz")
+    assert_one_line_error(
+        run("view", tmp_path / "lr.png", "--lr", tmp_path / "lr.png", "--checkpoint", "x.pt"), "--lr is for a FIELD.npz"
+    )
 
 
 def test_a_field_shows_bicubic_of_its_lr_image_when_given(tmp_path, field, lr):
@@ -248,9 +274,13 @@ def test_the_verb_prints_the_url_opens_it_and_serves_until_ctrl_c(tmp_path, fiel
 @pytest.mark.slow
 def test_the_verb_serves_until_ctrl_c(tmp_path, field):
     save_field(field, tmp_path / "f.npz")
-    proc = subprocess.Popen([sys.executable, "-m", "workflows.cli", "view", str(tmp_path / "f.npz"), "--port", "0",
-                             "--no-browser"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).parents[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workflows.cli", "view", str(tmp_path / "f.npz"), "--port", "0", "--no-browser"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[1],
+    )
     try:
         first = proc.stdout.readline()
         second = proc.stdout.readline()

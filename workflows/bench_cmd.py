@@ -4,7 +4,8 @@ and the multi-scale figure (one encode for 40 scales against re-running the mode
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import click
 
@@ -35,8 +36,7 @@ def set_cpu_threads(threads: int) -> None:
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
-def lite_multi_scale(device: torch.device, lr_size: int, seed: int = 0, scales: Sequence[float] | None = None
-                     ) -> dict:
+def lite_multi_scale(device: torch.device, lr_size: int, seed: int = 0, scales: Sequence[float] | None = None) -> dict:
     """The multi-scale figure with a freshly initialised `lite` model (speed does not depend on its weights);
     `scales` defaults to gaussian_field.speed.MULTI_SCALES."""
     import torch
@@ -57,9 +57,17 @@ def lite_multi_scale(device: torch.device, lr_size: int, seed: int = 0, scales: 
     return result
 
 
-def bench_report(device: str = "cpu", size: int = 256, scales: Sequence[float] = DEFAULT_SCALES, repeats: int = 5,
-                 multi_lr: int | None = 64, seed: int = 0, gradients: bool = True, threads: int | None = None,
-                 step_batch: int | None = None) -> dict:
+def bench_report(
+    device: str = "cpu",
+    size: int = 256,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    repeats: int = 5,
+    multi_lr: int | None = 64,
+    seed: int = 0,
+    gradients: bool = True,
+    threads: int | None = None,
+    step_batch: int | None = None,
+) -> dict:
     """Every figure of `p2g bench` as one dict; multi_lr=None leaves the multi-scale figure out; `threads` sets the
     CPU threads of torch (the reference, bicubic) and of the numba kernels alike."""
     import torch
@@ -98,8 +106,9 @@ def bench_report(device: str = "cpu", size: int = 256, scales: Sequence[float] =
         batch, grad_size = GRAD_FIELD
         report["gradients"] = gradient_speed(benchmark_field(grad_size, seed, dev, batch=batch), 4.0)
         crops = step_batch or STEP_BATCH[dev.type]
-        report["training_step"] = training_step_speed(benchmark_field(STEP_CROP // 4, seed, dev, batch=crops), 4.0,
-                                                      repeats=repeats)
+        report["training_step"] = training_step_speed(
+            benchmark_field(STEP_CROP // 4, seed, dev, batch=crops), 4.0, repeats=repeats
+        )
     report["targets"] = target_checks(report)
     return report
 
@@ -108,24 +117,49 @@ def bench_report(device: str = "cpu", size: int = 256, scales: Sequence[float] =
 @device_option()
 @click.option("--json", "as_json", is_flag=True, help="Print every figure as one JSON object.")
 @click.option("--size", default=256, show_default=True, help="LR size of the benchmark field (size x size).")
-@click.option("--scale", "scales", type=POSITIVE_FLOAT, multiple=True,
-              help=f"Scales to time; repeatable (default {', '.join(f'{s:g}' for s in DEFAULT_SCALES)}).")
+@click.option(
+    "--scale",
+    "scales",
+    type=POSITIVE_FLOAT,
+    multiple=True,
+    help=f"Scales to time; repeatable (default {', '.join(f'{s:g}' for s in DEFAULT_SCALES)}).",
+)
 @click.option("--repeats", default=5, show_default=True, help="Timed calls per figure (the median is reported).")
 @click.option("--multi-lr", default=64, show_default=True, help="LR size for the 40-scale multi-scale figure.")
 @click.option("--no-multi-scale", is_flag=True, help="Leave out the multi-scale figure.")
 @click.option("--no-gradients", is_flag=True, help="Leave out the training-step (forward + backward) figure.")
 @click.option("--threads", type=int, help="CPU threads for torch and the numba kernels alike (default: as set).")
-@click.option("--step-batch", type=int,
-              help=f"Crops of {STEP_CROP} px in the device-filling fitting-step figure "
-                   f"[default: {STEP_BATCH['cpu']} on cpu, {STEP_BATCH['cuda']} on cuda].")
-def command(device: str, as_json: bool, size: int, scales, repeats: int, multi_lr: int, no_multi_scale: bool,
-            no_gradients: bool, threads: int | None, step_batch: int | None) -> None:
+@click.option(
+    "--step-batch",
+    type=int,
+    help=f"Crops of {STEP_CROP} px in the device-filling fitting-step figure "
+    f"[default: {STEP_BATCH['cpu']} on cpu, {STEP_BATCH['cuda']} on cuda].",
+)
+def command(
+    device: str,
+    as_json: bool,
+    size: int,
+    scales,
+    repeats: int,
+    multi_lr: int,
+    no_multi_scale: bool,
+    no_gradients: bool,
+    threads: int | None,
+    step_batch: int | None,
+) -> None:
     """Time every render backend against the torch reference and bicubic (ratios measured in one run)."""
     from workflows.bench_report import format_report
 
-    report = bench_report(resolve_device(device), size, scales or DEFAULT_SCALES, repeats,
-                          None if no_multi_scale else multi_lr, gradients=not no_gradients, threads=threads,
-                          step_batch=step_batch)
+    report = bench_report(
+        resolve_device(device),
+        size,
+        scales or DEFAULT_SCALES,
+        repeats,
+        None if no_multi_scale else multi_lr,
+        gradients=not no_gradients,
+        threads=threads,
+        step_batch=step_batch,
+    )
     if as_json:
         click.echo(json.dumps(report))
     else:

@@ -59,8 +59,23 @@ def prepare(corpus: Path, out: Path) -> None:
 
 def prior(corpus: Path, out: Path, workers: int) -> None:
     store = out / "prior.zarr"
-    p2g("fit-prior", corpus / "train", "--store", store, "--crop", 64, "--crops-per-image", 2,
-        "--preset", "demo", "--batch", 4, "--workers", workers, "--no-progress")
+    p2g(
+        "fit-prior",
+        corpus / "train",
+        "--store",
+        store,
+        "--crop",
+        64,
+        "--crops-per-image",
+        2,
+        "--preset",
+        "demo",
+        "--batch",
+        4,
+        "--workers",
+        workers,
+        "--no-progress",
+    )
     p2g("prior-stats", "--store", store, "--out", out / "prior_stats")
 
 
@@ -70,17 +85,45 @@ def train(out: Path, args) -> None:
     if (run / "last.pt").exists():
         p2g("train", *common, "--resume", "--steps", args.steps)
         return
-    p2g("train", *common, "--prior", out / "prior.zarr", "--preset", "lite", "--images", out / "photos" / "train",
-        "--val-images", out / "photos" / "val", "--steps", args.steps, "--batch", args.batch, "--patch", args.patch,
-        "--scales", args.scales, "--lr", args.lr, "--lr-decay", "0.6,0.85", "--val-scales", "2,4,8",
-        "--val-every", args.val_every, "--val-crop", 192, "--log-every", 10)
+    p2g(
+        "train",
+        *common,
+        "--prior",
+        out / "prior.zarr",
+        "--preset",
+        "lite",
+        "--images",
+        out / "photos" / "train",
+        "--val-images",
+        out / "photos" / "val",
+        "--steps",
+        args.steps,
+        "--batch",
+        args.batch,
+        "--patch",
+        args.patch,
+        "--scales",
+        args.scales,
+        "--lr",
+        args.lr,
+        "--lr-decay",
+        "0.6,0.85",
+        "--val-scales",
+        "2,4,8",
+        "--val-every",
+        args.val_every,
+        "--val-crop",
+        192,
+        "--log-every",
+        10,
+    )
 
 
 def score(out: Path, checkpoint: Path | None) -> None:
     import numpy as np
 
-    from sr_model.model_files import load_network as load_model
     from sr_model.evaluation import evaluate, summarize
+    from sr_model.model_files import load_network as load_model
 
     checkpoint = checkpoint or out / "train" / "last.pt"
     rows = evaluate([out / "photos" / "val"], [float(s) for s in SCORE_SCALES], model=load_model(checkpoint))

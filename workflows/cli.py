@@ -66,8 +66,10 @@ def error_line(err: BaseException) -> str:
     """The one line printed for an exception: the message of a user error, or a request to report a bug."""
     if isinstance(err, USER_ERRORS):
         return f"error: {one_line(err)}"
-    return (f"error: internal error ({type(err).__name__}: {one_line(err)}); rerun with --debug "
-            f"(or {DEBUG_ENV}=1) for the traceback, and report it")
+    return (
+        f"error: internal error ({type(err).__name__}: {one_line(err)}); rerun with --debug "
+        f"(or {DEBUG_ENV}=1) for the traceback, and report it"
+    )
 
 
 def debug_requested(ctx: click.Context | None = None) -> bool:
@@ -134,8 +136,14 @@ class P2GGroup(click.Group):
 
 
 @click.group(cls=P2GGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--version", is_flag=True, is_eager=True, expose_value=False, callback=_print_version,
-              help="Show the version and exit.")
+@click.option(
+    "--version",
+    is_flag=True,
+    is_eager=True,
+    expose_value=False,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
 @click.option("--debug", is_flag=True, help=f"On an error, print the full traceback too (or {DEBUG_ENV}=1).")
 def cli(debug: bool) -> None:
     """pixel2gauss: arbitrary-scale super-resolution with 2D Gaussian fields (ContinuousSR).

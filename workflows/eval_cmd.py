@@ -17,24 +17,60 @@ def _progress(items):
 
 @click.command("eval")
 @click.argument("more_images", nargs=-1, type=click.Path(path_type=Path), metavar="[DIR...]")
-@click.option("--checkpoint", help="Model file (.safetensors export, .pt checkpoint, official .pth), or 'bicubic' "
-                                   "for the baseline alone [default: the bundled lite weights].")
-@click.option("--images", "images", multiple=True, type=click.Path(path_type=Path),
-              help="HR image folder (searched recursively) or file; repeatable, or list several after it.")
-@click.option("--scales", default="2,3,4", show_default=True,
-              help="Comma-separated scales, e.g. 2,3,4,6,8,12 (with --lr-images: only these of the files' scales).")
-@click.option("--lr-images", "lr_images", multiple=True, type=click.Path(path_type=Path),
-              help="Existing LR images (folder, recursive, or file; repeatable) instead of MATLAB bicubic LR: each "
-                   "paired with the HR image of its name (0801.png or 0801x4.png), the scale from the sizes.")
-@click.option("--save-images", "save_dir", type=click.Path(path_type=Path),
-              help="Write every super-resolved image here as NAME_xS.png (the model's; bicubic's without one).")
-@click.option("--protocol", type=click.Choice(["benchmark", "div2k"]), default="benchmark", show_default=True,
-              help="benchmark: Y channel, shave = scale; div2k: RGB, shave = scale + 6.")
+@click.option(
+    "--checkpoint",
+    help="Model file (.safetensors export, .pt checkpoint, official .pth), or 'bicubic' "
+    "for the baseline alone [default: the bundled lite weights].",
+)
+@click.option(
+    "--images",
+    "images",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="HR image folder (searched recursively) or file; repeatable, or list several after it.",
+)
+@click.option(
+    "--scales",
+    default="2,3,4",
+    show_default=True,
+    help="Comma-separated scales, e.g. 2,3,4,6,8,12 (with --lr-images: only these of the files' scales).",
+)
+@click.option(
+    "--lr-images",
+    "lr_images",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Existing LR images (folder, recursive, or file; repeatable) instead of MATLAB bicubic LR: each "
+    "paired with the HR image of its name (0801.png or 0801x4.png), the scale from the sizes.",
+)
+@click.option(
+    "--save-images",
+    "save_dir",
+    type=click.Path(path_type=Path),
+    help="Write every super-resolved image here as NAME_xS.png (the model's; bicubic's without one).",
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(["benchmark", "div2k"]),
+    default="benchmark",
+    show_default=True,
+    help="benchmark: Y channel, shave = scale; div2k: RGB, shave = scale + 6.",
+)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Write per_image.csv and summary.md here.")
 @device_option()
 @click.pass_context
-def command(ctx: click.Context, more_images, checkpoint: str | None, images, scales: str, lr_images, save_dir: Path | None,
-            protocol: str, out_dir: Path | None, device: str) -> None:
+def command(
+    ctx: click.Context,
+    more_images,
+    checkpoint: str | None,
+    images,
+    scales: str,
+    lr_images,
+    save_dir: Path | None,
+    protocol: str,
+    out_dir: Path | None,
+    device: str,
+) -> None:
     """Evaluate a checkpoint (and the bicubic baseline) on HR images: LR by MATLAB bicubic, BasicSR PSNR/SSIM.
 
     HR images are mod-cropped to a multiple of each scale; per-image results go to OUT/per_image.csv, the
@@ -62,8 +98,16 @@ def command(ctx: click.Context, more_images, checkpoint: str | None, images, sca
         model, checkpoint = loaded.model, loaded.origin
     else:
         model = load_eval_model(checkpoint, device)
-    rows = evaluate(sources, scale_list, protocol, model, device, progress=_progress, lr_sources=lr_images or None,
-                    save_dir=save_dir)
+    rows = evaluate(
+        sources,
+        scale_list,
+        protocol,
+        model,
+        device,
+        progress=_progress,
+        lr_sources=lr_images or None,
+        save_dir=save_dir,
+    )
     title = "bicubic baseline" if model is None else f"{checkpoint} vs bicubic"
     lr_from = "from the --lr-images files" if lr_images else ""
     click.echo(summary_markdown(rows, protocol, title, lr_from), nl=False)

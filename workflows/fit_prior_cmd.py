@@ -33,21 +33,34 @@ class BatchSize(click.ParamType):
 
 @click.command("fit-prior")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--store", "store", required=True, type=click.Path(path_type=Path),
-              help="Zarr store to create, or to resume if it exists.")
+@click.option(
+    "--store",
+    "store",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Zarr store to create, or to resume if it exists.",
+)
 @click.option("--crop", default=256, show_default=True, help="Crop side in HR pixels (multiple of 4).")
 @click.option("--stride", type=int, help="Grid stride between crops [default: the crop size].")
 @click.option("--crops-per-image", type=int, help="Instead of a grid: this many random crops per image.")
-@click.option("--preset", type=click.Choice(FIT_PRESET_NAMES), default="quality", show_default=True,
-              help="Fitting settings: quality (real runs) or demo (CPU-friendly); the flags below override it.")
+@click.option(
+    "--preset",
+    type=click.Choice(FIT_PRESET_NAMES),
+    default="quality",
+    show_default=True,
+    help="Fitting settings: quality (real runs) or demo (CPU-friendly); the flags below override it.",
+)
 @click.option("--steps", type=int, help="Optimisation steps per crop [default: the preset's].")
 @click.option("--lr", type=POSITIVE_FLOAT, help="Adam learning rate of positions and shapes [default: the preset's].")
 @click.option("--color-lr", type=POSITIVE_FLOAT, help="Adam learning rate of colours [default: the preset's].")
 @click.option("--loss", type=click.Choice(["l2", "l1"]), help="Fitting loss [default: the preset's].")
 @click.option("--seed", default=0, show_default=True, help="Seed of random crops and of every crop's start.")
-@click.option("--batch", type=BatchSize(),
-              help="Crops per task, per fitting batch and per store chunk, or `auto` (sized to a worker's device "
-                   "memory: hundreds of crops on a large GPU) [default: the store's, else 8].")
+@click.option(
+    "--batch",
+    type=BatchSize(),
+    help="Crops per task, per fitting batch and per store chunk, or `auto` (sized to a worker's device "
+    "memory: hundreds of crops on a large GPU) [default: the store's, else 8].",
+)
 @device_option()
 @click.option("--cluster", "kind", type=click.Choice(CLUSTER_KINDS), help="Where to run [default: local].")
 @click.option("--scheduler", help="Address of an existing Dask scheduler (tcp://host:8786).")
@@ -61,11 +74,39 @@ class BatchSize(click.ParamType):
 @click.option("--queue", help="Batch queue / partition.")
 @click.option("--print-job-script", is_flag=True, help="Print the SLURM/PBS job script and exit.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
-@click.option("--refit-changed", is_flag=True,
-              help="On resume, refit the crops of images whose contents changed (default: refuse to resume).")
-def command(images, store, crop, stride, crops_per_image, preset, steps, lr, color_lr, loss, seed, batch, device, kind,
-            scheduler, cluster_config, workers, jobs, cores, memory, gpus, walltime, queue, print_job_script,
-            progress, refit_changed) -> None:
+@click.option(
+    "--refit-changed",
+    is_flag=True,
+    help="On resume, refit the crops of images whose contents changed (default: refuse to resume).",
+)
+def command(
+    images,
+    store,
+    crop,
+    stride,
+    crops_per_image,
+    preset,
+    steps,
+    lr,
+    color_lr,
+    loss,
+    seed,
+    batch,
+    device,
+    kind,
+    scheduler,
+    cluster_config,
+    workers,
+    jobs,
+    cores,
+    memory,
+    gpus,
+    walltime,
+    queue,
+    print_job_script,
+    progress,
+    refit_changed,
+) -> None:
     """Fit crops of IMAGES (files or folders, recursive) to Gaussian fields, into the prior store STORE.
 
     Rerunning the same command resumes: finished chunks are skipped, the rest fitted; damaged chunks of the
@@ -74,8 +115,18 @@ def command(images, store, crop, stride, crops_per_image, preset, steps, lr, col
     from dgp_fitting.fitting import FIT_PRESETS
     from dgp_fitting.prior_job import run_prior_job
 
-    spec = cluster_spec(cluster_config, kind=kind, scheduler=scheduler, workers=workers, jobs=jobs, cores=cores,
-                        memory=memory, gpus=gpus, walltime=walltime, queue=queue)
+    spec = cluster_spec(
+        cluster_config,
+        kind=kind,
+        scheduler=scheduler,
+        workers=workers,
+        jobs=jobs,
+        cores=cores,
+        memory=memory,
+        gpus=gpus,
+        walltime=walltime,
+        queue=queue,
+    )
     if print_job_script:
         if spec.kind not in ("slurm", "pbs"):
             raise ValueError("--print-job-script needs --cluster slurm or pbs")
@@ -83,9 +134,20 @@ def command(images, store, crop, stride, crops_per_image, preset, steps, lr, col
         return
     chosen = {"steps": steps, "lr": lr, "color_lr": color_lr, "loss": loss, "seed": seed}
     fit = dataclasses.replace(FIT_PRESETS[preset], **{k: v for k, v in chosen.items() if v is not None})
-    summary = run_prior_job(images, store, crop=crop, stride=stride, crops_per_image=crops_per_image, fit=fit,
-                            batch=batch, cluster=spec, device=device, progress=progress, echo=click.echo,
-                            refit_changed=refit_changed)
+    summary = run_prior_job(
+        images,
+        store,
+        crop=crop,
+        stride=stride,
+        crops_per_image=crops_per_image,
+        fit=fit,
+        batch=batch,
+        cluster=spec,
+        device=device,
+        progress=progress,
+        echo=click.echo,
+        refit_changed=refit_changed,
+    )
     for line in summary.lines():
         click.echo(line)
     if summary.errors:

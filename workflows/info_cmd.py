@@ -23,9 +23,13 @@ def info_lines(info: dict) -> list[str]:
         f"chunks      {chunks['total']} of {info['chunk_size']} crops: {chunks['finished']} finished, "
         f"{chunks['with_pending']} with pending crops, {chunks['with_failed']} with failed crops",
         f"shards      {info['shards']} of {info['shard_size']} crops (one file per array per shard)",
-        "psnr        " + (f"median {psnr['median']:.2f} dB, 5th percentile {psnr['p5']:.2f} dB, "
-                          f"min {psnr['min']:.2f}, max {psnr['max']:.2f} ({psnr['count']} crops)"
-                          if psnr["count"] else "no fitted crops yet"),
+        "psnr        "
+        + (
+            f"median {psnr['median']:.2f} dB, 5th percentile {psnr['p5']:.2f} dB, "
+            f"min {psnr['min']:.2f}, max {psnr['max']:.2f} ({psnr['count']} crops)"
+            if psnr["count"]
+            else "no fitted crops yet"
+        ),
         f"fitting     {fitting}",
         "statistics  " + (", ".join(info["statistics"]) or "not computed yet"),
         "dictionary  " + dictionary_line(info.get("dictionary_summary")),
@@ -38,9 +42,11 @@ def info_lines(info: dict) -> list[str]:
 @click.command("info")
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-@click.option("--verify", is_flag=True,
-              help="Read every chunk (in parallel) and report missing or undecodable ones by crop range; exit 1 "
-                   "if any.")
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Read every chunk (in parallel) and report missing or undecodable ones by crop range; exit 1 if any.",
+)
 def command(store: Path, as_json: bool, verify: bool) -> None:
     """Describe the prior store STORE."""
     from prior_store import open_store

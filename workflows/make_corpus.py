@@ -23,6 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+
 @dataclass(frozen=True)
 class PhotoSource:
     """Which files of a package are photographs: globs relative to the package root, minus exclusions."""
@@ -32,15 +33,27 @@ class PhotoSource:
     exclude: tuple[str, ...] = ()
 
 
-PLASMA_PHOTOS = ("BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf", "Grey",
-                 "OneStandsOut", "Path", "Volna", "summer_1am")
+PLASMA_PHOTOS = (
+    "BytheWater",
+    "ColdRipple",
+    "ColorfulCups",
+    "DarkestHour",
+    "EveningGlow",
+    "FallenLeaf",
+    "Grey",
+    "OneStandsOut",
+    "Path",
+    "Volna",
+    "summer_1am",
+)
 
 PHOTO_SOURCES = (
     PhotoSource("lomiri-wallpapers-16.04", ("usr/share/backgrounds/*.jpg",), ("*/umang_by_Abhishek_Mudgal.jpg",)),
     PhotoSource("lomiri-wallpapers-20.04", ("usr/share/backgrounds/Kleiber_by_Lukas_Baubkus.jpg",)),
     PhotoSource("mate-backgrounds", ("usr/share/backgrounds/mate/nature/*.jpg",)),
-    PhotoSource("plasma-workspace-wallpapers",
-                tuple(f"usr/share/wallpapers/{name}/contents/images/*" for name in PLASMA_PHOTOS)),
+    PhotoSource(
+        "plasma-workspace-wallpapers", tuple(f"usr/share/wallpapers/{name}/contents/images/*" for name in PLASMA_PHOTOS)
+    ),
 )
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -84,7 +97,8 @@ def select_photos(root: Path, source: PhotoSource) -> list[Path]:
     of WxH renditions, as Plasma ships) only the largest."""
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
     chosen = [
-        p for p in files
+        p
+        for p in files
         if any(fnmatch.fnmatch(p.relative_to(root).as_posix(), g) for g in source.include)
         and not any(fnmatch.fnmatch(p.relative_to(root).as_posix(), g) for g in source.exclude)
     ]
@@ -116,8 +130,9 @@ def collect(root: Path, source: PhotoSource, out: Path, val_fraction: float) -> 
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists():
             shutil.copyfile(path, target)
-        rows.append({"file": f"{split}/{name}", "package": source.package,
-                     "source": "/" + path.relative_to(root).as_posix()})
+        rows.append(
+            {"file": f"{split}/{name}", "package": source.package, "source": "/" + path.relative_to(root).as_posix()}
+        )
     copyright_file = root / "usr" / "share" / "doc" / source.package / "copyright"
     if copyright_file.is_file():
         (out / "licenses").mkdir(parents=True, exist_ok=True)

@@ -16,5 +16,7 @@ def command(old: Path, new: Path) -> None:
 
     store = migrate_store(old, new)
     counts = store.status_counts()
-    click.echo(f"migrated {old} -> {new}: {store.num_crops} crops ({counts['done']} done, {counts['failed']} "
-               f"failed, {counts['pending']} pending) in {store.num_shards} shards of {store.shard_size} crops")
+    click.echo(
+        f"migrated {old} -> {new}: {store.num_crops} crops ({counts['done']} done, {counts['failed']} "
+        f"failed, {counts['pending']} pending) in {store.num_shards} shards of {store.shard_size} crops"
+    )

@@ -38,6 +38,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def scale_tag(scale: float | tuple[float, float]) -> str:
     """Name part for an output file: x4, x3.7, x3x5."""
+
     def fmt(v: float) -> str:
         return f"{v:g}"
 
@@ -79,6 +80,8 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 class FiniteFloat(click.ParamType):
     """A float that must be finite, optionally > 0 (`positive`) or >= 0 (`non_negative`)."""
 

@@ -24,8 +24,10 @@ def render_field_file(
     try:
         field = load_field(field_path)
     except (zipfile.BadZipFile, EOFError, zlib.error) as err:  # truncated or overwritten .npz
-        raise ValueError(f"{field_path} is not a readable field file ({err}); write it again with "
-                         "`p2g upscale --save-field` or gaussian_field.save_field") from None
+        raise ValueError(
+            f"{field_path} is not a readable field file ({err}); write it again with "
+            "`p2g upscale --save-field` or gaussian_field.save_field"
+        ) from None
     if field.batch_size != 1:
         raise ValueError(f"{field_path} holds {field.batch_size} fields; `p2g render` renders one")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -48,8 +48,9 @@ def read_flag_config(path: str | os.PathLike, command: click.Command, skip: tupl
         flag = str(key).replace("_", "-")
         if flag not in names or flag in skip:
             known = ", ".join(sorted(k for k in names if k not in skip))
-            raise ValueError(f"--config {path}: unknown key {key!r}; the keys are the flags of p2g {command.name}: "
-                             f"{known}")
+            raise ValueError(
+                f"--config {path}: unknown key {key!r}; the keys are the flags of p2g {command.name}: {known}"
+            )
         if isinstance(value, (list, tuple)):
             value = [_flag_text(v) for v in value]
         elif value is not None:
@@ -67,8 +68,9 @@ def _flag_text(value: Any) -> Any:
     return value if isinstance(value, str) else str(value)
 
 
-def write_flag_config(path: str | os.PathLike, command: click.Command, params: dict[str, Any],
-                      skip: tuple[str, ...] = ()) -> Path:
+def write_flag_config(
+    path: str | os.PathLike, command: click.Command, params: dict[str, Any], skip: tuple[str, ...] = ()
+) -> Path:
     """The resolved flags of a run (click's `ctx.params`) as YAML that `read_flag_config` reads back; written
     atomically."""
     import yaml
@@ -84,9 +86,10 @@ def write_flag_config(path: str | os.PathLike, command: click.Command, params: d
         data[flag] = _plain(value)
     path = Path(path)
     tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(f"# p2g {command.name} settings (keys: its flags); repeat with p2g {command.name} --config THIS_FILE "
-                   "--out NEW_FOLDER\n"
-                   + yaml.safe_dump(data, sort_keys=False))
+    tmp.write_text(
+        f"# p2g {command.name} settings (keys: its flags); repeat with p2g {command.name} --config THIS_FILE "
+        "--out NEW_FOLDER\n" + yaml.safe_dump(data, sort_keys=False)
+    )
     os.replace(tmp, path)
     return path
 

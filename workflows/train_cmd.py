@@ -12,7 +12,6 @@ import dataclasses
 import os
 import time
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import click
@@ -85,6 +84,8 @@ def run_flags(params: dict, images: tuple) -> dict:
     if params["prior"] is not None and params["prior"] != "official":
         flags["prior"] = _absolute(params["prior"])
     return flags
+
+
 def refuse_stale_dictionary(prior: str | None) -> None:
     """A store's dictionary derived from statistics that no longer describe its crops is refused, as
     `p2g prior-stats --reuse-stats` refuses those statistics."""
@@ -98,8 +99,10 @@ def refuse_stale_dictionary(prior: str | None) -> None:
     stats = load_statistics(prior)
     why = is_current(stats, prior, stats.summary["config"]["min_psnr"])
     if why is not None:
-        raise ValueError(f"the dictionary in {prior} is out of date (its statistics: {why}); rerun "
-                         f"`p2g prior-stats --store {prior} --out DIR` to rebuild it")
+        raise ValueError(
+            f"the dictionary in {prior} is out of date (its statistics: {why}); rerun "
+            f"`p2g prior-stats --store {prior} --out DIR` to rebuild it"
+        )
 
 
 def describe(result: TrainResult, validating: bool | None = None) -> list[str]:
@@ -108,8 +111,11 @@ def describe(result: TrainResult, validating: bool | None = None) -> list[str]:
     lines = [f"trained: {state}, {result.seconds:.0f} s of training in total"]
     if result.best_val:
         val = result.best_val["val"]
-        scores = ", ".join(f"{k} {v['psnr']:.2f} dB (bicubic {v['bicubic']:.2f}, {v['gain']:+.2f})"
-                           for k, v in val.items() if k.startswith("x"))
+        scores = ", ".join(
+            f"{k} {v['psnr']:.2f} dB (bicubic {v['bicubic']:.2f}, {v['gain']:+.2f})"
+            for k, v in val.items()
+            if k.startswith("x")
+        )
         lines.append(f"best validation (step {result.best_val['step']}, Y-PSNR, shave = scale): {scores}")
         lines.append(f"wrote {result.best}")
     elif validating is False:
@@ -139,48 +145,140 @@ def _remove_unused(written: tuple[Path, bool], out_dir: Path) -> None:
 
 @click.command("train")
 @click.argument("more_images", nargs=-1, type=click.Path(path_type=Path), metavar="[DIR...]")
-@click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False, callback=_read_config,
-              help="YAML file of these flags (keys as the flags: steps, val-images, model-option ...; lists for "
-                   "repeatable ones); flags given here override it. RUN/config.yaml repeats a run.")
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    is_eager=True,
+    expose_value=False,
+    callback=_read_config,
+    help="YAML file of these flags (keys as the flags: steps, val-images, model-option ...; lists for "
+    "repeatable ones); flags given here override it. RUN/config.yaml repeats a run.",
+)
 @click.option("--prior", help="Covariance dictionary: a prior store (p2g prior-stats), a .npy file, or 'official'.")
-@click.option("--images", multiple=True, type=click.Path(path_type=Path),
-              help="HR training images: folder (recursive) or file; repeatable, or list several after it.")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
-              help="Run folder: best.pt, last.pt, metrics.jsonl.")
+@click.option(
+    "--images",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="HR training images: folder (recursive) or file; repeatable, or list several after it.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Run folder: best.pt, last.pt, metrics.jsonl.",
+)
 @click.option("--preset", default=DEFAULTS["preset"], show_default=True, type=click.Choice(list(PRESETS)))
-@click.option("--variant", default="full", show_default=True, type=click.Choice(list(VARIANTS)),
-              help="The paper's ablations: Gaussians fixed on the lattice, or a free covariance without dictionary.")
-@click.option("--model-option", "model_options", multiple=True, metavar="KEY=VALUE",
-              help="Override a model config field, e.g. lite_channels=16; repeatable.")
+@click.option(
+    "--variant",
+    default="full",
+    show_default=True,
+    type=click.Choice(list(VARIANTS)),
+    help="The paper's ablations: Gaussians fixed on the lattice, or a free covariance without dictionary.",
+)
+@click.option(
+    "--model-option",
+    "model_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a model config field, e.g. lite_channels=16; repeatable.",
+)
 @click.option("--steps", default=DEFAULTS["steps"], show_default=True, type=int, help="Total optimisation steps.")
-@click.option("--batch", default=DEFAULTS["batch"], show_default=True, type=int, help="Patches per step (per process under torchrun).")
+@click.option(
+    "--batch",
+    default=DEFAULTS["batch"],
+    show_default=True,
+    type=int,
+    help="Patches per step (per process under torchrun).",
+)
 @click.option("--patch", default=DEFAULTS["patch"], show_default=True, type=int, help="LR patch side in pixels.")
-@click.option("--scales", default=f"{DEFAULTS['scale_min']:g}-{DEFAULTS['scale_max']:g}", show_default=True, help="Training scale range MIN-MAX (one scale per batch).")
-@click.option("--lr", "learning_rate", default=DEFAULTS["lr"], show_default=True, type=POSITIVE_FLOAT, help="Adam learning rate.")
-@click.option("--lr-decay", default="0.5,0.8", show_default=True,
-              help="Fractions of --steps where the rate is multiplied by --lr-gamma ('' for none).")
+@click.option(
+    "--scales",
+    default=f"{DEFAULTS['scale_min']:g}-{DEFAULTS['scale_max']:g}",
+    show_default=True,
+    help="Training scale range MIN-MAX (one scale per batch).",
+)
+@click.option(
+    "--lr", "learning_rate", default=DEFAULTS["lr"], show_default=True, type=POSITIVE_FLOAT, help="Adam learning rate."
+)
+@click.option(
+    "--lr-decay",
+    default="0.5,0.8",
+    show_default=True,
+    help="Fractions of --steps where the rate is multiplied by --lr-gamma ('' for none).",
+)
 @click.option("--lr-gamma", default=DEFAULTS["lr_gamma"], show_default=True, type=POSITIVE_FLOAT)
-@click.option("--freq-weight", default=DEFAULTS["freq_weight"], show_default=True, type=NON_NEGATIVE_FLOAT,
-              help="Weight of the frequency (FFT L1) loss; > 0 gives the paper's '+' variant.")
-@click.option("--grad-clip", default=DEFAULTS["grad_clip"], show_default=True, type=NON_NEGATIVE_FLOAT,
-              help="Max gradient norm (0: no clipping).")
-@click.option("--val-images", multiple=True, type=click.Path(path_type=Path),
-              help="Held-out HR images for validation (centre crops of --val-crop px); repeatable.")
+@click.option(
+    "--freq-weight",
+    default=DEFAULTS["freq_weight"],
+    show_default=True,
+    type=NON_NEGATIVE_FLOAT,
+    help="Weight of the frequency (FFT L1) loss; > 0 gives the paper's '+' variant.",
+)
+@click.option(
+    "--grad-clip",
+    default=DEFAULTS["grad_clip"],
+    show_default=True,
+    type=NON_NEGATIVE_FLOAT,
+    help="Max gradient norm (0: no clipping).",
+)
+@click.option(
+    "--val-images",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Held-out HR images for validation (centre crops of --val-crop px); repeatable.",
+)
 @click.option("--val-scales", default=_listed(DEFAULTS["val_scales"]), show_default=True)
-@click.option("--val-every", default=DEFAULTS["val_every"], show_default=True, type=int, help="Validate and checkpoint every N steps.")
+@click.option(
+    "--val-every",
+    default=DEFAULTS["val_every"],
+    show_default=True,
+    type=int,
+    help="Validate and checkpoint every N steps.",
+)
 @click.option("--val-crop", default=DEFAULTS["val_crop"], show_default=True, type=int)
 @click.option("--log-every", default=DEFAULTS["log_every"], show_default=True, type=int)
 @click.option("--seed", default=DEFAULTS["seed"], show_default=True, type=int)
-@click.option("--amp/--no-amp", default=DEFAULTS["amp"], show_default=True, help="Mixed precision on CUDA (ignored on CPU).")
+@click.option(
+    "--amp/--no-amp", default=DEFAULTS["amp"], show_default=True, help="Mixed precision on CUDA (ignored on CPU)."
+)
 @device_option()
 @click.option("--workers", type=int, help="DataLoader workers (default: 0 on CPU, up to 4 on CUDA).")
-@click.option("--time-limit", type=POSITIVE_FLOAT,
-              help="Stop after this many minutes (last.pt saved; --resume continues).")
+@click.option(
+    "--time-limit", type=POSITIVE_FLOAT, help="Stop after this many minutes (last.pt saved; --resume continues)."
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt, bit for bit.")
 @click.pass_context
-def command(ctx: click.Context, more_images, prior, images, out_dir: Path, preset, variant, model_options, steps,
-            batch, patch, scales, learning_rate, lr_decay, lr_gamma, freq_weight, grad_clip, val_images, val_scales,
-            val_every, val_crop, log_every, seed, amp, device, workers, time_limit, resume) -> None:
+def command(
+    ctx: click.Context,
+    more_images,
+    prior,
+    images,
+    out_dir: Path,
+    preset,
+    variant,
+    model_options,
+    steps,
+    batch,
+    patch,
+    scales,
+    learning_rate,
+    lr_decay,
+    lr_gamma,
+    freq_weight,
+    grad_clip,
+    val_images,
+    val_scales,
+    val_every,
+    val_crop,
+    log_every,
+    seed,
+    amp,
+    device,
+    workers,
+    time_limit,
+    resume,
+) -> None:
     """Train ContinuousSR on HR photos with a covariance dictionary; validate against bicubic as it goes.
 
     L1 loss (plus the frequency loss with --freq-weight), Adam with step decay, gradient clipping, AMP on CUDA.
@@ -194,20 +292,44 @@ def command(ctx: click.Context, more_images, prior, images, out_dir: Path, prese
     scale_min, scale_max = parse_scale_range(scales)
     overrides = {**VARIANTS[variant], **parse_model_options(model_options)}
     decay = [f for f in lr_decay.split(",") if f.strip()]
-    fields = dict(images=images, prior=prior, preset=preset, model_overrides=overrides, steps=steps, batch=batch,
-                  patch=patch, scale_min=scale_min, scale_max=scale_max, lr=learning_rate,
-                  lr_milestones=milestones_from_fractions(steps, decay), lr_gamma=lr_gamma, freq_weight=freq_weight,
-                  grad_clip=grad_clip, val_images=tuple(val_images), val_scales=tuple(parse_scales(val_scales)),
-                  val_every=val_every, val_crop=val_crop, log_every=log_every, seed=seed, amp=amp)
+    fields = dict(
+        images=images,
+        prior=prior,
+        preset=preset,
+        model_overrides=overrides,
+        steps=steps,
+        batch=batch,
+        patch=patch,
+        scale_min=scale_min,
+        scale_max=scale_max,
+        lr=learning_rate,
+        lr_milestones=milestones_from_fractions(steps, decay),
+        lr_gamma=lr_gamma,
+        freq_weight=freq_weight,
+        grad_clip=grad_clip,
+        val_images=tuple(val_images),
+        val_scales=tuple(parse_scales(val_scales)),
+        val_every=val_every,
+        val_crop=val_crop,
+        log_every=log_every,
+        seed=seed,
+        amp=amp,
+    )
     runtime = dict(device=device, workers=workers, time_limit=None if time_limit is None else time_limit * 60)
     began = time.monotonic()
     if resume:
         if ctx.default_map:
-            raise click.UsageError("--resume continues RUN from its last.pt, which holds the run's settings; drop "
-                                   "--config")
-        given = {"images": _given(ctx, "images") or bool(more_images), "model_overrides": _given(ctx, "variant") or
-                 _given(ctx, "model_options"), "scale_min": _given(ctx, "scales"), "scale_max": _given(ctx, "scales"),
-                 "lr": _given(ctx, "learning_rate"), "lr_milestones": _given(ctx, "lr_decay")}
+            raise click.UsageError(
+                "--resume continues RUN from its last.pt, which holds the run's settings; drop --config"
+            )
+        given = {
+            "images": _given(ctx, "images") or bool(more_images),
+            "model_overrides": _given(ctx, "variant") or _given(ctx, "model_options"),
+            "scale_min": _given(ctx, "scales"),
+            "scale_max": _given(ctx, "scales"),
+            "lr": _given(ctx, "learning_rate"),
+            "lr_milestones": _given(ctx, "lr_decay"),
+        }
         changes = {k: v for k, v in fields.items() if given.get(k, _given(ctx, k))}
         if "lr_milestones" in changes:
             raise click.UsageError("a resumed run keeps its learning-rate schedule; drop --lr-decay")

@@ -36,8 +36,10 @@ def describe(result: ImageResult) -> list[str]:
     tiles = f"{result.tiles} tiles" if result.tiles > 1 else "1 tile"
     lines = [f"{result.source}  {w}x{h}  encode {result.encode_seconds * 1000:.1f} ms ({tiles})"]
     for out in result.outputs:
-        lines.append(f"  {out.path}  {out.size[1]}x{out.size[0]}  render {out.render_seconds * 1000:.1f} ms, "
-                     f"write {out.write_seconds * 1000:.1f} ms")
+        lines.append(
+            f"  {out.path}  {out.size[1]}x{out.size[0]}  render {out.render_seconds * 1000:.1f} ms, "
+            f"write {out.write_seconds * 1000:.1f} ms"
+        )
     if result.field_path is not None:
         lines.append(f"  {result.field_path}  field")
     lines += [f"  notice: {notice}" for notice in result.notices]
@@ -65,31 +67,73 @@ def _print(result: ImageResult) -> None:
 
 @click.command("upscale")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="INPUT...")
-@click.option("--checkpoint", type=click.Path(path_type=Path),
-              help="Model file: a `p2g export` .safetensors, a checkpoint (.pt) or an official ContinuousSR .pth "
-                   "[default: the bundled lite weights].")
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    help="Model file: a `p2g export` .safetensors, a checkpoint (.pt) or an official ContinuousSR .pth "
+    "[default: the bundled lite weights].",
+)
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
-@click.option("--scale", "scales", multiple=True, metavar="S|HxW",
-              help="Scale s (any positive number) or HxW (s_h x s_w, e.g. 3x5); repeatable.")
+@click.option(
+    "--scale",
+    "scales",
+    multiple=True,
+    metavar="S|HxW",
+    help="Scale s (any positive number) or HxW (s_h x s_w, e.g. 3x5); repeatable.",
+)
 @click.option("--size", "sizes", multiple=True, metavar="WxH", help="Exact output size WxH; repeatable.")
 @click.option("--save-field", is_flag=True, help="Also write IMAGE_field.npz, for `p2g render`.")
 @device_option()
 @click.option("--backend", default="auto", show_default=True, help="Renderer: auto, torch, cpu, triton.")
 @click.option("--tile", type=int, metavar="N", help="Encode on tiles of N x N LR pixels (for large images).")
-@click.option("--tile-context", type=int, metavar="C",
-              help="LR pixels of context around each tile [default: the encoder's receptive radius: exact].")
-@click.option("--bits", type=click.Choice(["auto", "8", "16", "32"]), default="auto", show_default=True,
-              help="Bits per channel: auto keeps the input's where the format holds it; 16: PNG or TIFF; "
-                   "32: float TIFF.")
-@click.option("--format", "fmt", type=click.Choice(sorted(FORMAT_SUFFIXES)), default="png", show_default=True,
-              help="Output file format (all keep the input's ICC profile; png, tif, webp its transparency).")
-@click.option("--quality", type=click.IntRange(1, 100), metavar="1-100",
-              help="JPEG/WebP quality [default: 95; WebP at 100 is lossless].")
-@click.option("--skip-existing", is_flag=True,
-              help="Leave outputs already in OUT alone (outputs are written whole or not at all): resumes a batch.")
-def command(inputs, checkpoint: Path | None, out_dir: Path, scales, sizes, save_field: bool, device: str, backend: str,
-            tile: int | None, tile_context: int | None, bits: str, fmt: str, quality: int | None,
-            skip_existing: bool) -> None:
+@click.option(
+    "--tile-context",
+    type=int,
+    metavar="C",
+    help="LR pixels of context around each tile [default: the encoder's receptive radius: exact].",
+)
+@click.option(
+    "--bits",
+    type=click.Choice(["auto", "8", "16", "32"]),
+    default="auto",
+    show_default=True,
+    help="Bits per channel: auto keeps the input's where the format holds it; 16: PNG or TIFF; 32: float TIFF.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(sorted(FORMAT_SUFFIXES)),
+    default="png",
+    show_default=True,
+    help="Output file format (all keep the input's ICC profile; png, tif, webp its transparency).",
+)
+@click.option(
+    "--quality",
+    type=click.IntRange(1, 100),
+    metavar="1-100",
+    help="JPEG/WebP quality [default: 95; WebP at 100 is lossless].",
+)
+@click.option(
+    "--skip-existing",
+    is_flag=True,
+    help="Leave outputs already in OUT alone (outputs are written whole or not at all): resumes a batch.",
+)
+def command(
+    inputs,
+    checkpoint: Path | None,
+    out_dir: Path,
+    scales,
+    sizes,
+    save_field: bool,
+    device: str,
+    backend: str,
+    tile: int | None,
+    tile_context: int | None,
+    bits: str,
+    fmt: str,
+    quality: int | None,
+    skip_existing: bool,
+) -> None:
     """Super-resolve images: one encode per INPUT (file or folder), one render per --scale/--size.
 
     Writes OUT/NAME_x4.png, OUT/NAME_x3x5.png, OUT/NAME_640x480.png ... and prints the encode time and each
@@ -105,10 +149,23 @@ def command(inputs, checkpoint: Path | None, out_dir: Path, scales, sizes, save_
     if loaded.bundled:
         click.echo(loaded.note, err=True)
     model = loaded.model
-    results = upscale_files(model, inputs, out_dir, requests, suffix=FORMAT_SUFFIXES[fmt],
-                            bits=None if bits == "auto" else int(bits), quality=quality,
-                            save_field=save_field, tile=tile, context=tile_context, backend=backend,
-                            progress=_progress, tile_progress=_tile_progress, on_result=_print,
-                            field_metadata={"checkpoint": loaded.path.name}, skip_existing=skip_existing)
+    results = upscale_files(
+        model,
+        inputs,
+        out_dir,
+        requests,
+        suffix=FORMAT_SUFFIXES[fmt],
+        bits=None if bits == "auto" else int(bits),
+        quality=quality,
+        save_field=save_field,
+        tile=tile,
+        context=tile_context,
+        backend=backend,
+        progress=_progress,
+        tile_progress=_tile_progress,
+        on_result=_print,
+        field_metadata={"checkpoint": loaded.path.name},
+        skip_existing=skip_existing,
+    )
     if skip_existing:
         click.echo(f"--skip-existing: {len(results)} image(s) encoded, the others' outputs were all in {out_dir}")

@@ -18,8 +18,10 @@ def size_text(count: int) -> str:
 def describe(content, url: str) -> list[str]:
     """The lines printed before serving."""
     header = content.packed.header()
-    lines = [f"{content.info.get('title', 'field')}  {header['w']}x{header['h']} LR, {header['count']} Gaussians, "
-             f"sent as {header['dtype']} ({size_text(len(content.packed.data))})"]
+    lines = [
+        f"{content.info.get('title', 'field')}  {header['w']}x{header['h']} LR, {header['count']} Gaussians, "
+        f"sent as {header['dtype']} ({size_text(len(content.packed.data))})"
+    ]
     if "encode_ms" in content.info:
         lines[0] += f", encode {content.info['encode_ms']:.1f} ms"
     lines.append(f"viewer at {url}  (Ctrl-C to stop)")
@@ -28,18 +30,37 @@ def describe(content, url: str) -> list[str]:
 
 @click.command("view")
 @click.argument("source", metavar="IMAGE|FIELD.npz", type=click.Path(path_type=Path))
-@click.option("--checkpoint", type=click.Path(path_type=Path),
-              help="Model file that encodes IMAGE (export, checkpoint or official .pth) [default: the bundled lite "
-                   "weights].")
-@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
-              help="Port on 127.0.0.1; 0 picks a free one.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    help="Model file that encodes IMAGE (export, checkpoint or official .pth) [default: the bundled lite weights].",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8765,
+    show_default=True,
+    help="Port on 127.0.0.1; 0 picks a free one.",
+)
 @click.option("--no-browser", is_flag=True, help="Only print the URL; do not open a browser.")
 @device_option()
 @click.option("--tile", type=int, metavar="N", help="Encode on tiles of N x N LR pixels (for large images).")
-@click.option("--lr", "lr_image", type=click.Path(path_type=Path), metavar="IMAGE",
-              help="With a FIELD.npz: the LR image for the bicubic half [default: the field rendered at x1].")
-def command(source: Path, checkpoint: Path | None, port: int, no_browser: bool, device: str,
-            tile: int | None, lr_image: Path | None) -> None:
+@click.option(
+    "--lr",
+    "lr_image",
+    type=click.Path(path_type=Path),
+    metavar="IMAGE",
+    help="With a FIELD.npz: the LR image for the bicubic half [default: the field rendered at x1].",
+)
+def command(
+    source: Path,
+    checkpoint: Path | None,
+    port: int,
+    no_browser: bool,
+    device: str,
+    tile: int | None,
+    lr_image: Path | None,
+) -> None:
     """Show IMAGE (encoded once by the model) or a saved FIELD.npz in the browser, rendered live by WebGL2.
 
     Wheel or pinch zooms, dragging pans, the split view shows bicubic of the same LR beside the field, and

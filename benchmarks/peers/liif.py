@@ -21,7 +21,7 @@ Input and target are normalised to [-1, 1] as in the LIIF code's data wrapper.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -120,7 +120,7 @@ class LIIF(nn.Module):
 
     def decode(self, feat: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
         """RGB in [0, 1] scale (B, Q, 3) at queries `coord` (B, Q, 2) with output pixel sizes `cell` (B, Q, 2)."""
-        b, channels, height, width = feat.shape
+        _b, channels, height, width = feat.shape
         indices, rel = ensemble_neighbours(coord, height, width)  # (4, B, Q), (4, B, Q, 2)
         flat = feat.flatten(2).transpose(1, 2)  # (B, hw, 9C)
         rel_cell = cell * torch.tensor([height, width], device=cell.device, dtype=cell.dtype)
@@ -144,8 +144,9 @@ class LIIF(nn.Module):
         out = torch.empty(b, height * width, 3, device=feat.device, dtype=feat.dtype)
         for start in range(0, coord.shape[0], chunk):
             stop = min(start + chunk, coord.shape[0])
-            out[:, start:stop] = self.decode(feat, coord[start:stop].expand(b, -1, -1),
-                                             cell[start:stop].expand(b, -1, -1))
+            out[:, start:stop] = self.decode(
+                feat, coord[start:stop].expand(b, -1, -1), cell[start:stop].expand(b, -1, -1)
+            )
         return out.transpose(1, 2).reshape(b, 3, height, width)
 
     def upscale(self, lr: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -153,8 +154,9 @@ class LIIF(nn.Module):
         return self.render(self.encode(lr), size)
 
 
-def sample_queries(hr: torch.Tensor, count: int, generator: torch.Generator | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def sample_queries(
+    hr: torch.Tensor, count: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """LIIF's training sample: `count` random HR pixels per image -> (coord, cell, rgb), each (B, count, .)."""
     b, _, height, width = hr.shape
     coord = make_coord(height, width, device=hr.device, dtype=hr.dtype)

@@ -14,9 +14,9 @@ the same parameters (so checkpoints written by `sr_model.training.train` load in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -83,6 +83,7 @@ VARIANTS: dict[str, Variant] = {
     "fixed-centres": Variant("fixed centres", {"positions": "fixed"}),
     "p-off-only": Variant("P_off only (no lattice start)", specialise=absolute_positions),
     "no-dictionary": Variant("no dictionary (ours: softplus diagonal)", {"covariance": "free"}, dictionary=None),
-    "no-dictionary-raw": Variant("no dictionary (raw Cholesky regression)", {"covariance": "free"},
-                                 dictionary=None, specialise=raw_covariance),
+    "no-dictionary-raw": Variant(
+        "no dictionary (raw Cholesky regression)", {"covariance": "free"}, dictionary=None, specialise=raw_covariance
+    ),
 }

@@ -26,7 +26,8 @@ def bundled_path(name: str = DEFAULT_BUNDLED) -> Path:
     if not path.is_file():
         raise BundledWeightsMissingError(
             f"the bundled {name} weights are missing ({describe(path)} not found); reinstall pixel2gauss or name a "
-            f"model file with --checkpoint")
+            f"model file with --checkpoint"
+        )
     return path
 
 

@@ -33,13 +33,20 @@ def load_image_model(checkpoint: Path | None, device: str):
 def content_for_field(field: GaussianField, lr_rgb: np.ndarray, info: dict) -> ViewerContent:
     """Pack a field beside its LR image (float RGB HxWx3 in [0, 1]) for the server."""
     if lr_rgb.shape[:2] != (field.h, field.w):
-        raise ValueError(f"the LR image is {lr_rgb.shape[1]}x{lr_rgb.shape[0]} but the field covers "
-                         f"{field.w}x{field.h} LR pixels; give the LR image the field was made from")
+        raise ValueError(
+            f"the LR image is {lr_rgb.shape[1]}x{lr_rgb.shape[0]} but the field covers "
+            f"{field.w}x{field.h} LR pixels; give the LR image the field was made from"
+        )
     return ViewerContent(pack_field(field), png_bytes(quantize(lr_rgb, 8)), info)
 
 
-def load_view_content(source: Path, checkpoint: Path | None = None, device: str = "cpu",
-                      tile: int | None = None, lr_image: Path | None = None) -> ViewerContent:
+def load_view_content(
+    source: Path,
+    checkpoint: Path | None = None,
+    device: str = "cpu",
+    tile: int | None = None,
+    lr_image: Path | None = None,
+) -> ViewerContent:
     """A FIELD.npz as saved, or an image encoded once by the model; bad input raises a one-line error.
 
     The bicubic half of the page shows the image itself, or for a field `lr_image` (same size as the field's

@@ -12,17 +12,26 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 DRIVER_PATHS = ("chromedriver", "/usr/lib/chromium/chromedriver", "/usr/lib/chromium-browser/chromedriver")
 CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-dev-shm-usage",
-    "--hide-scrollbars", "--force-device-scale-factor=1",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--force-device-scale-factor=1",
 )
 
 
@@ -36,8 +45,10 @@ def find_browser() -> tuple[str, str]:
     driver = os.environ.get("P2G_CHROMEDRIVER") or next(filter(None, map(shutil.which, DRIVER_PATHS)), None)
     missing = [name for name, path in (("chromium", browser), ("chromedriver", driver)) if not path]
     if missing:
-        raise BrowserUnavailable(f"no {' or '.join(missing)} found: install them (Debian: apt-get install chromium "
-                                 f"chromium-driver) or set P2G_CHROMIUM / P2G_CHROMEDRIVER")
+        raise BrowserUnavailable(
+            f"no {' or '.join(missing)} found: install them (Debian: apt-get install chromium "
+            f"chromium-driver) or set P2G_CHROMIUM / P2G_CHROMEDRIVER"
+        )
     return browser, driver
 
 

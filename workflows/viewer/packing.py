@@ -38,8 +38,15 @@ class PackedField:
 
     def header(self) -> dict:
         n = self.h * self.w * self.k * self.k
-        return {"h": self.h, "w": self.w, "k": self.k, "count": n, "dtype": self.dtype,
-                "arrays": ["offsets", "chol", "colors"], "float16_error": self.float16_error}
+        return {
+            "h": self.h,
+            "w": self.w,
+            "k": self.k,
+            "count": n,
+            "dtype": self.dtype,
+            "arrays": ["offsets", "chol", "colors"],
+            "float16_error": self.float16_error,
+        }
 
 
 def field_arrays(field: GaussianField) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -61,16 +68,24 @@ def centre_window(field: GaussianField, size: int = CHECK_WINDOW) -> GaussianFie
     cols = torch.arange(k * left, k * (left + ww))
     idx = (rows.view(-1, 1) * (k * field.w) + cols.view(1, -1)).reshape(-1)
     shift = torch.tensor([left, top], dtype=field.dtype, device=field.device)
-    return GaussianField(field.means[:, idx] - shift, field.chol[:, idx], field.colors[:, idx], hh, ww, k,
-                         validate=False)
+    return GaussianField(
+        field.means[:, idx] - shift, field.chol[:, idx], field.colors[:, idx], hh, ww, k, validate=False
+    )
 
 
 def float16_render_error(field: GaussianField, scales=CHECK_SCALES) -> float:
     """Largest |render(field rounded to float16) - render(field)| over `scales` (offsets rounded, not means)."""
     exact = centre_window(field.detach().to("cpu", torch.float32))
     base = exact.base_positions()
-    rounded = GaussianField((base + exact.offsets().half().float()), exact.chol.half().float(),
-                            exact.colors.half().float(), exact.h, exact.w, exact.k, validate=False)
+    rounded = GaussianField(
+        (base + exact.offsets().half().float()),
+        exact.chol.half().float(),
+        exact.colors.half().float(),
+        exact.h,
+        exact.w,
+        exact.k,
+        validate=False,
+    )
     worst = 0.0
     with torch.no_grad():
         for scale in scales:

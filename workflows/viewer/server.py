@@ -19,8 +19,11 @@ from urllib.parse import urlsplit
 from workflows.viewer.packing import PackedField
 
 #: Page assets shipped as package data, with their content types.
-STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-                ".css": "text/css; charset=utf-8"}
+STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+}
 
 
 @dataclass
@@ -59,7 +62,7 @@ def routes(content: ViewerContent) -> dict[str, tuple[bytes, str]]:
 
 
 class ViewerHandler(BaseHTTPRequestHandler):
-    server: "ViewerServer"
+    server: ViewerServer
     server_version = "p2g-view"
     sys_version = ""
     default_request_version = "HTTP/1.0"  # so that even a garbled request line gets a status line back
@@ -81,7 +84,7 @@ class ViewerHandler(BaseHTTPRequestHandler):
     def _answer(self, with_body: bool) -> None:
         try:
             status, body, kind = self._resolve()
-        except Exception:  # noqa: BLE001 - a bug must still give a status line, never a traceback
+        except Exception:
             status, body, kind = HTTPStatus.INTERNAL_SERVER_ERROR, b"internal error\n", "text/plain; charset=utf-8"
         self.send_response(status)
         self.send_header("Content-Type", kind)
@@ -131,7 +134,7 @@ class ViewerHandler(BaseHTTPRequestHandler):
             pass
         self.close_connection = True
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's signature
+    def log_message(self, format: str, *args) -> None:
         """Quiet: the terminal shows only the URL and errors of the command itself."""
 
 
@@ -145,8 +148,10 @@ class ViewerServer(ThreadingHTTPServer):
         try:
             super().__init__((host, port), ViewerHandler)
         except OSError as err:
-            raise ValueError(f"cannot listen on {host}:{port} ({err.strerror or err}); "
-                             f"pick another --port, or --port 0 for any free one") from None
+            raise ValueError(
+                f"cannot listen on {host}:{port} ({err.strerror or err}); "
+                f"pick another --port, or --port 0 for any free one"
+            ) from None
         bound = self.server_address[1]
         self.allowed_hosts = {f"{name}:{bound}" for name in (host, "localhost", "127.0.0.1")}
 
