@@ -116,7 +116,7 @@ def read_export(path: str | Path) -> dict:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             metadata = fh.metadata() or {}
-            state = {key: fh.get_tensor(key) for key in fh}
+            state = {key: fh.get_tensor(key) for key in fh.keys()}
     except Exception as err:  # safetensors raises its own error types on damaged headers and short files
         raise ExportError(f"{path} is not a readable safetensors file ({one_line(err)})") from None
     if METADATA_KEY not in metadata:

@@ -61,7 +61,7 @@ def test_export_round_trips_bit_for_bit(trained_checkpoint, tmp_path):
     saved = read_checkpoint(trained_checkpoint)["state_dict"]
     loaded = load_network(trained_checkpoint).state_dict()
     with safe_open(str(tmp_path / "lite.safetensors"), "pt") as fh:
-        exported = {key: fh.get_tensor(key) for key in fh}
+        exported = {key: fh.get_tensor(key) for key in fh.keys()}
         document = json.loads(fh.metadata()[METADATA_KEY])
     assert sorted(exported) == sorted(saved) == sorted(loaded)
     for key, tensor in loaded.items():  # same dtype, shape and bits as the loaded model; no optimiser state
@@ -103,7 +103,7 @@ def test_export_loads_without_unpickling(trained_checkpoint, tmp_path, photo, mo
 def _rewrite(source, target, change):
     """A copy of an export with its metadata document changed by `change(document)`."""
     with safe_open(str(source), "pt") as fh:
-        tensors = {key: fh.get_tensor(key) for key in fh}
+        tensors = {key: fh.get_tensor(key) for key in fh.keys()}
         document = json.loads(fh.metadata()[METADATA_KEY])
     change(document)
     save_file(tensors, str(target), metadata={METADATA_KEY: json.dumps(document)})
