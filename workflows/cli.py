@@ -38,7 +38,7 @@ VERBS = {
 #: (OSError covers missing, unreadable and read-only files and a full disk.)
 USER_ERRORS = (ValueError, OSError, EOFError)
 
-#: Set to 1 to print the full traceback instead of the one-line error (as `p2g --debug` does).
+#: Set to 1 to print the full traceback before the one-line error (as `p2g --debug` does).
 DEBUG_ENV = "P2G_DEBUG"
 
 #: What an interrupted verb leaves behind and how to carry on (only stage 1 and training resume).
