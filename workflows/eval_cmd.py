@@ -79,7 +79,9 @@ def command(
     """
     from click.core import ParameterSource
 
+    from sr_model.api import check_device
     from sr_model.evaluation import evaluate, load_eval_model, parse_scales, summary_markdown, write_report
+    from sr_model.model_files import load_file
 
     sources = list(images) + list(more_images)
     if not sources:
@@ -88,9 +90,6 @@ def command(
     if lr_images and ctx.get_parameter_source("scales") == ParameterSource.DEFAULT:
         scale_list = None  # every scale the LR files have
     device = resolve_device(device)
-    from sr_model.api import check_device
-    from sr_model.model_files import load_file
-
     check_device(device)  # before any image is read, also for the bicubic baseline
     if checkpoint is None:
         loaded = load_file(None, check_device(device))
