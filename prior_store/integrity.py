@@ -247,6 +247,17 @@ def require_intact(store: str | PriorStore, workers: int | None = None) -> Integ
     return report
 
 
+def _delete_stored(array, start: int, stop: int) -> None:
+    """Delete the storage keys of `array` that hold crops [start, stop) (whole keys: the range is widened)."""
+    from zarr.core.sync import sync
+
+    step = array.metadata.chunk_grid.chunk_shape[0]
+    tail = (0,) * (len(array.shape) - 1)
+    for index in range(start // step, -(-stop // step)):
+        key = f"{array.store_path.path}/{array.metadata.encode_chunk_key((index, *tail))}"
+        sync(array.store_path.store.delete(key))
+
+
 def reset_crops(
     store: PriorStore,
     ranges: Sequence[tuple[int, int]],
@@ -277,6 +288,7 @@ def reset_crops(
             "crops/status": np.asarray(status[start:stop], dtype=np.int8),
         }
         for spec in ARRAYS:  # schema order: status last
+            _delete_stored(store.group[spec.path], start, stop)  # a damaged shard is never read to be merged
             value = planned.get(spec.path)
             if value is None:
                 shape = (stop - start,) + tail[spec.path]
