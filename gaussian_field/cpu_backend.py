@@ -100,10 +100,9 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
-def forward_numpy(means: np.ndarray, chol: np.ndarray, colors: np.ndarray, geo: Geometry) -> np.ndarray:
-    out = np.zeros((means.shape[0], 3, geo.ys.shape[0], geo.xs.shape[0]), dtype=means.dtype)
-    cut = _cut(means.dtype.type)
-    args = (
+def _kernel_args(means: np.ndarray, chol: np.ndarray, colors: np.ndarray, geo: Geometry) -> tuple:
+    """The leading arguments every numba kernel takes: the field, the sample geometry and the 1/255 cut."""
+    return (
         means,
         chol,
         colors,
@@ -117,8 +116,13 @@ def forward_numpy(means: np.ndarray, chol: np.ndarray, colors: np.ndarray, geo: 
         geo.row_stop,
         geo.col_start,
         geo.col_stop,
-        cut,
+        _cut(means.dtype.type),
     )
+
+
+def forward_numpy(means: np.ndarray, chol: np.ndarray, colors: np.ndarray, geo: Geometry) -> np.ndarray:
+    out = np.zeros((means.shape[0], 3, geo.ys.shape[0], geo.xs.shape[0]), dtype=means.dtype)
+    args = _kernel_args(means, chol, colors, geo)
     if uses_vector_kernel(means.dtype, geo.xs.shape[0]):
         _numba_kernels.forward_f32(*args, _band_rows(geo.ys.shape[0]), out)
     else:
@@ -135,20 +139,7 @@ def uses_vector_kernel(dtype, width: int) -> bool:
 def backward_numpy(means, chol, colors, geo: Geometry, grad_out: np.ndarray):
     grads = np.zeros_like(means), np.zeros_like(chol), np.zeros_like(colors)
     _numba_kernels.backward(
-        means,
-        chol,
-        colors,
-        geo.xs,
-        geo.ys,
-        geo.s_h,
-        geo.s_w,
-        geo.row0,
-        geo.kw,
-        geo.row_start,
-        geo.row_stop,
-        geo.col_start,
-        geo.col_stop,
-        _cut(means.dtype.type),
+        *_kernel_args(means, chol, colors, geo),
         bool(means.dtype == np.float32),
         grad_out,
         *grads,
