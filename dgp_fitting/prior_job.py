@@ -12,7 +12,6 @@ small or unreadable, stay failed). Tasks lost with a worker are rescheduled by t
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 import time
@@ -25,15 +24,20 @@ import numpy as np
 import torch
 
 from dgp_fitting.batch_size import auto_batch, spread
+from dgp_fitting.chunk_pipeline import (
+    ImageCache,
+    crops_needing_work,
+    fit_loaded,
+    load_chunk,
+    run_pipelined,
+    write_fitted,
+)
 from dgp_fitting.clusters import ClusterSpec, connect, local_gpu_index
 from dgp_fitting.corpus_check import check_store_before_resume, record_files, refuse_unencodable
 from dgp_fitting.crop_plan import plan_crops
-from dgp_fitting.fitting import FitConfig, crop_seed, fit_crops
-from gaussian_field.image_io import ImageReadError, read_image
+from dgp_fitting.fitting import FitConfig
 from prior_store import (
     STATUS_DONE,
-    STATUS_FAILED,
-    STATUS_PENDING,
     StoreConfig,
     open_or_create,
     open_store,
@@ -86,21 +90,9 @@ class JobSummary:
         return out
 
 
-def crops_needing_work(status: np.ndarray, boxes: np.ndarray, crop: int) -> np.ndarray:
-    """Mask of the crops a run fits: pending, or failed while fitting (its box is a whole crop); a crop that
-    failed at planning (its box is not a whole crop) stays failed."""
-    refit = (status == STATUS_FAILED) & (boxes[:, 2] == crop) & (boxes[:, 3] == crop)
-    return (status == STATUS_PENDING) | refit
-
-
 def chunk_needs_work(status: np.ndarray, boxes: np.ndarray, crop: int) -> bool:
     """A chunk runs if any of its crops needs work."""
     return bool(crops_needing_work(status, boxes, crop).any())
-
-
-def _file_digest(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _worker_device(device: str) -> torch.device:
@@ -138,104 +130,40 @@ def _set_worker_threads() -> None:
 def fit_chunk(store_path: str, index: int, root: str = ".", device: str = "auto") -> dict:
     """Fit every crop of chunk `index` that needs it and write the whole chunk; return a small summary.
 
-    Runs on a worker. Image paths in the store are resolved against `root` (the client's working folder).
+    Runs on a worker, in line (load, fit, write); `fit_shard` runs a shard's chunks through the same stages
+    overlapped. Image paths in the store are resolved against `root` (the client's working folder).
     """
-    started = time.perf_counter()
     _set_worker_threads()
     store = open_store(store_path, mode="r+")
-    config = store.config
-    fit = FitConfig.from_dict(config.fitting)
-    crop = config.crop_size
-    data = store.read_chunk(index)
-    status = data["crops/status"].copy()
-    boxes = data["crops/box"]
-    todo = np.flatnonzero(crops_needing_work(status, boxes, crop)).tolist()
-    out = {path: data[path] for path in ("field/means", "field/chol", "field/colors", "crops/psnr", "crops/iterations")}
-    out = {k: np.array(v, copy=True) for k, v in out.items()}
-    hashes, reasons = list(data["crops/content_hash"]), list(data["crops/reason"])
-
-    images: dict[str, np.ndarray | str] = {}  # source -> pixels, or why it could not be read
-    digests: dict[str, str] = {}
-    ready: list[int] = []
-    pixels: list[np.ndarray] = []
-    for i in todo:
-        source = data["crops/source"][i]
-        if source not in images:
-            path = Path(root) / source
-            try:
-                digests[source] = _file_digest(path)
-                images[source] = read_image(path)
-            except (ImageReadError, OSError) as err:
-                images[source] = (str(err).strip() or type(err).__name__).splitlines()[0]
-        image = images[source]
-        hashes[i] = digests.get(source, "")
-        top, left, height, width = (int(v) for v in boxes[i])
-        if isinstance(image, str):
-            status[i], reasons[i] = STATUS_FAILED, image
-        elif top + height > image.shape[0] or left + width > image.shape[1]:
-            status[i], reasons[i] = (
-                STATUS_FAILED,
-                (
-                    f"box {top},{left},{height}x{width} lies outside the {image.shape[1]}x{image.shape[0]} image "
-                    "(the file changed since the store was planned; use a new --store)"
-                ),
-            )
-        else:
-            ready.append(i)
-            pixels.append(image[top : top + height, left : left + width])
-    fitted_psnr: list[float] = []
-    if ready:
-        dev = _worker_device(device)
-        crops = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous().to(dev)
-        seeds = [crop_seed(fit.seed, hashes[i], boxes[i]) for i in ready]
-        result = fit_crops(crops, seeds, fit, scale=config.reference_scale, k=config.k)
-        for j, i in enumerate(ready):
-            out["field/means"][i] = result.means[j].numpy()
-            out["field/chol"][i] = result.chol[j].numpy()
-            out["field/colors"][i] = result.colors[j].numpy()
-            out["crops/psnr"][i] = float(result.psnr[j])
-            out["crops/iterations"][i] = int(result.iterations[j])
-            if result.failed[j]:
-                status[i], reasons[i] = STATUS_FAILED, result.failed[j]
-            else:
-                status[i], reasons[i] = STATUS_DONE, ""
-                fitted_psnr.append(float(result.psnr[j]))
-    for i in todo:  # a crop that did not make it to the end of fitting has no valid parameters
-        if status[i] != STATUS_DONE:
-            out["crops/psnr"][i] = np.nan
-    if todo:  # a rerun of a task whose chunk is already written has nothing to add
-        store.write_chunk(index, {**out, "crops/content_hash": hashes, "crops/reason": reasons, "crops/status": status})
-    return {
-        "chunk": index,
-        "fitted": len(todo),
-        "done": int((status[todo] == STATUS_DONE).sum()) if todo else 0,
-        "failed": int((status[todo] == STATUS_FAILED).sum()) if todo else 0,
-        "psnr": fitted_psnr,
-        "seconds": time.perf_counter() - started,
-    }
+    dev = _worker_device(device)
+    work = load_chunk(store, index, ImageCache(root), pin=dev.type == "cuda")
+    fit_loaded(work, store, dev)
+    return write_fitted(work, store)
 
 
 def fit_shard(store_path: str, shard: int, chunks: Sequence[int], root: str = ".", device: str = "auto") -> list[dict]:
-    """Fit chunks `chunks` of shard `shard` one after the other, each written as soon as it is fitted.
+    """Fit chunks `chunks` of shard `shard` in order, each written as soon as it is fitted, decoding the next
+    chunk's images and writing the previous chunk while one fits (`dgp_fitting.chunk_pipeline`).
 
-    Runs on a worker, the only writer of the shard's files; a kill loses only the chunk in flight. A chunk whose
-    fitting raises is tried TASK_RETRIES more times, then reported as {"chunk": i, "error": ...} while the
-    shard's other chunks go on."""
-    store = open_store(store_path)
+    Runs on a worker, the only writer of the shard's files; a kill loses only the chunks in flight. A chunk whose
+    fitting raises is tried TASK_RETRIES more times (in line, with `fit_chunk`), then reported as
+    {"chunk": i, "error": ...} while the shard's other chunks go on."""
+    _set_worker_threads()
+    store = open_store(store_path, mode="r+")
     owned = store.shard_chunks(shard)
     stray = [c for c in chunks if c not in owned]
     if stray:
         raise ValueError(f"chunks {stray} are not in shard {shard} (chunks {owned.start}..{owned.stop - 1})")
-    results = []
-    for index in chunks:
-        for attempt in range(TASK_RETRIES + 1):
-            try:
-                results.append(fit_chunk(store_path, index, root, device))
-                break
-            except Exception as err:  # reported with its chunk, as a failed task was before shards
-                if attempt == TASK_RETRIES:
-                    results.append({"chunk": index, "error": repr(err)})
-    return results
+    dev = _worker_device(device)
+    cache = ImageCache(root)
+    return run_pipelined(
+        chunks,
+        load=lambda index: load_chunk(store, index, cache, pin=dev.type == "cuda"),
+        fit=lambda work: fit_loaded(work, store, dev),
+        write=lambda work: write_fitted(work, store),
+        retry=lambda index: fit_chunk(store_path, index, root, device),
+        retries=TASK_RETRIES,
+    )
 
 
 def prepare_store(
