@@ -100,7 +100,27 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
-def _kernel_args(means: np.ndarray, chol: np.ndarray, colors: np.ndarray, geo: Geometry) -> tuple:
+#: The leading arguments of every numba kernel: means, chol, colors; xs, ys, s_h, s_w, row0, kw; row_start,
+#: row_stop, col_start, col_stop; the 1/255 cut in the field's dtype.
+KernelArgs = tuple[
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    float,
+    float,
+    int,
+    int,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.floating,
+]
+
+
+def _kernel_args(means: np.ndarray, chol: np.ndarray, colors: np.ndarray, geo: Geometry) -> KernelArgs:
     """The leading arguments every numba kernel takes: the field, the sample geometry and the 1/255 cut."""
     return (
         means,
