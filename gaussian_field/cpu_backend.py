@@ -100,23 +100,22 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
-#: The leading arguments of every numba kernel: means, chol, colors; xs, ys, s_h, s_w, row0, kw; row_start,
-#: row_stop, col_start, col_stop; the 1/255 cut in the field's dtype.
+#: The leading arguments of every numba kernel, in order (`_kernel_args`).
 KernelArgs = tuple[
-    np.ndarray,
-    np.ndarray,
-    np.ndarray,
-    np.ndarray,
-    np.ndarray,
-    float,
-    float,
-    int,
-    int,
-    np.ndarray,
-    np.ndarray,
-    np.ndarray,
-    np.ndarray,
-    np.floating,
+    np.ndarray,  # means
+    np.ndarray,  # chol
+    np.ndarray,  # colors
+    np.ndarray,  # xs
+    np.ndarray,  # ys
+    float,  # s_h
+    float,  # s_w
+    int,  # row0
+    int,  # kw
+    np.ndarray,  # row_start
+    np.ndarray,  # row_stop
+    np.ndarray,  # col_start
+    np.ndarray,  # col_stop
+    np.floating,  # the 1/255 cut, in the field's dtype
 ]
 
 
