@@ -22,7 +22,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# mypy over gaussian_field/ and prior_store/ (pyproject.toml); not yet clean, so not run by CI
+# mypy over gaussian_field/ and prior_store/ (pyproject.toml; run by CI after lint, before the tests)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 

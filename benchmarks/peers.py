@@ -54,6 +54,38 @@ def multi_scales(count: int, low: float, high: float) -> list[float]:
 
 SCALE_SETS = {"40 scales x1.1..x16": multi_scales(40, 1.1, 16.0), "45 scales x4..x48": multi_scales(45, 4.0, 48.0)}
 
+#: How results.json names the --out folder, whose place differs between machines: "OUT/runs/liif-1-4/liif.pt".
+OUT_MARK = "OUT"
+
+
+# ----------------------------------------------------------------------------------------------- paths
+def recorded_path(path: Path, out: Path) -> str:
+    """`path` as results.json records it (committed results name no machine's folders): inside the --out folder
+    as OUT/..., otherwise relative to the repository."""
+    path, out = Path(path).resolve(), Path(out).resolve()
+    if path == out or out in path.parents:
+        return Path(OUT_MARK, path.relative_to(out)).as_posix()
+    return Path(os.path.relpath(path, REPO)).as_posix()
+
+
+def resolved_path(recorded: str, out: Path) -> Path:
+    """The file a `recorded_path` names, with OUT standing for this run's --out folder."""
+    parts = Path(recorded).parts
+    if parts and parts[0] == OUT_MARK:
+        return Path(out).joinpath(*parts[1:])
+    return REPO / recorded
+
+
+def recorded_settings(args: argparse.Namespace) -> dict:
+    """The command-line settings for results.json, paths (--out, --results, --merge) as `recorded_path` writes them."""
+
+    def recorded(value):
+        if isinstance(value, Path):
+            return recorded_path(value, args.out)
+        return [recorded(v) for v in value] if isinstance(value, list) else value
+
+    return {k: recorded(v) for k, v in vars(args).items() if not k.startswith("probe")}
+
 
 # ----------------------------------------------------------------------------------------------- data
 def heldout_crops(held_dir: Path, crop: int) -> list[tuple[str, np.ndarray]]:
@@ -161,17 +193,17 @@ def train_continuoussr(
     return {
         "steps": result.step,
         "train_seconds": result.seconds,
-        "checkpoint": str(result.last),
+        "checkpoint": recorded_path(result.last, args.out),
         "val_curve": curve,
         "load_average_1min": [round(load, 2), round(os.getloadavg()[0], 2)],
     }
 
 
-def load_continuoussr(entry: dict, variant_name: str, device):
+def load_continuoussr(entry: dict, variant_name: str, out: Path, device):
     from benchmarks.peers.variants import VARIANTS
     from sr_model.model_files import load_network as load_model
 
-    model = load_model(entry["checkpoint"], device)
+    model = load_model(resolved_path(entry["checkpoint"], out), device)
     specialise = VARIANTS[variant_name].specialise
     return (specialise(model) if specialise else model).eval()
 
@@ -217,19 +249,20 @@ def train_liif(args, scale_range, train_dir: Path) -> dict:
     return {
         "steps": step,
         "train_seconds": seconds,
-        "checkpoint": str(run / "liif.pt"),
+        "checkpoint": recorded_path(run / "liif.pt", args.out),
         "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
         "load_average_1min": [round(load, 2), round(os.getloadavg()[0], 2)],
     }
 
 
-def load_liif(entry: dict, device):
+def load_liif(entry: dict, out: Path, device):
     import torch
 
     from benchmarks.peers.liif import LIIF
 
     model = LIIF()
-    model.load_state_dict(torch.load(entry["checkpoint"], map_location="cpu", weights_only=True)["state_dict"])
+    checkpoint = torch.load(resolved_path(entry["checkpoint"], out), map_location="cpu", weights_only=True)
+    model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval()
 
 
@@ -352,9 +385,9 @@ def memory_probe(args) -> None:
     method, scale = args.probe_method, args.probe_scale
     runs = results["training"][ABLATION_RANGE]
     model = (
-        load_liif(runs["LIIF"], args.device)
+        load_liif(runs["LIIF"], args.out, args.device)
         if method == "LIIF"
-        else load_continuoussr(runs["ContinuousSR"], "full", args.device)
+        else load_continuoussr(runs["ContinuousSR"], "full", args.out, args.device)
     )
     upscaler = Upscaler(method, model)
     lr = to_tensor(np.load(args.out / "memory_lr.npy"), args.device)
@@ -453,7 +486,7 @@ def diagnose(args, results: dict, crops) -> dict:
         table[name] = {
             "init": covariance_diagnostics(fresh, image, args.device),
             "trained": covariance_diagnostics(
-                load_continuoussr(entry["training"], name, args.device), image, args.device
+                load_continuoussr(entry["training"], name, args.out, args.device), image, args.device
             ),
         }
     return table
@@ -696,7 +729,8 @@ def main() -> None:
     from sr_model.evaluation import make_lr
 
     args.out.mkdir(parents=True, exist_ok=True)
-    train_dir, held_dir, photos = prepare_photos(args.out, "skimage")
+    # the skimage corpus: the data folder (train_lite's wallpapers) is not read
+    train_dir, held_dir, photos = prepare_photos(args.out, "skimage", REPO / "data" / "wallpapers")
     crops = heldout_crops(held_dir, args.eval_crop)
     if args.report_only:
         results = json.loads((args.results / "results.json").read_text())
@@ -718,7 +752,7 @@ def main() -> None:
     if args.ablations_only:  # beside a running full run, sharing its OUT (prior, dictionaries)
         sources = {path.stem: str(path) for path in (args.out / "dictionaries").glob("*.npy")}
         results = {
-            "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "settings": recorded_settings(args),
             "ablations": {},
             "load_notes": "",
         }
@@ -730,9 +764,8 @@ def main() -> None:
         if torch.device(args.device).type == "cuda"
         else f"CPU {cpu}, {os.cpu_count()} cores (shared)"
     )
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if not k.startswith("probe")}
     results = {
-        "settings": settings,
+        "settings": recorded_settings(args),
         "hardware": hardware,
         "photos": photos,
         "training": {},
@@ -757,9 +790,11 @@ def main() -> None:
         note(f"LIIF {range_name}")
         quality = results["quality"][range_name] = {"bicubic": evaluate(None, crops, args.device)}
         quality["ContinuousSR"] = evaluate(
-            Upscaler("ContinuousSR", load_continuoussr(runs["ContinuousSR"], "full", args.device)), crops, args.device
+            Upscaler("ContinuousSR", load_continuoussr(runs["ContinuousSR"], "full", args.out, args.device)),
+            crops,
+            args.device,
         )
-        quality["LIIF"] = evaluate(Upscaler("LIIF", load_liif(runs["LIIF"], args.device)), crops, args.device)
+        quality["LIIF"] = evaluate(Upscaler("LIIF", load_liif(runs["LIIF"], args.out, args.device)), crops, args.device)
         note(f"eval {range_name}")
         results["load_notes"] = ", ".join(loads)
         write(results, args.results)
@@ -767,8 +802,10 @@ def main() -> None:
     runs = results["training"][ABLATION_RANGE]
     time_lr = make_lr(crops[0][1], crops[0][1].shape[0] / args.time_lr)[1]
     upscalers = {
-        "ContinuousSR": Upscaler("ContinuousSR", load_continuoussr(runs["ContinuousSR"], "full", args.device)),
-        "LIIF": Upscaler("LIIF", load_liif(runs["LIIF"], args.device)),
+        "ContinuousSR": Upscaler(
+            "ContinuousSR", load_continuoussr(runs["ContinuousSR"], "full", args.out, args.device)
+        ),
+        "LIIF": Upscaler("LIIF", load_liif(runs["LIIF"], args.out, args.device)),
     }
     for set_name, scales in SCALE_SETS.items():
         results["multi_scale"][set_name] = {
@@ -798,7 +835,7 @@ def run_ablations(args, results: dict, train_dir: Path, held_dir: Path, sources:
 
     for name in filter(None, args.ablations.split(",")):
         run = train_continuoussr(args, name, RANGES[ABLATION_RANGE], train_dir, held_dir, sources, validate=True)
-        model = load_continuoussr(run, name, args.device)
+        model = load_continuoussr(run, name, args.out, args.device)
         results["ablations"][name] = {
             "label": VARIANTS[name].label,
             "training": run,

@@ -256,19 +256,19 @@ def forward_f32(
                         ulo = np.uint64(s)
                         uhi = np.uint64(min(cb, base + LANES))
                         for j in range(LANES):
-                            c = ubase + np.uint64(j)
-                            dx = xs64[c] - fmx
+                            uc = ubase + np.uint64(j)
+                            dx = xs64[uc] - fmx
                             z1 = dx * i11
                             z2 = q - p * dx
                             m = z1 * z1 + z2 * z2
-                            inside = (c >= ulo) & (c < uhi)
+                            inside = (uc >= ulo) & (uc < uhi)
                             keep = inside & (m <= cut_lo)
                             near |= inside & (m > cut_lo)
                             wgt = _exp_neg_half(np.float32(m if m <= cut_hi else cut_hi))
                             wgt = wgt if keep else np.float32(0.0)
-                            out[b, 0, r, c] = _fma(wgt, c0, out[b, 0, r, c])
-                            out[b, 1, r, c] = _fma(wgt, c1, out[b, 1, r, c])
-                            out[b, 2, r, c] = _fma(wgt, c2, out[b, 2, r, c])
+                            out[b, 0, r, uc] = _fma(wgt, c0, out[b, 0, r, uc])
+                            out[b, 1, r, uc] = _fma(wgt, c1, out[b, 1, r, uc])
+                            out[b, 2, r, uc] = _fma(wgt, c2, out[b, 2, r, uc])
                         s = base + LANES
                     if near:
                         ddy = ys[r] - my

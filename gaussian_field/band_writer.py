@@ -137,7 +137,7 @@ def render_to_file(
     dtype = {8: np.uint8, 16: np.uint16, 32: np.float32}[bits]
     scratch_path = path.with_name(f".{path.name}.pixels.partial")
     tmp = path.with_name(f".{path.name}.partial{path.suffix}")
-    pixels = None
+    pixels: np.ndarray | None = None
     try:
         if scratch:
             pixels = np.lib.format.open_memmap(scratch_path, mode="w+", dtype=dtype, shape=(height, width, channels))

@@ -100,7 +100,26 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
-def _kernel_args(means: np.ndarray, chol: np.ndarray, colors: np.ndarray, geo: Geometry) -> tuple:
+#: The leading arguments of every numba kernel, in order (`_kernel_args`).
+KernelArgs = tuple[
+    np.ndarray,  # means
+    np.ndarray,  # chol
+    np.ndarray,  # colors
+    np.ndarray,  # xs
+    np.ndarray,  # ys
+    float,  # s_h
+    float,  # s_w
+    int,  # row0
+    int,  # kw
+    np.ndarray,  # row_start
+    np.ndarray,  # row_stop
+    np.ndarray,  # col_start
+    np.ndarray,  # col_stop
+    np.floating,  # the 1/255 cut, in the field's dtype
+]
+
+
+def _kernel_args(means: np.ndarray, chol: np.ndarray, colors: np.ndarray, geo: Geometry) -> KernelArgs:
     """The leading arguments every numba kernel takes: the field, the sample geometry and the 1/255 cut."""
     return (
         means,

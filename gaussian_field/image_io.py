@@ -35,7 +35,7 @@ ORIENTATION_TAG, ICC_TAG = 0x0112, 34675
 DEFAULT_QUALITY = 95
 
 
-def find_image_files(folder: str | os.PathLike) -> list[Path]:
+def find_image_files(folder: str | os.PathLike[str]) -> list[Path]:
     """Image files (by suffix) under `folder`, recursively, sorted.
 
     Hidden files and folders (a leading dot) are skipped: they hold editor, OS (macOS ``._photo.jpg``) and
@@ -225,14 +225,15 @@ def probe_image(path: str | os.PathLike) -> ImageProbe:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         pass  # a file only OpenCV/tifffile decode: decode it fully, which raises if it is broken
     image = read_image_file(path)
-    return ImageProbe(*image.rgb.shape[:2], image.bits, image.alpha is not None, image.icc_profile is not None)
+    height, width = image.rgb.shape[:2]
+    return ImageProbe(height, width, image.bits, image.alpha is not None, image.icc_profile is not None)
 
 
 def _read_tiff(path: Path) -> tuple[np.ndarray, int, bytes | None]:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
-        page = tif.pages[0]
+        page = tif.pages.first
         orientation = page.tags.valueof(274, 1)
         icc = page.tags.valueof(ICC_TAG)
     try:
@@ -439,7 +440,7 @@ def encode_pixels(
     else:
         from PIL import Image
 
-        options = {}
+        options: dict[str, int | bool | bytes] = {}
         if fmt.lossy:
             options["quality"] = DEFAULT_QUALITY if quality is None else int(quality)
             if fmt.name == "WebP" and options["quality"] == 100:

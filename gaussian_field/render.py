@@ -89,20 +89,21 @@ def resolve_geometry(
     lr_size: Sequence[int], size: Sequence[int] | None, scale: float | Sequence[float] | None
 ) -> tuple[tuple[float, float], tuple[int, int]]:
     """((s_h, s_w), (H, W)) from a scale, a size, or both (a size with an explicit sampling scale)."""
-    if size is None and scale is None:
-        raise ValueError("give an output size=(H, W) or a scale")
+    out_size = None
     if size is not None:
         if len(size) != 2:
             raise ValueError(f"size must be (H, W), got {size!r}")
         for v in size:
             if int(v) != v or v <= 0:
                 raise ValueError(f"output size must be positive integers (H, W), got {tuple(size)!r}")
-        size = (int(size[0]), int(size[1]))
+        out_size = (int(size[0]), int(size[1]))
     if scale is None:
+        if out_size is None:
+            raise ValueError("give an output size=(H, W) or a scale")
         h, w = lr_size
-        return (size[0] / h, size[1] / w), size
-    pair = tuple(_check_scale(s, "scale") for s in _scale_pair(scale))
-    return pair, size if size is not None else output_size_for(lr_size, pair)
+        return (out_size[0] / h, out_size[1] / w), out_size
+    s_h, s_w = (_check_scale(s, "scale") for s in _scale_pair(scale))
+    return (s_h, s_w), out_size if out_size is not None else output_size_for(lr_size, (s_h, s_w))
 
 
 def render(

@@ -13,6 +13,8 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
+from typing import TypedDict, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +30,40 @@ DEFAULT_SCALES = (2.0, 4.0, 8.0, 12.3)
 REFERENCE_MAX_MPIX = 1.1
 #: Multi-scale figure: 40 scales from x1.1 to x8, as in the paper.
 MULTI_SCALES = tuple(1.1 + i * (8.0 - 1.1) / 39 for i in range(40))
+
+Result = TypeVar("Result")
+
+
+class Figure(TypedDict):
+    """One timed call: wall median, megapixels per second, process CPU seconds (all threads) of that call."""
+
+    median_s: float
+    mpix_per_s: float
+    cpu_s: float
+
+
+class ReferenceFigure(Figure):
+    """The reference's figure, timed on the band of output rows [rows[0], rows[1])."""
+
+    rows: list[int]
+
+
+class BackendFigure(Figure):
+    """A backend's figure, its largest difference to the reference and its speed-ups over reference and bicubic."""
+
+    max_abs_diff_to_reference: float
+    x_reference: float
+    x_bicubic: float
+
+
+class ScaleFigures(TypedDict):
+    """Every figure of one scale of `render_speed`: output size (H, W), reference, backends, bicubic."""
+
+    scale: float
+    out: list[int]
+    reference: ReferenceFigure
+    backends: dict[str, BackendFigure]
+    bicubic: Figure
 
 
 def benchmark_field(
@@ -60,17 +96,14 @@ def _sync(device: torch.device) -> None:
 _last_cpu_s = float("nan")
 
 
-def time_call(
-    fn: Callable[[], torch.Tensor], device: torch.device, repeats: int, warmup: int = 1
-) -> tuple[float, torch.Tensor]:
+def time_call(fn: Callable[[], Result], device: torch.device, repeats: int, warmup: int = 1) -> tuple[float, Result]:
     """(median wall seconds over `repeats` calls after `warmup` untimed ones, last result)."""
     global _last_cpu_s
-    result = None
     for _ in range(warmup):
-        result = fn()
+        fn()
     _sync(device)
     times = []
-    for _ in range(max(1, repeats)):
+    for _ in range(max(1, repeats)):  # at least one timed call: it binds `result`
         start, cpu_start = time.perf_counter(), time.process_time()
         result = fn()
         _sync(device)
@@ -80,7 +113,7 @@ def time_call(
     return statistics.median(t[0] for t in times), result
 
 
-def _figure(seconds: float, pixels: int) -> dict:
+def _figure(seconds: float, pixels: int) -> Figure:
     """Wall median, megapixels per second, and the process CPU time of that call (all threads): on a shared,
     busy machine the CPU time shows how much work a call was, whatever share of the cores it got."""
     return {"median_s": seconds, "mpix_per_s": pixels / seconds / 1e6, "cpu_s": _last_cpu_s}
@@ -92,43 +125,52 @@ def render_speed(
     backends: Sequence[str] | None = None,
     repeats: int = 5,
     reference_max_mpix: float = REFERENCE_MAX_MPIX,
-) -> list[dict]:
+) -> list[ScaleFigures]:
     """Per scale: each backend's and bicubic's speed, the reference's, ratios and max |backend - reference|."""
     device = field.device
     names = [b for b in (backends or available_backends(device)) if b != "torch"]
     lr_image = render(field, scale=1.0, backend="torch").contiguous()  # what bicubic would upscale
-    results = []
+    results: list[ScaleFigures] = []
     with torch.inference_mode():
         for scale in scales:
             height, width = output_size_for(field.lr_size, scale)
             pixels = height * width
             band = min(height, max(1, int(reference_max_mpix * 1e6 // width)))
             ref_s, ref_out = time_call(
-                lambda scale=scale, band=band: render(field, scale=scale, rows=(0, band), backend="torch"),
+                partial(render, field, scale=scale, rows=(0, band), backend="torch"),
                 device,
                 repeats=1 if band * width > 2e5 else repeats,
                 warmup=0,
             )
-            reference = _figure(ref_s, band * width)
-            reference["rows"] = [0, band]
-            entry = {"scale": scale, "out": [height, width], "reference": reference, "backends": {}}
+            reference: ReferenceFigure = {**_figure(ref_s, band * width), "rows": [0, band]}
+            timed: dict[str, tuple[Figure, float]] = {}  # figure and max |backend - reference|
             for name in names:
-                seconds, out = time_call(
-                    lambda scale=scale, name=name: render(field, scale=scale, backend=name), device, repeats
-                )
-                figure = _figure(seconds, pixels)
-                figure["max_abs_diff_to_reference"] = float((out[:, :, :band] - ref_out).abs().max())
-                figure["x_reference"] = figure["mpix_per_s"] / reference["mpix_per_s"]
-                entry["backends"][name] = figure
+                seconds, out = time_call(partial(render, field, scale=scale, backend=name), device, repeats)
+                timed[name] = _figure(seconds, pixels), float((out[:, :, :band] - ref_out).abs().max())
             bicubic_s, _ = time_call(
-                lambda size=(height, width): F.interpolate(lr_image, size=size, mode="bicubic", align_corners=False),
+                partial(F.interpolate, lr_image, size=(height, width), mode="bicubic", align_corners=False),
                 device,
                 repeats,
             )
-            entry["bicubic"] = _figure(bicubic_s, pixels)
-            for figure in entry["backends"].values():
-                figure["x_bicubic"] = figure["mpix_per_s"] / entry["bicubic"]["mpix_per_s"]
-            results.append(entry)
+            bicubic = _figure(bicubic_s, pixels)
+            backend_figures: dict[str, BackendFigure] = {
+                name: {
+                    **figure,
+                    "max_abs_diff_to_reference": diff,
+                    "x_reference": figure["mpix_per_s"] / reference["mpix_per_s"],
+                    "x_bicubic": figure["mpix_per_s"] / bicubic["mpix_per_s"],
+                }
+                for name, (figure, diff) in timed.items()
+            }
+            results.append(
+                {
+                    "scale": scale,
+                    "out": [height, width],
+                    "reference": reference,
+                    "backends": backend_figures,
+                    "bicubic": bicubic,
+                }
+            )
     return results
 
 
@@ -176,28 +218,34 @@ def gradient_speed(
         names.append("torch")
     target = render(field, scale=scale, backend="torch").detach() * 0.9
 
-    def step(name: str):
-        params = [t.detach().clone().requires_grad_(True) for t in (field.means, field.chol, field.colors)]
-        out = render(GaussianField(*params, field.h, field.w, field.k, validate=False), scale=scale, backend=name)
+    def step(name: str) -> tuple[torch.Tensor, ...]:
+        leaf_field, params = _leaf_copy(field)
+        out = render(leaf_field, scale=scale, backend=name)
         return torch.autograd.grad((out - target).square().mean(), params)
 
-    result = {"scale": scale, "lr": list(field.lr_size), "batch": field.batch_size, "backends": {}}
-    grads = {}
+    figures: dict[str, dict[str, float]] = {}
+    grads: dict[str, tuple[torch.Tensor, ...]] = {}
     for name in ["torch"] + [n for n in names if n != "torch"]:
         seconds, grads[name] = time_call(
-            lambda name=name: step(name),
+            partial(step, name),
             device,
             repeats=1 if name == "torch" else repeats,
             warmup=0 if name == "torch" else 1,
         )
         figure = {"median_s": seconds}
         if name != "torch":
-            figure["x_reference"] = result["backends"]["torch"]["median_s"] / seconds
+            figure["x_reference"] = figures["torch"]["median_s"] / seconds
             figure["max_rel_grad_diff"] = max(
                 float((g - r).abs().max() / r.abs().max().clamp(min=1e-30)) for g, r in zip(grads[name], grads["torch"])
             )
-        result["backends"][name] = figure
-    return result
+        figures[name] = figure
+    return {"scale": scale, "lr": list(field.lr_size), "batch": field.batch_size, "backends": figures}
+
+
+def _leaf_copy(field: GaussianField) -> tuple[GaussianField, list[torch.Tensor]]:
+    """A copy of `field` on fresh leaf tensors that require grad, and those leaves (means, chol, colors)."""
+    means, chol, colors = (t.detach().clone().requires_grad_(True) for t in (field.means, field.chol, field.colors))
+    return GaussianField(means, chol, colors, field.h, field.w, field.k, validate=False), [means, chol, colors]
 
 
 def training_step_speed(field: GaussianField, scale: float = 4.0, backend: str = "auto", repeats: int = 5) -> dict:
@@ -207,8 +255,7 @@ def training_step_speed(field: GaussianField, scale: float = 4.0, backend: str =
     device = field.device
     height, width = output_size_for(field.lr_size, scale)
     target = torch.rand(field.batch_size, 3, height, width, generator=torch.Generator().manual_seed(1)).to(device)
-    params = [t.detach().clone().requires_grad_(True) for t in (field.means, field.chol, field.colors)]
-    leaf_field = GaussianField(*params, field.h, field.w, field.k, validate=False)
+    leaf_field, params = _leaf_copy(field)
     forward_s, backward_s = [], []
     for i in range(repeats + 1):
         _sync(device)

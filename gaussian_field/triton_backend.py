@@ -239,7 +239,8 @@ class _RenderFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         means, chol, colors = ctx.saved_tensors
-        grads = backward(*ctx.geometry[:1], means, chol, colors, *ctx.geometry[1:], grad_out)
+        field, scale_hw, width, row_start, row_stop = ctx.geometry
+        grads = backward(field, means, chol, colors, scale_hw, width, row_start, row_stop, grad_out)
         return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad[:3])) + (None,) * 5
 
 

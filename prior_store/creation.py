@@ -29,7 +29,7 @@ def create_store_atomically(
 ) -> PriorStore:
     """`create_store`, but the store appears at `path` only once it is complete (local paths)."""
     if "://" in str(path):
-        store = create_store(path, config, sources, boxes, status, reasons)
+        store = create_store(str(path), config, sources, boxes, status, reasons)
         mark_every_chunk_stored(store)
         return store
     path = Path(path)

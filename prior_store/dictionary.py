@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from prior_store.schema import STATS_GROUP
-from prior_store.store import StoreError, open_store
+from prior_store.store import StoreError, array_at, json_object, open_store
 
 DICTIONARY_GROUP = f"{STATS_GROUP}/dictionary"
 KERNELS = f"{DICTIONARY_GROUP}/kernels"
@@ -137,8 +137,8 @@ def read_dictionary(store_path: str | Path) -> tuple[np.ndarray, dict]:
             f"prior store {store_path} has no covariance dictionary yet; run "
             f"`p2g prior-stats --store {store_path} --out DIR` first"
         )
-    kernels = np.asarray(group[KERNELS][...], dtype=np.float32)
-    provenance = dict(group[DICTIONARY_GROUP].attrs["provenance"])
+    kernels = np.asarray(array_at(group, KERNELS)[...], dtype=np.float32)
+    provenance = json_object(group[DICTIONARY_GROUP].attrs["provenance"], "the dictionary provenance")
     if provenance.get("content_hash") != content_hash(kernels, provenance["reference_scale"]):
         raise StoreError(
             f"the dictionary of {store_path} does not match its content hash (damaged or edited); "

@@ -8,14 +8,15 @@ untouched files (same size and mtime: no read needed) from files whose bytes mus
 from __future__ import annotations
 
 from prior_store.integrity import INTEGRITY_GROUP as RECORD_GROUP
-from prior_store.store import PriorStore
+from prior_store.store import PriorStore, json_object
 
 
 def read_file_record(store: PriorStore) -> dict[str, list[int]]:
     """{source: [size, mtime_ns]} as last recorded (empty for stores that never recorded one)."""
     if RECORD_GROUP not in store.group:
         return {}
-    return {str(k): [int(v[0]), int(v[1])] for k, v in dict(store.group[RECORD_GROUP].attrs).get("files", {}).items()}
+    files = json_object(store.group[RECORD_GROUP].attrs.get("files", {}), "the file record")
+    return {str(k): [int(v[0]), int(v[1])] for k, v in files.items()}
 
 
 def write_file_record(store: PriorStore, record: dict[str, list[int]]) -> None:

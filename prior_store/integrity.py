@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import zarr
+from zarr.core.chunk_grids import RegularChunkGrid
 
 from prior_store.schema import ARRAYS, STATUS_DONE, STRING
-from prior_store.store import PriorStore, StoreError, open_store
+from prior_store.store import PriorStore, StoreError, array_at, open_store
 
 _SPECS = {spec.path: spec for spec in ARRAYS}
 #: Arrays whose values for a done crop never equal the fill value (Cholesky diagonals >= chol_min, a finite
@@ -127,10 +128,18 @@ class _Unit:
         return self.region[0].stop
 
 
+def _key_shape(arr: zarr.Array) -> tuple[int, ...]:
+    """Shape of the region one storage key of `arr` holds (a shard when sharded, else a chunk)."""
+    grid = arr.metadata.chunk_grid
+    if not isinstance(grid, RegularChunkGrid):
+        raise StoreError(f"{arr.path} has a {type(grid).__name__}; prior store arrays have regular chunk grids")
+    return tuple(grid.chunk_shape)
+
+
 def storage_units(arr: zarr.Array, name: str) -> list[_Unit]:
     """Every stored object of `arr` (chunk, or shard when sharded) with the region it holds."""
     meta = arr.metadata
-    outer = tuple(meta.chunk_grid.chunk_shape)
+    outer = _key_shape(arr)
     units = []
     for coords in meta.chunk_grid.all_chunk_coords(arr.shape):
         encoded = meta.encode_chunk_key(tuple(coords))
@@ -173,7 +182,7 @@ def verify_store(store: str | PriorStore, workers: int | None = None) -> Integri
     opened = store if isinstance(store, PriorStore) else open_store(store)
     strict = every_chunk_stored(opened)
     count = opened.num_crops
-    arrays = {spec.path: opened.group[spec.path] for spec in ARRAYS}
+    arrays = {spec.path: array_at(opened.group, spec.path) for spec in ARRAYS}
     units = {name: storage_units(arr, name) for name, arr in arrays.items()}
     stored = set()
     for arr in arrays.values():
@@ -247,11 +256,11 @@ def require_intact(store: str | PriorStore, workers: int | None = None) -> Integ
     return report
 
 
-def _delete_stored(array, start: int, stop: int) -> None:
+def _delete_stored(array: zarr.Array, start: int, stop: int) -> None:
     """Delete the storage keys of `array` that hold crops [start, stop) (whole keys: the range is widened)."""
     from zarr.core.sync import sync
 
-    step = array.metadata.chunk_grid.chunk_shape[0]
+    step = _key_shape(array)[0]
     tail = (0,) * (len(array.shape) - 1)
     for index in range(start // step, -(-stop // step)):
         key = f"{array.store_path.path}/{array.metadata.encode_chunk_key((index, *tail))}"
@@ -271,11 +280,12 @@ def reset_crops(
     Ranges are widened to whole storage keys of every array, so each damaged key is replaced without being
     read; status is written last. Returns the ranges reset.
     """
+    arrays = {spec.path: array_at(store.group, spec.path) for spec in ARRAYS}
     widened = []
     for start, stop in ranges:
         for _ in range(2):  # arrays may store different numbers of crops per key
-            for spec in ARRAYS:
-                step = store.group[spec.path].metadata.chunk_grid.chunk_shape[0]
+            for array in arrays.values():
+                step = _key_shape(array)[0]
                 start, stop = start - start % step, min(store.num_crops, -(-stop // step) * step)
         widened.append((start, stop))
     widened = merge_ranges(widened)
@@ -288,7 +298,7 @@ def reset_crops(
             "crops/status": np.asarray(status[start:stop], dtype=np.int8),
         }
         for spec in ARRAYS:  # schema order: status last
-            _delete_stored(store.group[spec.path], start, stop)  # a damaged shard is never read to be merged
+            _delete_stored(arrays[spec.path], start, stop)  # a damaged shard is never read to be merged
             value = planned.get(spec.path)
             if value is None:
                 shape = (stop - start,) + tail[spec.path]
@@ -297,7 +307,7 @@ def reset_crops(
                     if spec.dtype is STRING
                     else np.full(shape, spec.fill, dtype=spec.dtype)
                 )
-            store.group[spec.path][start:stop] = value
+            arrays[spec.path][start:stop] = value
     return widened
 
 

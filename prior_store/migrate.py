@@ -17,7 +17,7 @@ import zarr
 from prior_store.dictionary import DICTIONARY_GROUP, write_dictionary
 from prior_store.schema import ARRAYS, LEGACY_SCHEMA_VERSION, RESULT_ARRAYS, STATS_GROUP, STRING, StoreConfig
 from prior_store.statistics import write_statistics
-from prior_store.store import PriorStore, StoreError, create_store, store_exists
+from prior_store.store import PriorStore, StoreError, array_at, create_store, group_at, json_object, store_exists
 
 
 def migrate_store(source: str | Path, target: str | Path, shard_size: int | None = None) -> PriorStore:
@@ -43,8 +43,8 @@ def migrate_store(source: str | Path, target: str | Path, shard_size: int | None
     config = StoreConfig.from_attrs({**attrs, "shard_size": shard_size})
 
     def read(path: str, start: int = 0, stop: int | None = None):
-        values = old[path][start:stop]
-        return [str(v) for v in values] if _is_string(path) else np.asarray(values)
+        values = np.asarray(array_at(old, path)[start:stop])
+        return [str(v) for v in values] if _is_string(path) else values
 
     sources, boxes = read("crops/source"), read("crops/box")
     store = create_store(target, config, sources, boxes)  # all pending until each shard's status is copied
@@ -72,17 +72,18 @@ def _is_string(path: str) -> bool:
 def _copy_stage2(old: zarr.Group, target: str | Path) -> None:
     if STATS_GROUP not in old:
         return
-    stats = old[STATS_GROUP]
+    stats = group_at(old, STATS_GROUP)
     if "summary" in stats.attrs:
         arrays, array_attrs = {}, {}
         for name, member in stats.members():
             if isinstance(member, zarr.Array):
                 arrays[name] = np.asarray(member[...])
                 array_attrs[name] = dict(member.attrs)
-        write_statistics(target, dict(stats.attrs["summary"]), arrays, array_attrs)
+        write_statistics(target, json_object(stats.attrs["summary"], "the statistics summary"), arrays, array_attrs)
     if DICTIONARY_GROUP in old and "provenance" in old[DICTIONARY_GROUP].attrs:
-        kernels = np.asarray(old[f"{DICTIONARY_GROUP}/kernels"][...])
-        write_dictionary(target, kernels, dict(old[DICTIONARY_GROUP].attrs["provenance"]))
+        kernels = np.asarray(array_at(old, f"{DICTIONARY_GROUP}/kernels")[...])
+        provenance = json_object(old[DICTIONARY_GROUP].attrs["provenance"], "the dictionary provenance")
+        write_dictionary(target, kernels, provenance)
 
 
 __all__ = ["migrate_store"]

@@ -19,7 +19,7 @@ import numpy as np
 import zarr
 
 from prior_store.schema import STATS_GROUP
-from prior_store.store import StoreError, open_store
+from prior_store.store import StoreError, group_at, json_object, open_store
 
 #: Rows per chunk of the stats arrays along their first axis (per-crop arrays grow with the crop count).
 ROWS_PER_CHUNK = 65536
@@ -85,13 +85,13 @@ def read_statistics(path: str | Path) -> tuple[dict, dict[str, np.ndarray], dict
         raise StatisticsMissingError(
             f"prior store {path} has no statistics yet; run `p2g prior-stats --store {path} --out DIR` first"
         )
-    stats = group[STATS_GROUP]
+    stats = group_at(group, STATS_GROUP)
     arrays, attrs = {}, {}
     for name, member in stats.members():
         if isinstance(member, zarr.Array):
             arrays[name] = np.asarray(member[...])
             attrs[name] = dict(member.attrs)
-    return dict(stats.attrs["summary"]), arrays, attrs
+    return json_object(stats.attrs["summary"], "the statistics summary"), arrays, attrs
 
 
 __all__ = ["StatisticsMissingError", "has_statistics", "read_statistics", "write_statistics"]

@@ -15,6 +15,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import zarr
@@ -50,6 +51,29 @@ class StoreMismatchError(StoreError):
 
 class LegacyStoreError(StoreError):
     """A store in an older layout that this version reads only after migrating it."""
+
+
+def array_at(group: zarr.Group, path: str) -> zarr.Array:
+    """The array at `path` under `group` (zarr types a member as array or group; the layout fixes which)."""
+    node = group[path]
+    if not isinstance(node, zarr.Array):
+        raise StoreError(f"{path} is a group where the prior store layout has an array; the store is damaged")
+    return node
+
+
+def group_at(group: zarr.Group, path: str) -> zarr.Group:
+    """The group at `path` under `group` (zarr types a member as array or group; the layout fixes which)."""
+    node = group[path]
+    if not isinstance(node, zarr.Group):
+        raise StoreError(f"{path} is an array where the prior store layout has a group; the store is damaged")
+    return node
+
+
+def json_object(value: object, what: str) -> dict[str, Any]:
+    """An attribute that the layout says holds a JSON object, as a dict (zarr types attributes as any JSON)."""
+    if not isinstance(value, Mapping):
+        raise StoreError(f"{what} is not a JSON object (got {type(value).__name__}); the store is damaged")
+    return dict(value)
 
 
 def package_version() -> str:
@@ -95,7 +119,7 @@ class PriorStore:
         self.group = group
         self.attrs = dict(group.attrs)
         self.config = StoreConfig.from_attrs(self.attrs)
-        self.num_crops = int(group["crops/status"].shape[0])
+        self.num_crops = int(array_at(group, "crops/status").shape[0])
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -116,7 +140,9 @@ class PriorStore:
     @property
     def shard_size(self) -> int:
         """Crops per shard (one file per array per shard; one task writes it)."""
-        return int(self.config.shard_size)
+        if self.config.shard_size is None:  # creation always records it; validation refuses a store without it
+            raise StoreError(f"store {self.path} records no shard_size")
+        return self.config.shard_size
 
     @property
     def num_shards(self) -> int:
@@ -160,10 +186,10 @@ class PriorStore:
     # ------------------------------------------------------------------ reads
     def read(self, path: str, start: int = 0, stop: int | None = None) -> np.ndarray | list[str]:
         """Crops [start, stop) of one array; string arrays come back as a list of str."""
-        values = self.group[path][start : self.num_crops if stop is None else stop]
+        values = np.asarray(array_at(self.group, path)[start : self.num_crops if stop is None else stop])
         if _SPECS[path].dtype is STRING:
             return [str(v) for v in values]
-        return np.asarray(values)
+        return values
 
     def read_chunk(self, index: int, paths: Iterable[str] | None = None) -> dict:
         start, stop = self.chunk_bounds(index)
@@ -209,9 +235,9 @@ class PriorStore:
         counts: dict[str, int] = {}
         if failed.size == 0:
             return counts
-        reasons = self.group["crops/reason"]
+        reasons = array_at(self.group, "crops/reason")
         for start, stop in _runs(failed):  # read only the chunks that hold failed crops
-            for reason in reasons[start:stop][np.isin(np.arange(start, stop), failed)]:
+            for reason in np.asarray(reasons[start:stop])[np.isin(np.arange(start, stop), failed)]:
                 counts[str(reason)] = counts.get(str(reason), 0) + 1
         return counts
 
@@ -219,7 +245,7 @@ class PriorStore:
         """Paths of the arrays stage 2 wrote under stats/ (empty before it ran)."""
         if STATS_GROUP not in self.group:
             return []
-        stats = self.group[STATS_GROUP]
+        stats = group_at(self.group, STATS_GROUP)
         return sorted(
             f"{STATS_GROUP}/{name}" for name, member in stats.members(max_depth=None) if isinstance(member, zarr.Array)
         )
@@ -249,7 +275,7 @@ class PriorStore:
             spec = _SPECS[path]
             prepared[path] = _as_array(values[path], spec, (stop - start,) + self.config.tail_shape(spec), path, what)
         for path in RESULT_ARRAYS:  # spec order: status last; every key stored, so a missing one is damage
-            self.group[path].with_config({"write_empty_chunks": True})[start:stop] = prepared[path]
+            array_at(self.group, path).with_config({"write_empty_chunks": True})[start:stop] = prepared[path]
 
     # ------------------------------------------------------------------ checks
     def check_matches(self, config: StoreConfig, digest: str | None = None) -> None:
@@ -335,12 +361,11 @@ def create_store(
     if config.shard_size is None:
         config = dataclasses.replace(config, shard_size=auto_shard_size(count, config.chunk_size))
     group = zarr.open_group(str(path), mode="w-")
-    for spec in ARRAYS:
-        create_per_crop_array(group, spec, config, count)
-    group["crops/source"][:] = np.asarray(list(sources), dtype=np.dtypes.StringDType())
-    group["crops/box"][:] = boxes
-    group["crops/reason"][:] = np.asarray(reasons, dtype=np.dtypes.StringDType())
-    group["crops/status"][:] = status
+    arrays = {spec.path: create_per_crop_array(group, spec, config, count) for spec in ARRAYS}
+    arrays["crops/source"][:] = np.asarray(list(sources), dtype=np.dtypes.StringDType())
+    arrays["crops/box"][:] = boxes
+    arrays["crops/reason"][:] = np.asarray(reasons, dtype=np.dtypes.StringDType())
+    arrays["crops/status"][:] = status
     # attrs last: a store without schema_version is an interrupted creation and is refused on open
     group.attrs.update(
         {
@@ -357,6 +382,8 @@ def create_store(
 def create_per_crop_array(group: zarr.Group, spec: ArraySpec, config: StoreConfig, count: int) -> zarr.Array:
     """One per-crop array of the layout: sharded by shard_size crops (inner chunks of chunk_size crops) for the
     per-Gaussian arrays, chunked by shard_size crops otherwise; dimension names and units attached."""
+    if config.shard_size is None:
+        raise ValueError("a per-crop array needs a config whose shard_size is chosen (see auto_shard_size)")
     tail = config.tail_shape(spec)
     shard = (config.shard_size,) + tail
     chunks = (config.chunk_size,) + tail if spec.sharded else shard
@@ -373,7 +400,7 @@ def create_per_crop_array(group: zarr.Group, spec: ArraySpec, config: StoreConfi
     )
 
 
-def open_store(path: str | Path, mode: str = "r") -> PriorStore:
+def open_store(path: str | Path, mode: Literal["r", "r+"] = "r") -> PriorStore:
     """Open and validate a store (mode "r" or "r+"); clear errors for missing, foreign or newer stores."""
     if mode not in ("r", "r+"):
         raise ValueError(f"mode must be 'r' or 'r+', got {mode!r}")
@@ -434,7 +461,8 @@ def validate_group(group: zarr.Group) -> list[str]:
         config = StoreConfig.from_attrs(attrs)
     except (ValueError, TypeError, KeyError) as err:
         return [f"root attributes are inconsistent: {err}"]
-    if list(attrs["lattice"]) != list(config.lattice):
+    lattice = attrs["lattice"]
+    if not isinstance(lattice, Sequence) or list(lattice) != list(config.lattice):
         problems.append(
             f"lattice {attrs['lattice']} does not match crop_size/reference_scale/k ({list(config.lattice)})"
         )
@@ -468,8 +496,11 @@ __all__ = [
     "PriorStore",
     "StoreError",
     "StoreMismatchError",
+    "array_at",
     "create_per_crop_array",
     "create_store",
+    "group_at",
+    "json_object",
     "open_or_create",
     "open_store",
     "plan_digest",

@@ -40,21 +40,17 @@ def csv_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def run_eval(*args):
+    return CliRunner().invoke(cli, ["eval", *(str(a) for a in args)])
+
+
+def eval_bicubic_on_lr_files(hr: Path, lr: Path, *args):
+    """`p2g eval` of the bicubic baseline on the HR images `hr` and their existing LR files under `lr`."""
+    return run_eval("--checkpoint", "bicubic", "--images", hr, "--lr-images", lr, *args)
+
+
 def test_benchmark_folders_as_they_are_score_like_generated_lr(div2k, tmp_path):
-    result = CliRunner().invoke(
-        cli,
-        [
-            "eval",
-            "--checkpoint",
-            "bicubic",
-            "--images",
-            str(div2k / "HR"),
-            "--lr-images",
-            str(div2k / "LR_bicubic"),
-            "--out",
-            str(tmp_path / "report"),
-        ],
-    )
+    result = eval_bicubic_on_lr_files(div2k / "HR", div2k / "LR_bicubic", "--out", tmp_path / "report")
     assert result.exit_code == 0, result.output
     assert "LR from the --lr-images files" in result.output and result.output.count("\n| x") == 2
     from_files = {
@@ -64,20 +60,7 @@ def test_benchmark_folders_as_they_are_score_like_generated_lr(div2k, tmp_path):
     generated = evaluate([div2k / "HR"], [2, 4])
     for row in generated:  # the LR files hold exactly the LR that eval makes itself: the same scores
         assert from_files[(Path(row.image).name, f"{row.scale:g}")] == pytest.approx(row.psnr, abs=1e-6)
-    only_x4 = CliRunner().invoke(
-        cli,
-        [
-            "eval",
-            "--checkpoint",
-            "bicubic",
-            "--images",
-            str(div2k / "HR"),
-            "--lr-images",
-            str(div2k / "LR_bicubic"),
-            "--scales",
-            "4",
-        ],
-    )
+    only_x4 = eval_bicubic_on_lr_files(div2k / "HR", div2k / "LR_bicubic", "--scales", 4)
     assert only_x4.exit_code == 0 and only_x4.output.count("\n| x") == 1 and "| x4 |" in only_x4.output
 
 
@@ -104,59 +87,31 @@ def test_pairing_problems(div2k, tmp_path, photo):
     (div2k / "LR_bicubic" / "X4" / "0999x4.png").unlink()
     wrong = div2k / "LR_bicubic" / "X4" / "0801x3.png"  # named x3, sized x4
     write_image(wrong, read_image(div2k / "LR_bicubic" / "X4" / "0801x4.png"))
-    result = CliRunner().invoke(
-        cli,
-        [
-            "eval",
-            "--checkpoint",
-            "bicubic",
-            "--images",
-            str(div2k / "HR"),
-            "--lr-images",
-            str(div2k / "LR_bicubic" / "X4"),
-        ],
-    )
+    result = eval_bicubic_on_lr_files(div2k / "HR", div2k / "LR_bicubic" / "X4")
     assert result.exit_code == 2 and result.output.startswith("error: ") and result.output.count("\n") == 1
     assert "0801x3.png" in result.output and "x3 by its name" in result.output
     wrong.unlink()
-    result = CliRunner().invoke(
-        cli,
-        [
-            "eval",
-            "--checkpoint",
-            "bicubic",
-            "--images",
-            str(div2k / "HR"),
-            "--lr-images",
-            str(div2k / "LR_bicubic" / "X4"),
-            "--scales",
-            "3",
-        ],
-    )
+    result = eval_bicubic_on_lr_files(div2k / "HR", div2k / "LR_bicubic" / "X4", "--scales", 3)
     assert result.exit_code == 2 and "no LR image at x3" in result.output
 
 
 def test_save_images_keeps_what_was_scored(div2k, tmp_path, tiny_checkpoint):
     saved = tmp_path / "sr"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "eval",
-            "--checkpoint",
-            str(tiny_checkpoint),
-            "--images",
-            str(div2k / "HR"),
-            "--lr-images",
-            str(div2k / "LR_bicubic" / "X4"),
-            "--save-images",
-            str(saved),
-            "--protocol",
-            "div2k",
-            "--out",
-            str(tmp_path / "report"),
-            "--device",
-            "cpu",
-        ],
+    result = run_eval(
+        "--checkpoint",
+        tiny_checkpoint,
+        "--images",
+        div2k / "HR",
+        "--lr-images",
+        div2k / "LR_bicubic" / "X4",
+        "--save-images",
+        saved,
+        "--protocol",
+        "div2k",
+        "--out",
+        tmp_path / "report",
+        "--device",
+        "cpu",
     )
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in saved.iterdir()) == ["0801_x4.png", "0802_x4.png"]
@@ -167,19 +122,8 @@ def test_save_images_keeps_what_was_scored(div2k, tmp_path, tiny_checkpoint):
         assert sr.shape == hr.shape
         assert float(row["psnr"]) == pytest.approx(psnr(to_uint8(hr), to_uint8(sr), 10, False), abs=1e-5)
     baseline = tmp_path / "bicubic"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "eval",
-            "--checkpoint",
-            "bicubic",
-            "--images",
-            str(div2k / "HR" / "0801.png"),
-            "--scales",
-            "2",
-            "--save-images",
-            str(baseline),
-        ],
+    result = run_eval(
+        "--checkpoint", "bicubic", "--images", div2k / "HR" / "0801.png", "--scales", 2, "--save-images", baseline
     )
     assert result.exit_code == 0, result.output
     hr, lr = make_lr(read_image(div2k / "HR" / "0801.png"), 2)

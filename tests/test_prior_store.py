@@ -20,9 +20,11 @@ from prior_store import (
     open_or_create,
     open_store,
 )
+from prior_store.file_record import read_file_record
 from prior_store.migrate import migrate_store
 from prior_store.schema import ARRAYS
-from prior_store.store import RESULT_ARRAYS, LegacyStoreError, plan_digest
+from prior_store.statistics import read_statistics
+from prior_store.store import RESULT_ARRAYS, LegacyStoreError, array_at, group_at, plan_digest
 
 FITTING = {"steps": 10, "lr": 0.01, "loss": "l2", "seed": 0}
 
@@ -175,6 +177,21 @@ def test_damaged_layout_is_named(tmp_path, config):
     del root["field/colors"]
     with pytest.raises(StoreError, match="field/colors is missing"):
         open_store(path)
+
+
+def test_members_and_attributes_of_the_wrong_kind_are_named(tmp_path, config):
+    """Where the layout has an array, a group, or a JSON object, something else is a damaged store, not a crash."""
+    store = create_store(tmp_path / "p.zarr", config, *plan(3))
+    store.group.create_group("stats").attrs["summary"] = [1, 2]
+    store.group.create_array("integrity", shape=(1,), dtype="i4").attrs["files"] = "a.png"
+    with pytest.raises(StoreError, match="stats is a group where the prior store layout has an array"):
+        array_at(store.group, "stats")
+    with pytest.raises(StoreError, match="crops/status is an array"):
+        group_at(store.group, "crops/status")
+    with pytest.raises(StoreError, match="the statistics summary is not a JSON object"):
+        read_statistics(store.path)
+    with pytest.raises(StoreError, match="the file record is not a JSON object"):
+        read_file_record(store)
 
 
 def test_create_refuses_existing_path_and_bad_config(tmp_path, config):

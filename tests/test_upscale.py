@@ -24,6 +24,11 @@ def run(*args, env=None):
     return CliRunner().invoke(cli, [str(a) for a in args], env=env)
 
 
+def upscale(workspace: Path, *args, env=None):
+    """`p2g upscale ARGS` with the workspace's checkpoint."""
+    return run("upscale", *args, "--checkpoint", workspace / "tiny.pt", env=env)
+
+
 @pytest.fixture(scope="module")
 def model():
     return tiny_model("lite")
@@ -66,12 +71,10 @@ def assert_one_line_error(result, *words):
 
 # ------------------------------------------------------------------------------ one encode, many renders
 def test_one_encode_per_image_for_every_scale_and_size(workspace, encoder_calls):
-    result = run(
-        "upscale",
+    result = upscale(
+        workspace,
         workspace / "astronaut.png",
         workspace / "coffee.jpg",
-        "--checkpoint",
-        workspace / "tiny.pt",
         "--out",
         workspace / "out",
         "--scale",
@@ -107,11 +110,9 @@ def test_one_encode_per_image_for_every_scale_and_size(workspace, encoder_calls)
 
 
 def test_outputs_equal_the_in_memory_render(workspace, model):
-    result = run(
-        "upscale",
+    result = upscale(
+        workspace,
         workspace / "astronaut.png",
-        "--checkpoint",
-        workspace / "tiny.pt",
         "--out",
         workspace / "out",
         "--scale",
@@ -139,34 +140,11 @@ def test_outputs_equal_the_in_memory_render(workspace, model):
 
 
 def test_tiled_upscale_counts_one_encoder_call_per_tile_and_matches(workspace, model, encoder_calls):
-    result = run(
-        "upscale",
-        workspace / "astronaut.png",
-        "--checkpoint",
-        workspace / "tiny.pt",
-        "--out",
-        workspace / "tiled",
-        "--scale",
-        2,
-        "--tile",
-        16,
-    )
+    result = upscale(workspace, workspace / "astronaut.png", "--out", workspace / "tiled", "--scale", 2, "--tile", 16)
     assert result.exit_code == 0, result.output
     assert len(encoder_calls) == 1 + 9 and "(9 tiles)" in result.output  # probe + tiles
     encoder_calls.clear()
-    assert (
-        run(
-            "upscale",
-            workspace / "astronaut.png",
-            "--checkpoint",
-            workspace / "tiny.pt",
-            "--out",
-            workspace / "whole",
-            "--scale",
-            2,
-        ).exit_code
-        == 0
-    )
+    assert upscale(workspace, workspace / "astronaut.png", "--out", workspace / "whole", "--scale", 2).exit_code == 0
     assert len(encoder_calls) == 1 + 1
     tiled = np.asarray(Image.open(workspace / "tiled" / "astronaut_x2.png")).astype(int)
     whole = np.asarray(Image.open(workspace / "whole" / "astronaut_x2.png")).astype(int)
@@ -174,50 +152,17 @@ def test_tiled_upscale_counts_one_encoder_call_per_tile_and_matches(workspace, m
 
 
 def test_16_bit_png_and_tiff_and_jpeg(workspace):
-    result = run(
-        "upscale",
-        workspace / "coffee.jpg",
-        "--checkpoint",
-        workspace / "tiny.pt",
-        "--out",
-        workspace / "o16",
-        "--scale",
-        2,
-        "--bits",
-        16,
-    )
+    result = upscale(workspace, workspace / "coffee.jpg", "--out", workspace / "o16", "--scale", 2, "--bits", 16)
     assert result.exit_code == 0, result.output
     png16 = read_image(workspace / "o16" / "coffee_x2.png")
-    result = run(
-        "upscale",
-        workspace / "coffee.jpg",
-        "--checkpoint",
-        workspace / "tiny.pt",
-        "--out",
-        workspace / "o16",
-        "--scale",
-        2,
-        "--bits",
-        16,
-        "--format",
-        "tif",
+    result = upscale(
+        workspace, workspace / "coffee.jpg", "--out", workspace / "o16", "--scale", 2, "--bits", 16, "--format", "tif"
     )
     assert result.exit_code == 0, result.output
     assert np.array_equal(read_image(workspace / "o16" / "coffee_x2.tif"), png16)
     with Image.open(workspace / "o16" / "coffee_x2.png") as img:
         assert img.size == (60, 60)
-    result = run(
-        "upscale",
-        workspace / "coffee.jpg",
-        "--checkpoint",
-        workspace / "tiny.pt",
-        "--out",
-        workspace / "o8",
-        "--scale",
-        2,
-        "--format",
-        "jpg",
-    )
+    result = upscale(workspace, workspace / "coffee.jpg", "--out", workspace / "o8", "--scale", 2, "--format", "jpg")
     assert result.exit_code == 0, result.output
     jpeg = read_image(workspace / "o8" / "coffee_x2.jpg")
     assert jpeg.shape == (60, 60, 3) and np.abs(jpeg - png16).mean() < 0.02
@@ -268,7 +213,6 @@ def test_outputs_beyond_the_format_or_the_disk_are_refused_before_rendering(tmp_
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(workspace):
     (workspace / "broken.png").write_bytes((workspace / "astronaut.png").read_bytes()[:200])
     (workspace / "notes.png").write_text("not an image")
-    base = ("--checkpoint", workspace / "tiny.pt")
     cases = [
         ((workspace / "missing.png", "--scale", 2), ("not found", "missing.png")),
         ((workspace / "broken.png", "--scale", 2), ("broken.png",)),
@@ -284,7 +228,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(workspace):
         ((workspace / "astronaut.png", "--scale", 2, "--size", "0x5"), ("size",)),
     ]
     for args, words in cases:
-        result = run("upscale", *args, *base, "--out", workspace / "out")
+        result = upscale(workspace, *args, "--out", workspace / "out")
         assert_one_line_error(result, *words)
         assert all_files(workspace / "out") == [], args
     result = run(
@@ -304,26 +248,22 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(workspace):
 def test_over_the_memory_budget_suggests_a_tile_that_works(workspace, model):
     budget = str(estimate_encode_bytes(model, 40, 36, (28, 28)))  # room for a 16 px tile and its 6 px context
     assert estimate_encode_bytes(model, 40, 36) > int(budget)
-    result = run(
-        "upscale",
+    result = upscale(
+        workspace,
         workspace / "astronaut.png",
         "--scale",
         2,
-        "--checkpoint",
-        workspace / "tiny.pt",
         "--out",
         workspace / "out",
         env={"P2G_MEMORY_BUDGET": budget},
     )
     assert_one_line_error(result, "memory budget", "--tile 16")
     assert all_files(workspace / "out") == []
-    result = run(
-        "upscale",
+    result = upscale(
+        workspace,
         workspace / "astronaut.png",
         "--scale",
         2,
-        "--checkpoint",
-        workspace / "tiny.pt",
         "--out",
         workspace / "out",
         "--tile",
@@ -337,17 +277,7 @@ def test_over_the_memory_budget_suggests_a_tile_that_works(workspace, model):
 def test_inputs_with_the_same_name_are_refused(workspace):
     (workspace / "b").mkdir()
     write_image(workspace / "b" / "astronaut.png", np.zeros((8, 8, 3)))
-    result = run(
-        "upscale",
-        workspace / "astronaut.png",
-        workspace / "b",
-        "--scale",
-        2,
-        "--checkpoint",
-        workspace / "tiny.pt",
-        "--out",
-        workspace / "out",
-    )
+    result = upscale(workspace, workspace / "astronaut.png", workspace / "b", "--scale", 2, "--out", workspace / "out")
     assert_one_line_error(result, "same output names")
     assert all_files(workspace / "out") == []
 
@@ -376,11 +306,9 @@ def test_cuda_upscale_matches_cpu(workspace, model):
 
     assert memory_budget("cuda") > 0
     for device in ("cpu", "cuda"):
-        result = run(
-            "upscale",
+        result = upscale(
+            workspace,
             workspace / "astronaut.png",
-            "--checkpoint",
-            workspace / "tiny.pt",
             "--out",
             workspace / device,
             "--scale",
@@ -399,11 +327,8 @@ def test_cuda_upscale_matches_cpu(workspace, model):
 def test_skip_existing_resumes_a_batch_without_touching_finished_outputs(workspace, encoder_calls):
     out = workspace / "out"
     args = (
-        "upscale",
         workspace / "astronaut.png",
         workspace / "coffee.jpg",
-        "--checkpoint",
-        workspace / "tiny.pt",
         "--out",
         out,
         "--scale",
@@ -415,12 +340,12 @@ def test_skip_existing_resumes_a_batch_without_touching_finished_outputs(workspa
     def encodes():  # encoder calls on the photos themselves (the memory estimate also runs a small probe)
         return encoder_calls.count((40, 36)), encoder_calls.count((30, 30))
 
-    assert run(*args).exit_code == 0
+    assert upscale(workspace, *args).exit_code == 0
     assert encodes() == (1, 1)
     # as after an interrupt: coffee's x3 never written; astronaut's outputs are complete and must stay as they are
     (out / "coffee_x3.png").unlink()
     kept = (out / "astronaut_x2.png").stat().st_mtime_ns, (out / "astronaut_x3.png").read_bytes()
-    result = run(*args, "--skip-existing")
+    result = upscale(workspace, *args, "--skip-existing")
     assert result.exit_code == 0, result.output
     assert encodes() == (1, 2)  # only coffee is encoded again
     assert "1 image(s) encoded" in result.output
@@ -428,4 +353,4 @@ def test_skip_existing_resumes_a_batch_without_touching_finished_outputs(workspa
     assert all_files(out) == ["astronaut_x2.png", "astronaut_x3.png", "coffee_x2.png", "coffee_x3.png"]
     assert read_image(out / "coffee_x3.png").shape[:2] == (90, 90)
     # without the flag everything is redone
-    assert run(*args).exit_code == 0 and encodes() == (2, 3)
+    assert upscale(workspace, *args).exit_code == 0 and encodes() == (2, 3)
