@@ -106,7 +106,8 @@ def main() -> None:
         shutil.copytree(template, warm)
         fit_chunk(str(warm), chunks[0], root, args.device)
         print(
-            f"{len(chunks)} chunks of {args.batch} crops of {args.crop} px from {images}, {args.steps} steps per crop, "
+            f"{len(chunks)} chunks of {args.batch} crops of {args.crop} px from {_shown(images)}, "
+            f"{args.steps} steps per crop, "
             f"device {args.device}, {args.threads} fitting thread(s), load average {os.getloadavg()[0]:.2f}",
             flush=True,
         )
@@ -140,6 +141,14 @@ def main() -> None:
             raise SystemExit("the pipelined store differs from the in-line one")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _shown(path: Path) -> str:
+    """A path as the README quotes it: relative to the repository when inside it."""
+    try:
+        return str(path.absolute().relative_to(REPO))
+    except ValueError:
+        return path.name
 
 
 if __name__ == "__main__":
