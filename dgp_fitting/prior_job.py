@@ -12,6 +12,7 @@ small or unreadable, stay failed). Tasks lost with a worker are rescheduled by t
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import time
@@ -45,6 +46,7 @@ from prior_store import (
 )
 from prior_store.creation import create_store_atomically
 from prior_store.lock import check_writable, store_lock
+from prior_store.store import PriorStore
 
 #: Crops per chunk (= per task and per fitting batch) when neither --batch nor an existing store says.
 DEFAULT_BATCH = 8
@@ -181,7 +183,7 @@ def prepare_store(
     batch_probe: Callable[[], int] | None = None,
     workers: int = 1,
     shard_size: int | None = None,
-):
+) -> PriorStore:
     """Plan the crops and create the store, or reopen it after checking it was made the same way, mending
     damaged chunks and checking that its images did not change (`dgp_fitting.corpus_check`).
 
@@ -255,24 +257,21 @@ def run_prior_job(
             "--device cuda: this machine has no usable CUDA device (torch.cuda.is_available() is "
             "False); use --device cpu, or run on a cluster with GPU workers"
         )
+    prepare = functools.partial(
+        prepare_store,
+        images,
+        store_path,
+        crop,
+        stride,
+        crops_per_image,
+        fit,
+        refit_changed=refit_changed,
+        echo=echo,
+        shard_size=shard_size,
+    )
     with store_lock(store_path, "fit-prior"):
         check_writable(store_path)
-        return _run_locked(
-            images,
-            store_path,
-            crop,
-            stride,
-            crops_per_image,
-            fit,
-            batch,
-            cluster,
-            device,
-            progress,
-            echo,
-            client,
-            refit_changed,
-            shard_size,
-        )
+        return _run_locked(prepare, store_path, crop, batch, cluster, device, progress, echo, client)
 
 
 def check_fit_config(fit: FitConfig) -> None:
@@ -284,53 +283,30 @@ def check_fit_config(fit: FitConfig) -> None:
 
 
 def _run_locked(
-    images,
+    prepare: Callable[..., PriorStore],
     store_path,
-    crop,
-    stride,
-    crops_per_image,
-    fit,
+    crop: int,
     batch,
-    cluster,
-    device,
+    cluster: ClusterSpec,
+    device: str,
     progress,
     echo,
     client,
-    refit_changed,
-    shard_size,
 ) -> JobSummary:
+    """`prepare` is `prepare_store` with the plan's arguments bound; it still takes the batch (and, for a new
+    store sized by `--batch auto`, the worker probe and the worker count)."""
     if batch == "auto" and not store_exists(store_path):  # a new store: its chunk size is measured on a worker
         context = contextlib.nullcontext(client) if client is not None else connect(cluster, device)
         with context as active:
             workers = _wait_for_a_worker(active)
-            store = prepare_store(
-                images,
-                store_path,
-                crop,
-                stride,
-                crops_per_image,
-                fit,
-                "auto",
-                refit_changed=refit_changed,
-                echo=echo,
+            store = prepare(
+                batch="auto",
                 batch_probe=lambda: _batch_on_a_worker(active, crop, device),
                 workers=max(workers, cluster.workers if client is None else 1),
-                shard_size=shard_size,
             )
             echo(f"batch auto: {store.chunk_size} crops per chunk")
             return _run_job(store, store_path, crop, device, progress, echo, active, client, cluster)
-    store = prepare_store(
-        images,
-        store_path,
-        crop,
-        stride,
-        crops_per_image,
-        fit,
-        batch,
-        refit_changed=refit_changed,
-        echo=echo,
-        shard_size=shard_size,
-    )
+    store = prepare(batch=batch)
     return _run_job(store, store_path, crop, device, progress, echo, client, client, cluster)
 
 
