@@ -17,12 +17,14 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# ruff: lint rules and formatting as configured in pyproject.toml (run by CI before the tests)
+# ruff (lint rules and formatting) and mypy over gaussian_field/ and prior_store/, as configured in pyproject.toml;
+# run by CI before the tests
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
-# mypy over gaussian_field/ and prior_store/ (pyproject.toml; run by CI after lint, before the tests)
+# mypy alone
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
