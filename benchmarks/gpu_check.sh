@@ -12,7 +12,8 @@
 # gaussian_field, dgp_fitting's fitting engine and the tests, not the Dask job or the store. Each step has its own
 # time limit; the whole check stays under 9 minutes (about 4 expected on an H200).
 # Results: RESULTS_DIR/{environment.txt, triton_tests.txt, render_speed.{txt,json}, fit_engines.{txt,json},
-# summary.txt}
+# fit_overlap.txt, summary.txt}. The last step (a fitting task's stages in line vs overlapped, which uses the store
+# and so needs zarr and distributed) is skipped where those are not installed.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$(pwd)"
@@ -42,13 +43,14 @@ if torch.cuda.is_available():
 PYEOF
 } 2>&1 | tee "$RESULTS/environment.txt"
 
-LIMITS=(150 150 240)  # seconds for the tests, the render benchmark and the fitting benchmark
+LIMITS=(150 150 240 90)  # seconds for the tests, the render benchmark, the fitting benchmark, the task pipeline
 if [[ "$DRY" == 1 ]]; then
-    LIMITS=(900 600 900)  # the interpreter and a shared CPU are slow; nothing here is timed for a target
+    LIMITS=(900 600 900 300)  # the interpreter and a shared CPU are slow; nothing here is timed for a target
     DEVICE=cpu
     TESTS=(tests/test_triton_interpreter.py)
     SPEED=(--device cpu --size 32 --scales 4 --repeats 1 --no-multi-scale --no-gradients)
     FIT=(--device cpu --preset demo --steps 4 --crop 32 --crops 8 --previous-crops 4 --profile-steps 2 --processes 1 2)
+    OVERLAP=(--device cpu --steps 2 --crop 32 --crops-per-image 2 --batch 4 --repeats 1)
 else
     if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
         echo "no CUDA device here: nothing to check (DRY=1 runs the same steps on CPU)" | tee "$RESULTS/summary.txt"
@@ -59,6 +61,7 @@ else
     SPEED=(--device cuda --repeats 20 --no-multi-scale --triton-tiles 2x64x2,4x64x4,8x32x4,16x16x4)
     FIT=(--device cuda --preset quality --crop 64 --crops 2048 --previous-crops 64 --previous-batch 8
          --profile-steps 20 --processes 1 2)
+    OVERLAP=(--device cuda --steps 500 --crop 64 --crops-per-image 64 --batch 256 --repeats 1)
 fi
 
 echo "== Triton vs reference (${TESTS[*]})"
@@ -75,6 +78,15 @@ timeout "${LIMITS[2]}" "$PY" benchmarks/fit_throughput.py --engines "${FIT[@]}" 
     | tee "$RESULTS/fit_engines.txt"
 fit_rc=$?
 
+echo "== a fitting task's stages in line vs overlapped (benchmarks/fit_overlap.py; needs zarr and distributed)"
+if "$PY" -c "import zarr, distributed" 2>/dev/null; then
+    timeout "${LIMITS[3]}" "$PY" benchmarks/fit_overlap.py "${OVERLAP[@]}" 2>&1 | tee "$RESULTS/fit_overlap.txt"
+    overlap_rc=$?
+else
+    echo "skipped: zarr or distributed not importable here" | tee "$RESULTS/fit_overlap.txt"
+    overlap_rc=0
+fi
+
 {
     echo "device: $DEVICE"
     echo "triton tests: exit $tests_rc ($(tail -n 1 "$RESULTS/triton_tests.txt"))"
@@ -82,6 +94,7 @@ fit_rc=$?
     grep '^target:' "$RESULTS/render_speed.txt" || true
     grep '^fitting step at a device-filling size' "$RESULTS/render_speed.txt" || true
     echo "fitting benchmark: exit $fit_rc"
+    echo "task pipeline: exit $overlap_rc; $(tail -n 1 "$RESULTS/fit_overlap.txt")"
     [[ -f "$RESULTS/fit_engines.json" ]] && "$PY" - "$RESULTS/fit_engines.json" <<'PYEOF' || true
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -103,4 +116,4 @@ if len(rows) > 1:
 PYEOF
     echo "elapsed: $(( $(date +%s) - start )) s"
 } | tee "$RESULTS/summary.txt"
-(( tests_rc == 0 && bench_rc == 0 && fit_rc == 0 ))
+(( tests_rc == 0 && bench_rc == 0 && fit_rc == 0 && overlap_rc == 0 ))
