@@ -34,15 +34,19 @@ REPO = Path(__file__).resolve().parents[1]
 COMPARED = ("field/means", "field/chol", "field/colors", "crops/psnr", "crops/status", "crops/content_hash")
 
 
-def run_inline(store: str, chunks: list[int], root: str, device: str) -> tuple[float, dict[str, float]]:
+def run_inline(
+    store: str, chunks: list[int], root: str, device: str, decode: int | None
+) -> tuple[float, dict[str, float]]:
     started = time.perf_counter()
     summaries = [fit_chunk(store, index, root, device) for index in chunks]
     return time.perf_counter() - started, stage_totals(summaries)
 
 
-def run_pipelined(store: str, chunks: list[int], root: str, device: str) -> tuple[float, dict[str, float]]:
+def run_pipelined(
+    store: str, chunks: list[int], root: str, device: str, decode: int | None
+) -> tuple[float, dict[str, float]]:
     started = time.perf_counter()
-    summaries = fit_shard(store, 0, chunks, root, device)
+    summaries = fit_shard(store, 0, chunks, root, device, decode)
     errors = [s["error"] for s in summaries if "error" in s]
     if errors:
         raise SystemExit(f"pipelined run failed: {errors[0]}")
@@ -75,6 +79,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--repeats", type=int, default=2, help="alternating in-line / pipelined runs")
     parser.add_argument("--threads", type=int, default=1, help="torch and numba threads for fitting")
+    parser.add_argument(
+        "--decode-threads", type=int, help="photos decoded at once by the pipelined task (default: as the job picks)"
+    )
     args = parser.parse_args()
 
     import torch
@@ -118,7 +125,7 @@ def main() -> None:
                 path = work / f"{mode.replace(' ', '_')}_{repeat}.zarr"
                 shutil.copytree(template, path)
                 store_path = str(path)
-                seconds, stages = runner(store_path, chunks, root, args.device)
+                seconds, stages = runner(store_path, chunks, root, args.device, args.decode_threads)
                 rows.append((mode, repeat, seconds, stages))
                 paths[mode] = store_path
                 print(

@@ -15,6 +15,7 @@ overlap with fitting. What stays exact:
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -78,25 +79,46 @@ def file_digest(path: Path) -> str:
 
 class ImageCache:
     """Decoded images of the current and previous chunk: consecutive chunks of a shard mostly crop the same
-    photos, which are then decoded (and hashed) once. Used by one thread at a time."""
+    photos, which are then decoded (and hashed) once. `threads` > 1 decodes a chunk's photos in parallel (Pillow
+    and hashlib release the GIL), for a GPU worker whose CPU cores would otherwise wait. Used by one thread at a
+    time."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, threads: int = 1) -> None:
         self.root = Path(root)
+        self.threads = max(1, threads)
         self._entries: dict[str, tuple[np.ndarray | str, str]] = {}
+
+    def _decode(self, source: str) -> tuple[np.ndarray | str, str]:
+        path = self.root / source
+        try:
+            digest = file_digest(path)
+            return read_image(path), digest
+        except (ImageReadError, OSError) as err:
+            return (str(err).strip() or type(err).__name__).splitlines()[0], ""
+
+    def prefetch(self, sources: Sequence[str]) -> None:
+        """Decode the sources not cached yet, `threads` at a time."""
+        missing = sorted(set(sources) - set(self._entries))
+        if self.threads > 1 and len(missing) > 1:
+            with ThreadPoolExecutor(min(self.threads, len(missing)), "p2g-decode") as pool:
+                self._entries.update(zip(missing, pool.map(self._decode, missing)))
+        else:
+            self._entries.update((source, self._decode(source)) for source in missing)
 
     def get(self, source: str) -> tuple[np.ndarray | str, str]:
         """(pixels, or the one-line reason they could not be read; the file's SHA-256, "" if unreadable)."""
         if source not in self._entries:
-            path = self.root / source
-            try:
-                digest = file_digest(path)
-                self._entries[source] = (read_image(path), digest)
-            except (ImageReadError, OSError) as err:
-                self._entries[source] = ((str(err).strip() or type(err).__name__).splitlines()[0], "")
+            self._entries[source] = self._decode(source)
         return self._entries[source]
 
     def keep_only(self, sources: set[str]) -> None:
         self._entries = {s: e for s, e in self._entries.items() if s in sources}
+
+
+def decode_threads(device: torch.device) -> int:
+    """Decoding threads for a task: several beside a GPU (its CPU cores are otherwise idle), one beside CPU
+    fitting (which has the worker's cores)."""
+    return min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
 
 
 def load_chunk(store: PriorStore, index: int, cache: ImageCache, pin: bool = False) -> ChunkWork:
@@ -114,6 +136,7 @@ def load_chunk(store: PriorStore, index: int, cache: ImageCache, pin: bool = Fal
     fit = FitConfig.from_dict(store.config.fitting)
     ready, pixels = [], []
     sources = {data["crops/source"][i] for i in todo}
+    cache.prefetch(sorted(sources))
     for i in todo:
         image, digest = cache.get(data["crops/source"][i])
         hashes[i] = digest

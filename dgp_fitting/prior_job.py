@@ -28,6 +28,7 @@ from dgp_fitting.batch_size import auto_batch, spread
 from dgp_fitting.chunk_pipeline import (
     ImageCache,
     crops_needing_work,
+    decode_threads,
     fit_loaded,
     load_chunk,
     run_pipelined,
@@ -143,13 +144,21 @@ def fit_chunk(store_path: str, index: int, root: str = ".", device: str = "auto"
     return write_fitted(work, store)
 
 
-def fit_shard(store_path: str, shard: int, chunks: Sequence[int], root: str = ".", device: str = "auto") -> list[dict]:
+def fit_shard(
+    store_path: str,
+    shard: int,
+    chunks: Sequence[int],
+    root: str = ".",
+    device: str = "auto",
+    threads_for_decoding: int | None = None,
+) -> list[dict]:
     """Fit chunks `chunks` of shard `shard` in order, each written as soon as it is fitted, decoding the next
     chunk's images and writing the previous chunk while one fits (`dgp_fitting.chunk_pipeline`).
 
     Runs on a worker, the only writer of the shard's files; a kill loses only the chunks in flight. A chunk whose
     fitting raises is tried TASK_RETRIES more times (in line, with `fit_chunk`), then reported as
-    {"chunk": i, "error": ...} while the shard's other chunks go on."""
+    {"chunk": i, "error": ...} while the shard's other chunks go on. `threads_for_decoding` None: several beside a
+    GPU, one beside CPU fitting (`chunk_pipeline.decode_threads`)."""
     _set_worker_threads()
     store = open_store(store_path, mode="r+")
     owned = store.shard_chunks(shard)
@@ -157,7 +166,7 @@ def fit_shard(store_path: str, shard: int, chunks: Sequence[int], root: str = ".
     if stray:
         raise ValueError(f"chunks {stray} are not in shard {shard} (chunks {owned.start}..{owned.stop - 1})")
     dev = _worker_device(device)
-    cache = ImageCache(root)
+    cache = ImageCache(root, decode_threads(dev) if threads_for_decoding is None else threads_for_decoding)
     return run_pipelined(
         chunks,
         load=lambda index: load_chunk(store, index, cache, pin=dev.type == "cuda"),

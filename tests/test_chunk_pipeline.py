@@ -131,3 +131,23 @@ def test_image_cache_decodes_each_photo_once_and_records_unreadable_files(tmp_pa
     cache.keep_only({"broken.png"})
     cache.get("a.png")
     assert decoded == ["a.png", "broken.png", "a.png"]
+
+
+def test_parallel_decoding_gives_what_one_thread_gives(tmp_path, photo):
+    from PIL import Image
+
+    names = ("astronaut", "coffee", "chelsea", "rocket")
+    for name in names:
+        Image.fromarray((photo(name, 0, 0, 48) * 255).round().astype(np.uint8)).save(tmp_path / f"{name}.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    sources = [*(f"{n}.png" for n in names), "broken.png", "missing.png"]
+    one, many = ImageCache(tmp_path, threads=1), ImageCache(tmp_path, threads=4)
+    one.prefetch(sources)
+    many.prefetch(sources)
+    for source in sources:
+        (a, digest_a), (b, digest_b) = one.get(source), many.get(source)
+        assert digest_a == digest_b
+        if isinstance(a, str):
+            assert a == b
+        else:
+            np.testing.assert_array_equal(a, b)

@@ -367,7 +367,7 @@ def test_fit_shard_writes_what_fit_chunk_writes(corpus, tmp_path):
         prepare_store([corpus], path, crop=CROP, fit=FitConfig(steps=20), batch=2, shard_size=12)
     for index in range(6):
         fit_chunk(str(inline), index, root=os.getcwd(), device="cpu")
-    summaries = fit_shard(str(piped), 0, list(range(6)), root=os.getcwd(), device="cpu")
+    summaries = fit_shard(str(piped), 0, list(range(6)), root=os.getcwd(), device="cpu", threads_for_decoding=3)
     assert [s["chunk"] for s in summaries] == list(range(6))
     assert all({"load_seconds", "fit_seconds", "write_seconds"} <= set(s) for s in summaries)
     assert open_store(piped).status_counts() == {"pending": 0, "done": 12, "failed": 0}
