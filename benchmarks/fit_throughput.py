@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -101,7 +102,8 @@ def _previous_fit_once(crops, seeds, config, scale, k, backend, timer):
         [
             {"params": [params.offset_raw, params.chol_raw], "lr": config.lr},
             {"params": [params.colors], "lr": config.color_lr},
-        ]
+        ],
+        betas=(0.9, config.adam_beta2),
     )
     base_lrs = [group["lr"] for group in optimiser.param_groups]
     lap = timer.lap if timer is not None else (lambda name: None)
@@ -401,16 +403,20 @@ CURVE_CROPS = tuple(
 )
 
 
-def psnr_curve(steps_list: list[int], size: int = 64) -> None:
-    """PSNR and Cholesky percentiles after N steps of the quality preset's settings, in this process."""
+def psnr_curve(steps_list: list[int], preset: str = "quality", count: int = 0, size: int = 64) -> None:
+    """PSNR and Cholesky percentiles after N steps of a preset's settings, in this process: on the 8 CURVE_CROPS, or
+    on `count` crops of the demo photos (`photo_crops`)."""
     torch.set_num_threads(1)
-    crops = np.stack([bundled_photo(n)[t : t + size, l : l + size] for n, t, l in CURVE_CROPS])
-    crops = torch.from_numpy(crops).permute(0, 3, 1, 2).float().contiguous()
-    print(f"PSNR vs steps: {len(CURVE_CROPS)} photo crops of {size} px, quality settings, one thread")
+    if count:
+        crops = photo_crops(count, size)
+    else:
+        crops = np.stack([bundled_photo(n)[t : t + size, l : l + size] for n, t, l in CURVE_CROPS])
+        crops = torch.from_numpy(crops).permute(0, 3, 1, 2).float().contiguous()
+    print(f"PSNR vs steps: {len(crops)} photo crops of {size} px, {preset} settings, one thread")
     print(f"{'steps':>6} {'median':>7} {'p5':>6} {'min':>6} {'l11 p99.9':>9} {'|l21| p99.9':>11} {'CPU s':>6}")
     for steps in steps_list:
         start = time.process_time()
-        result = fit_crops(crops, list(range(len(crops))), FitConfig(steps=steps))
+        result = fit_crops(crops, list(range(len(crops))), dataclasses.replace(FIT_PRESETS[preset], steps=steps))
         cpu = time.process_time() - start
         psnr, chol = result.psnr.numpy(), result.chol.reshape(-1, 3).numpy()
         print(
@@ -462,11 +468,13 @@ def main() -> None:
         type=int,
         nargs="+",
         metavar="STEPS",
-        help="instead: PSNR of 8 photo crops after each number of steps (no cluster)",
+        help="instead: PSNR of 8 photo crops after each number of steps (no cluster; quality settings unless --preset)",
     )
+    parser.add_argument("--curve-crops", type=int, default=0, help="--curve on this many demo-photo crops instead")
     args = parser.parse_args()
     if args.curve:
-        psnr_curve(args.curve)
+        preset = args.preset if "--preset" in sys.argv else "quality"
+        psnr_curve(args.curve, preset, args.curve_crops)
         return
     fit = FIT_PRESETS[args.preset]
     if args.steps is not None:

@@ -34,6 +34,8 @@ from gaussian_field.lattice import base_positions
 
 #: Steps of the CPU-friendly "demo" preset (the "quality" preset is FitConfig's default).
 DEMO_STEPS = 100
+#: Adam's default second-moment decay (torch's), left out of a stored fitting config.
+DEFAULT_ADAM_BETA2 = 0.999
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,10 @@ class FitConfig:
     #: learning rate multiplied by `decay` at each of these fractions of the steps
     milestones: tuple[float, ...] = (0.8,)
     decay: float = 0.3
+    #: Adam's second-moment decay; lower forgets old gradient scales sooner, which a field whose Gaussians keep
+    #: changing shape rewards (the "fast" preset). Not written to a store at its default 0.999, so stores fitted
+    #: before the setting existed match the same settings today.
+    adam_beta2: float = DEFAULT_ADAM_BETA2
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 0:
@@ -66,10 +72,14 @@ class FitConfig:
             )
         if self.lr <= 0 or self.color_lr <= 0:
             raise ValueError("learning rates must be positive")
+        if not 0 < self.adam_beta2 < 1:
+            raise ValueError(f"adam_beta2 must lie strictly between 0 and 1, got {self.adam_beta2!r}")
 
     def as_dict(self) -> dict:
         out = asdict(self)
         out["milestones"] = list(self.milestones)
+        if out["adam_beta2"] == DEFAULT_ADAM_BETA2:
+            del out["adam_beta2"]
         return out
 
     @classmethod
@@ -80,9 +90,11 @@ class FitConfig:
         return cls(**values)
 
 
-#: Named settings: "quality" (the default, for real runs) and "demo" (CPU-friendly: a few seconds per crop).
+#: Named settings: "quality" (the default, for real runs), "fast" (quality's PSNR in 70 % of its steps: Adam
+#: forgets old gradient scales sooner) and "demo" (CPU-friendly: a few seconds per crop).
 FIT_PRESETS: dict[str, FitConfig] = {
     "quality": FitConfig(),
+    "fast": FitConfig(steps=350, adam_beta2=0.97),
     "demo": FitConfig(steps=DEMO_STEPS),
 }
 
@@ -225,12 +237,13 @@ def make_optimiser(params: CropFieldParams, config: FitConfig) -> torch.optim.Ad
         {"params": [params.offset_raw, params.chol_raw], "lr": config.lr},
         {"params": [params.colors], "lr": config.color_lr},
     ]
+    betas = (0.9, config.adam_beta2)
     if params.colors.device.type != "cuda":
-        return torch.optim.Adam(groups, foreach=False)
+        return torch.optim.Adam(groups, betas=betas, foreach=False)
     try:
-        return torch.optim.Adam(groups, fused=True)
+        return torch.optim.Adam(groups, betas=betas, fused=True)
     except RuntimeError:  # fused Adam not implemented for this device or dtype
-        return torch.optim.Adam(groups, foreach=True)
+        return torch.optim.Adam(groups, betas=betas, foreach=True)
 
 
 def _loss_per_crop(rendered: torch.Tensor, crops: torch.Tensor, loss: str) -> torch.Tensor:
