@@ -96,14 +96,10 @@ def pair_lr_images(hr_paths: Sequence[Path], lr_paths: Sequence[Path]) -> list[L
 
     An LR file without an HR image is skipped with a warning; no pair at all is an error.
     """
-    by_stem: dict[str, Path] = {}
-    for path in hr_paths:
-        if path.stem in by_stem:
-            raise ValueError(
-                f"HR images {by_stem[path.stem]} and {path} have the same name; LR files are matched "
-                "by name, so give one folder at a time"
-            )
-        by_stem[path.stem] = path
+    by_stem = _by_stem(
+        hr_paths,
+        "HR images {first} and {second} have the same name; LR files are matched by name, so give one folder at a time",
+    )
     pairs = []
     for lr in lr_paths:
         hr, named = by_stem.get(lr.stem), None
@@ -266,15 +262,20 @@ def _read_pair(hr_full: np.ndarray, lr_path: Path, scale: float) -> tuple[np.nda
     return np.asarray(hr_full, dtype=np.float64)[:crop_h, :crop_w], lr
 
 
-def _check_save_names(paths: Sequence[Path]) -> None:
-    seen: dict[str, Path] = {}
+def _by_stem(paths: Sequence[Path], clash: str) -> dict[str, Path]:
+    """Paths by file name less suffix; two with one name raise ValueError(clash) with {first} and {second} filled."""
+    by_stem: dict[str, Path] = {}
     for path in paths:
-        if path.stem in seen:
-            raise ValueError(
-                f"{seen[path.stem]} and {path} would save the same NAME_xS.png; evaluate them "
-                "separately or without --save-images"
-            )
-        seen[path.stem] = path
+        if path.stem in by_stem:
+            raise ValueError(clash.format(first=by_stem[path.stem], second=path))
+        by_stem[path.stem] = path
+    return by_stem
+
+
+def _check_save_names(paths: Sequence[Path]) -> None:
+    _by_stem(
+        paths, "{first} and {second} would save the same NAME_xS.png; evaluate them separately or without --save-images"
+    )
 
 
 def _score_case(
