@@ -22,22 +22,12 @@ from gaussian_field import GaussianField, render, save_field
 from gaussian_field.image_io import write_image
 from sr_model.checkpoint import save_checkpoint
 from tests.test_tiling import tiny_model
-from tests.viewer_fields import photo_field
+from tests.viewer_fields import field, lr, photo_field  # noqa: F401  (fixtures)
 from workflows import view_cmd
 from workflows.cli import cli
 from workflows.viewer.content import content_for_field, load_view_content
 from workflows.viewer.packing import FLOAT16_TOLERANCE, centre_window, pack_field, unpack_field
 from workflows.viewer.server import ViewerServer
-
-
-@pytest.fixture(scope="module")
-def lr(photo):
-    return photo("astronaut", top=100, left=180, size=16)[:12].astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def field(lr):
-    return photo_field(lr)
 
 
 @pytest.fixture(scope="module")
