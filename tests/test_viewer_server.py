@@ -21,6 +21,7 @@ from PIL import Image
 from gaussian_field import GaussianField, render, save_field
 from gaussian_field.image_io import write_image
 from sr_model.checkpoint import save_checkpoint
+from tests.cli_checks import assert_one_line_error
 from tests.test_tiling import tiny_model
 from tests.viewer_fields import field, lr, photo_field  # noqa: F401  (fixtures)
 from workflows import view_cmd
@@ -178,14 +179,6 @@ def test_a_bug_while_answering_is_500_without_traceback(server, monkeypatch):
 
 def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *words):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 def test_bad_input_is_one_line_exit_2(tmp_path, lr):
