@@ -271,7 +271,11 @@ def test_inputs_with_the_same_name_are_refused(workspace):
     (workspace / "b").mkdir()
     write_image(workspace / "b" / "astronaut.png", np.zeros((8, 8, 3)))
     result = upscale(workspace, workspace / "astronaut.png", workspace / "b", "--scale", 2, "--out", workspace / "out")
-    assert_one_line_error(result, "same output names")
+    assert_one_line_error(
+        result,
+        f"inputs {workspace / 'astronaut.png'} and {workspace / 'b' / 'astronaut.png'} would write the same "
+        "output names (astronaut_*); rename one or run them separately",
+    )
     assert all_files(workspace / "out") == []
 
 
