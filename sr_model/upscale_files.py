@@ -33,7 +33,7 @@ from gaussian_field.image_io import (
     read_image_file,
 )
 from gaussian_field.render import available_backends, resolve_geometry
-from sr_model.datasets import image_size
+from sr_model.datasets import by_stem, image_size
 from sr_model.inference import EncodePlan, encode_tiles, plan_encode
 
 
@@ -134,14 +134,10 @@ def plan_jobs(
         raise ValueError("nothing to render: give at least one --scale or --size")
     fmt = output_format(f"x{suffix}", 8 if bits is None else bits)
     check_backend(backend, next(model.parameters()).device)
-    seen: dict[str, Path] = {}
-    for source in inputs:
-        if source.stem in seen:
-            raise ValueError(
-                f"inputs {seen[source.stem]} and {source} would write the same output names "
-                f"({source.stem}_*); rename one or run them separately"
-            )
-        seen[source.stem] = source
+    by_stem(
+        inputs,
+        "inputs {first} and {second} would write the same output names ({stem}_*); rename one or run them separately",
+    )
     jobs = []
     for source in inputs:
         height, width = image_size(source)  # a damaged header raises ImageReadError naming the file
