@@ -142,10 +142,22 @@ def _f(value, digits: int = 4) -> str:
 
 def summary_markdown(summary: dict) -> str:
     """The summary as markdown tables (HR px first, then LR px), for people."""
+    lines = [
+        *_overview_lines(summary),
+        *_element_tables(summary),
+        *_paper_range_table(summary),
+        *_correlation_table(summary),
+        *_content_tables(summary),
+        *_dictionary_lines(summary.get("dictionary")),
+    ]
+    return "\n".join(lines)
+
+
+def _overview_lines(summary: dict) -> list[str]:
     sel, cfg, scale = summary["selection"], summary["config"], summary["reference_scale"]
     floor = "none" if cfg["min_psnr"] is None else f"{cfg['min_psnr']:g} dB"
     psnr = summary["psnr"]["used"]
-    lines = [
+    return [
         "# Deep Gaussian Prior statistics",
         "",
         f"- crops used: {sel['crop_count']} of {sel['done']} done ({sel['crops']} in the store), PSNR floor {floor}",
@@ -155,7 +167,13 @@ def summary_markdown(summary: dict) -> str:
         "- quantiles are read from a fine histogram (16384 bins between each element's min and max)",
         "",
     ]
+
+
+def _element_tables(summary: dict) -> list[str]:
+    """One table per unit (HR px, then LR px): moments, quantiles and the fitted normal of each element."""
+    scale = summary["reference_scale"]
     head = "| element | mean | std | " + " | ".join(f"{quantile_key(q)} %" for q in QUANTILES)
+    lines: list[str] = []
     for unit, title in (
         ("hr", f"HR px at x{scale} (covariance entries HR px^2)"),
         ("lr", "LR px (covariance entries LR px^2)"),
@@ -177,9 +195,13 @@ def summary_markdown(summary: dict) -> str:
                 + f" | {_f(e['normal_ks_distance'], 4)} |"
             )
         lines.append("")
+    return lines
+
+
+def _paper_range_table(summary: dict) -> list[str]:
     paper = summary["paper_ranges"]
-    lines += [
-        f"## Against the paper's ranges (given in HR px at x4; here HR px at x{scale})",
+    lines = [
+        f"## Against the paper's ranges (given in HR px at x4; here HR px at x{summary['reference_scale']})",
         "",
         "| element | paper range | our 0.5..99.5 % | our min..max | inside the paper range |",
         "|---|---|---|---|---|",
@@ -191,10 +213,11 @@ def summary_markdown(summary: dict) -> str:
             f"| {name} | {lo:g}..{hi:g} | {hr['quantiles']['0.5']:.3f}..{hr['quantiles']['99.5']:.3f} | "
             f"{hr['min']:.3f}..{hr['max']:.3f} | {100 * paper['inside'][name]:.2f} % |"
         )
-    lines += [
-        "",
-        f"All three elements inside: {100 * paper['inside']['all']:.2f} % of the Gaussians.",
-        "",
+    return [*lines, "", f"All three elements inside: {100 * paper['inside']['all']:.2f} % of the Gaussians.", ""]
+
+
+def _correlation_table(summary: dict) -> list[str]:
+    lines = [
         "## Correlation",
         "",
         "| | " + " | ".join(LABELS[e] for e in ELEMENTS) + " |",
@@ -202,8 +225,13 @@ def summary_markdown(summary: dict) -> str:
     ]
     for name, row in zip(ELEMENTS, summary["correlation"]["matrix"]):
         lines.append(f"| {LABELS[name]} | " + " | ".join(_f(v, 3) for v in row) + " |")
+    return lines
+
+
+def _content_tables(summary: dict) -> list[str]:
+    """Per-crop means in terciles of fitted PSNR and of gradient energy, with the rank correlation of each."""
     content = summary["by_content"]
-    lines += ["", "## By image content (per-crop means, HR px; terciles of each measure)", ""]
+    lines = ["", "## By image content (per-crop means, HR px; terciles of each measure)", ""]
     for feature, label in (("psnr", "fitted PSNR (dB)"), ("gradient_energy", "gradient energy")):
         rho = content["spearman_sqrt_det"][feature]
         lines += [
@@ -219,21 +247,25 @@ def summary_markdown(summary: dict) -> str:
                 f"{group['mean_l21']:.3f} | {group['mean_l22']:.3f} | {group['mean_sqrt_det']:.3f} |"
             )
         lines.append("")
-    d = summary.get("dictionary")
-    if d:
-        lines += [
-            "## Dictionary",
-            "",
-            f"{d['method']}, {d['size']} kernels in HR px at x{d['reference_scale']}, quantiles "
-            f"{100 * d['quantiles'][0]:g}..{100 * d['quantiles'][1]:g} %, seed {d['seed']}, from "
-            f"{d['crop_count']} crops; {d['content_hash']}",
-            "",
-        ]
-        if "values" in d:
-            for name in CHOLESKY:
-                lines.append(f"- {name}: " + ", ".join(f"{v:.3f}" for v in d["values"][name]))
-            lines.append("")
-    return "\n".join(lines)
+    return lines
+
+
+def _dictionary_lines(d: dict | None) -> list[str]:
+    if not d:
+        return []
+    lines = [
+        "## Dictionary",
+        "",
+        f"{d['method']}, {d['size']} kernels in HR px at x{d['reference_scale']}, quantiles "
+        f"{100 * d['quantiles'][0]:g}..{100 * d['quantiles'][1]:g} %, seed {d['seed']}, from "
+        f"{d['crop_count']} crops; {d['content_hash']}",
+        "",
+    ]
+    if "values" in d:
+        for name in CHOLESKY:
+            lines.append(f"- {name}: " + ", ".join(f"{v:.3f}" for v in d["values"][name]))
+        lines.append("")
+    return lines
 
 
 __all__ = ["PriorStatsResult", "StaleStatisticsError", "run_prior_stats", "summary_markdown"]

@@ -511,44 +511,8 @@ def _assemble(
 ) -> PriorStatistics:
     n = int(moments["n"])
     std_lr = np.sqrt(np.maximum(np.diag(moments["m2"]) / n, 0.0))
-    elements = {}
-    for i, name in enumerate(ELEMENTS):
-        lo, hi = float(moments["min"][i]), float(moments["max"][i])
-        q_lr = histogram_quantiles(fine[i], lo, hi, QUANTILES)
-        edges = np.linspace(*_fine_range(lo, hi), QUANTILE_BINS + 1)
-        cdf = np.concatenate([[0.0], np.cumsum(fine[i]) / n])
-        ks = None
-        normal_lr = None
-        if std_lr[i] > 0:
-            fitted = scipy_stats.norm(loc=moments["mean"][i], scale=std_lr[i])
-            ks = float(np.max(np.abs(cdf - fitted.cdf(edges))))
-            normal_lr = [float(v) for v in fitted.ppf([0.005, 0.995])]
-        factor = float(scale ** UNIT_POWER[name])
-        hist = moments["hist"][i]
-        units = {}
-        for unit, f in (("lr", 1.0), ("hr", factor)):
-            units[unit] = {
-                "mean": float(moments["mean"][i] * f),
-                "std": float(std_lr[i] * f),
-                "min": lo * f,
-                "max": hi * f,
-                "quantiles": {quantile_key(q): v * f for q, v in zip(QUANTILES, q_lr)},
-                "normal": {
-                    "mean": float(moments["mean"][i] * f),
-                    "std": float(std_lr[i] * f),
-                    "interval_99": None if normal_lr is None else [v * f for v in normal_lr],
-                },
-            }
-        elements[name] = {
-            **units,
-            "normal_ks_distance": ks,
-            "outside_histogram_range": {"below": int(hist[0]), "above": int(hist[-1])},
-        }
-
-    cov = moments["m2"] / n
-    denom = np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = np.where(denom > 0, cov / np.where(denom > 0, denom, 1.0), np.nan)
+    elements = {name: _element_summary(i, name, moments, fine, std_lr, scale) for i, name in enumerate(ELEMENTS)}
+    corr = _correlation(moments["m2"] / n)
     inside = moments["inside"] / n
     paper_hr = {k: [lo * scale / PAPER_SCALE, hi * scale / PAPER_SCALE] for k, (lo, hi) in PAPER_RANGES_HR_X4.items()}
 
@@ -570,15 +534,7 @@ def _assemble(
             "joint_bins": JOINT_BINS,
             "quantile_bins": QUANTILE_BINS,
         },
-        "selection": {
-            "crops": selection.crops,
-            "done": int(selection.done_psnr.size),
-            "crop_count": int(selection.indices.size),
-            "below_min_psnr": int(selection.done_psnr.size - selection.indices.size),
-            "gaussians": n,
-            "digest": selection.digest,
-            "plan_digest": store.attrs.get("plan_digest"),
-        },
+        "selection": _selection_summary(selection, n, store.attrs.get("plan_digest")),
         "elements": elements,
         "paper_ranges": {
             "hr_x4": {k: list(v) for k, v in PAPER_RANGES_HR_X4.items()},
@@ -595,7 +551,68 @@ def _assemble(
         "quantile_histograms": fine,
         "per_crop": per_crop_hr,
     }
-    attrs = {
+    return PriorStatistics(summary, arrays, _array_attrs(scale))
+
+
+def _element_summary(i: int, name: str, moments: dict, fine: np.ndarray, std_lr: np.ndarray, scale: int) -> dict:
+    """Element `i` in LR and HR units (mean, std, range, quantiles, the fitted normal), the normal's KS distance
+    from the fine histogram, and the counts outside the histogram range."""
+    n = int(moments["n"])
+    lo, hi = float(moments["min"][i]), float(moments["max"][i])
+    q_lr = histogram_quantiles(fine[i], lo, hi, QUANTILES)
+    edges = np.linspace(*_fine_range(lo, hi), QUANTILE_BINS + 1)
+    cdf = np.concatenate([[0.0], np.cumsum(fine[i]) / n])
+    ks = None
+    normal_lr = None
+    if std_lr[i] > 0:
+        fitted = scipy_stats.norm(loc=moments["mean"][i], scale=std_lr[i])
+        ks = float(np.max(np.abs(cdf - fitted.cdf(edges))))
+        normal_lr = [float(v) for v in fitted.ppf([0.005, 0.995])]
+    factor = float(scale ** UNIT_POWER[name])
+    hist = moments["hist"][i]
+    units = {}
+    for unit, f in (("lr", 1.0), ("hr", factor)):
+        units[unit] = {
+            "mean": float(moments["mean"][i] * f),
+            "std": float(std_lr[i] * f),
+            "min": lo * f,
+            "max": hi * f,
+            "quantiles": {quantile_key(q): v * f for q, v in zip(QUANTILES, q_lr)},
+            "normal": {
+                "mean": float(moments["mean"][i] * f),
+                "std": float(std_lr[i] * f),
+                "interval_99": None if normal_lr is None else [v * f for v in normal_lr],
+            },
+        }
+    return {
+        **units,
+        "normal_ks_distance": ks,
+        "outside_histogram_range": {"below": int(hist[0]), "above": int(hist[-1])},
+    }
+
+
+def _correlation(cov: np.ndarray) -> np.ndarray:
+    """The correlation matrix of covariance `cov`; NaN where an element does not vary."""
+    denom = np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, cov / np.where(denom > 0, denom, 1.0), np.nan)
+
+
+def _selection_summary(selection: Selection, gaussians: int, plan_digest: str | None) -> dict:
+    return {
+        "crops": selection.crops,
+        "done": int(selection.done_psnr.size),
+        "crop_count": int(selection.indices.size),
+        "below_min_psnr": int(selection.done_psnr.size - selection.indices.size),
+        "gaussians": gaussians,
+        "digest": selection.digest,
+        "plan_digest": plan_digest,
+    }
+
+
+def _array_attrs(scale: int) -> dict:
+    """What each saved array holds, stored beside it."""
+    return {
         "histograms": {
             "elements": list(ELEMENTS),
             "ranges_lr": [list(HISTOGRAM_RANGES_LR[e]) for e in ELEMENTS],
@@ -614,7 +631,6 @@ def _assemble(
             "units": f"crop index, dB, (intensity/LR px)^2, then means in HR px / HR px^2 at x{scale}",
         },
     }
-    return PriorStatistics(summary, arrays, attrs)
 
 
 def _per_crop_table(selection: Selection, per_crop: np.ndarray, scale: int) -> np.ndarray:

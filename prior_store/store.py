@@ -132,10 +132,7 @@ class PriorStore:
 
     def chunk_bounds(self, index: int) -> tuple[int, int]:
         """[start, stop) of chunk `index` along the crop axis (the last chunk may be short)."""
-        if not 0 <= index < self.num_chunks:
-            raise IndexError(f"chunk {index} out of range: the store has {self.num_chunks} chunks")
-        start = index * self.chunk_size
-        return start, min(self.num_crops, start + self.chunk_size)
+        return self._bounds("chunk", index, self.chunk_size, self.num_chunks)
 
     @property
     def shard_size(self) -> int:
@@ -150,10 +147,14 @@ class PriorStore:
 
     def shard_bounds(self, index: int) -> tuple[int, int]:
         """[start, stop) of shard `index` along the crop axis (the last shard may be short)."""
-        if not 0 <= index < self.num_shards:
-            raise IndexError(f"shard {index} out of range: the store has {self.num_shards} shards")
-        start = index * self.shard_size
-        return start, min(self.num_crops, start + self.shard_size)
+        return self._bounds("shard", index, self.shard_size, self.num_shards)
+
+    def _bounds(self, unit: str, index: int, size: int, count: int) -> tuple[int, int]:
+        """[start, stop) of the `index`-th of `count` runs of `size` crops (chunks or shards)."""
+        if not 0 <= index < count:
+            raise IndexError(f"{unit} {index} out of range: the store has {count} {unit}s")
+        start = index * size
+        return start, min(self.num_crops, start + size)
 
     def shard_chunks(self, index: int) -> range:
         """Indices of the chunks inside shard `index`."""

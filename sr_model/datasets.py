@@ -58,6 +58,17 @@ def find_images(sources: Sequence[str | os.PathLike]) -> list[Path]:
     return found
 
 
+def by_stem(paths: Sequence[Path], clash: str) -> dict[str, Path]:
+    """Paths by file name less suffix, for files named or paired after their inputs; two paths of one name raise
+    ValueError(clash) with {first}, {second} and {stem} filled in."""
+    found: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in found:
+            raise ValueError(clash.format(first=found[path.stem], second=path, stem=path.stem))
+        found[path.stem] = path
+    return found
+
+
 def image_size(path: Path) -> tuple[int, int]:
     """(H, W) of an image file from its header (a full decode only when Pillow cannot read the header)."""
     from PIL import Image, UnidentifiedImageError

@@ -55,25 +55,29 @@ class _OfficialFeatures:
         return x[:, :, : FEATURE_UPSCALE * h, : FEATURE_UPSCALE * w]
 
 
+def _official_arguments(config: ModelConfig) -> dict:
+    """The spandrel constructor arguments SwinIR and HAT share, as ContinuousSR configures them."""
+    return dict(
+        img_size=config.img_size,
+        patch_size=1,
+        in_chans=3,
+        embed_dim=config.embed_dim,
+        depths=list(config.depths),
+        num_heads=list(config.num_heads),
+        window_size=config.window_size,
+        mlp_ratio=config.mlp_ratio,
+        upscale=FEATURE_UPSCALE,
+        img_range=1.0,
+        upsampler="pixelshuffle",
+        resi_connection="1conv",
+    )
+
+
 class SwinIREncoder(_OfficialFeatures, SwinIR):
     """SwinIR body + 4x pixel-shuffle upsampler, 64 output channels."""
 
     def __init__(self, config: ModelConfig) -> None:
-        SwinIR.__init__(
-            self,
-            img_size=config.img_size,
-            patch_size=1,
-            in_chans=3,
-            embed_dim=config.embed_dim,
-            depths=list(config.depths),
-            num_heads=list(config.num_heads),
-            window_size=config.window_size,
-            mlp_ratio=config.mlp_ratio,
-            upscale=FEATURE_UPSCALE,
-            img_range=1.0,
-            upsampler="pixelshuffle",
-            resi_connection="1conv",
-        )
+        SwinIR.__init__(self, **_official_arguments(config))
         del self.conv_last
 
 
@@ -83,22 +87,11 @@ class HATEncoder(_OfficialFeatures, HAT):
     def __init__(self, config: ModelConfig) -> None:
         HAT.__init__(
             self,
-            img_size=config.img_size,
-            patch_size=1,
-            in_chans=3,
-            embed_dim=config.embed_dim,
-            depths=list(config.depths),
-            num_heads=list(config.num_heads),
-            window_size=config.window_size,
+            **_official_arguments(config),
             compress_ratio=config.compress_ratio,
             squeeze_factor=config.squeeze_factor,
             conv_scale=config.conv_scale,
             overlap_ratio=config.overlap_ratio,
-            mlp_ratio=config.mlp_ratio,
-            upscale=FEATURE_UPSCALE,
-            img_range=1.0,
-            upsampler="pixelshuffle",
-            resi_connection="1conv",
         )
         del self.conv_last
 

@@ -36,7 +36,14 @@ import torch
 
 from gaussian_field import GaussianField, render
 from gaussian_field.image_io import ImageReadError, read_image, read_image_file, write_image
-from sr_model.datasets import NoImagesError, SkippedImageWarning, find_images, image_size, to_8bit_levels
+from sr_model.datasets import (
+    NoImagesError,
+    SkippedImageWarning,
+    by_stem,
+    find_images,
+    image_size,
+    to_8bit_levels,
+)
 from sr_model.imresize import imresize
 from sr_model.metrics import protocol_settings, psnr, ssim
 
@@ -96,20 +103,16 @@ def pair_lr_images(hr_paths: Sequence[Path], lr_paths: Sequence[Path]) -> list[L
 
     An LR file without an HR image is skipped with a warning; no pair at all is an error.
     """
-    by_stem: dict[str, Path] = {}
-    for path in hr_paths:
-        if path.stem in by_stem:
-            raise ValueError(
-                f"HR images {by_stem[path.stem]} and {path} have the same name; LR files are matched "
-                "by name, so give one folder at a time"
-            )
-        by_stem[path.stem] = path
+    hr_by_stem = by_stem(
+        hr_paths,
+        "HR images {first} and {second} have the same name; LR files are matched by name, so give one folder at a time",
+    )
     pairs = []
     for lr in lr_paths:
-        hr, named = by_stem.get(lr.stem), None
+        hr, named = hr_by_stem.get(lr.stem), None
         match = _SCALE_SUFFIX.match(lr.stem)
         if hr is None and match is not None:
-            hr, named = by_stem.get(match["stem"]), float(match["scale"])
+            hr, named = hr_by_stem.get(match["stem"]), float(match["scale"])
         if hr is None:
             names = lr.stem if match is None else f"{match['stem']} or {lr.stem}"
             warnings.warn(f"skipping LR image {lr}: no HR image named {names}", SkippedImageWarning, stacklevel=2)
@@ -267,14 +270,9 @@ def _read_pair(hr_full: np.ndarray, lr_path: Path, scale: float) -> tuple[np.nda
 
 
 def _check_save_names(paths: Sequence[Path]) -> None:
-    seen: dict[str, Path] = {}
-    for path in paths:
-        if path.stem in seen:
-            raise ValueError(
-                f"{seen[path.stem]} and {path} would save the same NAME_xS.png; evaluate them "
-                "separately or without --save-images"
-            )
-        seen[path.stem] = path
+    by_stem(
+        paths, "{first} and {second} would save the same NAME_xS.png; evaluate them separately or without --save-images"
+    )
 
 
 def _score_case(

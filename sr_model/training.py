@@ -91,10 +91,11 @@ def _loader_worker_init(_: int) -> None:
 
 
 class _StopFlag:
-    """Set by Ctrl-C (first press; a second one interrupts at once) or by a time limit."""
+    """Set by Ctrl-C (first press; a second one interrupts at once); `wanted` adds this call's step and time limits."""
 
-    def __init__(self) -> None:
+    def __init__(self, stop_after: int | None = None, time_limit: float | None = None) -> None:
         self.set = False
+        self.stop_after, self.time_limit = stop_after, time_limit
         self._previous = None
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
@@ -102,6 +103,14 @@ class _StopFlag:
     def _handle(self, signum, frame) -> None:
         self.set = True
         signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+
+    def wanted(self, steps_done: int, seconds: float) -> bool:
+        """Whether to stop after `steps_done` steps and `seconds` seconds of this call."""
+        return (
+            self.set
+            or (self.stop_after is not None and steps_done >= self.stop_after)
+            or (self.time_limit is not None and seconds >= self.time_limit)
+        )
 
     def restore(self) -> None:
         if self._previous is not None:
@@ -171,41 +180,14 @@ def _run(
     progress: bool,
 ) -> TrainResult:
     out, main = Path(config.out), runtime.is_main
-    dataset = SRTrainDataset(config.images, config.patch, (config.scale_min, config.scale_max), cache=True)
-    validator = Validator(config.val_images, config.val_scales, config.val_crop) if config.val_images and main else None
-    torch.manual_seed(config.seed)
-    if checkpoint is None:
-        model_config = config.model_config()
-        model = build_model(model_config, load_dictionary(config.prior) if model_config.uses_dictionary else None)
-        start, best, seconds_before = 0, None, 0.0
-    else:
-        model = model_from_checkpoint(checkpoint)
-        start, best, seconds_before = int(checkpoint["step"]), checkpoint.get("best"), checkpoint["train_seconds"]
-    model.to(runtime.device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    amp = config.amp and runtime.device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    if checkpoint is not None:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scaler.load_state_dict(checkpoint["scaler"])
-    net: nn.Module = Upscaler(model, amp)
-    if runtime.distributed:
-        ids = [runtime.device.index] if runtime.device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
-    workers = (min(4, torch.get_num_threads()) if runtime.device.type == "cuda" else 0) if workers is None else workers
-    batches = ScaleBatchSampler(dataset, config.batch, config.seed)
-    loader = DataLoader(
-        dataset,
-        batch_sampler=RankBatches(batches, start, config.steps, runtime),
-        num_workers=workers,
-        worker_init_fn=_loader_worker_init if workers else None,
-        pin_memory=runtime.device.type == "cuda",
+    validator, model, net, optimizer, scaler, loader, start, best, seconds_before = _prepare(
+        config, checkpoint, runtime, workers
     )
     if main:
         out.mkdir(parents=True, exist_ok=True)
         log = MetricsLog(out, resume_step=start if checkpoint is not None else None)
     bar = _progress_bar(config, start, enabled=progress and main)
-    stop, step, began = _StopFlag(), start, time.perf_counter()
+    stop, step, began = _StopFlag(stop_after, time_limit), start, time.perf_counter()
     interval = _Interval()
 
     def checkpoint_now(validate: bool) -> None:
@@ -225,33 +207,17 @@ def _run(
 
     try:
         for data in loader:
-            lr_img, hr = (data[k].to(runtime.device, non_blocking=True) for k in ("lr", "hr"))
             rate = learning_rate(config, step)
-            for group in optimizer.param_groups:
-                group["lr"] = rate
-            losses = reconstruction_loss(net(lr_img, hr.shape[-2:]), hr, config.freq_weight)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(losses["loss"]).backward()
-            scaler.unscale_(optimizer)
-            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or math.inf)
-            scaler.step(optimizer)
-            scaler.update()
+            losses, grad_norm, hr_side = _train_step(net, model, optimizer, scaler, data, rate, config, runtime.device)
             step += 1
             interval.add(losses, grad_norm)
             bar.update(1)
             if step % config.log_every == 0 or step == config.steps:
-                record = interval.record(step, rate, config.batch * runtime.world_size, hr.shape[-1])
+                record = interval.record(step, rate, config.batch * runtime.world_size, hr_side)
                 if main:
                     log.write(record)
-                bar.set_postfix_str(
-                    f"loss {record['loss']:.4f}, {record['images_per_s']:.1f} img/s{interval.val_note}", refresh=False
-                )
-            want_stop = (
-                stop.set
-                or (stop_after is not None and step - start >= stop_after)
-                or (time_limit is not None and time.perf_counter() - began >= time_limit)
-            )
-            stopping = step < config.steps and _agree(runtime, want_stop)
+                bar.set_postfix_str(interval.postfix(record), refresh=False)
+            stopping = step < config.steps and _agree(runtime, stop.wanted(step - start, time.perf_counter() - began))
             if step % config.val_every == 0 or step == config.steps or stopping:
                 checkpoint_now(validate=not stopping or step % config.val_every == 0)
             if stopping:
@@ -261,14 +227,89 @@ def _run(
         bar.close()
         if main:
             log.close()
-    return TrainResult(
-        step,
-        step < config.steps,
-        out / LAST,
-        out / BEST if best is not None else None,
-        best,
-        seconds_before + time.perf_counter() - began,
+    seconds = seconds_before + time.perf_counter() - began
+    return TrainResult(step, step < config.steps, out / LAST, out / BEST if best is not None else None, best, seconds)
+
+
+def _prepare(config: TrainConfig, checkpoint: dict | None, runtime: Runtime, workers: int | None) -> tuple:
+    """(validator or None, model, net, optimiser, AMP scaler, loader, first step, best validation, seconds so far):
+    the model on the device, wrapped for DDP under torchrun, and everything restored from `checkpoint` if given."""
+    dataset = SRTrainDataset(config.images, config.patch, (config.scale_min, config.scale_max), cache=True)
+    use_validator = config.val_images and runtime.is_main
+    validator = Validator(config.val_images, config.val_scales, config.val_crop) if use_validator else None
+    torch.manual_seed(config.seed)
+    model, start, best, seconds_before = _initial_model(config, checkpoint)
+    model.to(runtime.device).train()
+    amp = config.amp and runtime.device.type == "cuda"
+    optimizer, scaler = _optimiser(model, config, checkpoint, amp)
+    net: nn.Module = Upscaler(model, amp)
+    if runtime.distributed:
+        ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+    loader = _data_loader(dataset, config, start, runtime, workers)
+    return validator, model, net, optimizer, scaler, loader, start, best, seconds_before
+
+
+def _initial_model(config: TrainConfig, checkpoint: dict | None) -> tuple[ContinuousSR, int, dict | None, float]:
+    """(model, first step, best validation so far, training seconds so far): a new model, or the checkpoint's."""
+    if checkpoint is None:
+        model_config = config.model_config()
+        model = build_model(model_config, load_dictionary(config.prior) if model_config.uses_dictionary else None)
+        return model, 0, None, 0.0
+    model = model_from_checkpoint(checkpoint)
+    return model, int(checkpoint["step"]), checkpoint.get("best"), checkpoint["train_seconds"]
+
+
+def _optimiser(
+    model: nn.Module, config: TrainConfig, checkpoint: dict | None, amp: bool
+) -> tuple[torch.optim.Adam, torch.amp.GradScaler]:
+    """Adam and the AMP gradient scaler, with the checkpoint's state when resuming (for a bit-for-bit resume)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    if checkpoint is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scaler.load_state_dict(checkpoint["scaler"])
+    return optimizer, scaler
+
+
+def _data_loader(
+    dataset: SRTrainDataset, config: TrainConfig, start: int, runtime: Runtime, workers: int | None
+) -> DataLoader:
+    """This rank's batches from step `start` on (workers: 0 on CPU, up to 4 on CUDA unless given)."""
+    cuda = runtime.device.type == "cuda"
+    workers = (min(4, torch.get_num_threads()) if cuda else 0) if workers is None else workers
+    batches = ScaleBatchSampler(dataset, config.batch, config.seed)
+    return DataLoader(
+        dataset,
+        batch_sampler=RankBatches(batches, start, config.steps, runtime),
+        num_workers=workers,
+        worker_init_fn=_loader_worker_init if workers else None,
+        pin_memory=cuda,
     )
+
+
+def _train_step(
+    net: nn.Module,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    data: dict,
+    rate: float,
+    config: TrainConfig,
+    device: torch.device,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:
+    """One optimisation step at learning rate `rate`; (losses, gradient norm before clipping, HR patch side)."""
+    lr_img, hr = (data[k].to(device, non_blocking=True) for k in ("lr", "hr"))
+    for group in optimizer.param_groups:
+        group["lr"] = rate
+    losses = reconstruction_loss(net(lr_img, hr.shape[-2:]), hr, config.freq_weight)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(losses["loss"]).backward()
+    scaler.unscale_(optimizer)
+    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or math.inf)
+    scaler.step(optimizer)
+    scaler.update()
+    return losses, grad_norm, hr.shape[-1]
 
 
 class _Interval:
@@ -300,6 +341,10 @@ class _Interval:
         }
         self.sums, self.grad_norm_max, self.n, self.t = {}, None, 0, time.perf_counter()
         return record
+
+    def postfix(self, record: dict) -> str:
+        """The progress bar's note for a metrics line: loss, throughput and the last validation."""
+        return f"loss {record['loss']:.4f}, {record['images_per_s']:.1f} img/s{self.val_note}"
 
 
 def _progress_bar(config: TrainConfig, start: int, enabled: bool):

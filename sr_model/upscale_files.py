@@ -33,7 +33,7 @@ from gaussian_field.image_io import (
     read_image_file,
 )
 from gaussian_field.render import available_backends, resolve_geometry
-from sr_model.datasets import image_size
+from sr_model.datasets import by_stem, image_size
 from sr_model.inference import EncodePlan, encode_tiles, plan_encode
 
 
@@ -134,14 +134,10 @@ def plan_jobs(
         raise ValueError("nothing to render: give at least one --scale or --size")
     fmt = output_format(f"x{suffix}", 8 if bits is None else bits)
     check_backend(backend, next(model.parameters()).device)
-    seen: dict[str, Path] = {}
-    for source in inputs:
-        if source.stem in seen:
-            raise ValueError(
-                f"inputs {seen[source.stem]} and {source} would write the same output names "
-                f"({source.stem}_*); rename one or run them separately"
-            )
-        seen[source.stem] = source
+    by_stem(
+        inputs,
+        "inputs {first} and {second} would write the same output names ({stem}_*); rename one or run them separately",
+    )
     jobs = []
     for source in inputs:
         height, width = image_size(source)  # a damaged header raises ImageReadError naming the file
@@ -218,46 +214,56 @@ def upscale_files(
         skip_existing,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    param = next(model.parameters())
     results = []
     for job in progress(jobs) if progress is not None else jobs:
-        image = read_image_file(job.source)
-        lr = torch.from_numpy(np.ascontiguousarray(image.rgb)).permute(2, 0, 1)[None].to(param.device, param.dtype)
-        alpha = image.alpha if job.keep_alpha else None
-        result = ImageResult(
-            job.source, (job.plan.height, job.plan.width), len(job.plan.tiles), notices=list(job.notices)
-        )
-        with torch.no_grad():
-            _sync(param.device)
-            start = time.perf_counter()
-            gaussians = encode_tiles(model, lr, job.plan, tile_progress if job.plan.tiled else None)
-            _sync(param.device)
-            result.encode_seconds = time.perf_counter() - start
-            if job.field_path is not None:
-                gaussians.save(
-                    job.field_path,
-                    source=job.source.name,
-                    tiles=len(job.plan.tiles),
-                    context=job.plan.context,
-                    **(field_metadata or {}),
-                )
-                result.field_path = job.field_path
-            for request, path in job.outputs:
-                result.outputs.append(
-                    render_to_file(
-                        gaussians,
-                        path,
-                        scale=request.scale,
-                        size=request.size,
-                        bits=job.bits,
-                        backend=backend,
-                        alpha=alpha,
-                        icc_profile=image.icc_profile,
-                        quality=quality,
-                    )
-                )
-        del gaussians, lr, image, alpha
+        result = _run_job(model, job, backend, quality, tile_progress, field_metadata)
         results.append(result)
         if on_result is not None:
             on_result(result)
     return results
+
+
+def _run_job(
+    model: nn.Module,
+    job: _Job,
+    backend: str,
+    quality: int | None,
+    tile_progress: Callable[[Iterable], Iterable] | None,
+    field_metadata: dict | None,
+) -> ImageResult:
+    """One input: read, encode once (timed), then save the field and render every output of the job."""
+    param = next(model.parameters())
+    image = read_image_file(job.source)
+    lr = torch.from_numpy(np.ascontiguousarray(image.rgb)).permute(2, 0, 1)[None].to(param.device, param.dtype)
+    alpha = image.alpha if job.keep_alpha else None
+    result = ImageResult(job.source, (job.plan.height, job.plan.width), len(job.plan.tiles), notices=list(job.notices))
+    with torch.no_grad():
+        _sync(param.device)
+        start = time.perf_counter()
+        gaussians = encode_tiles(model, lr, job.plan, tile_progress if job.plan.tiled else None)
+        _sync(param.device)
+        result.encode_seconds = time.perf_counter() - start
+        if job.field_path is not None:
+            gaussians.save(
+                job.field_path,
+                source=job.source.name,
+                tiles=len(job.plan.tiles),
+                context=job.plan.context,
+                **(field_metadata or {}),
+            )
+            result.field_path = job.field_path
+        for request, path in job.outputs:
+            result.outputs.append(
+                render_to_file(
+                    gaussians,
+                    path,
+                    scale=request.scale,
+                    size=request.size,
+                    bits=job.bits,
+                    backend=backend,
+                    alpha=alpha,
+                    icc_profile=image.icc_profile,
+                    quality=quality,
+                )
+            )
+    return result  # the image, its LR tensor and the field go with this frame, before the next input is read

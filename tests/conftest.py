@@ -31,3 +31,12 @@ def photo():
         return bundled_photo(name)[top : top + size, left : left + size]
 
     return crop
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matrices: one torch thread avoids OpenMP hand-offs that dominate on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

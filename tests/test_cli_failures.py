@@ -18,18 +18,12 @@ from PIL import Image
 from dgp_fitting.fitting import FitConfig
 from dgp_fitting.prior_job import check_fit_config
 from gaussian_field.image_io import ImageReadError, read_image, write_image
+from tests.cli_checks import one_error_line
 from workflows import cli as cli_module
 from workflows.cli import cli
 
 #: A file name whose bytes are not UTF-8 (Latin-1 "é"), as os.listdir returns it: a surrogate escape.
 LATIN1_NAME = os.fsdecode(b"caf\xe9.png")
-
-
-def one_error_line(result, code: int = 2) -> str:
-    assert result.exit_code == code, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
 
 
 def small_corpus(folder: Path, photo) -> Path:

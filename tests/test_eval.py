@@ -149,6 +149,17 @@ def test_broken_image_is_skipped_with_a_warning(hr_dir):
     assert len(rows) == 2
 
 
+def test_two_images_of_one_name_are_refused_where_names_must_differ(hr_dir, tmp_path, photo):
+    write_image(hr_dir / "sub" / "coffee.png", photo("coffee", 20, 40, size=64))
+    with pytest.raises(ValueError, match=r"coffee.png and .*sub/coffee.png would save the same NAME_xS.png"):
+        evaluate([hr_dir], [2], save_dir=tmp_path / "saved")
+    lr_dir = tmp_path / "lr"
+    lr_dir.mkdir()
+    write_image(lr_dir / "coffee_x2.png", photo("coffee", 90, 180, size=35))
+    with pytest.raises(ValueError, match=r"HR images .*coffee.png and .*sub/coffee.png have the same name; LR files"):
+        evaluate([hr_dir], None, lr_sources=[lr_dir])
+
+
 def test_cli_bicubic(hr_dir, tmp_path):
     out = tmp_path / "eval"
     result = CliRunner().invoke(

@@ -19,6 +19,7 @@ from sr_model.export import METADATA_KEY, ExportError, is_safetensors
 from sr_model.model_files import export_file, load_file, load_network
 from sr_model.official_import import import_official
 from sr_model.presets import ConfigError
+from tests.cli_checks import one_error_line
 from tests.test_official_import import write_official
 from tests.test_tiling import tiny_model
 from workflows.cli import cli
@@ -26,13 +27,6 @@ from workflows.cli import cli
 
 def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def one_error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
 
 
 def crop_tensor(photo, name="astronaut", size=(20, 24)):

@@ -17,13 +17,7 @@ from benchmarks.peers.variants import (
 from sr_model.model import build_model
 from sr_model.presets import preset
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def test_crude_dictionaries_span_their_range(tmp_path):

@@ -214,6 +214,10 @@ def test_shards_hold_whole_chunks_and_keys_name_their_crops(tmp_path):
     assert [list(store.shard_chunks(i)) for i in range(3)] == [[0, 1], [2, 3], [4]]
     assert [store.shard_of_chunk(c) for c in range(5)] == [0, 0, 1, 1, 2]
     assert store.shard_bounds(2) == (8, 9)
+    with pytest.raises(IndexError, match="shard 3 out of range: the store has 3 shards"):
+        store.shard_bounds(3)
+    with pytest.raises(IndexError, match="chunk -1 out of range: the store has 5 chunks"):
+        store.chunk_bounds(-1)
     for index in (3, 0, 4):  # chunk writes into shards in any order keep the other chunks of the shard
         store.write_chunk(index, chunk_values(store, index))
     back = open_store(tmp_path / "p.zarr")

@@ -10,41 +10,12 @@ import yaml
 from click.testing import CliRunner
 
 from sr_model.train_state import TrainConfig
-from tests.test_training import TINY_CLI, folders  # noqa: F401  (fixture)
+from tests.test_training import TINY_CLI, folders, train_cli_args  # noqa: F401  (fixture)
 from workflows.cli import cli
 
 
 def train_args(folders, out) -> list[str]:
-    return [
-        "train",
-        "--prior",
-        str(folders["prior"]),
-        "--images",
-        str(folders["train"]),
-        "--out",
-        str(out),
-        "--steps",
-        "2",
-        "--batch",
-        "2",
-        "--patch",
-        "8",
-        "--scales",
-        "2-3",
-        "--lr",
-        "1e-3",
-        "--lr-decay",
-        "0.5",
-        "--val-images",
-        str(folders["val"]),
-        "--val-every",
-        "2",
-        "--device",
-        "cpu",
-        "--variant",
-        "fixed-centres",
-        *TINY_CLI,
-    ]
+    return train_cli_args(folders, out, 2, "--lr", "1e-3", "--lr-decay", "0.5", "--variant", "fixed-centres")
 
 
 def saved_config(run) -> TrainConfig:

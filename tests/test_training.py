@@ -47,6 +47,35 @@ def folders(tmp_path, photo) -> dict[str, Path]:
     return {"train": train_dir, "val": val_dir, "prior": tmp_path / "dictionary.npy", "root": tmp_path}
 
 
+def train_cli_args(folders, out, steps: int, *extra: str) -> list[str]:
+    """`p2g train` of the tiny model on `folders`: batches of 2 patches of 8 px at x2-3, validated every 2 steps."""
+    return [
+        "train",
+        "--prior",
+        str(folders["prior"]),
+        "--images",
+        str(folders["train"]),
+        "--out",
+        str(out),
+        "--steps",
+        str(steps),
+        "--batch",
+        "2",
+        "--patch",
+        "8",
+        "--scales",
+        "2-3",
+        *extra,
+        "--val-images",
+        str(folders["val"]),
+        "--val-every",
+        "2",
+        "--device",
+        "cpu",
+        *TINY_CLI,
+    ]
+
+
 def _config(folders, name: str = "run", **overrides) -> TrainConfig:
     settings = dict(
         images=[folders["train"]],
@@ -285,30 +314,7 @@ def test_bad_settings_are_refused(folders):
 
 def test_cli_trains_refuses_to_overwrite_and_resumes(folders):
     run = folders["root"] / "cli"
-    args = [
-        "train",
-        "--prior",
-        str(folders["prior"]),
-        "--images",
-        str(folders["train"]),
-        "--out",
-        str(run),
-        "--steps",
-        "4",
-        "--batch",
-        "2",
-        "--patch",
-        "8",
-        "--scales",
-        "2-3",
-        "--val-images",
-        str(folders["val"]),
-        "--val-every",
-        "2",
-        "--device",
-        "cpu",
-        *TINY_CLI,
-    ]
+    args = train_cli_args(folders, run, 4)
     runner = CliRunner()
     first = runner.invoke(cli, args)
     assert first.exit_code == 0, first.output

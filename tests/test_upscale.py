@@ -15,6 +15,7 @@ from sr_model import encoders
 from sr_model.checkpoint import save_checkpoint
 from sr_model.inference import encode, estimate_encode_bytes
 from sr_model.upscale_files import RenderRequest, upscale_files
+from tests.cli_checks import assert_one_line_error
 from tests.test_field import random_field
 from tests.test_tiling import tiny_model
 from workflows.cli import cli
@@ -59,14 +60,6 @@ def encoder_calls(monkeypatch):
 
 def all_files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*")) if folder.exists() else []
-
-
-def assert_one_line_error(result, *words):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 # ------------------------------------------------------------------------------ one encode, many renders
@@ -278,7 +271,11 @@ def test_inputs_with_the_same_name_are_refused(workspace):
     (workspace / "b").mkdir()
     write_image(workspace / "b" / "astronaut.png", np.zeros((8, 8, 3)))
     result = upscale(workspace, workspace / "astronaut.png", workspace / "b", "--scale", 2, "--out", workspace / "out")
-    assert_one_line_error(result, "same output names")
+    assert_one_line_error(
+        result,
+        f"inputs {workspace / 'astronaut.png'} and {workspace / 'b' / 'astronaut.png'} would write the same "
+        "output names (astronaut_*); rename one or run them separately",
+    )
     assert all_files(workspace / "out") == []
 
 

@@ -18,23 +18,13 @@ import torch
 from PIL import Image
 
 from gaussian_field import render
-from tests.viewer_fields import photo_field, shifted
+from tests.viewer_fields import field, lr, shifted  # noqa: F401  (fixtures)
 from workflows.viewer.content import content_for_field
 from workflows.viewer.headless import BrowserUnavailable, chromium, open_viewer, save_screenshot
 from workflows.viewer.server import ViewerServer
 
 WINDOW = (480, 360)
 LEVEL = 1 / 255
-
-
-@pytest.fixture(scope="module")
-def lr(photo):
-    return photo("astronaut", top=100, left=180, size=16)[:12].astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def field(lr):
-    return photo_field(lr)
 
 
 @pytest.fixture(scope="module")

@@ -21,23 +21,14 @@ from PIL import Image
 from gaussian_field import GaussianField, render, save_field
 from gaussian_field.image_io import write_image
 from sr_model.checkpoint import save_checkpoint
+from tests.cli_checks import assert_one_line_error
 from tests.test_tiling import tiny_model
-from tests.viewer_fields import photo_field
+from tests.viewer_fields import field, lr, photo_field  # noqa: F401  (fixtures)
 from workflows import view_cmd
 from workflows.cli import cli
 from workflows.viewer.content import content_for_field, load_view_content
 from workflows.viewer.packing import FLOAT16_TOLERANCE, centre_window, pack_field, unpack_field
 from workflows.viewer.server import ViewerServer
-
-
-@pytest.fixture(scope="module")
-def lr(photo):
-    return photo("astronaut", top=100, left=180, size=16)[:12].astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def field(lr):
-    return photo_field(lr)
 
 
 @pytest.fixture(scope="module")
@@ -188,14 +179,6 @@ def test_a_bug_while_answering_is_500_without_traceback(server, monkeypatch):
 
 def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *words):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 def test_bad_input_is_one_line_exit_2(tmp_path, lr):

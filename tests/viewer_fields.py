@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from gaussian_field import GaussianField
@@ -26,3 +27,14 @@ def shifted(field: GaussianField, origin) -> GaussianField:
     """The field seen from `origin` (LR point at the top-left corner): rendering it samples origin + (c+.5)/s."""
     shift = torch.tensor(origin, dtype=field.dtype)
     return GaussianField(field.means - shift, field.chol, field.colors, field.h, field.w, field.k)
+
+
+@pytest.fixture(scope="module")
+def lr(photo) -> np.ndarray:
+    """The LR crop the viewer's tests show: 12x16 px of the astronaut."""
+    return photo("astronaut", top=100, left=180, size=16)[:12].astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def field(lr) -> GaussianField:
+    return photo_field(lr)

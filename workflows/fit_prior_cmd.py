@@ -94,19 +94,11 @@ def command(
     seed,
     batch,
     device,
-    kind,
-    scheduler,
     cluster_config,
-    workers,
-    jobs,
-    cores,
-    memory,
-    gpus,
-    walltime,
-    queue,
     print_job_script,
     progress,
     refit_changed,
+    **cluster_flags,  # --cluster, --scheduler, --workers, --jobs ...: ClusterSpec fields, given or None
 ) -> None:
     """Fit crops of IMAGES (files or folders, recursive) to Gaussian fields, into the prior store STORE.
 
@@ -116,18 +108,7 @@ def command(
     from dgp_fitting.fitting import FIT_PRESETS
     from dgp_fitting.prior_job import run_prior_job
 
-    spec = cluster_spec(
-        cluster_config,
-        kind=kind,
-        scheduler=scheduler,
-        workers=workers,
-        jobs=jobs,
-        cores=cores,
-        memory=memory,
-        gpus=gpus,
-        walltime=walltime,
-        queue=queue,
-    )
+    spec = cluster_spec(cluster_config, **cluster_flags)
     if print_job_script:
         if spec.kind not in ("slurm", "pbs"):
             raise ValueError("--print-job-script needs --cluster slurm or pbs")

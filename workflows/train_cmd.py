@@ -32,6 +32,12 @@ NOT_IN_CONFIG = ("config", "resume")
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
 
 
+def _setting_option(decl: str, *more: str, **kwargs):
+    """An option whose default, shown in --help, is the TrainConfig field its flag names (--lr-gamma: lr_gamma)."""
+    field = decl.split("/")[0].lstrip("-").replace("-", "_")
+    return click.option(decl, *more, default=DEFAULTS[field], show_default=True, **kwargs)
+
+
 def _listed(values: tuple[float, ...]) -> str:
     return ",".join(f"{v:g}" for v in values)
 
@@ -168,7 +174,7 @@ def _remove_unused(written: tuple[Path, bool], out_dir: Path) -> None:
     type=click.Path(path_type=Path),
     help="Run folder: best.pt, last.pt, metrics.jsonl.",
 )
-@click.option("--preset", default=DEFAULTS["preset"], show_default=True, type=click.Choice(list(PRESETS)))
+@_setting_option("--preset", type=click.Choice(list(PRESETS)))
 @click.option(
     "--variant",
     default="full",
@@ -183,45 +189,29 @@ def _remove_unused(written: tuple[Path, bool], out_dir: Path) -> None:
     metavar="KEY=VALUE",
     help="Override a model config field, e.g. lite_channels=16; repeatable.",
 )
-@click.option("--steps", default=DEFAULTS["steps"], show_default=True, type=int, help="Total optimisation steps.")
-@click.option(
-    "--batch",
-    default=DEFAULTS["batch"],
-    show_default=True,
-    type=int,
-    help="Patches per step (per process under torchrun).",
-)
-@click.option("--patch", default=DEFAULTS["patch"], show_default=True, type=int, help="LR patch side in pixels.")
+@_setting_option("--steps", type=int, help="Total optimisation steps.")
+@_setting_option("--batch", type=int, help="Patches per step (per process under torchrun).")
+@_setting_option("--patch", type=int, help="LR patch side in pixels.")
 @click.option(
     "--scales",
     default=f"{DEFAULTS['scale_min']:g}-{DEFAULTS['scale_max']:g}",
     show_default=True,
     help="Training scale range MIN-MAX (one scale per batch).",
 )
-@click.option(
-    "--lr", "learning_rate", default=DEFAULTS["lr"], show_default=True, type=POSITIVE_FLOAT, help="Adam learning rate."
-)
+@_setting_option("--lr", "learning_rate", type=POSITIVE_FLOAT, help="Adam learning rate.")
 @click.option(
     "--lr-decay",
     default="0.5,0.8",
     show_default=True,
     help="Fractions of --steps where the rate is multiplied by --lr-gamma ('' for none).",
 )
-@click.option("--lr-gamma", default=DEFAULTS["lr_gamma"], show_default=True, type=POSITIVE_FLOAT)
-@click.option(
+@_setting_option("--lr-gamma", type=POSITIVE_FLOAT)
+@_setting_option(
     "--freq-weight",
-    default=DEFAULTS["freq_weight"],
-    show_default=True,
     type=NON_NEGATIVE_FLOAT,
     help="Weight of the frequency (FFT L1) loss; > 0 gives the paper's '+' variant.",
 )
-@click.option(
-    "--grad-clip",
-    default=DEFAULTS["grad_clip"],
-    show_default=True,
-    type=NON_NEGATIVE_FLOAT,
-    help="Max gradient norm (0: no clipping).",
-)
+@_setting_option("--grad-clip", type=NON_NEGATIVE_FLOAT, help="Max gradient norm (0: no clipping).")
 @click.option(
     "--val-images",
     multiple=True,
@@ -229,19 +219,11 @@ def _remove_unused(written: tuple[Path, bool], out_dir: Path) -> None:
     help="Held-out HR images for validation (centre crops of --val-crop px); repeatable.",
 )
 @click.option("--val-scales", default=_listed(DEFAULTS["val_scales"]), show_default=True)
-@click.option(
-    "--val-every",
-    default=DEFAULTS["val_every"],
-    show_default=True,
-    type=int,
-    help="Validate and checkpoint every N steps.",
-)
-@click.option("--val-crop", default=DEFAULTS["val_crop"], show_default=True, type=int)
-@click.option("--log-every", default=DEFAULTS["log_every"], show_default=True, type=int)
-@click.option("--seed", default=DEFAULTS["seed"], show_default=True, type=int)
-@click.option(
-    "--amp/--no-amp", default=DEFAULTS["amp"], show_default=True, help="Mixed precision on CUDA (ignored on CPU)."
-)
+@_setting_option("--val-every", type=int, help="Validate and checkpoint every N steps.")
+@_setting_option("--val-crop", type=int)
+@_setting_option("--log-every", type=int)
+@_setting_option("--seed", type=int)
+@_setting_option("--amp/--no-amp", help="Mixed precision on CUDA (ignored on CPU).")
 @device_option()
 @click.option("--workers", type=int, help="DataLoader workers (default: 0 on CPU, up to 4 on CUDA).")
 @click.option(
@@ -252,104 +234,103 @@ def _remove_unused(written: tuple[Path, bool], out_dir: Path) -> None:
 def command(
     ctx: click.Context,
     more_images,
-    prior,
     images,
     out_dir: Path,
-    preset,
-    variant,
-    model_options,
-    steps,
-    batch,
-    patch,
-    scales,
-    learning_rate,
-    lr_decay,
-    lr_gamma,
-    freq_weight,
-    grad_clip,
     val_images,
-    val_scales,
-    val_every,
-    val_crop,
-    log_every,
-    seed,
-    amp,
     device,
     workers,
     time_limit,
     resume,
+    **_settings,  # the run's other settings, read from ctx.params by _config_fields
 ) -> None:
     """Train ContinuousSR on HR photos with a covariance dictionary; validate against bicubic as it goes.
 
     L1 loss (plus the frequency loss with --freq-weight), Adam with step decay, gradient clipping, AMP on CUDA.
     Checkpoints RUN/best.pt (best mean validation PSNR) and RUN/last.pt load with `p2g eval --checkpoint`.
     """
-    from sr_model.evaluation import parse_scales
-    from sr_model.train_state import milestones_from_fractions
-    from sr_model.training import resume_training, train
-
     images = tuple(images) + tuple(more_images)
-    scale_min, scale_max = parse_scale_range(scales)
-    overrides = {**VARIANTS[variant], **parse_model_options(model_options)}
-    decay = [f for f in lr_decay.split(",") if f.strip()]
-    fields = dict(
-        images=images,
-        prior=prior,
-        preset=preset,
-        model_overrides=overrides,
-        steps=steps,
-        batch=batch,
-        patch=patch,
-        scale_min=scale_min,
-        scale_max=scale_max,
-        lr=learning_rate,
-        lr_milestones=milestones_from_fractions(steps, decay),
-        lr_gamma=lr_gamma,
-        freq_weight=freq_weight,
-        grad_clip=grad_clip,
-        val_images=tuple(val_images),
-        val_scales=tuple(parse_scales(val_scales)),
-        val_every=val_every,
-        val_crop=val_crop,
-        log_every=log_every,
-        seed=seed,
-        amp=amp,
-    )
+    fields = _config_fields(ctx.params, images)
     runtime = dict(device=device, workers=workers, time_limit=None if time_limit is None else time_limit * 60)
     began = time.monotonic()
     if resume:
-        if ctx.default_map:
-            raise click.UsageError(
-                "--resume continues RUN from its last.pt, which holds the run's settings; drop --config"
-            )
-        given = {
-            "images": _given(ctx, "images") or bool(more_images),
-            "model_overrides": _given(ctx, "variant") or _given(ctx, "model_options"),
-            "scale_min": _given(ctx, "scales"),
-            "scale_max": _given(ctx, "scales"),
-            "lr": _given(ctx, "learning_rate"),
-            "lr_milestones": _given(ctx, "lr_decay"),
-        }
-        changes = {k: v for k, v in fields.items() if given.get(k, _given(ctx, k))}
-        if "lr_milestones" in changes:
-            raise click.UsageError("a resumed run keeps its learning-rate schedule; drop --lr-decay")
-        result = resume_training(out_dir, changes, **runtime)
+        result = _resume(ctx, out_dir, fields, runtime)
     else:
-        if not images:
-            raise click.UsageError("give training images with --images DIR")
-        refuse_stale_dictionary(prior)
-        config = TrainConfig(out=str(out_dir), **fields)  # checks every setting before anything is written
-        written = None
-        if int(os.environ.get("RANK", "0")) == 0 and not (out_dir / "last.pt").exists():
-            written = _write_run_config(ctx, out_dir, images)
-        try:
-            result = train(config, **runtime)
-        except BaseException:
-            if written is not None:
-                _remove_unused(written, out_dir)
-            raise
+        result = _start(ctx, out_dir, fields, runtime)
     if int(os.environ.get("RANK", "0")) == 0:
         for line in describe(result, None if resume else bool(val_images)):
             click.echo(line)
     if result.stopped_early and (time_limit is None or time.monotonic() - began < time_limit * 60):
         raise KeyboardInterrupt  # Ctrl-C stopped it after a step and last.pt was saved: exit as interrupted
+
+
+def _config_fields(params: dict, images: tuple) -> dict:
+    """TrainConfig's settings (all but `out`) from the verb's flags: scales, schedule and model options parsed."""
+    from sr_model.evaluation import parse_scales
+    from sr_model.train_state import milestones_from_fractions
+
+    scale_min, scale_max = parse_scale_range(params["scales"])
+    overrides = {**VARIANTS[params["variant"]], **parse_model_options(params["model_options"])}
+    decay = [f for f in params["lr_decay"].split(",") if f.strip()]
+    return dict(
+        images=images,
+        prior=params["prior"],
+        preset=params["preset"],
+        model_overrides=overrides,
+        steps=params["steps"],
+        batch=params["batch"],
+        patch=params["patch"],
+        scale_min=scale_min,
+        scale_max=scale_max,
+        lr=params["learning_rate"],
+        lr_milestones=milestones_from_fractions(params["steps"], decay),
+        lr_gamma=params["lr_gamma"],
+        freq_weight=params["freq_weight"],
+        grad_clip=params["grad_clip"],
+        val_images=tuple(params["val_images"]),
+        val_scales=tuple(parse_scales(params["val_scales"])),
+        val_every=params["val_every"],
+        val_crop=params["val_crop"],
+        log_every=params["log_every"],
+        seed=params["seed"],
+        amp=params["amp"],
+    )
+
+
+def _resume(ctx: click.Context, out_dir: Path, fields: dict, runtime: dict) -> TrainResult:
+    """Continue the run in `out_dir`; only the settings given on the command line are passed on as changes."""
+    from sr_model.training import resume_training
+
+    if ctx.default_map:
+        raise click.UsageError("--resume continues RUN from its last.pt, which holds the run's settings; drop --config")
+    given = {
+        "images": _given(ctx, "images") or bool(ctx.params["more_images"]),
+        "model_overrides": _given(ctx, "variant") or _given(ctx, "model_options"),
+        "scale_min": _given(ctx, "scales"),
+        "scale_max": _given(ctx, "scales"),
+        "lr": _given(ctx, "learning_rate"),
+        "lr_milestones": _given(ctx, "lr_decay"),
+    }
+    changes = {k: v for k, v in fields.items() if given.get(k, _given(ctx, k))}
+    if "lr_milestones" in changes:
+        raise click.UsageError("a resumed run keeps its learning-rate schedule; drop --lr-decay")
+    return resume_training(out_dir, changes, **runtime)
+
+
+def _start(ctx: click.Context, out_dir: Path, fields: dict, runtime: dict) -> TrainResult:
+    """A new run in `out_dir`, its config.yaml written first (and removed again if it fails before a checkpoint)."""
+    from sr_model.training import train
+
+    images = fields["images"]
+    if not images:
+        raise click.UsageError("give training images with --images DIR")
+    refuse_stale_dictionary(fields["prior"])
+    config = TrainConfig(out=str(out_dir), **fields)  # checks every setting before anything is written
+    written = None
+    if int(os.environ.get("RANK", "0")) == 0 and not (out_dir / "last.pt").exists():
+        written = _write_run_config(ctx, out_dir, images)
+    try:
+        return train(config, **runtime)
+    except BaseException:
+        if written is not None:
+            _remove_unused(written, out_dir)
+        raise
