@@ -12,7 +12,7 @@
 # gaussian_field, dgp_fitting's fitting engine and the tests, not the Dask job or the store. Each step has its own
 # time limit; the whole check stays under 9 minutes (about 4 expected on an H200).
 # Results: RESULTS_DIR/{environment.txt, triton_tests.txt, render_speed.{txt,json}, fit_engines.{txt,json},
-# fit_overlap.txt, summary.txt}. The last step (a fitting task's stages in line vs overlapped, which uses the store
+# fit_fast.{txt,json}, fit_overlap.txt, summary.txt}. The last step (a fitting task's stages in line vs overlapped, which uses the store
 # and so needs zarr and distributed) is skipped where those are not installed.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -43,14 +43,15 @@ if torch.cuda.is_available():
 PYEOF
 } 2>&1 | tee "$RESULTS/environment.txt"
 
-LIMITS=(150 150 240 90)  # seconds for the tests, the render benchmark, the fitting benchmark, the task pipeline
+LIMITS=(150 150 240 90 180)  # seconds: tests, render benchmark, fitting benchmark, task pipeline, fast preset
 if [[ "$DRY" == 1 ]]; then
-    LIMITS=(900 600 900 300)  # the interpreter and a shared CPU are slow; nothing here is timed for a target
+    LIMITS=(900 600 900 300 600)  # the interpreter and a shared CPU are slow; nothing here is timed for a target
     DEVICE=cpu
     TESTS=(tests/test_triton_interpreter.py)
     SPEED=(--device cpu --size 32 --scales 4 --repeats 1 --no-multi-scale --no-gradients)
     FIT=(--device cpu --preset demo --steps 4 --crop 32 --crops 8 --previous-crops 4 --profile-steps 2 --processes 1 2)
     OVERLAP=(--device cpu --steps 2 --crop 32 --crops-per-image 2 --batch 4 --repeats 1)
+    FAST=(--device cpu --preset fast --steps 4 --crop 32 --crops 8 --previous-crops 4 --profile-steps 2)
 else
     if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
         echo "no CUDA device here: nothing to check (DRY=1 runs the same steps on CPU)" | tee "$RESULTS/summary.txt"
@@ -62,6 +63,7 @@ else
     FIT=(--device cuda --preset quality --crop 64 --crops 2048 --previous-crops 64 --previous-batch 8
          --profile-steps 20 --processes 1 2)
     OVERLAP=(--device cuda --steps 500 --crop 64 --crops-per-image 64 --batch 256 --repeats 1)
+    FAST=(--device cuda --preset fast --crop 64 --crops 2048 --previous-crops 64 --previous-batch 8 --profile-steps 20)
 fi
 
 echo "== Triton vs reference (${TESTS[*]})"
@@ -77,6 +79,11 @@ echo "== fitting engines, previous vs current, and 1 vs 2 worker processes (benc
 timeout "${LIMITS[2]}" "$PY" benchmarks/fit_throughput.py --engines "${FIT[@]}" --json "$RESULTS/fit_engines.json" 2>&1 \
     | tee "$RESULTS/fit_engines.txt"
 fit_rc=$?
+
+echo "== the fast preset (quality's PSNR in 70 % of its steps) on the same crops (benchmarks/fit_throughput.py)"
+timeout "${LIMITS[4]}" "$PY" benchmarks/fit_throughput.py --engines "${FAST[@]}" --json "$RESULTS/fit_fast.json" 2>&1 \
+    | tee "$RESULTS/fit_fast.txt"
+fast_rc=$?
 
 echo "== a fitting task's stages in line vs overlapped (benchmarks/fit_overlap.py; needs zarr and distributed)"
 if "$PY" -c "import zarr, distributed" 2>/dev/null; then
@@ -95,6 +102,15 @@ fi
     grep '^fitting step at a device-filling size' "$RESULTS/render_speed.txt" || true
     echo "fitting benchmark: exit $fit_rc"
     echo "task pipeline: exit $overlap_rc; $(tail -n 1 "$RESULTS/fit_overlap.txt")"
+    echo "fast preset: exit $fast_rc"
+    [[ -f "$RESULTS/fit_fast.json" && -f "$RESULTS/fit_engines.json" ]] && "$PY" - "$RESULTS/fit_engines.json" \
+        "$RESULTS/fit_fast.json" <<'PYEOF' || true
+import json, sys
+quality, fast = (json.load(open(p))["new"] for p in sys.argv[1:])
+print(f"fast preset: median PSNR {fast['psnr_median']:.2f} dB at {fast['mpx_per_s']:.3f} HR Mpx/s (quality: "
+      f"{quality['psnr_median']:.2f} dB at {quality['mpx_per_s']:.3f}); paper corpus "
+      f"{fast['paper_corpus_device_hours']:.0f} device-hours")
+PYEOF
     [[ -f "$RESULTS/fit_engines.json" ]] && "$PY" - "$RESULTS/fit_engines.json" <<'PYEOF' || true
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -116,4 +132,4 @@ if len(rows) > 1:
 PYEOF
     echo "elapsed: $(( $(date +%s) - start )) s"
 } | tee "$RESULTS/summary.txt"
-(( tests_rc == 0 && bench_rc == 0 && fit_rc == 0 && overlap_rc == 0 ))
+(( tests_rc == 0 && bench_rc == 0 && fit_rc == 0 && overlap_rc == 0 && fast_rc == 0 ))
