@@ -89,12 +89,12 @@ class ImageCache:
         self._entries: dict[str, tuple[np.ndarray | str, str]] = {}
 
     def _decode(self, source: str) -> tuple[np.ndarray | str, str]:
-        path = self.root / source
+        path, digest = self.root / source, ""
         try:
-            digest = file_digest(path)
+            digest = file_digest(path)  # kept for a file that exists but does not decode
             return read_image(path), digest
         except (ImageReadError, OSError) as err:
-            return (str(err).strip() or type(err).__name__).splitlines()[0], ""
+            return (str(err).strip() or type(err).__name__).splitlines()[0], digest
 
     def prefetch(self, sources: Sequence[str]) -> None:
         """Decode the sources not cached yet, `threads` at a time."""
@@ -106,7 +106,7 @@ class ImageCache:
             self._entries.update((source, self._decode(source)) for source in missing)
 
     def get(self, source: str) -> tuple[np.ndarray | str, str]:
-        """(pixels, or the one-line reason they could not be read; the file's SHA-256, "" if unreadable)."""
+        """(pixels, or the one-line reason they could not be read; the file's SHA-256, "" if it cannot be read)."""
         if source not in self._entries:
             self._entries[source] = self._decode(source)
         return self._entries[source]

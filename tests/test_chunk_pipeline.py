@@ -124,10 +124,10 @@ def test_image_cache_decodes_each_photo_once_and_records_unreadable_files(tmp_pa
     pixels, digest = cache.get("a.png")
     assert pixels.shape == (32, 32, 3) and len(digest) == 64
     assert cache.get("a.png")[0] is pixels
-    reason, no_digest = cache.get("broken.png")
-    assert isinstance(reason, str) and "\n" not in reason and no_digest == ""
-    reason_missing, _ = cache.get("missing.png")
-    assert "missing.png" in reason_missing
+    reason, digest_of_broken = cache.get("broken.png")
+    assert isinstance(reason, str) and "\n" not in reason and len(digest_of_broken) == 64  # the file is there
+    reason_missing, no_digest = cache.get("missing.png")
+    assert "missing.png" in reason_missing and no_digest == ""
     cache.keep_only({"broken.png"})
     cache.get("a.png")
     assert decoded == ["a.png", "broken.png", "a.png"]
