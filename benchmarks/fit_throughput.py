@@ -228,17 +228,21 @@ def compare_engines(args, fit: FitConfig) -> dict:
         "crop": args.crop,
         "config": fit.as_dict(),
     }
-    previous = run_engine(previous_fit_crops, previous_crops, args.previous_batch, fit)
+    old_fit = FIT_PRESETS[args.previous_preset] if args.previous_preset else fit
+    report["previous_config"] = old_fit.as_dict()
+    previous = run_engine(previous_fit_crops, previous_crops, args.previous_batch, old_fit)
     new = run_engine(fit_crops, crops, batch, fit)
     count = previous_crops.shape[0]
-    delta = np.abs(np.array(new["psnr"][:count]) - np.array(previous["psnr"]))
+    gain = np.array(new["psnr"][:count]) - np.array(previous["psnr"])
+    delta = np.abs(gain)
     new["max_abs_psnr_diff_to_previous"] = float(delta.max())
     new["crops_within_0.05_dB"] = int((delta <= 0.05).sum())
+    new["psnr_gain_over_previous"] = {"min": float(gain.min()), "median": float(np.median(gain))}
     new["compared_crops"] = count
     report["previous"], report["new"] = previous, new
     report["speedup_crops_per_s"] = new["crops_per_s"] / previous["crops_per_s"]
     report["profile"] = {
-        "previous": profile_engine(previous_fit_crops, crops, args.previous_batch, fit, args.profile_steps),
+        "previous": profile_engine(previous_fit_crops, crops, args.previous_batch, old_fit, args.profile_steps),
         "new": profile_engine(fit_crops, crops, batch, fit, args.profile_steps),
     }
     report["load_average_after"] = os.getloadavg()
@@ -323,6 +327,12 @@ def format_engines(report: dict) -> list[str]:
         f"{new['compared_crops']} crops: max {new['max_abs_psnr_diff_to_previous']:.4f} dB, "
         f"{new['crops_within_0.05_dB']} within 0.05 dB"
     )
+    if report.get("previous_config", report["config"]) != report["config"]:
+        gain = new["psnr_gain_over_previous"]
+        lines.append(
+            f"settings differ: previous {report['previous_config']['steps']} steps, new {report['preset_steps']} "
+            f"steps; per-crop PSNR of new minus previous: min {gain['min']:+.2f} dB, median {gain['median']:+.2f} dB"
+        )
     lines.append(
         f"paper corpus ({PAPER_IMAGES} images x {PAPER_MPX_PER_IMAGE} Mpx) at the new rate: "
         f"{new['paper_corpus_device_hours']:.0f} device-hours per device (paper: {PAPER_GPU_HOURS:.0f} "
@@ -428,6 +438,11 @@ def psnr_curve(steps_list: list[int], preset: str = "quality", count: int = 0, s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(FIT_PRESETS), default="demo")
+    parser.add_argument(
+        "--previous-preset",
+        choices=sorted(FIT_PRESETS),
+        help="--engines: the previous engine with this preset's settings instead (e.g. quality vs --preset fast)",
+    )
     parser.add_argument("--steps", type=int, help="override the preset's steps")
     parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--crops-per-image", type=int, default=4)
