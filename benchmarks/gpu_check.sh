@@ -51,7 +51,7 @@ if [[ "$DRY" == 1 ]]; then
     SPEED=(--device cpu --size 32 --scales 4 --repeats 1 --no-multi-scale --no-gradients)
     FIT=(--device cpu --preset demo --steps 4 --crop 32 --crops 8 --previous-crops 4 --profile-steps 2 --processes 1 2)
     OVERLAP=(--device cpu --steps 2 --crop 32 --crops-per-image 2 --batch 4 --repeats 1)
-    FAST=(--device cpu --preset fast --steps 4 --crop 32 --crops 8 --previous-crops 4 --profile-steps 2)
+    FAST=(--device cpu --preset fast --previous-preset demo --steps 4 --crop 32 --crops 8 --previous-crops 4 --profile-steps 2)
 else
     if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
         echo "no CUDA device here: nothing to check (DRY=1 runs the same steps on CPU)" | tee "$RESULTS/summary.txt"
@@ -63,7 +63,7 @@ else
     FIT=(--device cuda --preset quality --crop 64 --crops 2048 --previous-crops 64 --previous-batch 8
          --profile-steps 20 --processes 1 2)
     OVERLAP=(--device cuda --steps 500 --crop 64 --crops-per-image 64 --batch 256 --repeats 1)
-    FAST=(--device cuda --preset fast --crop 64 --crops 2048 --previous-crops 64 --previous-batch 8 --profile-steps 20)
+    FAST=(--device cuda --preset fast --previous-preset quality --crop 64 --crops 2048 --previous-crops 64 --previous-batch 8 --profile-steps 20)
 fi
 
 echo "== Triton vs reference (${TESTS[*]})"
@@ -110,6 +110,10 @@ quality, fast = (json.load(open(p))["new"] for p in sys.argv[1:])
 print(f"fast preset: median PSNR {fast['psnr_median']:.2f} dB at {fast['mpx_per_s']:.3f} HR Mpx/s (quality: "
       f"{quality['psnr_median']:.2f} dB at {quality['mpx_per_s']:.3f}); paper corpus "
       f"{fast['paper_corpus_device_hours']:.0f} device-hours")
+gain = fast.get("psnr_gain_over_previous")
+if gain:
+    print(f"fast preset vs the previous engine at the quality preset, same crops: per-crop PSNR gain min "
+          f"{gain['min']:+.2f} dB, median {gain['median']:+.2f} dB")
 PYEOF
     [[ -f "$RESULTS/fit_engines.json" ]] && "$PY" - "$RESULTS/fit_engines.json" <<'PYEOF' || true
 import json, sys
