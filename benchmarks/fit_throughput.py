@@ -24,7 +24,6 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -437,7 +436,9 @@ def psnr_curve(steps_list: list[int], preset: str = "quality", count: int = 0, s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(FIT_PRESETS), default="demo")
+    parser.add_argument(
+        "--preset", choices=sorted(FIT_PRESETS), help="fitting settings (default: demo; quality for --curve)"
+    )
     parser.add_argument(
         "--previous-preset",
         choices=sorted(FIT_PRESETS),
@@ -488,9 +489,9 @@ def main() -> None:
     parser.add_argument("--curve-crops", type=int, default=0, help="--curve on this many demo-photo crops instead")
     args = parser.parse_args()
     if args.curve:
-        preset = args.preset if "--preset" in sys.argv else "quality"
-        psnr_curve(args.curve, preset, args.curve_crops)
+        psnr_curve(args.curve, args.preset or "quality", args.curve_crops)
         return
+    args.preset = args.preset or "demo"
     fit = FIT_PRESETS[args.preset]
     if args.steps is not None:
         fit = dataclasses.replace(fit, steps=args.steps)

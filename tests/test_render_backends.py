@@ -226,20 +226,7 @@ def test_cpu_vector_and_scalar_forward_both_match_reference(scale, rows):
     row0 = rows[0] if rows else 0
     geo = cpu_backend.geometry(field, (s_h, s_w), width, row0, row0 + height)
     arrays = [cpu_backend._numpy(t) for t in (field.means, field.chol, field.colors)]
-    args = (
-        *arrays,
-        geo.xs,
-        geo.ys,
-        geo.s_h,
-        geo.s_w,
-        geo.row0,
-        geo.kw,
-        geo.row_start,
-        geo.row_stop,
-        geo.col_start,
-        geo.col_stop,
-        np.float32(CUT_MAHALANOBIS_SQ),
-    )
+    args = cpu_backend._kernel_args(*arrays, geo)
     vector = np.zeros(want.shape, np.float32)
     scalar = np.zeros(want.shape, np.float32)
     _numba_kernels.forward_f32(*args, 3, vector)
