@@ -36,15 +36,62 @@ class MLP(nn.Module):
 
 
 def per_gaussian(features: torch.Tensor) -> torch.Tensor:
-    """(B, C, H2, W2) -> (B, N, C), N = H2 * W2 in row-major lattice order."""
-    return features.flatten(2).transpose(1, 2)
+    """(B, C, H2, W2) -> (B, N, C), N = H2 * W2 in row-major lattice order, each row contiguous (what Linear reads
+    fastest; a view when the features are channels-last already)."""
+    return features.permute(0, 2, 3, 1).reshape(features.shape[0], -1, features.shape[1])
+
+
+def leaky_relu(features: torch.Tensor) -> torch.Tensor:
+    """leaky_relu at LEAKY_SLOPE; a channels-last map goes through as its dense (B, H, W, C) view, which torch's
+    kernel handles about 3x faster than the permuted layout (same values)."""
+    channels_last = features.dim() == 4 and features.is_contiguous(memory_format=torch.channels_last)
+    if channels_last and not features.is_contiguous():
+        return F.leaky_relu(features.permute(0, 2, 3, 1), LEAKY_SLOPE).permute(0, 3, 1, 2)
+    return F.leaky_relu(features, LEAKY_SLOPE)
+
+
+#: A crop of a lattice feature map: (rows, cols) slices, or None for all of it.
+Core = tuple[slice, slice] | None
+
+
+def crop(features: torch.Tensor, core: Core) -> torch.Tensor:
+    return features if core is None else features[..., core[0], core[1]]
+
+
+def mix_dictionary(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """softmax(query . keys^T) . values for every Gaussian: (B, N, E), (K, E), (K, V) -> (B, N, V).
+
+    This is attention with K keys and V-wide values at scale 1, so torch's fused `scaled_dot_product_attention`
+    computes it in blocks and never holds the (N, K) weights, forward or backward. The fused CPU kernel wants
+    values as wide as the keys, so the V = 3 value columns are padded with zeros (and the keys, in the odd case of
+    an embedding narrower than V). `mix_dictionary_reference` is the same sum written out.
+    """
+    bsz, _, embed = query.shape
+    entries, width = values.shape
+    if embed < width:  # zero columns change no dot product
+        query, keys, embed = F.pad(query, (0, width - embed)), F.pad(keys, (0, width - embed)), width
+    padded = F.pad(values, (0, embed - width))
+    mixed = F.scaled_dot_product_attention(
+        query.unsqueeze(1),
+        keys.expand(bsz, 1, entries, embed),
+        padded.expand(bsz, 1, entries, embed),
+        scale=1.0,
+    )
+    return mixed[:, 0, :, :width]
+
+
+def mix_dictionary_reference(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """`mix_dictionary` as the upstream code computes it, through the (B, K, N) weights (for tests and benchmarks)."""
+    weights = torch.softmax(torch.matmul(keys, query.transpose(1, 2)), dim=1)
+    return torch.matmul(weights.transpose(1, 2), values)
 
 
 class DictionaryCovarianceHead(nn.Module):
     """DGP-driven covariance weighting: softmax over <mlp_vector(entry), conv1(leaky_relu(f))> mixes entries.
 
     Returns the mixed Cholesky triplets (B, N, 3) in the dictionary's units. As a convex combination they
-    stay inside the dictionary's hull.
+    stay inside the dictionary's hull. `core` selects the Gaussians of a tile after conv1, which reads one
+    lattice cell around each.
     """
 
     def __init__(self, feature_dim: int, embed_dim: int, hidden: Sequence[int]) -> None:
@@ -52,14 +99,20 @@ class DictionaryCovarianceHead(nn.Module):
         self.conv1 = nn.Conv2d(feature_dim, embed_dim, kernel_size=3, padding=1)
         self.mlp_vector = MLP(3, embed_dim, hidden)
 
-    def weights(self, features: torch.Tensor, dictionary: torch.Tensor) -> torch.Tensor:
-        """Mixing weights (B, K, N), summing to 1 over the K dictionary entries."""
-        query = self.conv1(F.leaky_relu(features, LEAKY_SLOPE)).flatten(2)  # (B, E, N)
-        keys = self.mlp_vector(dictionary.to(query.dtype))  # (K, E)
-        return torch.softmax(torch.matmul(keys, query), dim=1)
+    def query(self, features: torch.Tensor, core: Core = None) -> torch.Tensor:
+        """(B, N, E): one query per Gaussian (of `core`)."""
+        return per_gaussian(crop(self.conv1(leaky_relu(features)), core))
 
-    def forward(self, features: torch.Tensor, dictionary: torch.Tensor) -> torch.Tensor:
-        return torch.matmul(self.weights(features, dictionary).transpose(1, 2), dictionary.to(features.dtype))
+    def weights(self, features: torch.Tensor, dictionary: torch.Tensor) -> torch.Tensor:
+        """Mixing weights (B, K, N), summing to 1 over the K dictionary entries: for analysis only (K x N floats)."""
+        query = self.query(features)
+        keys = self.mlp_vector(dictionary.to(query.dtype))  # (K, E)
+        return torch.softmax(torch.matmul(keys, query.transpose(1, 2)), dim=1)
+
+    def forward(self, features: torch.Tensor, dictionary: torch.Tensor, core: Core = None) -> torch.Tensor:
+        query = self.query(features, core)
+        values = dictionary.to(query.dtype)
+        return mix_dictionary(query, self.mlp_vector(values), values)
 
 
 class FreeCovarianceHead(nn.Module):
@@ -74,8 +127,10 @@ class FreeCovarianceHead(nn.Module):
         self.conv1 = nn.Conv2d(feature_dim, embed_dim, kernel_size=3, padding=1)
         self.mlp = MLP(embed_dim, 3, hidden)
 
-    def forward(self, features: torch.Tensor, dictionary: torch.Tensor | None = None) -> torch.Tensor:
-        raw = self.mlp(per_gaussian(self.conv1(F.leaky_relu(features, LEAKY_SLOPE))))
+    def forward(
+        self, features: torch.Tensor, dictionary: torch.Tensor | None = None, core: Core = None
+    ) -> torch.Tensor:
+        raw = self.mlp(per_gaussian(crop(self.conv1(leaky_relu(features)), core)))
         l11, l21, l22 = raw.unbind(-1)
         return torch.stack([F.softplus(l11), l21, F.softplus(l22)], dim=-1)
 
@@ -93,9 +148,13 @@ class OffsetHead(nn.Module):
         self.leaky_input = leaky_input
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.from_rows(per_gaussian(features))
+
+    def from_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """The offsets of per-Gaussian feature rows (B, N, C)."""
         if self.leaky_input:
-            features = F.leaky_relu(features, LEAKY_SLOPE)
-        return torch.tanh(self.mlp(per_gaussian(features)))
+            rows = F.leaky_relu(rows, LEAKY_SLOPE)
+        return torch.tanh(self.mlp(rows))
 
 
 class ColorHead(nn.Module):
@@ -106,4 +165,8 @@ class ColorHead(nn.Module):
         self.mlp = MLP(feature_dim, 3, hidden)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.mlp(per_gaussian(features))
+        return self.from_rows(per_gaussian(features))
+
+    def from_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """The colours of per-Gaussian feature rows (B, N, C)."""
+        return self.mlp(rows)

@@ -22,12 +22,19 @@ from gaussian_field.lattice import base_positions
 from sr_model.color_anchor import anchor_colors
 from sr_model.dictionary import OFFICIAL_REFERENCE_SCALE, CovarianceDictionary, load_dictionary
 from sr_model.encoders import FEATURE_CHANNELS, build_encoder
-from sr_model.heads import ColorHead, DictionaryCovarianceHead, FreeCovarianceHead, OffsetHead
+from sr_model.heads import ColorHead, DictionaryCovarianceHead, FreeCovarianceHead, OffsetHead, per_gaussian
 from sr_model.presets import ConfigError, ModelConfig
 
 #: Gaussians per LR pixel along each axis (PixelUnshuffle(2) of the 4x features).
 LATTICE_K = 2
 GAUSSIAN_FEATURES = FEATURE_CHANNELS * LATTICE_K * LATTICE_K
+#: Without gradients, the encoder's tail and the heads run on pieces of at most this many LR pixels a side (plus
+#: TAIL_CONTEXT around each): their tensors are the largest of an encode (256 floats per Gaussian, 1 GiB for a
+#: 512 x 512 image), and a piece's stay in cache. With gradients the image is one piece, as autograd keeps them all.
+HEAD_PIECE = 64
+
+#: What the heads give per Gaussian, and its width.
+GAUSSIAN_PARTS = (("color", 3), ("mixed", 3), ("offset", 2))
 
 
 class ContinuousSR(nn.Module):
@@ -80,18 +87,47 @@ class ContinuousSR(nn.Module):
 
     def gaussians(self, lr: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per Gaussian, (B, N, .) each: `offset` (tanh, LR px), `mixed` (dictionary units), `color` (the final
-        colour: the head's output, plus the anchor when `color_anchor` is "lr")."""
+        colour: the head's output, plus the anchor when `color_anchor` is "lr").
+
+        The trunk runs on the whole image; the tail and the heads on pieces of HEAD_PIECE LR px without gradients
+        (one piece with them), each with TAIL_CONTEXT px of trunk around it, so the pieces change no number.
+        """
         lr = self._check_input(lr)
-        feat = self.unshuffle(self.encoder(lr))
-        out = {"color": self.color_head(feat), "mixed": self.covariance_head(feat, self.dictionary)}
+        h, w = lr.shape[-2:]
+        trunk = self.encoder.trunk(lr)
+        side = max(h, w) if torch.is_grad_enabled() else HEAD_PIECE
+        boxes = [(t, l, min(h, t + side), min(w, l + side)) for t in range(0, h, side) for l in range(0, w, side)]
+        if len(boxes) == 1:
+            out = self._piece(trunk, (h, w), boxes[0])
+            out = {name: part.reshape(part.shape[0], -1, part.shape[-1]) for name, part in out.items()}
+        else:
+            lattice = (lr.shape[0], LATTICE_K * h, LATTICE_K * w)
+            out = {name: trunk.new_empty(*lattice, width) for name, width in GAUSSIAN_PARTS}
+            for top, left, bottom, right in boxes:
+                rows, cols = slice(LATTICE_K * top, LATTICE_K * bottom), slice(LATTICE_K * left, LATTICE_K * right)
+                for name, part in self._piece(trunk, (h, w), (top, left, bottom, right)).items():
+                    out[name][:, rows, cols] = part
+            out = {name: part.view(part.shape[0], -1, part.shape[-1]) for name, part in out.items()}
         if self.config.color_anchor == "lr":
             chol = out["mixed"] / self.dictionary_scale.to(out["mixed"].dtype)
             out["color"] = out["color"] + anchor_colors(lr, chol, LATTICE_K)
+        return out
+
+    def _piece(
+        self, trunk: torch.Tensor, size: tuple[int, int], box: tuple[int, int, int, int]
+    ) -> dict[str, torch.Tensor]:
+        """The heads' outputs (B, 2 rows, 2 cols, .) for the LR box (top, left, bottom, right) of an h x w image."""
+        top, left, bottom, right = box
+        feat, core = self.encoder.lattice_piece(trunk, size, box)
+        lattice = (trunk.shape[0], LATTICE_K * (bottom - top), LATTICE_K * (right - left))
+        mixed = self.covariance_head(feat, self.dictionary, core)
+        rows = per_gaussian(feat[..., core[0], core[1]])
+        out = {"color": self.color_head.from_rows(rows), "mixed": mixed}
         if self.offset_head is not None:
-            out["offset"] = self.offset_head(feat)
+            out["offset"] = self.offset_head.from_rows(rows)
         else:
             out["offset"] = torch.zeros_like(out["color"][..., :2])
-        return out
+        return {name: part.view(*lattice, part.shape[-1]) for name, part in out.items()}
 
     # ------------------------------------------------------------------ the API
     def encode(self, lr: torch.Tensor) -> GaussianField:

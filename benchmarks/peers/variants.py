@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from gaussian_field import GaussianField
-from sr_model.heads import LEAKY_SLOPE, FreeCovarianceHead, per_gaussian
+from sr_model.heads import LEAKY_SLOPE, Core, FreeCovarianceHead, crop, per_gaussian
 from sr_model.model import LATTICE_K, ContinuousSR
 
 
@@ -41,8 +41,10 @@ class AbsolutePositionsSR(ContinuousSR):
 class RawFreeCovarianceHead(FreeCovarianceHead):
     """The free covariance head without softplus: the MLP's three outputs are (l11, l21, l22)."""
 
-    def forward(self, features: torch.Tensor, dictionary: torch.Tensor | None = None) -> torch.Tensor:
-        return self.mlp(per_gaussian(self.conv1(torch.nn.functional.leaky_relu(features, LEAKY_SLOPE))))
+    def forward(
+        self, features: torch.Tensor, dictionary: torch.Tensor | None = None, core: Core = None
+    ) -> torch.Tensor:
+        return self.mlp(per_gaussian(crop(self.conv1(torch.nn.functional.leaky_relu(features, LEAKY_SLOPE)), core)))
 
 
 def absolute_positions(model: ContinuousSR) -> ContinuousSR:
