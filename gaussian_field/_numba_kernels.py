@@ -85,10 +85,14 @@ def _weight(m, single):
 
 @numba.njit(cache=True, inline="always")
 def _row_span(fmy, ey, s_h, row0, lo, hi):
-    """Window rows [a, b), clipped to [lo, hi), whose sample y may lie within |y - my| <= ey."""
+    """Window rows [a, b), clipped to [lo, hi), whose sample y may lie within |y - my| <= ey.
+
+    Output row r samples y = (r + 0.5) / s_h - y_origin (the field's means are relative to LR row y_origin), and
+    window row j is r - row_start: `row0` = row_start - y_origin * s_h folds both into one float.
+    """
     slack = _COORD_SLACK * (abs(fmy) + ey + 1.0)
-    a = max(lo, int(math.ceil((fmy - ey - slack) * s_h - 0.5)) - row0)
-    b = min(hi, int(math.floor((fmy + ey + slack) * s_h - 0.5)) + 1 - row0)
+    a = max(lo, int(math.ceil((fmy - ey - slack) * s_h - 0.5 - row0)))
+    b = min(hi, int(math.floor((fmy + ey + slack) * s_h - 0.5 - row0)) + 1)
     return a, b
 
 

@@ -94,6 +94,7 @@ def _reach_bounds(reach_ptr, K, grow_bits, pad_bits):
         "R",
         "W",
         "ROW0",
+        "Y0",
         "s_h_bits",
         "s_w_bits",
         "cut_bits",
@@ -114,6 +115,7 @@ def forward_kernel(
     R,
     W,
     ROW0,
+    Y0,
     s_h_bits,
     s_w_bits,
     cut_bits,
@@ -146,7 +148,7 @@ def forward_kernel(
     cols = pid_c * BW + tl.arange(0, BW)[None, :]  # (1, BW)
     row_ok = rows < R
     col_ok = cols < W
-    y = _sample(rows + ROW0, _f64(s_h_bits), F64)
+    y = _sample(rows + ROW0, _f64(s_h_bits), F64) - Y0  # exact: Y0 is a whole number of LR rows
     x = _sample(cols, _f64(s_w_bits), F64)
     gy = tl.floor(y.to(tl.float64) * K).to(tl.int32)
     gx = tl.floor(x.to(tl.float64) * K).to(tl.int32)
@@ -198,7 +200,7 @@ def forward_kernel(
     tl.store(out + 2 * plane, acc2, mask=store)
 
 
-@triton.jit(do_not_specialize=["NPER", "KW", "R", "W", "ROW0", "s_h_bits", "s_w_bits", "cut_bits"])
+@triton.jit(do_not_specialize=["NPER", "KW", "R", "W", "ROW0", "Y0", "s_h_bits", "s_w_bits", "cut_bits"])
 def backward_kernel(
     means_ptr,
     chol_ptr,
@@ -217,6 +219,7 @@ def backward_kernel(
     R,
     W,
     ROW0,
+    Y0,
     s_h_bits,
     s_w_bits,
     cut_bits,
@@ -275,7 +278,7 @@ def backward_kernel(
     for i in range(0, RMAX):
         r = rs + i
         r_ok = valid & (r < re)
-        ddy = _sample(r + ROW0, s_h, F64) - my
+        ddy = (_sample(r + ROW0, s_h, F64) - Y0) - my
         for j in range(0, CMAX):
             c = cs + j
             ok = r_ok & (c < ce)

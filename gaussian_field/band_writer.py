@@ -39,6 +39,7 @@ from gaussian_field.render import render, resolve_geometry
 
 __all__ = [
     "FORMATS",
+    "BandedImage",
     "OutputFormat",
     "OutputTooLargeError",
     "WrittenImage",
@@ -107,6 +108,70 @@ def band_height(width: int, itemsize: int, budget: int = BAND_BYTES) -> int:
     return max(1, budget // max(1, 3 * width * itemsize))
 
 
+class BandedImage:
+    """One output file filled band of rows by band of rows: its pixel array (in memory, or a memory-mapped scratch file
+    for large ones), then the file written whole under a temporary name and renamed. Use as a context manager: an
+    error or interrupt removes every partial file. `render_to_file` fills one from one field; a streamed upscale
+    fills several from windows of a field that is never whole (`sr_model.streaming`).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        size: tuple[int, int],
+        bits: int = 8,
+        in_memory_bytes: int = IN_MEMORY_BYTES,
+        alpha: np.ndarray | None = None,
+        icc_profile: bytes | None = None,
+        quality: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.height, self.width = size
+        self.bits, self.alpha, self.icc_profile, self.quality = bits, alpha, icc_profile, quality
+        self.format = output_format(self.path, bits)
+        if alpha is not None and not self.format.alpha:
+            raise ValueError(f"{self.format.name} cannot hold an alpha channel; write .png, .tif or .webp")
+        self.channels = 3 if alpha is None else 4
+        self.scratch = check_output(self.path, self.height, self.width, bits, in_memory_bytes, self.channels)
+        self.scratch_path = self.path.with_name(f".{self.path.name}.pixels.partial")
+        self.tmp = self.path.with_name(f".{self.path.name}.partial{self.path.suffix}")
+        self.pixels: np.ndarray | None = None
+        self.render_seconds = 0.0
+        self._start = 0.0
+
+    def __enter__(self) -> BandedImage:
+        self._start = time.perf_counter()
+        dtype = {8: np.uint8, 16: np.uint16, 32: np.float32}[self.bits]
+        shape = (self.height, self.width, self.channels)
+        if self.scratch:
+            self.pixels = np.lib.format.open_memmap(self.scratch_path, mode="w+", dtype=dtype, shape=shape)
+        else:
+            self.pixels = np.empty(shape, dtype=dtype)
+        return self
+
+    def put(self, first_row: int, band: torch.Tensor) -> None:
+        """Store rows [first_row, first_row + rows) from a (3, rows, W) float render (on any device)."""
+        assert self.pixels is not None, "use BandedImage as a context manager"
+        levels = quantize(band.cpu(), self.bits)
+        rows = slice(first_row, first_row + levels.shape[0])
+        self.pixels[rows, :, :3] = levels[..., ::-1] if self.format.bgr else levels
+
+    def finish(self) -> WrittenImage:
+        """Add the alpha plane, encode, and rename into place."""
+        assert self.pixels is not None, "use BandedImage as a context manager"
+        if self.alpha is not None:
+            self.pixels[..., 3] = quantize_levels(resize_alpha(self.alpha, self.height, self.width), self.bits)
+        encode_pixels(self.pixels, self.tmp, self.format, self.icc_profile, self.quality)
+        os.replace(self.tmp, self.path)
+        total = time.perf_counter() - self._start
+        return WrittenImage(self.path, (self.height, self.width), self.render_seconds, total - self.render_seconds)
+
+    def __exit__(self, *exc) -> None:
+        self.pixels = None  # closes the memory map before its file is removed
+        self.tmp.unlink(missing_ok=True)
+        self.scratch_path.unlink(missing_ok=True)
+
+
 def render_to_file(
     field: GaussianField,
     path: str | os.PathLike,
@@ -128,40 +193,14 @@ def render_to_file(
     if not isinstance(field, GaussianField) or field.batch_size != 1:
         raise ValueError("render_to_file renders one field (a GaussianField with batch size 1)")
     (s_h, s_w), (height, width) = resolve_geometry(field.lr_size, size, scale)
-    path = Path(path)
-    fmt = output_format(path, bits)
-    if alpha is not None and not fmt.alpha:
-        raise ValueError(f"{fmt.name} cannot hold an alpha channel; write .png, .tif or .webp")
-    channels = 3 if alpha is None else 4
-    scratch = check_output(path, height, width, bits, in_memory_bytes, channels)
-    dtype = {8: np.uint8, 16: np.uint16, 32: np.float32}[bits]
-    scratch_path = path.with_name(f".{path.name}.pixels.partial")
-    tmp = path.with_name(f".{path.name}.partial{path.suffix}")
-    pixels: np.ndarray | None = None
-    try:
-        if scratch:
-            pixels = np.lib.format.open_memmap(scratch_path, mode="w+", dtype=dtype, shape=(height, width, channels))
-        else:
-            pixels = np.empty((height, width, channels), dtype=dtype)
+    with BandedImage(path, (height, width), bits, in_memory_bytes, alpha, icc_profile, quality) as image:
         step = band_height(width, field.means.element_size(), band_bytes)
-        render_seconds = 0.0
-        start = time.perf_counter()
         with torch.no_grad():
             for r0 in range(0, height, step):
                 r1 = min(height, r0 + step)
                 band_start = time.perf_counter()
                 band = render(field, size=(height, width), scale=(s_h, s_w), rows=(r0, r1), backend=backend)
                 band = band[0].cpu()  # waits for the device
-                render_seconds += time.perf_counter() - band_start
-                levels = quantize(band, bits)
-                pixels[r0:r1, :, :3] = levels[..., ::-1] if fmt.bgr else levels
-        if alpha is not None:
-            pixels[..., 3] = quantize_levels(resize_alpha(alpha, height, width), bits)
-        encode_pixels(pixels, tmp, fmt, icc_profile, quality)
-        os.replace(tmp, path)
-        written = WrittenImage(path, (height, width), render_seconds, time.perf_counter() - start - render_seconds)
-    finally:
-        del pixels  # closes the memory map before its file is removed
-        tmp.unlink(missing_ok=True)
-        scratch_path.unlink(missing_ok=True)
-    return written
+                image.render_seconds += time.perf_counter() - band_start
+                image.put(r0, band)
+        return image.finish()

@@ -36,7 +36,7 @@ class Geometry:
     ys: np.ndarray  # (R,) sample y of the window's rows
     s_h: float
     s_w: float
-    row0: int
+    row0: float  # the window's first output row, less y_origin * s_h: a Gaussian's rows come from its local mean
     kw: int
     row_start: np.ndarray  # (k*h,) output rows [row_start[g], row_stop[g]) see lattice row g
     row_stop: np.ndarray
@@ -61,18 +61,24 @@ def _sees(coords: np.ndarray, k: int, count: int, lo: int, hi: int) -> tuple[np.
 
 
 def geometry(
-    field: GaussianField, scale_hw: tuple[float, float], width: int, row_start: int, row_stop: int
+    field: GaussianField,
+    scale_hw: tuple[float, float],
+    width: int,
+    row_start: int,
+    row_stop: int,
+    y_origin: int = 0,
 ) -> Geometry:
     """Sample points and neighbourhood runs of one render window, as `torch_reference` computes them."""
     s_h, s_w = scale_hw
     k = field.k
     np_dtype = _DTYPES[field.dtype]
     xs = sample_axis(width, 0, s_w, np_dtype)
-    ys = sample_axis(row_stop - row_start, row_start, s_h, np_dtype)
+    ys = sample_axis(row_stop - row_start, row_start, s_h, np_dtype) - np_dtype(y_origin)
     dy_lo, dy_hi, dx_lo, dx_hi = fast_reach(field)
     rs, re = _sees(ys, k, k * field.h, dy_lo, dy_hi)
     cs, ce = _sees(xs, k, k * field.w, dx_lo, dx_hi)
-    return Geometry(xs, ys, float(s_h), float(s_w), int(row_start), k * field.w, rs, re, cs, ce)
+    row0 = float(row_start) - float(y_origin) * float(s_h)
+    return Geometry(xs, ys, float(s_h), float(s_w), row0, k * field.w, rs, re, cs, ce)
 
 
 def fast_reach(field: GaussianField) -> tuple[int, int, int, int]:
@@ -109,7 +115,7 @@ KernelArgs = tuple[
     np.ndarray,  # ys
     float,  # s_h
     float,  # s_w
-    int,  # row0
+    float,  # row0
     int,  # kw
     np.ndarray,  # row_start
     np.ndarray,  # row_stop
@@ -183,12 +189,17 @@ class _RenderFunction(torch.autograd.Function):
 
 
 def render_window(
-    field: GaussianField, scale_hw: tuple[float, float], width: int, row_start: int, row_stop: int
+    field: GaussianField,
+    scale_hw: tuple[float, float],
+    width: int,
+    row_start: int,
+    row_stop: int,
+    y_origin: int = 0,
 ) -> torch.Tensor:
     """Rows [row_start, row_stop) of the W-wide render at (s_h, s_w), as (B, 3, rows, W); see render.Backend."""
     if field.dtype not in _DTYPES:  # float16/bfloat16: the reference handles them
-        return torch_reference.render_window(field, scale_hw, width, row_start, row_stop)
-    geo = geometry(field, scale_hw, width, row_start, row_stop)
+        return torch_reference.render_window(field, scale_hw, width, row_start, row_stop, y_origin)
+    geo = geometry(field, scale_hw, width, row_start, row_stop, y_origin)
     if row_stop == row_start or width == 0:
         return torch.zeros(field.batch_size, 3, row_stop - row_start, width, dtype=field.dtype)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (field.means, field.chol, field.colors)):

@@ -140,6 +140,21 @@ class GaussianField:
         """Drift of each Gaussian from its lattice base (B, N, 2), in LR pixels."""
         return self.means - self.base_positions()
 
+    def window(self, first: int, stop: int) -> GaussianField:
+        """LR rows [first, stop) as a field of their own, means relative to row `first` (exact: a whole number).
+
+        `render(window, size, scale, rows=..., y_origin=first)` with the whole image's size and scale gives the
+        whole field's pixels wherever every Gaussian that reaches them lies in the window.
+        """
+        if not 0 <= first < stop <= self.h:
+            raise ValueError(f"window rows {first}..{stop} must lie within the field's 0..{self.h}")
+        lattice = slice(self.k * first * self.k * self.w, self.k * stop * self.k * self.w)
+        means = self.means[:, lattice].clone()
+        means[..., 1] -= first
+        return GaussianField(
+            means, self.chol[:, lattice], self.colors[:, lattice], stop - first, self.w, self.k, validate=False
+        )
+
     # ------------------------------------------------------------------ covariance maths
     def covariance(self) -> torch.Tensor:
         """Sigma = L L^T as (B, N, 2, 2) in LR px^2."""

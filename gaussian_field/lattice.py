@@ -28,6 +28,14 @@ def base_positions(h: int, w: int, k: int, *, dtype=torch.float64, device=None) 
     return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=-1)
 
 
+def add_base_positions(offsets: torch.Tensor, h: int, w: int, k: int) -> torch.Tensor:
+    """`offsets` (B, N, 2) + `base_positions`, in place and without an (N, 2) base tensor (same values)."""
+    grid = offsets.view(offsets.shape[0], k * h, k * w, 2)
+    grid[..., 0].add_(torch.arange(k * w, dtype=offsets.dtype, device=offsets.device) / k)
+    grid[..., 1].add_((torch.arange(k * h, dtype=offsets.dtype, device=offsets.device) / k).view(-1, 1))
+    return offsets
+
+
 def support_half_extents(chol: torch.Tensor) -> torch.Tensor:
     """Axis-aligned half extents (..., 2) of each Gaussian's 1/255 ellipse, in LR pixels.
 

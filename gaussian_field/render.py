@@ -19,8 +19,11 @@ from gaussian_field.field import GaussianField, _scale_pair
 #: Default cap on one render's output tensor; override with P2G_MAX_RENDER_BYTES or `max_output_bytes`.
 DEFAULT_MAX_OUTPUT_BYTES = 8 * 2**30
 
-# A backend renders rows [row_start, row_stop) of a W-wide output sampled at (s_h, s_w): (B, 3, rows, W).
-RenderFn = Callable[[GaussianField, tuple[float, float], int, int, int], torch.Tensor]
+# A backend renders rows [row_start, row_stop) of a W-wide output sampled at (s_h, s_w): (B, 3, rows, W). The last
+# argument, y_origin, is the LR row of the image where the field's first row lies (0 but for a window of a larger
+# image, whose means are then relative to that row): every sample y is computed for the image, then y_origin is
+# subtracted (exactly: an integer), so a window renders the numbers the whole field would.
+RenderFn = Callable[[GaussianField, tuple[float, float], int, int, int, int], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -114,15 +117,23 @@ def render(
     backend: str = "auto",
     rows: tuple[int, int] | None = None,
     max_output_bytes: int | None = None,
+    y_origin: int = 0,
 ) -> torch.Tensor:
     """Render the field to (B, 3, H, W).
 
     `scale` is s or (s_h, s_w); `size` is (H, W), which alone implies scale (H/h, W/w). HR pixel (r, c) samples
     LR point ((c + .5) / s_w, (r + .5) / s_h). `rows=(r0, r1)` renders only that band of output rows, for
     outputs written to disk piece by piece. The output's memory is estimated first and refused over the limit.
+
+    `y_origin`: the field is a window of LR rows [y_origin, y_origin + h) of a larger image (its means relative to
+    row y_origin); `size` and `scale` are then the whole image's, and both must be given.
     """
     if not isinstance(field, GaussianField):
         raise ValueError(f"render needs a GaussianField, got {type(field).__name__}")
+    if int(y_origin) != y_origin or y_origin < 0:
+        raise ValueError(f"y_origin must be a non-negative whole number of LR rows, got {y_origin!r}")
+    if y_origin and (size is None or scale is None):
+        raise ValueError("a window of an image (y_origin > 0) renders at the image's size and scale: give both")
     (s_h, s_w), (height, width) = resolve_geometry(field.lr_size, size, scale)
     row_start, row_stop = (0, height) if rows is None else (int(rows[0]), int(rows[1]))
     if not 0 <= row_start <= row_stop <= height:
@@ -139,4 +150,4 @@ def render(
             f"render limit of {limit / 2**30:.2f} GiB; render a smaller size or in row bands (rows=...)"
         )
     chosen = _pick_backend(backend, field)
-    return chosen.render_window(field, (s_h, s_w), width, row_start, row_stop)
+    return chosen.render_window(field, (s_h, s_w), width, row_start, row_stop, int(y_origin))

@@ -39,9 +39,11 @@ def render_window(
     width: int,
     row_start: int,
     row_stop: int,
+    y_origin: int = 0,
     band_bytes: int = BAND_BYTES,
 ) -> torch.Tensor:
-    """Rows [row_start, row_stop) of the W-wide render at (s_h, s_w), as (B, 3, rows, W)."""
+    """Rows [row_start, row_stop) of the W-wide render at (s_h, s_w), as (B, 3, rows, W); the field covers LR rows
+    from `y_origin` of the image (`render`)."""
     s_h, s_w = scale_hw
     bsz, dtype, device = field.batch_size, field.dtype, field.device
     reach = neighbourhood_reach(field.means, field.chol, field.h, field.w, field.k)
@@ -50,7 +52,7 @@ def render_window(
     step = band_rows(bsz, width, field.means.element_size(), band_bytes)
     for start in range(row_start, row_stop, step):
         stop = min(row_stop, start + step)
-        ys = sample_axis(stop - start, start, s_h, dtype, device)
+        ys = sample_axis(stop - start, start, s_h, dtype, device) - y_origin
         bands.append(_render_band(field, xs, ys, reach))
     if not bands:
         return torch.zeros(bsz, 3, 0, width, dtype=dtype, device=device)

@@ -115,6 +115,7 @@ def forward(
     row_stop: int,
     tile: tuple[int, int, int] | None = None,
     fast: bool | None = None,
+    y_origin: int = 0,
 ) -> torch.Tensor:
     """(B, 3, rows, W) by the forward kernel; `tile` = (rows, cols, warps) and `fast` (the kernel's FAST
     variant) override the defaults, for benchmarks."""
@@ -141,6 +142,7 @@ def forward(
         rows,
         width,
         row_start,
+        y_origin,
         _bits(s_h),
         _bits(s_w),
         _bits(CUT_MAHALANOBIS_SQ),
@@ -188,6 +190,7 @@ def backward(
     row_start: int,
     row_stop: int,
     grad_out: torch.Tensor,
+    y_origin: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     kernels = _load_kernels()
     s_h, s_w = scale_hw
@@ -197,7 +200,7 @@ def backward(
     if rows == 0 or width == 0:
         return grads
     dy_lo, dy_hi, dx_lo, dx_hi = device_reach(field, means, chol).unbind()
-    ys = torch_reference.sample_axis(rows, row_start, s_h, dtype, device)
+    ys = torch_reference.sample_axis(rows, row_start, s_h, dtype, device) - y_origin
     xs = torch_reference.sample_axis(width, 0, s_w, dtype, device)
     rs, re = _runs(ys, k, k * field.h, dy_lo, dy_hi)
     cs, ce = _runs(xs, k, k * field.w, dx_lo, dx_hi)
@@ -219,6 +222,7 @@ def backward(
         rows,
         width,
         row_start,
+        y_origin,
         _bits(s_h),
         _bits(s_w),
         _bits(CUT_MAHALANOBIS_SQ),
@@ -231,29 +235,35 @@ def backward(
 
 class _RenderFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, means, chol, colors, field, scale_hw, width, row_start, row_stop):
+    def forward(ctx, means, chol, colors, field, scale_hw, width, row_start, row_stop, y_origin):
         ctx.save_for_backward(means, chol, colors)
-        ctx.geometry = (field, scale_hw, width, row_start, row_stop)
-        return forward(field, means, chol, colors, scale_hw, width, row_start, row_stop)
+        ctx.geometry = (field, scale_hw, width, row_start, row_stop, y_origin)
+        return forward(field, means, chol, colors, scale_hw, width, row_start, row_stop, y_origin=y_origin)
 
     @staticmethod
     def backward(ctx, grad_out):
         means, chol, colors = ctx.saved_tensors
-        field, scale_hw, width, row_start, row_stop = ctx.geometry
-        grads = backward(field, means, chol, colors, scale_hw, width, row_start, row_stop, grad_out)
-        return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad[:3])) + (None,) * 5
+        field, scale_hw, width, row_start, row_stop, y_origin = ctx.geometry
+        grads = backward(field, means, chol, colors, scale_hw, width, row_start, row_stop, grad_out, y_origin)
+        return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad[:3])) + (None,) * 6
 
 
 def render_window(
-    field: GaussianField, scale_hw: tuple[float, float], width: int, row_start: int, row_stop: int
+    field: GaussianField,
+    scale_hw: tuple[float, float],
+    width: int,
+    row_start: int,
+    row_stop: int,
+    y_origin: int = 0,
 ) -> torch.Tensor:
     """Rows [row_start, row_stop) of the W-wide render at (s_h, s_w), as (B, 3, rows, W); see render.Backend."""
     if field.dtype not in (torch.float32, torch.float64):
-        return torch_reference.render_window(field, scale_hw, width, row_start, row_stop)
+        return torch_reference.render_window(field, scale_hw, width, row_start, row_stop, y_origin)
     means, chol, colors = (t.contiguous() for t in (field.means, field.chol, field.colors))
     if torch.is_grad_enabled() and any(t.requires_grad for t in (means, chol, colors)):
-        return _RenderFunction.apply(means, chol, colors, field, scale_hw, width, row_start, row_stop)
-    return forward(field, means.detach(), chol.detach(), colors.detach(), scale_hw, width, row_start, row_stop)
+        return _RenderFunction.apply(means, chol, colors, field, scale_hw, width, row_start, row_stop, y_origin)
+    detached = means.detach(), chol.detach(), colors.detach()
+    return forward(field, *detached, scale_hw, width, row_start, row_stop, y_origin=y_origin)
 
 
 register_backend(Backend("triton", render_window, is_available, 5, True))

@@ -32,7 +32,7 @@ import torch
 
 from gaussian_field import GaussianField, render
 from gaussian_field.image_io import array_to_rgb_float, quantize
-from sr_model.inference import encode as encode_tensor
+from sr_model.inference import encode_tiles, plan_encode
 from sr_model.model import ContinuousSR
 from sr_model.model_files import load_file
 
@@ -142,9 +142,11 @@ def image_to_tensor(image: Any) -> tuple[torch.Tensor, _ImageKind]:
 class ImageField:
     """An encoded image: render it at any scale or size, as many times as wanted, in the input's type."""
 
-    def __init__(self, field: GaussianField, kind: _ImageKind) -> None:
+    def __init__(self, field: GaussianField, kind: _ImageKind, note: str | None = None) -> None:
         self.field = field
         self._kind = kind
+        #: the line saying the encode tiled by itself (the whole image did not fit the memory budget), else None
+        self.note = note
 
     @property
     def lr_size(self) -> tuple[int, int]:
@@ -182,12 +184,21 @@ class ImageModel:
         return self
 
     def encode(self, image: Any, tile: int | None = None, context: int | None = None) -> ImageField:
-        """Encode once (on `tile` x `tile` LR tiles if given; memory is checked first) -> an ImageField."""
+        """Encode once -> an ImageField. Memory is checked first: the whole image when it fits the budget
+        (`sr_model.inference.memory_budget`, $P2G_MEMORY_BUDGET), else tiles that do, exactly (the field's `note`
+        says so, and the log at INFO); `tile=N` asks for N x N LR tiles, `tile=0` for one piece."""
         lr, kind = image_to_tensor(image)
         param = next(self.model.parameters())
         lr = lr.to(param.device, param.dtype)
-        fields = [encode_tensor(self.model, lr[i : i + 1], tile=tile, context=context) for i in range(lr.shape[0])]
-        return ImageField(fields[0] if len(fields) == 1 else _stack(fields), kind)
+        fields, notes = [], []
+        for i in range(lr.shape[0]):
+            plan = plan_encode(self.model, lr.shape[-2], lr.shape[-1], tile, context)
+            if plan.note:
+                log.info(plan.note)
+                notes.append(plan.note)
+            with torch.no_grad():
+                fields.append(encode_tiles(self.model, lr[i : i + 1], plan))
+        return ImageField(fields[0] if len(fields) == 1 else _stack(fields), kind, notes[0] if notes else None)
 
     def upscale(
         self,

@@ -21,6 +21,7 @@ the scale comes from the sizes (the suffix, when there is one, must agree), and 
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 import re
@@ -45,8 +46,11 @@ from sr_model.datasets import (
     to_8bit_levels,
 )
 from sr_model.imresize import imresize
+from sr_model.inference import encode_tiles, plan_encode
 from sr_model.metrics import protocol_settings, psnr, ssim
+from sr_model.model import ContinuousSR
 
+log = logging.getLogger(__name__)
 BICUBIC = "bicubic"
 
 
@@ -177,15 +181,22 @@ def _sync(device: torch.device) -> None:
 
 
 def model_upscale(
-    model: EncodesFields, lr: np.ndarray, size: tuple[int, int], device
+    model: EncodesFields, lr: np.ndarray, size: tuple[int, int], device, notice: Callable[[str], None] | None = None
 ) -> tuple[np.ndarray, float, float]:
-    """(SR (H, W, 3), encode seconds, render seconds): one encode, one render at `size`."""
+    """(SR (H, W, 3), encode seconds, render seconds): one encode, one render at `size`.
+
+    A ContinuousSR model's encode is planned first (`sr_model.inference.plan_encode`): refused over the memory
+    budget, tiled by itself when the whole image does not fit, which `notice` (default: the log) is told.
+    """
     device = torch.device(device)
     lr_t = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32)).permute(2, 0, 1)[None].to(device)
+    plan = plan_encode(model, *lr.shape[:2]) if isinstance(model, ContinuousSR) else None
+    if plan is not None and plan.note:
+        (notice or log.info)(plan.note)
     with torch.inference_mode():
         _sync(device)
         start = time.perf_counter()
-        field = model.encode(lr_t)
+        field = model.encode(lr_t) if plan is None else encode_tiles(model, lr_t, plan)
         _sync(device)
         encoded = time.perf_counter()
         sr = render(field, size=size)
@@ -211,6 +222,7 @@ def evaluate(
     progress: Callable[[Iterable], Iterable] | None = None,
     lr_sources: Sequence[str | os.PathLike] | None = None,
     save_dir: str | os.PathLike | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> list[EvalRow]:
     """Score the bicubic baseline and, if given, the model on every image and scale (see module doc).
 
@@ -249,7 +261,7 @@ def evaluate(
                 hr, lr = make_lr(hr_full, scale) if lr_path is None else _read_pair(hr_full, lr_path, scale)
             except ValueError as err:
                 raise ValueError(f"{path}: {err}") from None
-            rows += _score_case(path, hr, lr, scale, protocol, model, device, save_dir)
+            rows += _score_case(path, hr, lr, scale, protocol, model, device, save_dir, notice)
     if not rows:
         raise NoImagesError(f"none of the {len(cases)} image(s) could be read ({skipped} unreadable)")
     return rows
@@ -284,6 +296,7 @@ def _score_case(
     model: EncodesFields | None,
     device,
     save_dir,
+    notice: Callable[[str], None] | None = None,
 ) -> list[EvalRow]:
     hr8 = to_uint8(hr)
     geometry = dict(
@@ -307,7 +320,7 @@ def _score_case(
         )
     ]
     if model is not None:
-        sr, encode_s, render_s = model_upscale(model, lr, hr.shape[:2], device)
+        sr, encode_s, render_s = model_upscale(model, lr, hr.shape[:2], device, notice)
         rows.append(
             EvalRow(
                 method="model",

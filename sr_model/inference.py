@@ -12,29 +12,34 @@ that fits.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sys
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from gaussian_field import GaussianField
-from gaussian_field.lattice import base_positions
-from sr_model.tiling import Tile, default_context, plan_tiles, tile_alignment
+from sr_model.model import HEAD_PIECE
+from sr_model.tiling import Tile, default_context, has_global_context, plan_tiles, tile_alignment
 
+log = logging.getLogger(__name__)
 #: Fraction of the free memory an encode may plan to use (the rest is for the process and its neighbours).
 BUDGET_FRACTION = 0.6
+#: ... and at most this much of a CPU's memory unless $P2G_MEMORY_BUDGET says otherwise: tiles cost only their
+#: context (5 % at 1024 px for `lite`), so a photo-sized encode need not take a laptop's memory.
+DEFAULT_CPU_BUDGET = 1 * 2**30
 #: Floats per Gaussian in a stitched field: mean (2), Cholesky (3), colour (3).
 FIELD_FLOATS_PER_GAUSSIAN = 8
-#: Held at once in no-grad inference: a layer's input, its output and one skip tensor, each no larger than
-#: the largest layer output.
-LIVE_LAYER_OUTPUTS = 3
-#: Allocator slack and thread-local buffers on top: measured peaks reached up to 1.02x the estimate without it
-#: (benchmarks/tiling_margin.py --memory, README).
-SAFETY_FACTOR = 1.25
-#: Candidate tile sizes offered in a refusal, largest first.
+#: The process's memory beyond the tensors during an encode (oneDNN scratch pads, thread buffers, allocator slack):
+#: resident-set growth minus the tensors' measured peak, 0-40 MB for `lite` after the probe has run
+#: (tests/test_encode_memory.py checks the estimate against the resident set; benchmarks/encode_cost.py measures it).
+RUNTIME_OVERHEAD = 24 * 2**20
+#: Candidate tile sizes, largest first.
 TILE_CANDIDATES = (4096, 3072, 2048, 1536, 1024, 768, 512, 384, 256, 192, 128, 96, 64, 48, 32, 16)
 
 
@@ -44,7 +49,8 @@ class EncodeMemoryError(ValueError):
 
 @dataclass(frozen=True)
 class EncodePlan:
-    """How one image will be encoded: its tiles (one = untiled), the context, the memory it needs."""
+    """How one image will be encoded: its tiles (one = untiled), the context, the memory it needs, and the line
+    that says why it is tiled when the caller did not ask for tiles (`note`)."""
 
     height: int
     width: int
@@ -52,6 +58,7 @@ class EncodePlan:
     context: int
     estimate_bytes: int
     budget_bytes: int
+    note: str | None = None
 
     @property
     def tiled(self) -> bool:
@@ -73,7 +80,8 @@ def parse_bytes(text: str) -> int:
 
 
 def memory_budget(device: str | torch.device = "cpu") -> int:
-    """Bytes an encode may use: $P2G_MEMORY_BUDGET if set, else a fraction of the device's free memory."""
+    """Bytes an encode and the field it returns may use: $P2G_MEMORY_BUDGET if set, else a fraction of the device's
+    free memory."""
     if os.environ.get("P2G_MEMORY_BUDGET"):
         return parse_bytes(os.environ["P2G_MEMORY_BUDGET"])
     device = torch.device(device)
@@ -86,68 +94,167 @@ def memory_budget(device: str | torch.device = "cpu") -> int:
     return int(free * BUDGET_FRACTION)
 
 
-_PER_PIXEL_CACHE: weakref.WeakKeyDictionary[nn.Module, float] = weakref.WeakKeyDictionary()
+def work_budget(device: str | torch.device = "cpu") -> int:
+    """Bytes the encode's own work may use (its tiles' layers, a streamed field's window): $P2G_MEMORY_BUDGET if
+    set, else `memory_budget`, on a CPU at most DEFAULT_CPU_BUDGET."""
+    total = memory_budget(device)
+    if os.environ.get("P2G_MEMORY_BUDGET") or torch.device(device).type != "cpu":
+        return total
+    return min(total, DEFAULT_CPU_BUDGET)
+
+
+@dataclass(frozen=True)
+class EncodeCost:
+    """Peak bytes of the tensors of one encode, as a function of its LR pixels (measured on a probe).
+
+    Two phases peak: the trunk (every layer at LR resolution on the whole input: `trunk_per_pixel`), then the tail
+    and heads piece by piece (`piece`: one piece's work, less for an input smaller than a piece, plus
+    `heads_per_pixel`: the trunk's output and the heads' outputs for every Gaussian, held while the pieces run).
+    """
+
+    trunk_per_pixel: float
+    piece: float
+    heads_per_pixel: float
+    piece_pixels: int
+
+    def peak(self, pixels: int) -> int:
+        piece = self.piece * min(1.0, pixels / self.piece_pixels)
+        return int(max(self.trunk_per_pixel * pixels, piece + self.heads_per_pixel * pixels))
+
+
+_COST_CACHE: weakref.WeakKeyDictionary[nn.Module, EncodeCost] = weakref.WeakKeyDictionary()
 
 
 def _model_param(model: nn.Module) -> torch.Tensor:
     return next(model.parameters())
 
 
-def activation_bytes_per_pixel(model: nn.Module) -> float:
-    """Peak working memory of one encode per LR pixel, measured on a small probe and scaled by area.
-
-    Every layer's output size grows with the input area, so the probe's largest layer output per pixel, times
-    the number of such tensors alive at once, plus the dictionary mixing weights (K per Gaussian, twice:
-    logits and softmax, not a layer output) bounds the peak of a larger input.
-    """
-    if model in _PER_PIXEL_CACHE:
-        return _PER_PIXEL_CACHE[model]
-    param = _model_param(model)
-    side = max(16, 2 * tile_alignment(model.config))
-    sizes: list[int] = []
-
-    def record(module, inputs, output):
-        outs = output if isinstance(output, (tuple, list)) else (output,)
-        sizes.append(sum(t.numel() for t in outs if isinstance(t, torch.Tensor)))
-
-    leaves = [m for m in model.modules() if not list(m.children())]
-    hooks = [m.register_forward_hook(record) for m in leaves]
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """The profiler's C++ side prints start/stop lines to the process's stderr: sent to /dev/null meanwhile."""
+    sys.stderr.flush()
+    saved = os.dup(2)
     try:
-        with torch.no_grad():
-            probe = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0))
-            gaussians = model.gaussians(probe.to(device=param.device, dtype=param.dtype))
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
     finally:
-        for hook in hooks:
-            hook.remove()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def allocated_peak(run: Callable[[], object], device: torch.device) -> int:
+    """The most bytes of tensors held at once while `run()` runs, above what was held before (torch's allocator
+    events: the CUDA caching allocator's statistics, the CPU allocator's through the profiler)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        run()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    from torch.profiler import ProfilerActivity, profile
+
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    events = sorted(
+        (event.start_ns(), event.nbytes())
+        for event in prof.profiler.kineto_results.events()  # type: ignore[union-attr]
+        if event.name() == "[memory]"
+    )
+    held = peak = 0
+    for _, change in events:
+        held += change
+        peak = max(peak, held)
+    return peak
+
+
+def probe_side(model: nn.Module) -> int:
+    """The probe's side: two pieces of the heads a side (so that one has context on every side it can), on the
+    encoder's window grid."""
+    align = tile_alignment(model.config)
+    return -(-2 * HEAD_PIECE // align) * align
+
+
+def encode_cost(model: nn.Module) -> EncodeCost:
+    """The model's `EncodeCost`, measured once per model on a probe image of `probe_side` px a side."""
+    if model in _COST_CACHE:
+        return _COST_CACHE[model]
+    param = _model_param(model)
+    side = probe_side(model)
+    probe = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0))
+    probe = probe.to(device=param.device, dtype=param.dtype)
     pixels = side * side
-    dictionary = getattr(model, "dictionary", None)
-    mixing = 2 * (0 if dictionary is None else dictionary.shape[0]) * gaussians["color"].shape[1] / pixels
-    per_pixel = SAFETY_FACTOR * (LIVE_LAYER_OUTPUTS * max(sizes) / pixels + mixing) * param.element_size()
-    _PER_PIXEL_CACHE[model] = per_pixel
-    return per_pixel
+    outputs: list[torch.Tensor] = []
+    with torch.no_grad():
+        trunk = allocated_peak(lambda: outputs.append(model.encoder.trunk(probe)), param.device)
+        trunk_out = outputs.pop()  # the trunk's output, held while the pieces run: its bytes per pixel
+        trunk_bytes = trunk_out.numel() * trunk_out.element_size() / pixels
+        del trunk_out
+        whole = allocated_peak(lambda: model.encode(probe), param.device)
+    per_pixel = trunk_bytes + FIELD_FLOATS_PER_GAUSSIAN * 4 * param.element_size()
+    cost = EncodeCost(trunk / pixels, max(0.0, whole - per_pixel * pixels), float(per_pixel), HEAD_PIECE**2)
+    _COST_CACHE[model] = cost
+    return cost
+
+
+def field_bytes(model: nn.Module, height: int, width: int) -> int:
+    """Bytes of the field of an image of height x width LR pixels (k = 2: 4 Gaussians of 8 floats per pixel)."""
+    return FIELD_FLOATS_PER_GAUSSIAN * 4 * height * width * _model_param(model).element_size()
+
+
+def work_bytes(model: nn.Module, tile_outer: tuple[int, int]) -> int:
+    """Bytes of one encoder run on a tile's outer box (the whole image when untiled, whose field is the heads'
+    outputs), with the runtime's overhead."""
+    return encode_cost(model).peak(tile_outer[0] * tile_outer[1]) + RUNTIME_OVERHEAD
 
 
 def estimate_encode_bytes(model: nn.Module, height: int, width: int, tile_outer: tuple[int, int] | None = None) -> int:
-    """Bytes to encode an image of height x width: the stitched field plus one encoder run on the largest tile."""
-    param = _model_param(model)
-    k = 2
-    field = FIELD_FLOATS_PER_GAUSSIAN * k * k * height * width * param.element_size()
-    th, tw = tile_outer if tile_outer is not None else (height, width)
-    return int(field + activation_bytes_per_pixel(model) * th * tw)
+    """Bytes to encode an image of height x width: one encoder run on the largest tile (`work_bytes`), plus the
+    stitched field when tiled."""
+    outer = tile_outer if tile_outer is not None else (height, width)
+    stitched = 0 if outer == (height, width) else field_bytes(model, height, width)
+    return stitched + work_bytes(model, outer)
 
 
 def _largest_outer(tiles: Iterable[Tile]) -> tuple[int, int]:
     return max((t.outer_size for t in tiles), key=lambda s: s[0] * s[1])
 
 
-def suggest_tile(model: nn.Module, height: int, width: int, context: int, budget: int) -> int | None:
+@dataclass(frozen=True)
+class _Budget:
+    """What a plan must fit: everything (`total`) and the encode's own work (`work`); a streamed field (rendered
+    and dropped row of tiles by row of tiles, `sr_model.streaming`) holds one row of tiles plus `window_rows`."""
+
+    total: int
+    work: int
+    stream: bool = False
+    window_rows: int = 0
+
+    def needs(self, model: nn.Module, height: int, width: int, tiles: Sequence[Tile]) -> tuple[int, int]:
+        """(work, field) bytes of encoding with `tiles`: work includes a streamed window."""
+        work = work_bytes(model, _largest_outer(tiles))
+        if len(tiles) == 1:
+            return work, 0
+        if self.stream:
+            top, _, bottom, _ = tiles[0].core
+            return work + field_bytes(model, min(height, bottom - top + self.window_rows), width), 0
+        return work, field_bytes(model, height, width)
+
+    def fits(self, needs: tuple[int, int]) -> bool:
+        work, field = needs
+        return work <= self.work and work + field <= self.total
+
+
+def suggest_tile(model: nn.Module, height: int, width: int, context: int, budget: int | _Budget) -> int | None:
     """The largest tile size from TILE_CANDIDATES whose encode fits the budget, or None."""
+    if not isinstance(budget, _Budget):
+        budget = _Budget(budget, budget)
     align = tile_alignment(model.config)
     for tile in TILE_CANDIDATES:
         if tile % align:
             continue
-        tiles = plan_tiles(height, width, tile, context, align)
-        if estimate_encode_bytes(model, height, width, _largest_outer(tiles)) <= budget:
+        if budget.fits(budget.needs(model, height, width, plan_tiles(height, width, tile, context, align))):
             return tile
     return None
 
@@ -159,32 +266,72 @@ def plan_encode(
     tile: int | None = None,
     context: int | None = None,
     budget: int | None = None,
+    stream_rows: int | None = None,
 ) -> EncodePlan:
-    """Choose the tiles for an image and check the memory; raises EncodeMemoryError naming a --tile that fits."""
+    """Choose the tiles for an image and check the memory.
+
+    `tile=None`: the whole image when it fits the budget, else the largest tile that does (the plan's `note` says
+    so in one line); `tile=0`: the whole image; `tile=N`: N x N tiles. What does not fit raises EncodeMemoryError
+    naming what would. `budget` (bytes) bounds everything; by default `memory_budget` bounds everything and
+    `work_budget` the encode's own work. `stream_rows`: the field is never whole (it is rendered row of tiles by
+    row of tiles, `sr_model.streaming`), each row held with this many more LR rows.
+    """
     config = model.config
     context = default_context(config) if context is None else int(context)
     if context < 0:
         raise ValueError(f"tile context must be >= 0 LR pixels, got {context}")
-    budget = memory_budget(_model_param(model).device) if budget is None else int(budget)
+    if tile is not None and (int(tile) != tile or tile < 0):
+        raise ValueError(f"tile size must be a number of LR pixels (0: the whole image at once), got {tile!r}")
+    device = _model_param(model).device
+    stream = stream_rows is not None
+    limits = (
+        _Budget(memory_budget(device), work_budget(device), stream, stream_rows or 0)
+        if budget is None
+        else _Budget(int(budget), int(budget), stream, stream_rows or 0)
+    )
     align = tile_alignment(config)
     context = -(-context // align) * align  # as plan_tiles rounds it: on the window grid
-    tiles = plan_tiles(height, width, max(height, width) if tile is None else tile, context, align)
-    needed = estimate_encode_bytes(model, height, width, _largest_outer(tiles))
-    if needed > budget:
-        suggestion = suggest_tile(model, height, width, context, budget)
-        what = "at once" if tile is None else f"with --tile {tile}"
-        if suggestion is not None:
-            advice = f"rerun with --tile {suggestion} (tile={suggestion} in Python)"
-        elif estimate_encode_bytes(model, height, width, (0, 0)) > budget:
-            advice = "the field alone does not fit; free memory or use a smaller input"
-        else:
-            smallest = TILE_CANDIDATES[-1]
-            advice = f"even --tile {smallest} does not fit; free memory or raise $P2G_MEMORY_BUDGET"
-        raise EncodeMemoryError(
-            f"encoding {width}x{height} px {what} needs about {needed / 2**30:.2f} GiB, over the memory budget of "
-            f"{budget / 2**30:.2f} GiB; {advice}"
+    whole = not tile
+    tiles = plan_tiles(height, width, max(height, width) if whole else int(tile), context, align)
+    needs = limits.needs(model, height, width, tiles)
+    if limits.fits(needs):
+        return EncodePlan(height, width, tuple(tiles), context, sum(needs), limits.total)
+    suggestion = suggest_tile(model, height, width, context, limits)
+    over = _over(needs, limits)
+    if tile is None and suggestion is not None:
+        tiles = plan_tiles(height, width, suggestion, context, align)
+        exact = (
+            "not exact: HAT's channel attention sees the whole image"
+            if has_global_context(config)
+            else f"exact with {context} px of context"
         )
-    return EncodePlan(height, width, tuple(tiles), context, needed, budget)
+        note = (
+            f"encoding {width}x{height} px in {len(tiles)} tiles of {suggestion} px ({exact}): at once it {over} "
+            "(set $P2G_MEMORY_BUDGET to change it)"
+        )
+        estimate = sum(limits.needs(model, height, width, tiles))
+        return EncodePlan(height, width, tuple(tiles), context, estimate, limits.total, note)
+    what = "at once" if whole else f"with --tile {tile}"
+    if suggestion is not None:
+        advice = f"rerun with --tile {suggestion} (tile={suggestion} in Python) or without --tile"
+    elif not stream and field_bytes(model, height, width) + work_bytes(model, (1, 1)) > limits.total:
+        advice = "the field alone does not fit; free memory or use a smaller input"
+    else:
+        smallest = TILE_CANDIDATES[-1]
+        advice = f"even --tile {smallest} does not fit; free memory or raise $P2G_MEMORY_BUDGET"
+    raise EncodeMemoryError(f"encoding {width}x{height} px {what} {over}; {advice}")
+
+
+def _over(needs: tuple[int, int], limits: _Budget) -> str:
+    work, field = needs
+    if work > limits.work and limits.work < limits.total:
+        return f"needs about {memory_size(work)} of working memory, over the budget of {memory_size(limits.work)}"
+    return f"needs about {memory_size(work + field)}, over the memory budget of {memory_size(limits.total)}"
+
+
+def memory_size(count: int) -> str:
+    """'3.42 GiB', '96.3 MiB': sizes in messages, never '0.00 GiB'."""
+    return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
 
 
 def encode_tiles(
@@ -198,30 +345,50 @@ def encode_tiles(
         raise ValueError(f"the plan is for {plan.width}x{plan.height} px, the image is {width}x{height}")
     if not plan.tiled:
         return model.encode(lr)
+    return stitch_tiles(model, lr, progress(plan.tiles) if progress is not None else plan.tiles, (0, height))
+
+
+def stitch_tiles(
+    model: nn.Module, lr: torch.Tensor, tiles: Iterable[Tile], rows: tuple[int, int], origin: int = 0
+) -> GaussianField:
+    """Encode `tiles` (whose cores cover LR rows [rows) of the image (1, 3, h, w), every column) and stitch their
+    Gaussians into one field over those rows, means relative to LR row `origin` (computed in the image's frame, then
+    moved: exact, a whole number)."""
+    top, bottom = rows
+    width = lr.shape[-1]
     parts: dict[str, torch.Tensor] = {}
-    tiles = progress(plan.tiles) if progress is not None else plan.tiles
+    k = 2
     for tile in tiles:
-        top, left, bottom, right = tile.outer
-        sub = model.encode(lr[..., top:bottom, left:right])
+        o_top, o_left, o_bottom, o_right = tile.outer
+        sub = model.encode(lr[..., o_top:o_bottom, o_left:o_right])
         k = sub.k
         if not parts:
-            shape = (1, k * height, k * width)
+            shape = (1, k * (bottom - top), k * width)
             parts = {
                 name: torch.empty(*shape, dim, dtype=sub.dtype, device=sub.device)
                 for name, dim in (("offset", 2), ("chol", 3), ("colors", 3))
             }
         ct, cl, cb, cr = tile.core
-        rows, cols = slice(k * (ct - top), k * (cb - top)), slice(k * (cl - left), k * (cr - left))
-        lattice = (1, k * (bottom - top), k * (right - left))
-        target = (slice(None), slice(k * ct, k * cb), slice(k * cl, k * cr))
-        parts["offset"][target] = sub.offsets().view(*lattice, 2)[:, rows, cols]
-        parts["chol"][target] = sub.chol.view(*lattice, 3)[:, rows, cols]
-        parts["colors"][target] = sub.colors.view(*lattice, 3)[:, rows, cols]
+        core_rows, core_cols = slice(k * (ct - o_top), k * (cb - o_top)), slice(k * (cl - o_left), k * (cr - o_left))
+        lattice = (1, k * (o_bottom - o_top), k * (o_right - o_left))
+        target = (slice(None), slice(k * (ct - top), k * (cb - top)), slice(k * cl, k * cr))
+        parts["offset"][target] = sub.offsets().view(*lattice, 2)[:, core_rows, core_cols]
+        parts["chol"][target] = sub.chol.view(*lattice, 3)[:, core_rows, core_cols]
+        parts["colors"][target] = sub.colors.view(*lattice, 3)[:, core_rows, core_cols]
         del sub
-    offset = parts.pop("offset").view(1, -1, 2)
-    means = base_positions(height, width, k, dtype=offset.dtype, device=offset.device) + offset
+    offset = parts.pop("offset")
+    offset[..., 0] += torch.arange(k * width, dtype=offset.dtype, device=offset.device) / k
+    offset[..., 1] += (torch.arange(k * top, k * bottom, dtype=offset.dtype, device=offset.device) / k).view(-1, 1)
+    if origin:
+        offset[..., 1] -= origin
     return GaussianField(
-        means, parts["chol"].view(1, -1, 3), parts["colors"].view(1, -1, 3), height, width, k, validate=False
+        offset.view(1, -1, 2),
+        parts["chol"].view(1, -1, 3),
+        parts["colors"].view(1, -1, 3),
+        bottom - top,
+        width,
+        k,
+        validate=False,
     )
 
 
@@ -233,9 +400,12 @@ def encode(
     budget: int | None = None,
     progress: Callable[[Iterable], Iterable] | None = None,
 ) -> GaussianField:
-    """LR (1, 3, h, w) in [0, 1] -> field, tiled when `tile` is given; memory checked first (no grad)."""
+    """LR (1, 3, h, w) in [0, 1] -> field, tiled as `plan_encode` decides (no grad); the plan's note, when it tiles
+    by itself, is logged."""
     if not isinstance(lr, torch.Tensor) or lr.dim() != 4:
         raise ValueError(f"encode takes an LR batch (1, 3, h, w), got {getattr(lr, 'shape', type(lr).__name__)}")
     plan = plan_encode(model, int(lr.shape[-2]), int(lr.shape[-1]), tile, context, budget)
+    if plan.note:
+        log.info(plan.note)
     with torch.no_grad():
         return encode_tiles(model, lr, plan, progress)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from gaussian_field import GaussianField, render
-from gaussian_field.lattice import base_positions
+from gaussian_field.lattice import add_base_positions, base_positions
 from sr_model.color_anchor import anchor_colors
 from sr_model.dictionary import OFFICIAL_REFERENCE_SCALE, CovarianceDictionary, load_dictionary
 from sr_model.encoders import FEATURE_CHANNELS, build_encoder
@@ -93,25 +93,29 @@ class ContinuousSR(nn.Module):
         (one piece with them), each with TAIL_CONTEXT px of trunk around it, so the pieces change no number.
         """
         lr = self._check_input(lr)
-        h, w = lr.shape[-2:]
-        trunk = self.encoder.trunk(lr)
+        out = self._heads(self.encoder.trunk(lr), tuple(lr.shape[-2:]))  # the trunk is freed here
+        if self.config.color_anchor == "lr":
+            chol = out["mixed"] / self.dictionary_scale.to(out["mixed"].dtype)
+            anchor = anchor_colors(lr, chol, LATTICE_K)
+            del chol
+            out["color"] = out["color"].add_(anchor) if not torch.is_grad_enabled() else out["color"] + anchor
+        return out
+
+    def _heads(self, trunk: torch.Tensor, size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """The heads' outputs (B, N, .) over the whole lattice, piece by piece without gradients."""
+        h, w = size
         side = max(h, w) if torch.is_grad_enabled() else HEAD_PIECE
         boxes = [(t, l, min(h, t + side), min(w, l + side)) for t in range(0, h, side) for l in range(0, w, side)]
         if len(boxes) == 1:
-            out = self._piece(trunk, (h, w), boxes[0])
-            out = {name: part.reshape(part.shape[0], -1, part.shape[-1]) for name, part in out.items()}
-        else:
-            lattice = (lr.shape[0], LATTICE_K * h, LATTICE_K * w)
-            out = {name: trunk.new_empty(*lattice, width) for name, width in GAUSSIAN_PARTS}
-            for top, left, bottom, right in boxes:
-                rows, cols = slice(LATTICE_K * top, LATTICE_K * bottom), slice(LATTICE_K * left, LATTICE_K * right)
-                for name, part in self._piece(trunk, (h, w), (top, left, bottom, right)).items():
-                    out[name][:, rows, cols] = part
-            out = {name: part.view(part.shape[0], -1, part.shape[-1]) for name, part in out.items()}
-        if self.config.color_anchor == "lr":
-            chol = out["mixed"] / self.dictionary_scale.to(out["mixed"].dtype)
-            out["color"] = out["color"] + anchor_colors(lr, chol, LATTICE_K)
-        return out
+            out = self._piece(trunk, size, boxes[0])
+            return {name: part.reshape(part.shape[0], -1, part.shape[-1]) for name, part in out.items()}
+        lattice = (trunk.shape[0], LATTICE_K * h, LATTICE_K * w)
+        out = {name: trunk.new_empty(*lattice, width) for name, width in GAUSSIAN_PARTS}
+        for top, left, bottom, right in boxes:
+            rows, cols = slice(LATTICE_K * top, LATTICE_K * bottom), slice(LATTICE_K * left, LATTICE_K * right)
+            for name, part in self._piece(trunk, size, (top, left, bottom, right)).items():
+                out[name][:, rows, cols] = part
+        return {name: part.view(part.shape[0], -1, part.shape[-1]) for name, part in out.items()}
 
     def _piece(
         self, trunk: torch.Tensor, size: tuple[int, int], box: tuple[int, int, int, int]
@@ -122,6 +126,7 @@ class ContinuousSR(nn.Module):
         lattice = (trunk.shape[0], LATTICE_K * (bottom - top), LATTICE_K * (right - left))
         mixed = self.covariance_head(feat, self.dictionary, core)
         rows = per_gaussian(feat[..., core[0], core[1]])
+        del feat  # a copy when the piece has context around it: one 256-wide map at a time
         out = {"color": self.color_head.from_rows(rows), "mixed": mixed}
         if self.offset_head is not None:
             out["offset"] = self.offset_head.from_rows(rows)
@@ -138,9 +143,13 @@ class ContinuousSR(nn.Module):
         """
         h, w = lr.shape[-2:]
         parts = self.gaussians(lr)
-        base = base_positions(h, w, LATTICE_K, dtype=parts["offset"].dtype, device=parts["offset"].device)
-        chol = parts["mixed"] / self.dictionary_scale.to(parts["mixed"].dtype)
-        return GaussianField(base + parts["offset"], chol, parts["color"], h, w, LATTICE_K, validate=False)
+        scale = self.dictionary_scale.to(parts["mixed"].dtype)
+        if torch.is_grad_enabled():
+            base = base_positions(h, w, LATTICE_K, dtype=parts["offset"].dtype, device=parts["offset"].device)
+            means, chol = base + parts["offset"], parts["mixed"] / scale
+        else:  # in place: the field is the heads' outputs, with no second copy
+            means, chol = add_base_positions(parts.pop("offset"), h, w, LATTICE_K), parts.pop("mixed").div_(scale)
+        return GaussianField(means, chol, parts["color"], h, w, LATTICE_K, validate=False)
 
     def forward(
         self,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gaussian_field.band_writer import WrittenImage, check_output, output_format, render_to_file
+from gaussian_field.band_writer import BandedImage, WrittenImage, check_output, output_format, render_to_file
 from gaussian_field.image_io import (
     FORMATS,
     IMAGE_SUFFIXES,
@@ -35,6 +36,7 @@ from gaussian_field.image_io import (
 from gaussian_field.render import available_backends, resolve_geometry
 from sr_model.datasets import by_stem, image_size
 from sr_model.inference import EncodePlan, encode_tiles, plan_encode
+from sr_model.streaming import StreamedOutput, stream_to_files, window_rows
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ class _Job:
     bits: int
     keep_alpha: bool
     notices: tuple[str, ...]
+    #: the field is rendered row of tiles by row of tiles, never whole (tiled, no field to save, a bounded reach)
+    streamed: bool
 
 
 def output_bits(source_bits: int, suffix: str) -> int:
@@ -152,7 +156,13 @@ def plan_jobs(
                 "png, tif or webp to keep it)",
             )
         )
-        plan = plan_encode(model, height, width, tile, context, budget)
+        field_path = out_dir / f"{source.stem}_field.npz" if save_field else None
+        if skip_existing and field_path is not None and field_path.is_file():
+            field_path = None
+        stream = window_rows(model) if field_path is None else None  # a field to save must be whole
+        plan = plan_encode(model, height, width, tile, context, budget, stream_rows=stream)
+        if plan.note:
+            notices += (plan.note,)
         outputs = []
         for request in requests:
             _, (out_h, out_w) = resolve_geometry((height, width), request.size, request.scale)
@@ -161,11 +171,9 @@ def plan_jobs(
                 continue  # written whole earlier (outputs are renamed into place): nothing to check or write
             check_output(path, out_h, out_w, job_bits, channels=4 if keep_alpha else 3)
             outputs.append((request, path))
-        field_path = out_dir / f"{source.stem}_field.npz" if save_field else None
-        if skip_existing and field_path is not None and field_path.is_file():
-            field_path = None
         if outputs or field_path is not None:
-            jobs.append(_Job(source, plan, tuple(outputs), field_path, job_bits, keep_alpha, notices))
+            streamed = plan.tiled and stream is not None
+            jobs.append(_Job(source, plan, tuple(outputs), field_path, job_bits, keep_alpha, notices, streamed))
     return jobs
 
 
@@ -237,6 +245,9 @@ def _run_job(
     lr = torch.from_numpy(np.ascontiguousarray(image.rgb)).permute(2, 0, 1)[None].to(param.device, param.dtype)
     alpha = image.alpha if job.keep_alpha else None
     result = ImageResult(job.source, (job.plan.height, job.plan.width), len(job.plan.tiles), notices=list(job.notices))
+    if job.streamed:
+        result.outputs = _stream_job(model, lr, job, alpha, image.icc_profile, backend, quality, tile_progress, result)
+        return result
     with torch.no_grad():
         _sync(param.device)
         start = time.perf_counter()
@@ -267,3 +278,28 @@ def _run_job(
                 )
             )
     return result  # the image, its LR tensor and the field go with this frame, before the next input is read
+
+
+def _stream_job(
+    model: nn.Module,
+    lr: torch.Tensor,
+    job: _Job,
+    alpha: np.ndarray | None,
+    icc_profile: bytes | None,
+    backend: str,
+    quality: int | None,
+    tile_progress: Callable[[Iterable], Iterable] | None,
+    result: ImageResult,
+) -> list[WrittenImage]:
+    """Every output of a tiled job filled row of tiles by row of tiles (`sr_model.streaming`); all or none written."""
+    size = (job.plan.height, job.plan.width)
+    with ExitStack() as stack:
+        outputs = []
+        for request, path in job.outputs:
+            scale, out_size = resolve_geometry(size, request.size, request.scale)
+            image = stack.enter_context(
+                BandedImage(path, out_size, job.bits, alpha=alpha, icc_profile=icc_profile, quality=quality)
+            )
+            outputs.append(StreamedOutput(image, scale))
+        result.encode_seconds = stream_to_files(model, lr, job.plan, outputs, backend, tile_progress)
+        return [output.image.finish() for output in outputs]

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from gaussian_field import CUT_MAHALANOBIS_SQ, GaussianField, available_backends, render
-from gaussian_field.lattice import base_positions, neighbourhood_reach
+from gaussian_field.lattice import base_positions, neighbourhood_reach, support_half_extents
+from gaussian_field.render import resolve_geometry
 
 #: Backends must agree with the reference to this (max abs difference) in float32, and to FLOAT64_ATOL in float64.
 FLOAT32_ATOL = 1e-5
@@ -132,6 +133,40 @@ def test_rows_bands_match_reference(backend):
     for rows in [(0, 1), (5, 17), (22, 23), (9, 9), (0, full.shape[2])]:
         got = render(field, scale=(3.3, 2.1), rows=rows, backend=backend)
         assert_agrees(got, full[:, :, rows[0] : rows[1]], torch.float32, f"rows {rows}")
+
+
+def window_cases(field: GaussianField):
+    """(first, stop, rows, scale): windows of the field's LR rows and the output rows they render alone."""
+    drift = (field.means - field.base_positions()).abs()[..., 1].max()
+    reach = float(drift + support_half_extents(field.chol)[..., 1].max())  # LR px a Gaussian reaches in y
+    for first, stop, scale in [(3, 17, 3.7), (0, 9, 2.0), (5, 24, (4.0, 1.5)), (10, 24, 0.7)]:
+        s_h = scale if isinstance(scale, float) else scale[0]
+        top = 0 if first == 0 else math.ceil((first + reach) * s_h)
+        bottom = round(field.h * s_h) if stop == field.h else math.floor((stop - reach) * s_h)
+        yield first, stop, (top, max(top, bottom)), scale
+
+
+def test_a_window_renders_what_the_whole_field_does(backend):
+    """The streamed upscale renders bands from windows of a field (means relative to their first row): the same
+    numbers, bit for bit, as the whole field for rows that only its Gaussians reach."""
+    field = random_field(h=24, w=5, seed=12, spread=0.25)
+    for first, stop, rows, scale in window_cases(field):
+        size = resolve_geometry(field.lr_size, None, scale)[1]
+        whole = render(field, scale=scale, size=size, rows=rows, backend=backend)
+        part = render(field.window(first, stop), scale=scale, size=size, rows=rows, y_origin=first, backend=backend)
+        assert rows[1] > rows[0] + 2 and torch.equal(part, whole), (first, stop, rows, scale)
+        assert torch.equal(whole, render(field, scale=scale, size=size, backend=backend)[:, :, rows[0] : rows[1]])
+
+
+def test_reference_window_renders_what_the_whole_field_does():
+    field = random_field(h=24, w=5, seed=12, spread=0.25, dtype=torch.float64)
+    for first, stop, rows, scale in window_cases(field):
+        size = resolve_geometry(field.lr_size, None, scale)[1]
+        whole = render(field, scale=scale, size=size, rows=rows, backend="torch")
+        part = render(field.window(first, stop), scale=scale, size=size, rows=rows, y_origin=first, backend="torch")
+        assert torch.equal(part, whole), (first, stop, rows, scale)
+    with pytest.raises(ValueError, match="size and scale"):
+        render(field.window(2, 5), scale=2.0, y_origin=2)
 
 
 def test_size_with_explicit_scale_samples_like_reference(backend):

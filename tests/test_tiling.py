@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from sr_model.inference import EncodeMemoryError, encode, estimate_encode_bytes, plan_encode
+from sr_model.inference import (
+    EncodeMemoryError,
+    encode,
+    estimate_encode_bytes,
+    field_bytes,
+    plan_encode,
+    work_bytes,
+)
 from sr_model.model import build_model
 from sr_model.presets import preset
 from sr_model.tiling import default_context, has_global_context, plan_tiles, receptive_radius, tile_alignment
@@ -184,13 +191,54 @@ def test_with_a_short_context_only_the_margin_near_internal_cuts_differs(photo):
 def test_memory_estimate_refuses_with_a_tile_that_fits():
     model = tiny_model("lite")
     whole = estimate_encode_bytes(model, 300, 400)
+    budget = estimate_encode_bytes(model, 300, 400, (120, 120))  # the stitched field and a ~96 px tile's work
+    assert whole > budget
     with pytest.raises(EncodeMemoryError, match=r"rerun with --tile (\d+)") as err:
-        plan_encode(model, 300, 400, budget=whole // 4)
-    assert len(str(err.value).splitlines()) == 1
+        plan_encode(model, 300, 400, tile=0, budget=budget)
+    assert len(str(err.value).splitlines()) == 1 and "at once" in str(err.value)
     tile = int(re.search(r"rerun with --tile (\d+)", str(err.value)).group(1))
-    plan = plan_encode(model, 300, 400, tile=tile, budget=whole // 4)
-    assert plan.tiled and plan.estimate_bytes <= whole // 4
+    plan = plan_encode(model, 300, 400, tile=tile, budget=budget)
+    assert plan.tiled and plan.estimate_bytes <= budget and plan.note is None
     with pytest.raises(EncodeMemoryError, match="with --tile 256"):
-        plan_encode(model, 300, 400, tile=256, budget=whole // 4)
+        plan_encode(model, 300, 400, tile=256, budget=budget)
     with pytest.raises(EncodeMemoryError, match="field alone"):
         plan_encode(model, 300, 400, tile=16, budget=1000)
+
+
+def test_without_a_tile_the_largest_that_fits_is_picked_and_said_in_one_line():
+    model = tiny_model("lite")
+    budget = estimate_encode_bytes(model, 300, 400, (120, 120))
+    plan = plan_encode(model, 300, 400, budget=budget)
+    tile = int(re.search(r"rerun with --tile (\d+)", _refusal(model, budget)).group(1))
+    assert plan.tiled and plan.tiles[0].core == (0, 0, tile, tile) and plan.estimate_bytes <= budget
+    assert re.fullmatch(
+        rf"encoding 400x300 px in {len(plan.tiles)} tiles of {tile} px \(exact with 6 px of context\): at once it "
+        r"needs about [0-9.]+ MiB, over the memory budget of [0-9.]+ MiB \(set \$P2G_MEMORY_BUDGET to change it\)",
+        plan.note,
+    )
+    assert plan_encode(model, 300, 400, budget=2**40).note is None  # it fits: one piece, nothing said
+
+
+def test_hat_tiled_by_itself_says_it_is_not_exact():
+    hat = tiny_model("hat", squeeze_factor=6)
+    budget = estimate_encode_bytes(hat, 96, 96, (48, 48))
+    plan = plan_encode(hat, 96, 96, budget=budget, context=16)
+    assert plan.tiled and "not exact: HAT's channel attention sees the whole image" in plan.note
+
+
+def _refusal(model, budget) -> str:
+    with pytest.raises(EncodeMemoryError) as err:
+        plan_encode(model, 300, 400, tile=0, budget=budget)
+    return str(err.value)
+
+
+def test_a_streamed_field_counts_one_row_of_tiles():
+    """Streamed (upscale renders and drops the field row of tiles by row of tiles), the field is never whole, so a
+    budget far below the whole field still fits (planning only: nothing is encoded)."""
+    model = tiny_model("lite")
+    budget = work_bytes(model, (120, 120)) + field_bytes(model, 96 + 8, 4000)  # a ~96 px tile and its row's field
+    assert 10 * budget < field_bytes(model, 3000, 4000)
+    with pytest.raises(EncodeMemoryError, match="field alone"):
+        plan_encode(model, 3000, 4000, budget=budget)
+    plan = plan_encode(model, 3000, 4000, budget=budget, stream_rows=8)
+    assert plan.tiled and plan.tiles[0].core[2] == 96 and plan.estimate_bytes <= budget

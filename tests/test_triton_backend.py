@@ -15,7 +15,15 @@ import torch
 
 from gaussian_field import GaussianField, available_backends, render
 from gaussian_field.lattice import base_positions, neighbourhood_reach
-from tests.test_render_backends import GEOMETRIES, assert_agrees, boundary_field, golden_fields, random_field
+from gaussian_field.render import resolve_geometry
+from tests.test_render_backends import (
+    GEOMETRIES,
+    assert_agrees,
+    boundary_field,
+    golden_fields,
+    random_field,
+    window_cases,
+)
 
 ON_GPU = torch.cuda.is_available()
 INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") == "1" and not ON_GPU
@@ -59,6 +67,24 @@ def test_rows_bands_match_reference():
     for rows in [(0, 1), (5, 17), (19, 20), (9, 9)]:
         got = render(field, scale=(3.3, 2.1), rows=rows, backend="triton")
         assert_agrees(got, full[:, :, rows[0] : rows[1]], torch.float32, f"rows {rows}")
+
+
+def test_a_window_renders_what_the_whole_field_does():
+    """As tests/test_render_backends.py checks for the CPU backends: a window of rows (y_origin) gives the whole
+    field's pixels bit for bit, forward; its gradients equal the reference's."""
+    field = field_on_device(h=24, w=3, seed=12)
+    for first, stop, rows, scale in list(window_cases(field))[:2]:
+        size = resolve_geometry(field.lr_size, None, scale)[1]
+        whole = render(field, scale=scale, size=size, rows=rows, backend="triton")
+        part = render(field.window(first, stop), scale=scale, size=size, rows=rows, y_origin=first, backend="triton")
+        assert rows[1] > rows[0] and torch.equal(part, whole), (first, stop, rows, scale)
+    window = field.window(2, 9)
+    window.means.requires_grad_(True)
+    grads = {}
+    for backend in ("torch", "triton"):
+        out = render(window, scale=2.0, size=(2 * field.h, 2 * field.w), rows=(8, 14), y_origin=2, backend=backend)
+        grads[backend] = torch.autograd.grad(out.square().sum(), window.means)[0]
+    assert_agrees(grads["triton"], grads["torch"], torch.float32, "window gradients")
 
 
 def test_golden_fields_match_reference(golden_model):

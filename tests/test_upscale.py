@@ -46,15 +46,15 @@ def workspace(tmp_path, photo, model):
 
 @pytest.fixture()
 def encoder_calls(monkeypatch):
-    """Counts forward calls of the lite encoder (every model built here uses it)."""
+    """Counts trunk calls of the lite encoder (every model built here uses it; every encode starts there)."""
     calls = []
-    original = encoders.LiteEncoder.forward
+    original = encoders.LiteEncoder.trunk
 
     def counting(self, x):
         calls.append(tuple(x.shape[-2:]))
         return original(self, x)
 
-    monkeypatch.setattr(encoders.LiteEncoder, "forward", counting)
+    monkeypatch.setattr(encoders.LiteEncoder, "trunk", counting)
     return calls
 
 
@@ -82,8 +82,8 @@ def test_one_encode_per_image_for_every_scale_and_size(workspace, encoder_calls)
         "50x20",
     )
     assert result.exit_code == 0, result.output
-    # the memory estimate's probe (once per loaded model), then one call per image whatever the outputs
-    assert encoder_calls == [(16, 16), (40, 36), (30, 30)]
+    # the memory estimate's probe (twice, once per loaded model), then one call per image whatever the outputs
+    assert encoder_calls == [(128, 128), (128, 128), (40, 36), (30, 30)]
     sizes = {p.name: Image.open(p).size for p in (workspace / "out").iterdir()}
     assert sizes == {
         "astronaut_x2.png": (72, 80),
@@ -135,10 +135,10 @@ def test_outputs_equal_the_in_memory_render(workspace, model):
 def test_tiled_upscale_counts_one_encoder_call_per_tile_and_matches(workspace, model, encoder_calls):
     result = upscale(workspace, workspace / "astronaut.png", "--out", workspace / "tiled", "--scale", 2, "--tile", 16)
     assert result.exit_code == 0, result.output
-    assert len(encoder_calls) == 1 + 9 and "(9 tiles)" in result.output  # probe + tiles
+    assert len(encoder_calls) == 2 + 9 and "(9 tiles)" in result.output  # probe (twice) + tiles
     encoder_calls.clear()
     assert upscale(workspace, workspace / "astronaut.png", "--out", workspace / "whole", "--scale", 2).exit_code == 0
-    assert len(encoder_calls) == 1 + 1
+    assert len(encoder_calls) == 2 + 1
     tiled = np.asarray(Image.open(workspace / "tiled" / "astronaut_x2.png")).astype(int)
     whole = np.asarray(Image.open(workspace / "whole" / "astronaut_x2.png")).astype(int)
     assert np.abs(tiled - whole).max() <= 1  # float32 rounding may flip a level
@@ -216,7 +216,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(workspace):
         ((workspace / "astronaut.png", "--scale", 1e5, "--format", "tif"), ("disk",)),
         ((workspace / "astronaut.png", "--scale", 2, "--bits", 16, "--format", "jpg"), ("16-bit",)),
         ((workspace / "astronaut.png",), ("--scale",)),
-        ((workspace / "astronaut.png", "--scale", 2, "--tile", 0), ("tile",)),
+        ((workspace / "astronaut.png", "--scale", 2, "--tile", -3), ("tile",)),
         ((workspace / "astronaut.png", "--scale", 2, "--backend", "nope"), ("nope",)),
         ((workspace / "astronaut.png", "--scale", 2, "--size", "0x5"), ("size",)),
     ]
@@ -238,33 +238,23 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(workspace):
     assert all_files(workspace / "out") == []
 
 
-def test_over_the_memory_budget_suggests_a_tile_that_works(workspace, model):
+def test_over_the_memory_budget_tiles_by_itself_and_says_so(workspace, model):
     budget = str(estimate_encode_bytes(model, 40, 36, (28, 28)))  # room for a 16 px tile and its 6 px context
     assert estimate_encode_bytes(model, 40, 36) > int(budget)
-    result = upscale(
-        workspace,
-        workspace / "astronaut.png",
-        "--scale",
-        2,
-        "--out",
-        workspace / "out",
-        env={"P2G_MEMORY_BUDGET": budget},
-    )
-    assert_one_line_error(result, "memory budget", "--tile 16")
+    args = ("--scale", 2, "--out", workspace / "out")
+    result = upscale(workspace, workspace / "astronaut.png", *args, "--tile", 0, env={"P2G_MEMORY_BUDGET": budget})
+    assert_one_line_error(result, "at once", "memory budget", "--tile 16")
     assert all_files(workspace / "out") == []
-    result = upscale(
-        workspace,
-        workspace / "astronaut.png",
-        "--scale",
-        2,
-        "--out",
-        workspace / "out",
-        "--tile",
-        16,
-        env={"P2G_MEMORY_BUDGET": budget},
-    )
+    result = upscale(workspace, workspace / "astronaut.png", *args, env={"P2G_MEMORY_BUDGET": budget})
     assert result.exit_code == 0, result.output
+    notices = [line for line in result.output.splitlines() if "notice: encoding" in line]
+    assert len(notices) == 1 and "in 9 tiles of 16 px (exact with 6 px of context)" in notices[0], result.output
     assert all_files(workspace / "out") == ["astronaut_x2.png"]
+    result = upscale(workspace, workspace / "astronaut.png", *args[:2], "--out", workspace / "whole")
+    assert (
+        read_image(workspace / "out" / "astronaut_x2.png").tolist()
+        == read_image(workspace / "whole" / "astronaut_x2.png").tolist()
+    )
 
 
 def test_inputs_with_the_same_name_are_refused(workspace):
@@ -293,7 +283,7 @@ def test_encode_memory_check_happens_before_the_encoder_runs(encoder_calls):
 
     with pytest.raises(EncodeMemoryError):
         encode(tiny_model("lite"), torch.rand(1, 3, 64, 64), budget=10**6)
-    assert encoder_calls == [(16, 16)]  # only the 16x16 probe of the estimate
+    assert encoder_calls == [(128, 128), (128, 128)]  # only the probe of the estimate
 
 
 @pytest.mark.gpu

@@ -106,6 +106,7 @@ def command(
         progress=_progress,
         lr_sources=lr_images or None,
         save_dir=save_dir,
+        notice=lambda line: click.echo(f"notice: {line}", err=True),
     )
     title = "bicubic baseline" if model is None else f"{checkpoint} vs bicubic"
     lr_from = "from the --lr-images files" if lr_images else ""

@@ -24,6 +24,8 @@ def describe(content, url: str) -> list[str]:
     ]
     if "encode_ms" in content.info:
         lines[0] += f", encode {content.info['encode_ms']:.1f} ms"
+    if content.info.get("note"):
+        lines.append(f"notice: {content.info['note']}")
     lines.append(f"viewer at {url}  (Ctrl-C to stop)")
     return lines
 

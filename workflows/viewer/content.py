@@ -73,7 +73,10 @@ def load_view_content(
     lr = read_image(source)
     model = load_image_model(checkpoint, device)
     start = time.perf_counter()
-    field = model.encode(lr, tile=tile).field
+    encoded = model.encode(lr, tile=tile)
+    field = encoded.field
     encode_ms = (time.perf_counter() - start) * 1000
     info = {"title": source.name, "bicubic_of": "the LR image", "encode_ms": round(encode_ms, 1)}
+    if encoded.note:
+        info["note"] = encoded.note
     return content_for_field(field.to("cpu", torch.float32), lr, info)
