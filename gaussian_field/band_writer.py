@@ -15,6 +15,7 @@ Before anything is allocated the output is checked against the format's size lim
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import time
@@ -137,10 +138,9 @@ class BandedImage:
         self.tmp = self.path.with_name(f".{self.path.name}.partial{self.path.suffix}")
         self.pixels: np.ndarray | None = None
         self.render_seconds = 0.0
-        self._start = 0.0
+        self.write_seconds = 0.0  # quantising, storing and encoding: the time spent here, whatever runs between
 
     def __enter__(self) -> BandedImage:
-        self._start = time.perf_counter()
         dtype = {8: np.uint8, 16: np.uint16, 32: np.float32}[self.bits]
         shape = (self.height, self.width, self.channels)
         if self.scratch:
@@ -152,19 +152,40 @@ class BandedImage:
     def put(self, first_row: int, band: torch.Tensor) -> None:
         """Store rows [first_row, first_row + rows) from a (3, rows, W) float render (on any device)."""
         assert self.pixels is not None, "use BandedImage as a context manager"
+        start = time.perf_counter()
         levels = quantize(band.cpu(), self.bits)
         rows = slice(first_row, first_row + levels.shape[0])
         self.pixels[rows, :, :3] = levels[..., ::-1] if self.format.bgr else levels
+        if self.scratch:
+            self._release(rows)
+        self.write_seconds += time.perf_counter() - start
+
+    def _release(self, rows: slice) -> None:
+        """Write the rows of a memory-mapped pixel array to its file and drop their pages from this process (they are
+        read back from the file when the image is encoded), so a large output does not stay resident band by band."""
+        pixels = self.pixels
+        mapping = getattr(pixels, "_mmap", None)
+        if not isinstance(pixels, np.memmap) or mapping is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        row_bytes = self.width * self.channels * pixels.itemsize
+        begin = pixels.offset + rows.start * row_bytes
+        end = pixels.offset + rows.stop * row_bytes
+        begin -= begin % mmap.PAGESIZE  # whole pages only; a page shared with the next band is read back later
+        end -= end % mmap.PAGESIZE
+        if end > begin:
+            mapping.flush(begin, end - begin)
+            mapping.madvise(mmap.MADV_DONTNEED, begin, end - begin)
 
     def finish(self) -> WrittenImage:
         """Add the alpha plane, encode, and rename into place."""
         assert self.pixels is not None, "use BandedImage as a context manager"
+        start = time.perf_counter()
         if self.alpha is not None:
             self.pixels[..., 3] = quantize_levels(resize_alpha(self.alpha, self.height, self.width), self.bits)
         encode_pixels(self.pixels, self.tmp, self.format, self.icc_profile, self.quality)
         os.replace(self.tmp, self.path)
-        total = time.perf_counter() - self._start
-        return WrittenImage(self.path, (self.height, self.width), self.render_seconds, total - self.render_seconds)
+        self.write_seconds += time.perf_counter() - start
+        return WrittenImage(self.path, (self.height, self.width), self.render_seconds, self.write_seconds)
 
     def __exit__(self, *exc) -> None:
         self.pixels = None  # closes the memory map before its file is removed

@@ -349,13 +349,22 @@ def encode_tiles(
 
 
 def stitch_tiles(
-    model: nn.Module, lr: torch.Tensor, tiles: Iterable[Tile], rows: tuple[int, int], origin: int = 0
+    model: nn.Module,
+    lr: torch.Tensor,
+    tiles: Iterable[Tile],
+    rows: tuple[int, int],
+    origin: int = 0,
+    head: GaussianField | None = None,
 ) -> GaussianField:
     """Encode `tiles` (whose cores cover LR rows [rows) of the image (1, 3, h, w), every column) and stitch their
-    Gaussians into one field over those rows, means relative to LR row `origin` (computed in the image's frame, then
-    moved: exact, a whole number)."""
+    Gaussians into one field, means relative to LR row `origin` (computed in the image's frame, then moved: exact, a
+    whole number). `head`, a field of LR rows [origin, rows[0]) relative to `origin`, is copied in front (a streamed
+    window's rows still in use: one buffer, no concatenated copy)."""
     top, bottom = rows
     width = lr.shape[-1]
+    first = origin if head is not None else top
+    if head is not None and (head.h != top - origin or head.w != width):
+        raise ValueError(f"the head field covers {head.h}x{head.w} LR px, not rows {origin}..{top} x {width}")
     parts: dict[str, torch.Tensor] = {}
     k = 2
     for tile in tiles:
@@ -363,33 +372,29 @@ def stitch_tiles(
         sub = model.encode(lr[..., o_top:o_bottom, o_left:o_right])
         k = sub.k
         if not parts:
-            shape = (1, k * (bottom - top), k * width)
+            shape = (1, k * (bottom - first), k * width)
             parts = {
                 name: torch.empty(*shape, dim, dtype=sub.dtype, device=sub.device)
-                for name, dim in (("offset", 2), ("chol", 3), ("colors", 3))
+                for name, dim in (("means", 2), ("chol", 3), ("colors", 3))
             }
         ct, cl, cb, cr = tile.core
         core_rows, core_cols = slice(k * (ct - o_top), k * (cb - o_top)), slice(k * (cl - o_left), k * (cr - o_left))
         lattice = (1, k * (o_bottom - o_top), k * (o_right - o_left))
-        target = (slice(None), slice(k * (ct - top), k * (cb - top)), slice(k * cl, k * cr))
-        parts["offset"][target] = sub.offsets().view(*lattice, 2)[:, core_rows, core_cols]
+        target = (slice(None), slice(k * (ct - first), k * (cb - first)), slice(k * cl, k * cr))
+        parts["means"][target] = sub.offsets().view(*lattice, 2)[:, core_rows, core_cols]
         parts["chol"][target] = sub.chol.view(*lattice, 3)[:, core_rows, core_cols]
         parts["colors"][target] = sub.colors.view(*lattice, 3)[:, core_rows, core_cols]
         del sub
-    offset = parts.pop("offset")
-    offset[..., 0] += torch.arange(k * width, dtype=offset.dtype, device=offset.device) / k
-    offset[..., 1] += (torch.arange(k * top, k * bottom, dtype=offset.dtype, device=offset.device) / k).view(-1, 1)
+    band = parts["means"][:, k * (top - first) :]  # the offsets so far: the base added in the image's frame
+    band[..., 0] += torch.arange(k * width, dtype=band.dtype, device=band.device) / k
+    band[..., 1] += (torch.arange(k * top, k * bottom, dtype=band.dtype, device=band.device) / k).view(-1, 1)
     if origin:
-        offset[..., 1] -= origin
-    return GaussianField(
-        offset.view(1, -1, 2),
-        parts["chol"].view(1, -1, 3),
-        parts["colors"].view(1, -1, 3),
-        bottom - top,
-        width,
-        k,
-        validate=False,
-    )
+        band[..., 1] -= origin
+    if head is not None:
+        for name in parts:
+            parts[name][:, : k * (top - origin)] = getattr(head, name).view(1, k * (top - origin), k * width, -1)
+    flat = {name: part.view(1, -1, part.shape[-1]) for name, part in parts.items()}
+    return GaussianField(flat["means"], flat["chol"], flat["colors"], bottom - first, width, k, validate=False)
 
 
 def encode(

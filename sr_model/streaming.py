@@ -93,6 +93,19 @@ def stream_to_files(
     band_bytes: int = BAND_BYTES,
 ) -> float:
     """Encode `lr` (1, 3, h, w) row of tiles by row of tiles and fill every output; returns the encode seconds."""
+    with torch.no_grad():
+        return _stream(model, lr, plan, outputs, backend, progress, band_bytes)
+
+
+def _stream(
+    model: nn.Module,
+    lr: torch.Tensor,
+    plan: EncodePlan,
+    outputs: Sequence[StreamedOutput],
+    backend: str,
+    progress: Callable[[Iterable], Iterable] | None,
+    band_bytes: int,
+) -> float:
     reach = reach_bound(model)
     if reach is None:
         raise ValueError("this model's Gaussians have no bounded reach (free covariance): its field cannot be streamed")
@@ -104,8 +117,7 @@ def stream_to_files(
     for group in progress(groups) if progress is not None else groups:
         start = time.perf_counter()
         top, bottom = group[0].core[0], group[0].core[2]
-        band = stitch_tiles(model, lr, group, (top, bottom), origin)
-        window = band if window is None else _concat(window, band)
+        window = stitch_tiles(model, lr, group, (top, bottom), origin, window)
         _sync(lr.device)
         encode_seconds += time.perf_counter() - start
         for output in outputs:
@@ -132,18 +144,6 @@ def _render_rows(
             output.image.render_seconds += time.perf_counter() - start
             output.image.put(first, pixels)
     output.done = max(output.done, stop)
-
-
-def _concat(window: GaussianField, band: GaussianField) -> GaussianField:
-    return GaussianField(
-        torch.cat([window.means, band.means], 1),
-        torch.cat([window.chol, band.chol], 1),
-        torch.cat([window.colors, band.colors], 1),
-        window.h + band.h,
-        window.w,
-        window.k,
-        validate=False,
-    )
 
 
 def _sync(device: torch.device) -> None:

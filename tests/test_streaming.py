@@ -73,3 +73,18 @@ def test_free_covariance_is_never_streamed(tmp_path, photo_file):
     path, _ = photo_file
     results = upscale_files(free, [path], tmp_path / "out", REQUESTS[:1], tile=16)
     assert results[0].tiles == 9 and results[0].outputs[0].size == (86, 74)
+
+
+def test_the_streamed_encode_keeps_no_gradients(tmp_path, model, photo_file, monkeypatch):
+    """Every tile is encoded without autograd (which would hold every tile's graph: memory without end)."""
+    seen = []
+    original = type(model).encode
+
+    def recording(self, lr):
+        seen.append(torch.is_grad_enabled())
+        return original(self, lr)
+
+    monkeypatch.setattr(type(model), "encode", recording)
+    path, _ = photo_file
+    upscale_files(model, [path], tmp_path / "out", REQUESTS[:1], tile=16)
+    assert len(seen) == 9 and not any(seen)

@@ -175,6 +175,33 @@ def test_banded_memory_mapped_render_equals_the_whole_render(tmp_path, suffix, b
     assert np.array_equal(read_image(path), want.astype(np.float32))
 
 
+def _mapped_kib(path: Path) -> int:
+    """Resident KiB of this process's mappings of `path` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if line[:1].isdigit() or line[:1] in "abcdef":  # a mapping's header line: address range ... path
+            inside = line.endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads the mappings from /proc")
+def test_a_memory_mapped_output_drops_its_written_pages_and_keeps_every_pixel(tmp_path):
+    """Band by band, the rows written to a scratch file leave the resident set; the file still has them."""
+    bands = torch.rand(20, 3, 100, 1000, generator=torch.Generator().manual_seed(0))
+    path = tmp_path / "big.png"
+    with band_writer.BandedImage(path, (2000, 1000), 8, in_memory_bytes=0) as image:
+        assert image.scratch
+        for n, band in enumerate(bands):
+            image.put(100 * n, band)
+        resident = _mapped_kib(image.scratch_path.resolve())
+        image.finish()
+    assert resident < 0.05 * 2000 * 1000 * 3 / 1024  # of 5.7 MiB of pixels, at most a page per band stays
+    want = quantize(torch.cat(list(bands), dim=1), 8) / 255.0
+    assert np.array_equal(read_image(path), want.astype(np.float32))
+
+
 def test_an_error_while_rendering_leaves_no_file(tmp_path, monkeypatch):
     field = random_field(h=6, w=6, dtype=torch.float32)
     calls = []
