@@ -12,7 +12,7 @@
 # gaussian_field, dgp_fitting's fitting engine and the tests, not the Dask job or the store. Each step has its own
 # time limit; the whole check stays under 9 minutes (about 4 expected on an H200).
 # Results: RESULTS_DIR/{environment.txt, triton_tests.txt, render_speed.{txt,json}, fit_engines.{txt,json},
-# fit_fast.{txt,json}, fit_overlap.txt, summary.txt}. The last step (a fitting task's stages in line vs overlapped, which uses the store
+# fit_fast.{txt,json}, encode_cost.{txt,json}, fit_overlap.txt, summary.txt}. The last step (a fitting task's stages in line vs overlapped, which uses the store
 # and so needs zarr and distributed) is skipped where those are not installed.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -43,15 +43,16 @@ if torch.cuda.is_available():
 PYEOF
 } 2>&1 | tee "$RESULTS/environment.txt"
 
-LIMITS=(150 150 240 90 180)  # seconds: tests, render benchmark, fitting benchmark, task pipeline, fast preset
+LIMITS=(150 150 240 90 180 120)  # seconds: tests, render, fitting, task pipeline, fast preset, encode cost
 if [[ "$DRY" == 1 ]]; then
-    LIMITS=(900 600 900 300 600)  # the interpreter and a shared CPU are slow; nothing here is timed for a target
+    LIMITS=(900 600 900 300 600 600)  # the interpreter and a shared CPU are slow; nothing here is timed for a target
     DEVICE=cpu
     TESTS=(tests/test_triton_interpreter.py)
     SPEED=(--device cpu --size 32 --scales 4 --repeats 1 --no-multi-scale --no-gradients)
     FIT=(--device cpu --preset demo --steps 4 --crop 32 --crops 8 --previous-crops 4 --profile-steps 2 --processes 1 2)
     OVERLAP=(--device cpu --steps 2 --crop 32 --crops-per-image 2 --batch 4 --repeats 1)
     FAST=(--device cpu --preset fast --previous-preset demo --steps 4 --crop 32 --crops 8 --previous-crops 4 --profile-steps 2)
+    ENCODE=(--device cpu --sizes 64 --presets lite --repeats 1 --train-steps 2)
 else
     if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
         echo "no CUDA device here: nothing to check (DRY=1 runs the same steps on CPU)" | tee "$RESULTS/summary.txt"
@@ -64,6 +65,7 @@ else
          --profile-steps 20 --processes 1 2)
     OVERLAP=(--device cuda --steps 500 --crop 64 --crops-per-image 64 --batch 256 --repeats 1)
     FAST=(--device cuda --preset fast --previous-preset quality --crop 64 --crops 2048 --previous-crops 64 --previous-batch 8 --profile-steps 20)
+    ENCODE=(--device cuda --sizes 256 512 1024 2048 --presets lite swinir hat --repeats 5 --train-steps 50)
 fi
 
 echo "== Triton vs reference (${TESTS[*]})"
@@ -85,6 +87,11 @@ timeout "${LIMITS[4]}" "$PY" benchmarks/fit_throughput.py --engines "${FAST[@]}"
     | tee "$RESULTS/fit_fast.txt"
 fast_rc=$?
 
+echo "== the encode: seconds per LR Mpx and device memory against size, lite training steps/s (benchmarks/encode_cost.py)"
+timeout "${LIMITS[5]}" "$PY" benchmarks/encode_cost.py "${ENCODE[@]}" --json "$RESULTS/encode_cost.json" 2>&1 \
+    | tee "$RESULTS/encode_cost.txt"
+encode_rc=$?
+
 echo "== a fitting task's stages in line vs overlapped (benchmarks/fit_overlap.py; needs zarr and distributed)"
 if "$PY" -c "import zarr, distributed" 2>/dev/null; then
     timeout "${LIMITS[3]}" "$PY" benchmarks/fit_overlap.py "${OVERLAP[@]}" 2>&1 | tee "$RESULTS/fit_overlap.txt"
@@ -103,6 +110,7 @@ fi
     echo "fitting benchmark: exit $fit_rc"
     echo "task pipeline: exit $overlap_rc; $(tail -n 1 "$RESULTS/fit_overlap.txt")"
     echo "fast preset: exit $fast_rc"
+    echo "encode cost: exit $encode_rc"
     [[ -f "$RESULTS/fit_fast.json" && -f "$RESULTS/fit_engines.json" ]] && "$PY" - "$RESULTS/fit_engines.json" \
         "$RESULTS/fit_fast.json" <<'PYEOF' || true
 import json, sys
@@ -136,4 +144,4 @@ if len(rows) > 1:
 PYEOF
     echo "elapsed: $(( $(date +%s) - start )) s"
 } | tee "$RESULTS/summary.txt"
-(( tests_rc == 0 && bench_rc == 0 && fit_rc == 0 && overlap_rc == 0 && fast_rc == 0 ))
+(( tests_rc == 0 && bench_rc == 0 && fit_rc == 0 && overlap_rc == 0 && fast_rc == 0 && encode_rc == 0 ))

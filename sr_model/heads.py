@@ -77,7 +77,7 @@ def mix_dictionary(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
         padded.expand(bsz, 1, entries, embed),
         scale=1.0,
     )
-    return mixed[:, 0, :, :width]
+    return mixed[:, 0, :, :width].contiguous()  # not a view that keeps the padded columns alive
 
 
 def mix_dictionary_reference(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

@@ -35,10 +35,13 @@ BUDGET_FRACTION = 0.6
 DEFAULT_CPU_BUDGET = 1 * 2**30
 #: Floats per Gaussian in a stitched field: mean (2), Cholesky (3), colour (3).
 FIELD_FLOATS_PER_GAUSSIAN = 8
-#: The process's memory beyond the tensors during an encode (oneDNN scratch pads, thread buffers, allocator slack):
-#: resident-set growth minus the tensors' measured peak, 0-40 MB for `lite` after the probe has run
-#: (tests/test_encode_memory.py checks the estimate against the resident set; benchmarks/encode_cost.py measures it).
+#: The process's memory beyond the tensors during an encode (oneDNN scratch pads, thread buffers, allocator slack)
+#: that every encode has: resident-set growth minus the tensors' peak, 0-40 MB for `lite` on a CPU once the probe has
+#: run (benchmarks/encode_cost.py; tests/test_encode_memory.py holds the estimate to the resident set).
 RUNTIME_OVERHEAD = 24 * 2**20
+#: Resident memory the probe's own encode may take beyond its tensors the first time (kernel caches, heap growth:
+#: 25-50 MB for `lite`), not counted against later encodes; more than this is the model's and is added.
+FIRST_USE_ALLOWANCE = 64 * 2**20
 #: Candidate tile sizes, largest first.
 TILE_CANDIDATES = (4096, 3072, 2048, 1536, 1024, 768, 512, 384, 256, 192, 128, 96, 64, 48, 32, 16)
 
@@ -116,10 +119,12 @@ class EncodeCost:
     piece: float
     heads_per_pixel: float
     piece_pixels: int
+    #: the runtime's own memory beyond the tensors (measured on the probe, else RUNTIME_OVERHEAD)
+    overhead: int = RUNTIME_OVERHEAD
 
     def peak(self, pixels: int) -> int:
         piece = self.piece * min(1.0, pixels / self.piece_pixels)
-        return int(max(self.trunk_per_pixel * pixels, piece + self.heads_per_pixel * pixels))
+        return int(max(self.trunk_per_pixel * pixels, piece + self.heads_per_pixel * pixels)) + self.overhead
 
 
 _COST_CACHE: weakref.WeakKeyDictionary[nn.Module, EncodeCost] = weakref.WeakKeyDictionary()
@@ -169,6 +174,33 @@ def allocated_peak(run: Callable[[], object], device: torch.device) -> int:
     return peak
 
 
+def resident_peak(run: Callable[[], object]) -> int | None:
+    """How far the process's resident set rises above where it was while `run()` runs (Linux: the heap trimmed
+    first, then the high-water mark reset through /proc/self/clear_refs), or None where that cannot be read.
+
+    Unlike the allocator's count, this holds what a CPU encode takes beyond its tensors: oneDNN and MKL buffers,
+    the heap's fragmentation (for the transformers several times their tensors' peak on a small probe)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        before = _resident_kib("VmRSS")
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+    except (OSError, AttributeError):
+        return None
+    run()
+    return max(0, _resident_kib("VmHWM") - before) * 1024
+
+
+def _resident_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"/proc/self/status has no {field}")
+
+
 def probe_side(model: nn.Module) -> int:
     """The probe's side: two pieces of the heads a side (so that one has context on every side it can), on the
     encoder's window grid."""
@@ -186,14 +218,26 @@ def encode_cost(model: nn.Module) -> EncodeCost:
     probe = probe.to(device=param.device, dtype=param.dtype)
     pixels = side * side
     outputs: list[torch.Tensor] = []
+    peaks: list[int] = []
     with torch.no_grad():
+        model.encode(probe[..., :16, :16])  # first-use costs (kernel caches, thread pools) outside the measure
         trunk = allocated_peak(lambda: outputs.append(model.encoder.trunk(probe)), param.device)
         trunk_out = outputs.pop()  # the trunk's output, held while the pieces run: its bytes per pixel
         trunk_bytes = trunk_out.numel() * trunk_out.element_size() / pixels
         del trunk_out
-        whole = allocated_peak(lambda: model.encode(probe), param.device)
+        resident = None
+        if param.device.type == "cpu":
+            resident = resident_peak(lambda: peaks.append(allocated_peak(lambda: model.encode(probe), param.device)))
+        else:
+            peaks.append(allocated_peak(lambda: model.encode(probe), param.device))
+    whole = peaks[0]
     per_pixel = trunk_bytes + FIELD_FLOATS_PER_GAUSSIAN * 4 * param.element_size()
-    cost = EncodeCost(trunk / pixels, max(0.0, whole - per_pixel * pixels), float(per_pixel), HEAD_PIECE**2)
+    # the runtime beyond the tensors (oneDNN and MKL buffers, the heap's fragmentation): RUNTIME_OVERHEAD, plus what
+    # the resident set rose by beyond the tensors' peak and FIRST_USE_ALLOWANCE, where Linux tells it (0 for `lite`,
+    # several hundred MB for the transformer presets)
+    excess = 0 if resident is None else max(0, resident - whole - FIRST_USE_ALLOWANCE)
+    overhead = RUNTIME_OVERHEAD + excess
+    cost = EncodeCost(trunk / pixels, max(0.0, whole - per_pixel * pixels), float(per_pixel), HEAD_PIECE**2, overhead)
     _COST_CACHE[model] = cost
     return cost
 
@@ -206,7 +250,7 @@ def field_bytes(model: nn.Module, height: int, width: int) -> int:
 def work_bytes(model: nn.Module, tile_outer: tuple[int, int]) -> int:
     """Bytes of one encoder run on a tile's outer box (the whole image when untiled, whose field is the heads'
     outputs), with the runtime's overhead."""
-    return encode_cost(model).peak(tile_outer[0] * tile_outer[1]) + RUNTIME_OVERHEAD
+    return encode_cost(model).peak(tile_outer[0] * tile_outer[1])
 
 
 def estimate_encode_bytes(model: nn.Module, height: int, width: int, tile_outer: tuple[int, int] | None = None) -> int:

@@ -131,7 +131,7 @@ class ContinuousSR(nn.Module):
         if self.offset_head is not None:
             out["offset"] = self.offset_head.from_rows(rows)
         else:
-            out["offset"] = torch.zeros_like(out["color"][..., :2])
+            out["offset"] = out["color"].new_zeros(*out["color"].shape[:-1], 2)
         return {name: part.view(*lattice, part.shape[-1]) for name, part in out.items()}
 
     # ------------------------------------------------------------------ the API

@@ -283,3 +283,28 @@ def test_model_on_cuda_scores_like_cpu(hr_dir, tiny_checkpoint):
     for a, b in zip(cpu, gpu):
         assert (a.image, a.scale, a.method) == (b.image, b.scale, b.method)
         assert a.psnr == pytest.approx(b.psnr, abs=0.01)  # 8-bit rounding may flip a few pixels
+
+
+def test_a_model_over_the_memory_budget_is_tiled_by_itself_with_a_notice(hr_dir, tmp_path, photo):
+    """eval plans every encode as upscale does: over the budget it tiles (exactly), says so once per image and
+    scale, and scores what the whole image would."""
+    from sr_model.checkpoint import save_checkpoint
+    from sr_model.inference import estimate_encode_bytes
+    from tests.test_model import sharpen
+    from tests.test_tiling import tiny_model
+
+    model = sharpen(tiny_model("lite"))
+    checkpoint = save_checkpoint(tmp_path / "tiny.pt", model)
+    budget = estimate_encode_bytes(model, 35, 35, (25, 25))  # coffee at x2 (35x35 LR): room for 16 px tiles
+    args = ["eval", "--checkpoint", str(checkpoint), "--images", str(hr_dir / "coffee.png"), "--scales", "2"]
+    tiled = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "tiled")], env={"P2G_MEMORY_BUDGET": str(budget)})
+    whole = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "whole")])
+    assert tiled.exit_code == 0 and whole.exit_code == 0, tiled.output + whole.output
+    notices = [line for line in tiled.output.splitlines() if line.startswith("notice: encoding 35x35 px in")]
+    assert len(notices) == 1 and "tiles of 16 px (exact" in notices[0]
+    assert "notice:" not in whole.output
+    rows = {}
+    for name in ("tiled", "whole"):
+        with open(tmp_path / name / "per_image.csv") as fh:
+            rows[name] = [r for r in csv.DictReader(fh) if r["method"] != "bicubic"]
+    assert len(rows["tiled"]) == 1 and abs(float(rows["tiled"][0]["psnr"]) - float(rows["whole"][0]["psnr"])) < 1e-3
