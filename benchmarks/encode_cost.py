@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TRANSFORMER_SIZES = (64, 128, 256)
 
 CHILD = r"""
-import ctypes, json, resource, statistics, sys, time
+import ctypes, json, statistics, sys, time
 import numpy as np
 import torch
 
@@ -77,7 +77,8 @@ def trimmed_rss():
 def peak():
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM, not getrusage: a child's maxrss starts at its parent's resident set (Linux keeps it across exec)
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) * 1024
 
 
 def model_for(name):

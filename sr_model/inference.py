@@ -5,9 +5,10 @@ image's lattice (lattice row k*i + a of the image for LR row i of the core), wit
 image coordinates. Covariances and colours do not depend on position. With the default context (the
 encoder's receptive radius, `sr_model.tiling`) the stitched field equals the untiled one to float rounding.
 
-Memory is estimated before anything is allocated, from the sizes of the model's own layer outputs on a
-small probe (see `activation_bytes_per_pixel`); over the budget, the call is refused with a tile size
-that fits.
+Memory is planned before anything is allocated, from what the model itself takes on a 128 px probe
+(`encode_cost`: the allocator's peaks in the trunk and in the whole encode, and the resident set beyond them).
+Without a tile size, the whole image is encoded when it fits the budget, else the largest tile that does, and the
+plan's note says so in one line; `tile=0` asks for one piece, refused over the budget with a tile that fits.
 """
 
 from __future__ import annotations

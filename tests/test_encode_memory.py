@@ -13,8 +13,10 @@ from sr_model.inference import allocated_peak
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The peak is VmHWM, the child's own high-water mark: its getrusage maxrss starts at the parent's resident set (Linux
+# keeps it across fork and exec), which under pytest is larger than the encode.
 MEASURE = """
-import ctypes, json, resource, sys
+import ctypes, json, sys
 import torch
 from sr_model.api import load_model
 from sr_model.inference import encode_cost, estimate_encode_bytes
@@ -27,7 +29,7 @@ with torch.no_grad():
     ctypes.CDLL("libc.so.6").malloc_trim(0)  # the probe's freed memory back to the system: growth is new pages
     before = int(open("/proc/self/statm").read().split()[1]) * 4096
     model.encode(image)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) * 1024
 print(json.dumps({"estimate": estimate, "growth": peak - before}))
 """
 
