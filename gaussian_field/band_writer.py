@@ -36,6 +36,7 @@ from gaussian_field.image_io import (
     quantize_levels,
     resize_alpha,
 )
+from gaussian_field.memory import memory_budget, memory_size
 from gaussian_field.render import render, resolve_geometry
 
 __all__ = [
@@ -53,6 +54,9 @@ __all__ = [
 BAND_BYTES = 64 * 2**20
 #: Pixel arrays up to this size stay in memory; larger ones are memory-mapped scratch files.
 IN_MEMORY_BYTES = 512 * 2**20
+#: Formats whose encoder (Pillow) takes the whole image at once: their pixels and Pillow's copy of them are resident
+#: together, so such an output must fit the memory budget twice over (PNG and TIFF read a scratch file in rows).
+WHOLE_IMAGE_ENCODERS = ("JPEG", "WebP")
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,12 @@ def check_output(
             f"ask for a smaller --scale/--size" + ("" if fmt.name == "TIFF" else " or write .tif")
         )
     raw = pixel_bytes(height, width, bits, channels)
+    if fmt.name in WHOLE_IMAGE_ENCODERS and 2 * raw > memory_budget():
+        raise OutputTooLargeError(
+            f"output {name} would be {width}x{height} px: the {fmt.name} encoder holds the whole image, about "
+            f"{memory_size(2 * raw)} with its pixels, over the memory budget of {memory_size(memory_budget())}; "
+            "write .png or .tif (written band by band) or ask for a smaller --scale/--size"
+        )
     scratch = raw > in_memory_bytes
     needed = raw * (2 if scratch else 1)  # the encoded file is at most about the raw size (PNG, TIFF)
     folder = Path(path).absolute().parent
@@ -98,8 +108,8 @@ def check_output(
     free = shutil.disk_usage(folder).free
     if needed > free:
         raise OutputTooLargeError(
-            f"output {name} would be {width}x{height} px and needs about {needed / 2**30:.1f} GiB on disk, but "
-            f"only {free / 2**30:.1f} GiB is free there; ask for a smaller --scale/--size"
+            f"output {name} would be {width}x{height} px and needs about {memory_size(needed)} on disk, but "
+            f"only {memory_size(free)} is free there; ask for a smaller --scale/--size"
         )
     return scratch
 

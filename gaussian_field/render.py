@@ -81,10 +81,21 @@ def _check_scale(value: float, what: str) -> float:
     return value
 
 
+#: No output side may exceed this (TIFF's limit, the largest of any format written here): a larger scale is refused
+#: before any size arithmetic overflows.
+MAX_OUTPUT_SIDE = 2**32 - 1
+
+
 def output_size_for(lr_size: Sequence[int], scale: float | Sequence[float]) -> tuple[int, int]:
     """Output (H, W) for an LR (h, w) at scale s or (s_h, s_w): round(h * s_h), as the official model."""
     s_h, s_w = (_check_scale(s, "scale") for s in _scale_pair(scale))
     h, w = lr_size
+    for side, s in ((h, s_h), (w, s_w)):
+        if not side * s <= MAX_OUTPUT_SIDE:  # also catches an infinite product
+            raise ValueError(
+                f"scale {s:g} makes {side} px into {side * s:.3g} px, over the {MAX_OUTPUT_SIDE} px a side any output "
+                "format holds; ask for a smaller scale"
+            )
     return max(1, round(h * s_h)), max(1, round(w * s_w))
 
 

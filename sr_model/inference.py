@@ -25,12 +25,11 @@ import torch
 from torch import nn
 
 from gaussian_field import GaussianField
+from gaussian_field.memory import budget_is_set, memory_budget, memory_size
 from sr_model.model import HEAD_PIECE
 from sr_model.tiling import Tile, default_context, has_global_context, plan_tiles, tile_alignment
 
 log = logging.getLogger(__name__)
-#: Fraction of the free memory an encode may plan to use (the rest is for the process and its neighbours).
-BUDGET_FRACTION = 0.6
 #: ... and at most this much of a CPU's memory unless $P2G_MEMORY_BUDGET says otherwise: tiles cost only their
 #: context (5 % at 1024 px for `lite`), so a photo-sized encode need not take a laptop's memory.
 DEFAULT_CPU_BUDGET = 1 * 2**30
@@ -69,40 +68,11 @@ class EncodePlan:
         return len(self.tiles) > 1
 
 
-def parse_bytes(text: str) -> int:
-    """'8G', '512M', '1.5GiB', '1000000' -> bytes."""
-    value = text.strip().upper().removesuffix("IB").removesuffix("B")
-    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-    factor = units.get(value[-1:], 1)
-    try:
-        number = float(value[:-1] if value[-1:] in units else value)
-    except ValueError:
-        raise ValueError(f"memory size {text!r} is not a number of bytes (e.g. 8G, 512M)") from None
-    if not number > 0:
-        raise ValueError(f"memory size {text!r} must be positive")
-    return int(number * factor)
-
-
-def memory_budget(device: str | torch.device = "cpu") -> int:
-    """Bytes an encode and the field it returns may use: $P2G_MEMORY_BUDGET if set, else a fraction of the device's
-    free memory."""
-    if os.environ.get("P2G_MEMORY_BUDGET"):
-        return parse_bytes(os.environ["P2G_MEMORY_BUDGET"])
-    device = torch.device(device)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-    else:
-        import psutil
-
-        free = psutil.virtual_memory().available
-    return int(free * BUDGET_FRACTION)
-
-
 def work_budget(device: str | torch.device = "cpu") -> int:
     """Bytes the encode's own work may use (its tiles' layers, a streamed field's window): $P2G_MEMORY_BUDGET if
     set, else `memory_budget`, on a CPU at most DEFAULT_CPU_BUDGET."""
     total = memory_budget(device)
-    if os.environ.get("P2G_MEMORY_BUDGET") or torch.device(device).type != "cpu":
+    if budget_is_set() or torch.device(device).type != "cpu":
         return total
     return min(total, DEFAULT_CPU_BUDGET)
 
@@ -372,11 +342,6 @@ def _over(needs: tuple[int, int], limits: _Budget) -> str:
     if work > limits.work and limits.work < limits.total:
         return f"needs about {memory_size(work)} of working memory, over the budget of {memory_size(limits.work)}"
     return f"needs about {memory_size(work + field)}, over the memory budget of {memory_size(limits.total)}"
-
-
-def memory_size(count: int) -> str:
-    """'3.42 GiB', '96.3 MiB': sizes in messages, never '0.00 GiB'."""
-    return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
 
 
 def encode_tiles(

@@ -80,14 +80,25 @@ def output_bits(source_bits: int, suffix: str) -> int:
     return max(held)
 
 
-def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Image files given directly or found (recursively) in given folders; a missing path is an error."""
+def collect_inputs(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Image files given directly or found (recursively) in given folders; a missing path is an error.
+
+    Files inside `out_dir` are never found in a folder (a rerun would upscale the outputs of the run before), and
+    `out_dir` may not be an input folder itself (its outputs would sit among the inputs).
+    """
     if not inputs:
         raise ValueError("no input images given")
+    out = Path(out_dir).resolve() if out_dir is not None else None
     files: list[Path] = []
     for item in map(Path, inputs):
+        if item.is_dir() and out is not None and item.resolve() == out:
+            raise ValueError(
+                f"--out {out_dir} is the input folder {item}: its outputs would be read as inputs on the next run; "
+                f"write them to another folder (e.g. {Path(item) / 'upscaled'})"
+            )
         if item.is_dir():
-            found = find_image_files(item)
+            inside = out is not None and out.is_relative_to(item.resolve())  # outputs would land in this folder
+            found = [path for path in find_image_files(item) if not (inside and path.resolve().is_relative_to(out))]
             if not found:
                 raise ValueError(
                     f"no images ({', '.join(IMAGE_SUFFIXES)}) found in folder {item}; give image files "
@@ -209,7 +220,7 @@ def upscale_files(
         raise NotADirectoryError(f"--out {out_dir} exists and is not a folder")
     jobs = plan_jobs(
         model,
-        collect_inputs(inputs),
+        collect_inputs(inputs, out_dir),
         out_dir,
         requests,
         suffix,

@@ -369,3 +369,63 @@ def test_skip_existing_resumes_a_batch_without_touching_finished_outputs(workspa
     assert read_image(out / "coffee_x3.png").shape[:2] == (90, 90)
     # without the flag everything is redone
     assert upscale(workspace, *args).exit_code == 0 and encodes() == (2, 3)
+
+
+# ------------------------------------------------------------------------------------- refusals of issue 21
+def test_out_inside_an_input_folder_never_upscales_earlier_outputs(workspace):
+    """`--out` inside an input folder: a rerun (also with --skip-existing) reads only the inputs, not x_x2.png."""
+    photos = workspace / "photos"
+    photos.mkdir()
+    write_image(photos / "a.png", read_image(workspace / "astronaut.png"))
+    for extra in ([], ["--skip-existing"], []):
+        result = upscale(workspace, photos, "--out", photos / "up", "--scale", 2, *extra)
+        assert result.exit_code == 0, result.output
+    assert all_files(photos / "up") == ["a_x2.png"]
+
+
+def test_out_as_the_input_folder_is_refused_in_one_line(workspace):
+    photos = workspace / "photos"
+    photos.mkdir()
+    write_image(photos / "a.png", read_image(workspace / "astronaut.png"))
+    result = upscale(workspace, photos, "--out", photos, "--scale", 2)
+    assert_one_line_error(result, f"--out {photos} is the input folder", "another folder")
+    assert all_files(photos) == ["a.png"]
+
+
+def test_an_input_folder_inside_out_is_read_whole(workspace):
+    """Outputs land beside the input folder, not in it: nothing to leave out."""
+    photos = workspace / "photos"
+    photos.mkdir()
+    write_image(photos / "a.png", read_image(workspace / "astronaut.png"))
+    result = upscale(workspace, photos, "--out", workspace, "--scale", 2)
+    assert result.exit_code == 0, result.output
+    assert (workspace / "a_x2.png").is_file()
+
+
+@pytest.mark.parametrize("scale", ["1e308", "1e300x2"])
+def test_an_overflowing_scale_is_one_line(workspace, scale):
+    result = upscale(workspace, workspace / "astronaut.png", "--out", workspace / "out", "--scale", scale)
+    assert_one_line_error(result, "over the 4294967295 px a side any output format holds")
+    assert all_files(workspace / "out") == []
+
+
+def test_a_jpeg_the_memory_budget_cannot_hold_is_refused_before_any_work(workspace, monkeypatch):
+    """Pillow encodes JPEG and WebP whole (its copy and the pixels together); PNG and TIFF are read in rows."""
+    monkeypatch.setenv("P2G_MEMORY_BUDGET", "1M")
+    with pytest.raises(OutputTooLargeError, match=r"the JPEG encoder holds the whole image, about 5\.7 MiB"):
+        band_writer.check_output(workspace / "big.jpg", 1000, 1000, 8)
+    with pytest.raises(OutputTooLargeError, match="WebP encoder"):
+        band_writer.check_output(workspace / "big.webp", 1000, 1000, 8)
+    band_writer.check_output(workspace / "big.png", 1000, 1000, 8)
+    band_writer.check_output(workspace / "big.tif", 1000, 1000, 8)
+    monkeypatch.setenv("P2G_MEMORY_BUDGET", "256M")  # the encode fits; the 7200x8000 JPEG (330 MiB twice) does not
+    args = ("--out", workspace / "out", "--scale", 200, "--format", "jpg")
+    result = upscale(workspace, workspace / "astronaut.png", *args, env={"P2G_MEMORY_BUDGET": "256M"})
+    assert_one_line_error(result, "7200x8000 px: the JPEG encoder holds the whole image", "budget of 256.0 MiB")
+    assert all_files(workspace / "out") == []
+
+
+def test_disk_space_messages_never_say_zero_gib(workspace, monkeypatch):
+    monkeypatch.setattr(band_writer.shutil, "disk_usage", lambda path: type("U", (), {"free": 3 * 2**20})())
+    with pytest.raises(OutputTooLargeError, match=r"needs about 5\.7 MiB on disk, but only 3\.0 MiB is free"):
+        band_writer.check_output(workspace / "big.png", 1000, 1000, 16)
