@@ -101,7 +101,8 @@ class MetricsLog:
         self.path = out_dir / METRICS
         if resume_step is not None and self.path.exists():
             self._drop_after(resume_step)  # lines an interrupted run wrote past its last checkpoint
-        self._file = open(self.path, "a", encoding="utf-8")
+        # a new run starts a new log: lines left by an attempt stopped before its first checkpoint are not its own
+        self._file = open(self.path, "w" if resume_step is None else "a", encoding="utf-8")
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # optional: `pip install tensorboard`

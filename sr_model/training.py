@@ -10,7 +10,8 @@ Reproducible: what batch b holds depends only on (seed, b), the model is seeded,
 function of the step, and last.pt carries the weights, the optimiser and the AMP scaler, so a run resumed from
 last.pt produces bit-for-bit the weights the uninterrupted run would (on the same machine and settings).
 Under `torchrun` each rank trains on its own batches and DDP averages the gradients; rank 0 validates, writes
-checkpoints and logs. Ctrl-C (or a time limit) stops after the current step and saves last.pt.
+checkpoints and logs. Ctrl-C or SIGTERM (how SLURM ends a job), or a time limit, stops after the current step
+(or the validation in progress) and saves last.pt; `TrainResult.stop_signal` says which signal it was.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ class TrainResult:
     best: Path | None
     best_val: dict | None
     seconds: float
+    #: The signal (SIGINT, SIGTERM) that stopped the run early and had last.pt saved; None if it finished or a
+    #: step or time limit stopped it.
+    stop_signal: int | None = None
 
 
 class Upscaler(nn.Module):
@@ -87,22 +91,41 @@ class RankBatches(Sampler):
 
 def _loader_worker_init(_: int) -> None:
     torch.set_num_threads(1)  # loader workers share the cores with the model
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle (stop after the step)
+    for signum in STOP_SIGNALS:  # the main process stops after the step; a worker that died would fail the step
+        signal.signal(signum, signal.SIG_IGN)
+
+
+#: Signals that stop training after the current step, with last.pt saved (SIGTERM: how SLURM and `kill` end jobs).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class _StopFlag:
-    """Set by Ctrl-C (first press; a second one interrupts at once); `wanted` adds this call's step and time limits."""
+    """Set by the first Ctrl-C or SIGTERM; a second one acts at once, as it would without training (Ctrl-C raises
+    KeyboardInterrupt, SIGTERM does what the process did before). `wanted` adds this call's step and time limits."""
 
     def __init__(self, stop_after: int | None = None, time_limit: float | None = None) -> None:
-        self.set = False
+        self.signum: int | None = None
         self.stop_after, self.time_limit = stop_after, time_limit
-        self._previous = None
+        self._previous: dict[int, object] = {}
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in STOP_SIGNALS:
+                if signal.getsignal(signum) != signal.SIG_IGN:  # an ignored signal stays ignored (nohup)
+                    self._previous[signum] = signal.signal(signum, self._handle)
+
+    @property
+    def set(self) -> bool:
+        return self.signum is not None
 
     def _handle(self, signum, frame) -> None:
-        self.set = True
-        signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+        self.signum = signum
+        signal.signal(signum, self._before(signum))
+
+    def _before(self, signum: int):
+        """The handler the process had (Python's KeyboardInterrupt for SIGINT when it had none)."""
+        previous = self._previous.get(signum)
+        if signum == signal.SIGINT and previous in (None, signal.SIG_DFL):
+            return signal.default_int_handler
+        return signal.SIG_DFL if previous is None else previous
 
     def wanted(self, steps_done: int, seconds: float) -> bool:
         """Whether to stop after `steps_done` steps and `seconds` seconds of this call."""
@@ -113,8 +136,8 @@ class _StopFlag:
         )
 
     def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, signal.SIG_DFL if previous is None else previous)
 
 
 def _agree(runtime: Runtime, local: bool) -> bool:
@@ -220,6 +243,8 @@ def _run(
             stopping = step < config.steps and _agree(runtime, stop.wanted(step - start, time.perf_counter() - began))
             if step % config.val_every == 0 or step == config.steps or stopping:
                 checkpoint_now(validate=not stopping or step % config.val_every == 0)
+                # a signal during validation: last.pt holds this step, so stop without another one
+                stopping = stopping or (step < config.steps and _agree(runtime, stop.set))
             if stopping:
                 break
     finally:
@@ -228,7 +253,9 @@ def _run(
         if main:
             log.close()
     seconds = seconds_before + time.perf_counter() - began
-    return TrainResult(step, step < config.steps, out / LAST, out / BEST if best is not None else None, best, seconds)
+    early = step < config.steps
+    best_path = out / BEST if best is not None else None
+    return TrainResult(step, early, out / LAST, best_path, best, seconds, stop.signum if early else None)
 
 
 def _prepare(config: TrainConfig, checkpoint: dict | None, runtime: Runtime, workers: int | None) -> tuple:

@@ -5,6 +5,7 @@ devices, read-only stores, and the checks that must come before a store is creat
 from __future__ import annotations
 
 import os
+import signal
 import struct
 import zlib
 from pathlib import Path
@@ -242,16 +243,19 @@ def test_sigterm_is_an_interrupt_with_cleanup(monkeypatch, tmp_path):
     assert result.output == "terminated: finished outputs are kept, no partial file is left\n"
 
 
-def test_one_ctrl_c_on_train_saves_and_exits_130(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "stop_signal, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated"), (None, 0, "")]
+)
+def test_a_signal_that_stopped_train_after_a_step_sets_the_exit_code(tmp_path, monkeypatch, stop_signal, code, word):
+    """Ctrl-C (130) or SIGTERM (143) stopped the run after step 3 with last.pt saved; a time limit (no signal): 0."""
     from sr_model import training
     from sr_model.training import TrainResult
 
-    def interrupted(config, **runtime):  # what train() returns after Ctrl-C at step 3: last.pt saved
-        return TrainResult(
-            step=3, stopped_early=True, last=Path(config.out) / "last.pt", best=None, best_val=None, seconds=1.0
-        )
+    def stopped(config, **runtime):  # what train() returns after the signal at step 3: last.pt saved
+        last = Path(config.out) / "last.pt"
+        return TrainResult(3, True, last, None, None, 1.0, stop_signal)
 
-    monkeypatch.setattr(training, "train", interrupted)  # the verb imports it when it runs
+    monkeypatch.setattr(training, "train", stopped)  # the verb imports it when it runs
     run = tmp_path / "run"
     result = CliRunner().invoke(
         cli,
@@ -271,13 +275,14 @@ def test_one_ctrl_c_on_train_saves_and_exits_130(tmp_path, monkeypatch):
             "cpu",
         ],
     )
-    assert result.exit_code == 130
-    assert result.output.splitlines() == [
+    assert result.exit_code == code
+    assert result.output.splitlines()[:3] == [
         "trained: stopped at step 3 (resume with --resume), 1 s of training in total",
         "no validation yet (stopped at step 3, before the first one)",
         f"wrote {run / 'last.pt'} and {run / 'metrics.jsonl'}",
-        "interrupted: last.pt holds the latest checkpoint; rerun with --resume to continue",
     ]
+    end = [f"{word}: {run / 'last.pt'} holds step 3; rerun with --resume to continue"] if stop_signal else []
+    assert result.output.splitlines()[3:] == end
 
 
 @pytest.mark.parametrize("bits", [8, 16])

@@ -5,7 +5,11 @@ import only click and the verb's own module, whose heavy imports (torch, dask, z
 Adding a verb is one entry in `VERBS`.
 
 `--debug` (or P2G_DEBUG=1) prints the full traceback before the line. SIGTERM is handled like Ctrl-C, so
-the verbs' cleanup runs and no partial file is left; its exit code is 143.
+the verbs' cleanup runs and no partial file is left; its exit code is 143. An interrupt whose exception carries a
+message (a verb that knows what it kept) prints that message; else the verb's line in `RESUME_HINTS`.
+
+click's own refusals (a bad value, a missing option) are one `error:` line too, pointing to the verb's --help,
+and Python warnings are one `warning:` line each (no source line).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import signal
 import sys
 import traceback
+import warnings
 
 import click
 
@@ -41,10 +46,10 @@ USER_ERRORS = (ValueError, OSError, EOFError)
 #: Set to 1 to print the full traceback before the one-line error (as `p2g --debug` does).
 DEBUG_ENV = "P2G_DEBUG"
 
-#: What an interrupted verb leaves behind and how to carry on (only stage 1 and training resume).
+#: What an interrupted verb leaves behind and how to carry on (`p2g train` says it in its exception, as what it
+#: kept depends on when it stopped).
 RESUME_HINTS = {
     "fit-prior": "finished chunks are in the store; rerun the same command to fit only the rest",
-    "train": "last.pt holds the latest checkpoint; rerun with --resume to continue",
     "upscale": "finished outputs are kept, no partial file is left; rerun with --skip-existing to do only the rest",
 }
 
@@ -60,6 +65,29 @@ class Terminated(KeyboardInterrupt):
 
 def _terminate(signum, frame) -> None:
     raise Terminated()
+
+
+class OneLineUsageError(click.UsageError):
+    """A refusal of the command line (click's or a verb's) shown as one `error:` line that points to --help."""
+
+    def __init__(self, err: click.UsageError, command_path: str) -> None:
+        super().__init__(err.format_message(), ctx=err.ctx)
+        self.command_path = err.ctx.command_path if err.ctx is not None else command_path
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {one_line(self).rstrip('.')} ({self.command_path} --help)", file=file, err=True)
+
+
+def one_line_usage(err: click.UsageError, command_path: str) -> click.UsageError:
+    """`err` as a `OneLineUsageError`; `p2g` alone (click's NoArgsIsHelpError) keeps showing the help."""
+    if isinstance(err, (OneLineUsageError, click.exceptions.NoArgsIsHelpError)):
+        return err
+    return OneLineUsageError(err, command_path)
+
+
+def format_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as the CLI prints it: one `warning: ...` line, without the source file and line."""
+    return f"warning: {' '.join(str(message).split())}\n"
 
 
 def error_line(err: BaseException) -> str:
@@ -117,15 +145,24 @@ class P2GGroup(click.Group):
             return load_verb(cmd_name)
         return super().get_command(ctx, cmd_name)
 
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as err:  # the group's own options: `p2g --bogus`
+            raise one_line_usage(err, info_name or "p2g") from None
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as err:  # a verb's options, an unknown verb, or a verb's own refusal
+            raise one_line_usage(err, f"{ctx.command_path} {ctx.invoked_subcommand or ''}".strip()) from None
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except KeyboardInterrupt as err:
             if debug_requested(ctx):
                 traceback.print_exc()
-            hint = RESUME_HINTS.get(ctx.invoked_subcommand or "", "finished outputs are kept, no partial file is left")
+            default = "finished outputs are kept, no partial file is left"
+            hint = one_line(err) if err.args else RESUME_HINTS.get(ctx.invoked_subcommand or "", default)
             click.echo(f"{'terminated' if isinstance(err, Terminated) else 'interrupted'}: {hint}", err=True)
             ctx.exit(143 if isinstance(err, Terminated) else 130)
         except Exception as err:
@@ -135,7 +172,7 @@ class P2GGroup(click.Group):
             ctx.exit(2 if isinstance(err, USER_ERRORS) else 1)
 
 
-@click.group(cls=P2GGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("p2g", cls=P2GGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--version",
     is_flag=True,
@@ -154,8 +191,11 @@ def cli(debug: bool) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
+    warnings.formatwarning = format_warning
     cli(prog_name="p2g")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m workflows.cli` (torchrun): run the importable module, so that the verbs
+    from workflows.cli import main as module_main  # see the same classes (Terminated) as its signal handler raises
+
+    sys.exit(module_main())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -139,14 +139,35 @@ def _write_run_config(ctx: click.Context, out_dir: Path, images: tuple) -> tuple
     return write_flag_config(out_dir / CONFIG_NAME, ctx.command, run_flags(ctx.params, images), NOT_IN_CONFIG), created
 
 
-def _remove_unused(written: tuple[Path, bool], out_dir: Path) -> None:
+def _remove_unused(written: tuple[Path, bool], out_dir: Path) -> Path | None:
     """A run that failed before its first checkpoint leaves nothing behind: config.yaml goes, and the folder if
-    it was made for it and is empty."""
+    it was made for it and is empty. Returns what was removed (the folder or config.yaml), None if nothing."""
     path, created = written
-    if not (out_dir / "last.pt").exists():
-        path.unlink(missing_ok=True)
-        if created and not any(out_dir.iterdir()):
-            out_dir.rmdir()
+    if (out_dir / "last.pt").exists():
+        return None
+    path.unlink(missing_ok=True)
+    if created and not any(out_dir.iterdir()):
+        out_dir.rmdir()
+        return out_dir
+    return path
+
+
+def interrupted_note(out_dir: Path, removed: Path | None = None) -> str:
+    """What an interrupted run kept, as the CLI's `interrupted:` / `terminated:` line says it (`removed`: what
+    the interrupted start removed again)."""
+    last = out_dir / "last.pt"
+    if last.exists():
+        return f"{last} holds the latest checkpoint; rerun with --resume to continue"
+    note = "no checkpoint was saved (stopped before the first one)"
+    return f"{note} and {removed} was removed; start the run again" if removed else note
+
+
+def stop_exception(result: TrainResult) -> KeyboardInterrupt:
+    """The interrupt a run stopped early by a signal ends with (exit 130 for Ctrl-C, 143 for SIGTERM)."""
+    from workflows.cli import Terminated
+
+    note = f"{result.last} holds step {result.step}; rerun with --resume to continue"
+    return Terminated(note) if result.stop_signal == signal.SIGTERM else KeyboardInterrupt(note)
 
 
 @click.command("train")
@@ -251,16 +272,17 @@ def command(
     images = tuple(images) + tuple(more_images)
     fields = _config_fields(ctx.params, images)
     runtime = dict(device=device, workers=workers, time_limit=None if time_limit is None else time_limit * 60)
-    began = time.monotonic()
-    if resume:
-        result = _resume(ctx, out_dir, fields, runtime)
-    else:
-        result = _start(ctx, out_dir, fields, runtime)
+    try:
+        result = _resume(ctx, out_dir, fields, runtime) if resume else _start(ctx, out_dir, fields, runtime)
+    except KeyboardInterrupt as err:  # before the first step, or a second Ctrl-C / SIGTERM: say what is kept
+        if not err.args:
+            err.args = (interrupted_note(out_dir),)
+        raise
     if int(os.environ.get("RANK", "0")) == 0:
         for line in describe(result, None if resume else bool(val_images)):
             click.echo(line)
-    if result.stopped_early and (time_limit is None or time.monotonic() - began < time_limit * 60):
-        raise KeyboardInterrupt  # Ctrl-C stopped it after a step and last.pt was saved: exit as interrupted
+    if result.stop_signal is not None:  # Ctrl-C or SIGTERM stopped it after a step and last.pt was saved
+        raise stop_exception(result)
 
 
 def _config_fields(params: dict, images: tuple) -> dict:
@@ -330,7 +352,8 @@ def _start(ctx: click.Context, out_dir: Path, fields: dict, runtime: dict) -> Tr
         written = _write_run_config(ctx, out_dir, images)
     try:
         return train(config, **runtime)
-    except BaseException:
-        if written is not None:
-            _remove_unused(written, out_dir)
+    except BaseException as err:
+        removed = _remove_unused(written, out_dir) if written is not None else None
+        if isinstance(err, KeyboardInterrupt) and not err.args:
+            err.args = (interrupted_note(out_dir, removed),)
         raise

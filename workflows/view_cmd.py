@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from workflows.cli import Terminated
 from workflows.options import device_option, resolve_device
 
 
@@ -80,7 +81,10 @@ def command(
         threading.Timer(0.2, webbrowser.open, (server.url,)).start()
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
+        if isinstance(err, Terminated):  # SIGTERM: exit 143 as every verb does; Ctrl-C is the way to stop (exit 0)
+            err.args = ("viewer stopped",)
+            raise
         click.echo("viewer stopped")
     finally:
         server.server_close()
