@@ -7,7 +7,12 @@ Sigma = L L^T and L = [[l11, 0], [l21, l22]], colours (B, N, 3). N = h * w * k *
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import warnings
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import InitVar, dataclass
 from pathlib import Path
@@ -15,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gaussian_field.integrity import DamagedFileError, UnverifiedFileWarning, damaged, write_atomically
 from gaussian_field.lattice import base_positions
 
 #: Covariances with det(Sigma) = (l11 * l22)^2 at or below this (LR px^4) are degenerate for `conic()`: it marks
@@ -24,7 +30,18 @@ from gaussian_field.lattice import base_positions
 #: value is below 1/255).
 DET_GUARD = 1e-24
 
-FIELD_FILE_VERSION = 1
+#: 2: the file carries a digest of its arrays (version-1 files are loaded with a notice that they have none).
+FIELD_FILE_VERSION = 2
+FIELD_FORMAT = "pixel2gauss-field"
+#: The arrays a field file's digest covers (every one it writes but the digest itself), and those it must have.
+_DIGESTED = ("format", "version", "lattice", "means", "chol", "colors", "metadata")
+_REQUIRED = ("version", "lattice", "means", "chol", "colors")
+_KNOWN = (*_DIGESTED, "digest")
+#: Deflate never shrinks data more than about 1032:1, so a compressed member that claims more is forged.
+_MAX_DEFLATE_RATIO = 1032
+#: Notices about field files without a digest already given in this process.
+_ANNOUNCED: set[str] = set()
+_REDO = "write it again with `p2g upscale --save-field` or gaussian_field.save_field"
 
 
 def _as_batched(t: torch.Tensor, width: int, name: str) -> torch.Tensor:
@@ -246,40 +263,124 @@ def _scale_pair(scale: float | Sequence[float]) -> tuple[float, float]:
     return values[0], values[1]
 
 
+def field_digest(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over each array's name, dtype, shape and bytes (sorted by name): what a field file is checked by."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.asarray(arrays[name])
+        digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
+    return f"sha256:{digest.hexdigest()}"
+
+
 def save_field(field: GaussianField, path: str | Path, **metadata) -> None:
-    """Write one `.npz` file holding the field, so it is built once and rendered later (`p2g render`)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "wb") as fh:
-        np.savez(
-            fh,
-            format="pixel2gauss-field",
-            version=np.int64(FIELD_FILE_VERSION),
-            lattice=np.array([field.h, field.w, field.k], dtype=np.int64),
-            means=field.means.detach().cpu().numpy(),
-            chol=field.chol.detach().cpu().numpy(),
-            colors=field.colors.detach().cpu().numpy(),
-            metadata=json.dumps(metadata, sort_keys=True, default=str),
-        )
-    tmp.replace(path)
+    """Write one `.npz` file holding the field, so it is built once and rendered later (`p2g render`).
+
+    The file carries a digest of its arrays (checked by `load_field`) and is written atomically.
+    """
+    arrays = {
+        "format": np.array(FIELD_FORMAT),
+        "version": np.array(FIELD_FILE_VERSION, dtype=np.int64),
+        "lattice": np.array([field.h, field.w, field.k], dtype=np.int64),
+        "means": field.means.detach().cpu().numpy(),
+        "chol": field.chol.detach().cpu().numpy(),
+        "colors": field.colors.detach().cpu().numpy(),
+        "metadata": np.array(json.dumps(metadata, sort_keys=True, default=str)),
+    }
+    arrays["digest"] = np.array(field_digest(arrays))
+    write_atomically(path, lambda fh: np.savez(fh, allow_pickle=False, **arrays))
 
 
 def load_field(path: str | Path, device: str | torch.device = "cpu") -> GaussianField:
-    """Read a field written by `save_field`; a missing or foreign file raises a clear error."""
+    """Read a field written by `save_field`; a missing, foreign, forged or damaged file is one clear error."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"field file not found: {path}")
+    arrays = _read_field_arrays(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if str(data.get("format", "")) != "pixel2gauss-field":
+        version = int(arrays["version"])
+    except (TypeError, ValueError):
+        raise ValueError(f"{path} is not a readable field file (its version is not a number); {_REDO}") from None
+    if version > FIELD_FILE_VERSION:
+        raise ValueError(f"{path} was written by a newer pixel2gauss (field format {version}); upgrade")
+    _check_digest(path, arrays, version)
+    try:
+        h, w, k = (int(v) for v in arrays["lattice"])
+    except (TypeError, ValueError):
+        raise ValueError(f"{path} is not a readable field file (its lattice is not three numbers); {_REDO}") from None
+    tensors = {name: torch.from_numpy(arrays[name]).to(device) for name in ("means", "chol", "colors")}
+    return GaussianField(tensors["means"], tensors["chol"], tensors["colors"], h, w, k)
+
+
+def _check_digest(path: Path, arrays: dict[str, np.ndarray], version: int) -> None:
+    """Refuse a field whose arrays differ from its digest; a field written before digests is loaded, with a notice."""
+    digest = arrays.pop("digest", None)
+    if digest is None and version < 2:
+        message = (
+            f"{path} carries no digest (written before pixel2gauss checked its field files), so damage to it "
+            f"cannot be detected; saving it again adds one"
+        )
+        if message not in _ANNOUNCED:  # once per process: Python's own bookkeeping resets with its filters
+            _ANNOUNCED.add(message)
+            warnings.warn(message, UnverifiedFileWarning, stacklevel=3)
+        return
+    if digest is None or str(digest) != field_digest({k: v for k, v in arrays.items() if k in _DIGESTED}):
+        raise damaged(path, "arrays", _REDO)
+
+
+def _read_field_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The field file's arrays, each npy header checked against the bytes the file holds before anything is
+    allocated (a forged header cannot ask for terabytes); any unreadable part is one ValueError line."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+            if "format" not in members or str(_read_member(path, archive, members["format"])) != FIELD_FORMAT:
                 raise ValueError(f"{path} is not a pixel2gauss field file (write one with `p2g upscale --save-field`)")
-            version = int(data["version"])
-            if version > FIELD_FILE_VERSION:
-                raise ValueError(f"{path} was written by a newer pixel2gauss (field format {version}); upgrade")
-            h, w, k = (int(v) for v in data["lattice"])
-            arrays = {name: torch.from_numpy(data[name]).to(device) for name in ("means", "chol", "colors")}
-    except (OSError, KeyError, EOFError, ValueError) as err:
-        if isinstance(err, ValueError) and "pixel2gauss" in str(err):
-            raise
-        raise ValueError(f"{path} is not a readable pixel2gauss field file: {err}") from None
-    return GaussianField(arrays["means"], arrays["chol"], arrays["colors"], h, w, k)
+            missing = [name for name in _REQUIRED if name not in members]
+            if missing:
+                raise ValueError(f"{path} is not a readable field file (it has no {missing[0]!r} array); {_REDO}")
+            size = path.stat().st_size
+            return {name: _read_member(path, archive, info, size) for name, info in members.items() if name in _KNOWN}
+    except ValueError:
+        raise
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError) as err:
+        raise ValueError(f"{path} is not a readable field file ({_one_line(err)}); {_REDO}") from None
+
+
+def _read_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, size: int | None = None) -> np.ndarray:
+    """One npy member of the archive, read only after its header's claim fits the bytes that hold it."""
+    with archive.open(info) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"{path} is not a readable field file (npy format {version}); {_REDO}")
+        held = info.file_size - fh.tell()
+    name = info.filename.removesuffix(".npy")
+    claimed = math.prod(shape) * dtype.itemsize
+    stored = info.compress_type == zipfile.ZIP_STORED
+    limit = info.compress_size if stored else info.compress_size * _MAX_DEFLATE_RATIO
+    if dtype.hasobject or claimed > held or info.file_size > limit + 1024 or (size and info.compress_size > size):
+        raise DamagedFileError(
+            f"{path} is damaged: its {name!r} array claims {math.prod(shape)} elements of {dtype} "
+            f"({_bytes_text(claimed)}) but the file holds {_bytes_text(max(held, 0))} for it; {_REDO}"
+        )
+    try:
+        with archive.open(info) as fh:
+            return np.lib.format.read_array(fh, allow_pickle=False)
+    except zipfile.BadZipFile:  # the zip's own CRC-32 of the member's bytes: damage, as the digest would say
+        raise damaged(path, "arrays", _REDO) from None
+
+
+def _bytes_text(count: int) -> str:
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} bytes"
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0]

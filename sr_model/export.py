@@ -1,10 +1,14 @@
 """The weights-only model file for sharing and shipping: safetensors, no pickle, no optimiser state.
 
     tensors:  model.state_dict() (the dictionary and its reference scale are buffers, so they travel too)
-    metadata: {"pixel2gauss": JSON {"format": "pixel2gauss-export", "version": 1,
+    metadata: {"pixel2gauss": JSON {"format": "pixel2gauss-export", "version": 2,
                                     "config": ModelConfig.to_dict(),
                                     "dictionary": {"reference_scale", "size", "kernels_hash", "provenance"},
-                                    "source": {"kind", "file", "sha256", ...}}}
+                                    "source": {"kind", "file", "sha256", ...},
+                                    "digest": "sha256:..."}}
+
+The digest covers every tensor (name, dtype, shape, bytes) and the rest of the document; a file that no longer
+matches it is refused. Version-1 files (written before digests existed) are loaded with a one-line notice.
 
 One metadata key holding one JSON document with sorted keys: safetensors writes its metadata map in no fixed
 order, so several keys would make two exports of the same model differ in their bytes. The config is rebuilt
@@ -21,14 +25,17 @@ from pathlib import Path
 
 import torch
 
-from sr_model.checkpoint import CheckpointError
+from gaussian_field.integrity import damaged, write_atomically
+from sr_model.checkpoint import CheckpointError, DamagedModelFileError, tensor_digest, warn_unverified
 from sr_model.dictionary import content_hash
 from sr_model.model import ContinuousSR
 
 EXPORT_FORMAT = "pixel2gauss-export"
-EXPORT_VERSION = 1
+#: 2: the document carries a digest of the tensors and itself (version 1 has none and is loaded with a notice).
+EXPORT_VERSION = 2
 METADATA_KEY = "pixel2gauss"
-EXPORT_FIELDS = ("format", "version", "config", "dictionary", "source")
+REQUIRED_FIELDS = ("format", "version", "config", "dictionary", "source")
+EXPORT_FIELDS = (*REQUIRED_FIELDS, "digest")
 #: The first bytes of a safetensors file: an 8-byte little-endian header length, then the JSON header.
 _HEADER_LENGTH_BYTES = 8
 
@@ -80,21 +87,26 @@ def export_document(model: ContinuousSR, source: dict) -> dict:
     }
 
 
+def export_digest(state: dict, document: dict) -> str:
+    """The digest of an export: its tensors and its metadata document (less the digest), as `json.dumps` with
+    sorted keys writes it."""
+    text = json.dumps({k: v for k, v in document.items() if k != "digest"}, sort_keys=True)
+    return tensor_digest({"metadata": text, "tensors": state})
+
+
 def write_export(path: str | Path, model: ContinuousSR, source: dict) -> Path:
-    """Write `model`'s weights and description to `path` atomically (NAME.partial, then renamed)."""
+    """Write `model`'s weights and description, with their digest, to `path` atomically (NAME.partial, flushed,
+    then renamed: a full disk leaves the previous file intact)."""
     from safetensors.torch import save
 
     path = Path(path)
-    document = json.dumps(export_document(model, source), sort_keys=True, allow_nan=False)
+    document = export_document(model, source)
+    json.dumps(document, allow_nan=False)  # refuse NaN and infinities before anything is written
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    document["digest"] = export_digest(state, document)
+    metadata = {METADATA_KEY: json.dumps(document, sort_keys=True, allow_nan=False)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        tmp.write_bytes(save(state, metadata={METADATA_KEY: document}))  # a plain write: the umask's permissions
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomically(path, lambda fh: fh.write(save(state, metadata=metadata)))
 
 
 def _tuples(value):
@@ -133,15 +145,26 @@ def read_export(path: str | Path) -> dict:
     unknown = sorted(set(document) - set(EXPORT_FIELDS))
     if unknown:
         raise ExportError(f"{path}: unknown export metadata field {unknown[0]!r}; this file needs a newer pixel2gauss")
-    missing = [key for key in EXPORT_FIELDS if key not in document]
+    missing = [key for key in REQUIRED_FIELDS if key not in document]
     if missing:
         raise ExportError(f"{path} is damaged: its metadata has no {missing[0]!r} entry")
+    _check_digest(path, state, document, version)
     return {
         "config": _tuples(document["config"]),
         "dictionary": document["dictionary"],
         "state_dict": state,
         "source": document["source"],
     }
+
+
+def _check_digest(path: Path, state: dict, document: dict, version: int) -> None:
+    """Refuse tensors or a document that differ from the digest they were saved with; a version-1 file (written
+    before digests existed) is loaded with a one-line notice."""
+    if "digest" not in document and version < 2:
+        warn_unverified(f"{path} carries no digest (exported before pixel2gauss checked its model files)")
+        return
+    if document.get("digest") != export_digest(state, document):
+        raise damaged(path, "contents", cls=DamagedModelFileError)
 
 
 def one_line(err: BaseException) -> str:

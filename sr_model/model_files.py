@@ -24,6 +24,7 @@ from sr_model.checkpoint import (
     is_checkpoint,
     model_from_checkpoint,
     torch_load_plain,
+    warn_unverified,
 )
 from sr_model.export import is_safetensors, read_export, write_export
 from sr_model.model import ContinuousSR
@@ -98,6 +99,7 @@ def load_file(
         spec = official_spec(data, path)
         offset_input = DEFAULT_OFFSET_INPUT if offset_input is None else offset_input
         model = model_from_official(spec, offset_input).to(device)
+        warn_unverified(f"{path} is an official ContinuousSR file; released files carry no digest")
         record = {"kind": kind, "imported_from": import_record(path, spec, offset_input)}
     else:
         model = model_from_checkpoint(data, device)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from sr_model.checkpoint import save_checkpoint
+from sr_model.checkpoint import save_checkpoint, warn_unverified
 from sr_model.dictionary import official_dictionary
 from sr_model.encoder_specs import ENCODER_SPECS
 from sr_model.model import ContinuousSR
@@ -190,6 +190,10 @@ def import_official(
         raise FileExistsError(f"{out} exists; choose another --out or pass --force to replace it")
     spec = read_official(source)
     model = model_from_official(spec, offset_input)
+    warn_unverified(
+        f"{source} is an official ContinuousSR file; released files carry no digest",
+        "the imported checkpoint carries one",
+    )
     save_checkpoint(out, model, imported_from=import_record(source, spec, offset_input))
     config = model.config
     overrides = {k: getattr(config, k) for k in ("embed_dim", "depths", "num_heads", "window_size", "mlp_ratio")}

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from sr_model.checkpoint import CheckpointError, checkpoint_payload, read_checkpoint, save_checkpoint
+from sr_model.checkpoint import CheckpointError, checkpoint_payload, read_checkpoint, save_checkpoint, tensor_digest
 from sr_model.model import build_model
 from sr_model.model_files import load_network
 from sr_model.official_import import OfficialCheckpointError
@@ -69,6 +69,11 @@ def test_extras_must_be_plain(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def sealed(data: dict) -> dict:
+    """`data` with a digest of its present contents, as a file edited by someone who recomputed it."""
+    return {**data, "digest": tensor_digest({k: v for k, v in data.items() if k != "digest"})}
+
+
 def test_damaged_and_foreign_files_are_refused(tmp_path):
     model = build_model(preset("lite"), "official")
     good = save_checkpoint(tmp_path / "good.pt", model)
@@ -78,9 +83,10 @@ def test_damaged_and_foreign_files_are_refused(tmp_path):
     data = torch.load(good, weights_only=True)
     torch.save({**data, "version": 99}, tmp_path / "newer.pt")
     tampered = {**data, "state_dict": {**data["state_dict"], "dictionary": data["state_dict"]["dictionary"] * 2}}
-    torch.save(tampered, tmp_path / "tampered.pt")
+    torch.save(tampered, tmp_path / "edited.pt")  # its digest no longer matches
+    torch.save(sealed(tampered), tmp_path / "tampered.pt")  # edited and given a new digest: the deeper checks
     wrong = {**data, "config": {**data["config"], "cov_dim": 48}}
-    torch.save(wrong, tmp_path / "wrong.pt")
+    torch.save(sealed(wrong), tmp_path / "wrong.pt")
     no_weights = {k: v for k, v in data.items() if k != "state_dict"}
     torch.save(no_weights, tmp_path / "no_weights.pt")
     torch.save({"state_dict": data["state_dict"]}, tmp_path / "bare.pt")
@@ -89,6 +95,7 @@ def test_damaged_and_foreign_files_are_refused(tmp_path):
         "cut.pt": "not a readable",
         "bare.pt": "not a model file",
         "newer.pt": "newer",
+        "edited.pt": "is damaged: its contents do not match the digest",
         "tampered.pt": "hash",
         "wrong.pt": "do not fit",
         "no_weights.pt": "damaged",
