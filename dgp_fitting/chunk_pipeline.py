@@ -29,6 +29,7 @@ import torch
 from dgp_fitting.fitting import FitConfig, crop_seed, fit_crops
 from gaussian_field.image_io import ImageReadError, read_image
 from prior_store import STATUS_DONE, STATUS_FAILED, STATUS_PENDING
+from prior_store.atomic_store import is_disk_full
 from prior_store.store import PriorStore
 
 #: The result arrays a chunk's fitting fills in (the others of RESULT_ARRAYS are per-crop records).
@@ -207,15 +208,28 @@ def run_pipelined(
 ) -> list[dict]:
     """Summaries of `chunks` in order: load on one thread (one chunk ahead), fit on the caller's thread, write
     on another; a chunk that raised in any stage is retried `retries` times with `retry` (load, fit and write
-    in line) once every write has landed, then reported as {"chunk": i, "error": repr}."""
+    in line) once every write has landed, then reported as {"chunk": i, "error": repr}.
+
+    A full disk is not retried: once a write fails for lack of space no further chunk is fitted, and the chunks
+    not written are reported as {"chunk": i, "error": ..., "no_space": True} (each left as it was in the store).
+    """
     summaries: dict[int, dict] = {}
     errors: dict[int, Exception] = {}
     writes: list[tuple[int, Future]] = []
+
+    def disk_full() -> bool:
+        return any(is_disk_full(e) for e in errors.values()) or any(
+            f.done() and f.exception() is not None and is_disk_full(f.exception()) for _, f in writes
+        )
+
     with ThreadPoolExecutor(1, "p2g-load") as loader, ThreadPoolExecutor(1, "p2g-write") as writer:
         next_load = loader.submit(load, chunks[0]) if chunks else None
         for n, index in enumerate(chunks):
             assert next_load is not None
             this_load = next_load
+            if disk_full():
+                this_load.cancel()
+                break
             next_load = loader.submit(load, chunks[n + 1]) if n + 1 < len(chunks) else None
             try:
                 work = this_load.result()
@@ -229,13 +243,22 @@ def run_pipelined(
                 summaries[index] = future.result()
             except Exception as err:
                 errors[index] = err
-    for index in (i for i in chunks if i in errors):
+    full = disk_full()
+    for index in (i for i in chunks if i not in summaries):
+        if full or is_disk_full(errors.get(index)):
+            error = errors.get(index)
+            summaries[index] = {"chunk": index, "error": repr(error) if error else "not run", "no_space": True}
+            continue
         for _ in range(retries):
             try:
                 summaries[index] = retry(index)
                 break
             except Exception as err:
                 errors[index] = err
-        else:
+                if is_disk_full(err):
+                    break
+        if index not in summaries:
             summaries[index] = {"chunk": index, "error": repr(errors[index])}
+            if is_disk_full(errors[index]):
+                summaries[index]["no_space"] = True
     return [summaries[i] for i in chunks]

@@ -17,7 +17,7 @@ import numpy as np
 
 from prior_store import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, PriorStore
 from prior_store.file_record import read_file_record, write_file_record
-from prior_store.integrity import reset_crops, verify_store
+from prior_store.integrity import record_verification, reset_crops, verify_store
 from prior_store.store import StoreError
 
 
@@ -121,6 +121,7 @@ def check_store_before_resume(
             f"mending: {len(report.damage)} damaged storage key(s) ({', '.join(d.key for d in report.damage[:3])}"
             f"{' ...' if len(report.damage) > 3 else ''}); {crops} crops marked pending to refit"
         )
+        record_verification(store, report, "p2g fit-prior", mended=True)  # a clean resume writes nothing
     changed, record = changed_sources(store, root)
     if changed and not refit_changed:
         shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")

@@ -18,15 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gaussian_field.image_io import (
-    IMAGE_SUFFIXES,
-    ORIENTATION_TAG,
-    ImageReadError,
-    bomb_error,
-    configure_pillow,
-    find_image_files,
-    read_image,
-)
+from gaussian_field.image_io import IMAGE_SUFFIXES, ImageReadError, find_image_files, probe_image
 from prior_store import STATUS_FAILED, STATUS_PENDING
 
 
@@ -74,31 +66,9 @@ def scan_images(paths: Iterable[str | os.PathLike]) -> list[str]:
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(height, width) from the header when Pillow knows the format, else by decoding the whole file."""
-    from PIL import UnidentifiedImageError
-
-    Image = configure_pillow()
-    try:
-        with Image.open(path) as img:
-            width, height = img.size
-            if _orientation(img) in (5, 6, 7, 8):  # read_image turns it upright: sides swap
-                width, height = height, width
-            return int(height), int(width)
-    except UnidentifiedImageError:
-        pass  # maybe a format only OpenCV reads: let read_image decide, with its reason
-    except Image.DecompressionBombError as err:
-        raise bomb_error(path, err) from None
-    except OSError as err:
-        raise ImageReadError(f"{path}: unreadable image ({err})") from None
-    return tuple(read_image(path).shape[:2])  # type: ignore[return-value]
-
-
-def _orientation(img) -> int:
-    """The EXIF orientation, or 1 when it cannot be read from the header (read_image decides about the rest)."""
-    try:
-        return int(img.getexif().get(ORIENTATION_TAG, 1))
-    except (OSError, SyntaxError, ValueError):  # e.g. EXIF after pixel data the header-only read did not reach
-        return 1
+    """Upright (height, width) from the header (`probe_image`: over the pixel limit, ImageTooLargeError)."""
+    probe = probe_image(path)
+    return probe.height, probe.width
 
 
 def _image_seed(seed: int, key: str) -> np.random.Generator:
@@ -126,14 +96,40 @@ def crop_boxes(
     return [(t, l, crop, crop) for t in range(0, height - crop + 1, step) for l in range(0, width - crop + 1, step)]
 
 
+def count_boxes(height: int, width: int, crop: int, stride: int | None = None, count: int | None = None) -> int:
+    """How many boxes `crop_boxes` gives, without making them."""
+    if height < crop or width < crop:
+        return 0
+    if count is not None:
+        return count
+    step = stride or crop
+    return ((height - crop) // step + 1) * ((width - crop) // step + 1)
+
+
+class PlanTooLargeError(ValueError):
+    """A crop plan larger than this machine's memory or the store's disk holds."""
+
+
+def _too_many(count: int, limit: int, reason: str) -> PlanTooLargeError:
+    return PlanTooLargeError(
+        f"the crop plan would hold {count} or more crops, over the {limit} that {reason}; fit fewer crops "
+        "(a larger --stride, fewer --crops-per-image or fewer images)"
+    )
+
+
 def plan_crops(
     paths: Sequence[str | os.PathLike],
     crop: int,
     stride: int | None = None,
     crops_per_image: int | None = None,
     seed: int = 0,
+    max_crops: int | None = None,
+    max_crops_reason: str = "this machine's memory holds",
 ) -> CropPlan:
-    """The deterministic crop list for a corpus: same inputs, same plan (order, boxes), on any machine."""
+    """The deterministic crop list for a corpus: same inputs, same plan (order, boxes), on any machine.
+
+    `max_crops` bounds the plan (what the machine's memory and the store's disk hold, as `max_crops_reason` says):
+    a corpus that would give more is refused (PlanTooLargeError) before its boxes are made."""
     if crop <= 0:
         raise ValueError(f"crop size must be positive, got {crop}")
     if stride is not None and crops_per_image is not None:
@@ -148,6 +144,8 @@ def plan_crops(
         raise ValueError(
             f"no image files found in {', '.join(str(p) for p in paths)} (looked for {', '.join(IMAGE_SUFFIXES)})"
         )
+    if max_crops is not None and crops_per_image is not None and crops_per_image * len(files) > max_crops:
+        raise _too_many(crops_per_image * len(files), max_crops, max_crops_reason)
     sources: list[str] = []
     boxes: list[tuple[int, int, int, int]] = []
     status: list[int] = []
@@ -165,6 +163,10 @@ def plan_crops(
         except (ImageReadError, OSError) as err:
             add(source, (0, 0, 0, 0), STATUS_FAILED, _short(err))
             continue
+        if max_crops is not None:
+            count = len(sources) + max(1, count_boxes(height, width, crop, stride, crops_per_image))
+            if count > max_crops:
+                raise _too_many(count, max_crops, max_crops_reason)
         rng = _image_seed(seed, keys[source]) if crops_per_image is not None else None
         found = crop_boxes(height, width, crop, stride, crops_per_image, rng)
         if not found:

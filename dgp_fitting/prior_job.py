@@ -12,9 +12,12 @@ small or unreadable, stay failed). Tasks lost with a worker are rescheduled by t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import functools
 import math
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -38,6 +41,21 @@ from dgp_fitting.clusters import ClusterSpec, connect, local_gpu_index
 from dgp_fitting.corpus_check import check_store_before_resume, record_files, refuse_unencodable
 from dgp_fitting.crop_plan import plan_crops
 from dgp_fitting.fitting import FitConfig
+from dgp_fitting.job_limits import (
+    WORKER_PROCESS_BYTES,
+    check_batch,
+    check_crop,
+    check_disk,
+    check_fit_numbers,
+    check_grid,
+    check_local_workers,
+    fit_bytes,
+    free_disk,
+    free_memory,
+    max_plan_crops,
+    memory_size,
+    store_bytes_per_crop,
+)
 from prior_store import (
     STATUS_DONE,
     StoreConfig,
@@ -45,6 +63,7 @@ from prior_store import (
     open_store,
     store_exists,
 )
+from prior_store.atomic_store import StoreDiskFullError, is_disk_full
 from prior_store.creation import create_store_atomically
 from prior_store.lock import check_writable, store_lock
 from prior_store.store import PriorStore
@@ -98,11 +117,39 @@ def chunk_needs_work(status: np.ndarray, boxes: np.ndarray, crop: int) -> bool:
     return bool(crops_needing_work(status, boxes, crop).any())
 
 
+#: --device values: auto, cpu, cuda (a worker's own GPU) or cuda:N (GPU N of the machine).
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_device(device: str) -> str:
+    """The --device value, lower-cased, or a ValueError naming the accepted ones."""
+    name = str(device).strip().lower()
+    if not DEVICE_PATTERN.fullmatch(name):
+        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    return name
+
+
+def device_kind(device: str) -> str:
+    """'cuda' for cuda and cuda:N (tasks then ask for a GPU resource), else the name."""
+    return "cuda" if device.startswith("cuda") else device
+
+
+def cuda_index(device: str, count: int) -> int:
+    """N of cuda:N, when this machine has that device; else a one-line refusal saying how many there are."""
+    index = int(device.partition(":")[2])
+    if index >= count:
+        seen = "no CUDA device" if count == 0 else f"{count} CUDA device(s) (cuda:0 to cuda:{count - 1})"
+        raise ValueError(f"--device {device}: this machine has {seen}; use --device cuda, or cpu")
+    return index
+
+
 def _worker_device(device: str) -> torch.device:
     if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked but this worker sees no CUDA device")
+        raise RuntimeError(f"--device {device} was asked but this worker sees no CUDA device")
+    if ":" in device:
+        return torch.device("cuda", cuda_index(device, torch.cuda.device_count()))
     try:
         from distributed import get_worker
 
@@ -192,6 +239,8 @@ def prepare_store(
     batch_probe: Callable[[], int] | None = None,
     workers: int = 1,
     shard_size: int | None = None,
+    max_crops: int | None = None,
+    max_crops_reason: str = "this machine's memory holds",
 ) -> PriorStore:
     """Plan the crops and create the store, or reopen it after checking it was made the same way, mending
     damaged chunks and checking that its images did not change (`dgp_fitting.corpus_check`).
@@ -199,10 +248,14 @@ def prepare_store(
     `batch` None or "auto" on an existing store takes its chunk size; "auto" on a new one asks `batch_probe` (a
     worker's `auto_batch`), else `auto_batch` for this process's device, and lowers it so that each of `workers`
     gets a chunk. `shard_size` (crops per shard, a multiple of the batch) applies to a new store; None picks it
-    from the crop count (`prior_store.schema.auto_shard_size`).
+    from the crop count (`prior_store.schema.auto_shard_size`). `max_crops` bounds the plan (`plan_crops`). A
+    corpus none of whose crops can be fitted is refused before any store is made.
     """
-    plan = plan_crops(images, crop, stride=stride, crops_per_image=crops_per_image, seed=fit.seed)
+    plan = plan_crops(
+        images, crop, stride, crops_per_image, fit.seed, max_crops=max_crops, max_crops_reason=max_crops_reason
+    )
     refuse_unencodable(plan.sources)
+    refuse_unusable_plan(plan, crop)
     if batch is None or batch == "auto":
         if store_exists(store_path):
             batch = open_store(store_path).chunk_size
@@ -228,6 +281,23 @@ def prepare_store(
     return store
 
 
+class NothingToFitError(ValueError):
+    """A corpus none of whose crops can be fitted (unreadable files, images smaller than a crop)."""
+
+
+def refuse_unusable_plan(plan, crop: int) -> None:
+    """Refuse (one line naming the first files and why) a plan whose every entry failed at planning."""
+    if not len(plan) or plan.num_failed < len(plan):
+        return
+    pairs = list(zip(plan.sources, plan.reasons))[:2]
+    shown = "; ".join(reason if reason.startswith(source) else f"{source}: {reason}" for source, reason in pairs)
+    more = f"; and {len(plan) - 2} more" if len(plan) > 2 else ""
+    raise NothingToFitError(
+        f"none of the {plan.num_images} image file(s) can be fitted ({shown}{more}); give readable images of at "
+        f"least {crop}x{crop} px"
+    )
+
+
 def run_prior_job(
     images: Sequence[str | os.PathLike],
     store_path: str | os.PathLike,
@@ -248,24 +318,18 @@ def run_prior_job(
 
     `client` (a distributed.Client) overrides `cluster`: the job then runs on that client's cluster. One job
     per store at a time (`prior_store.lock`); a resumed store is verified and mended first. `batch` "auto" sizes
-    the chunks of a new store to a worker's device (`batch_size.auto_batch`), measured on a worker.
+    the chunks of a new store to a worker's device (`batch_size.auto_batch`), measured on a worker. Every number
+    is checked against what the machine holds (`dgp_fitting.job_limits`) before the store is created; a full disk
+    ends the job with one line (`StoreDiskFullError`), the chunks written before it intact.
     """
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    device = check_device(device)
     if isinstance(batch, str) and batch != "auto":
         raise ValueError(f"batch must be a positive integer or 'auto', got {batch!r}")
     check_fit_config(fit)
-    if (
-        device == "cuda"
-        and client is None
-        and cluster.kind == "local"
-        and not cluster.scheduler
-        and not torch.cuda.is_available()
-    ):
-        raise ValueError(
-            "--device cuda: this machine has no usable CUDA device (torch.cuda.is_available() is "
-            "False); use --device cpu, or run on a cluster with GPU workers"
-        )
+    check_grid(crop, stride)
+    check_cluster_size(cluster)
+    if _runs_here(cluster, client):
+        _check_local_device(device)
     prepare = functools.partial(
         prepare_store,
         images,
@@ -280,15 +344,121 @@ def run_prior_job(
     )
     with store_lock(store_path, "fit-prior"):
         check_writable(store_path)
-        return _run_locked(prepare, store_path, crop, batch, cluster, device, progress, echo, client)
+        with disk_full_in_one_line(store_path):
+            summary = _run_locked(prepare, store_path, crop, batch, cluster, device, progress, echo, client)
+    if summary.done == 0 and summary.pending == 0 and not summary.errors:
+        raise NothingToFitError(
+            f"no crop of store {store_path} could be fitted: all {summary.failed} failed "
+            f"({_first_reason(store_path)}); `p2g info {store_path}` lists the reasons"
+        )
+    return summary
 
 
 def check_fit_config(fit: FitConfig) -> None:
-    """Refuse non-finite fitting numbers (NaN passes `lr <= 0`) before any store is touched."""
+    """Refuse non-finite fitting numbers (NaN passes `lr <= 0`) and numbers past their bounds (zero steps
+    included, `job_limits.check_fit_numbers`) before any store is touched."""
     for name, value in fit.as_dict().items():
         values = value if isinstance(value, (list, tuple)) else [value]
         if any(isinstance(v, float) and not math.isfinite(v) for v in values):
             raise ValueError(f"fitting setting {name} must be a finite number, got {value!r}")
+    check_fit_numbers(fit)
+
+
+def check_cluster_size(cluster: ClusterSpec) -> None:
+    """Refuse more worker processes than this process can hold connections to (its open-file limit)."""
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if limit == resource.RLIM_INFINITY:
+        return
+    processes = cluster.workers if cluster.kind == "local" else cluster.jobs * cluster.worker_processes
+    for name, value in (("--jobs", cluster.jobs), ("--cores", cluster.cores), ("--gpus", cluster.gpus)):
+        if value is not None and value > limit:
+            raise ValueError(f"{name} {value} is over {limit}, the open files (connections) this process may hold")
+    if processes > limit // 2:  # every worker holds connections to the scheduler, which runs in this process
+        raise ValueError(
+            f"{processes} worker processes would each hold connections to the scheduler in this process, whose "
+            f"open-file limit is {limit}; ask for at most {limit // 2} (raise it with `ulimit -n`)"
+        )
+
+
+def _runs_here(cluster: ClusterSpec, client) -> bool:
+    """Whether the workers are local processes of this machine (started by this job)."""
+    return client is None and cluster.kind == "local" and not cluster.scheduler
+
+
+def _check_local_device(device: str) -> None:
+    """Refuse a CUDA device this machine does not have, naming what it has."""
+    if device_kind(device) != "cuda":
+        return
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"--device {device}: this machine has no usable CUDA device (torch.cuda.is_available() is "
+            "False); use --device cpu, or run on a cluster with GPU workers"
+        )
+    if ":" in device:
+        cuda_index(device, torch.cuda.device_count())
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Where a chunk is fitted: the device, its free bytes, and how many workers share it."""
+
+    device: torch.device
+    free: int
+    sharing: int = 1
+
+
+def _capacity_here(device: str, workers: int) -> Capacity:
+    """This machine's capacity for local workers: CPU workers share its memory; GPU workers spread over its GPUs
+    (all on one with cuda:N)."""
+    dev = _worker_device(device)
+    if dev.type == "cpu" or ":" in device:
+        sharing = workers
+    else:
+        sharing = -(-workers // max(1, torch.cuda.device_count()))
+    return Capacity(dev, free_memory(dev), sharing)
+
+
+def _capacity_remote(device: str) -> tuple[str, int]:
+    dev = _worker_device(device)
+    return str(dev), free_memory(dev)
+
+
+def _capacity_on_a_worker(client, device: str) -> Capacity:
+    """The first worker's device and its free memory (not the client's)."""
+    first = sorted(client.scheduler_info()["workers"])[0]
+    name, free = client.run(_capacity_remote, device, workers=[first])[first]
+    return Capacity(torch.device(name), int(free))
+
+
+def _check_capacity(capacity: Capacity, crop: int, batch: int, store: str = "") -> None:
+    check_crop(crop, capacity.device, capacity.free // capacity.sharing)
+    check_batch(batch, crop, capacity.device, capacity.free, capacity.sharing, store)
+
+
+def _check_local_workers(cluster: ClusterSpec, capacity: Capacity, crop: int, batch: int | None) -> None:
+    """Local worker processes, each with its chunk in RAM when fitting on the CPU, must fit this machine."""
+    per_worker = WORKER_PROCESS_BYTES + (fit_bytes(crop, batch) if batch and capacity.device.type == "cpu" else 0)
+    ram = capacity.free if capacity.device.type == "cpu" else free_memory(torch.device("cpu"))
+    check_local_workers(cluster.workers, ram, per_worker)
+
+
+def _plan_bound(store_path, crop: int, reference_scale: int = 4, k: int = 2) -> tuple[int, str]:
+    """The most crops a new store's plan may hold (this machine's memory, the store's disk), and why."""
+    memory = free_memory(torch.device("cpu"))
+    bound, reason = max_plan_crops(memory), f"this machine's memory holds ({memory_size(memory)} free)"
+    disk = free_disk(store_path)
+    if disk is not None and not store_exists(store_path):
+        side = max(reference_scale, crop - crop % reference_scale)  # an estimate; the crop is checked when planned
+        per_crop = store_bytes_per_crop(StoreConfig(crop_size=side, chunk_size=1, reference_scale=reference_scale, k=k))
+        if disk // per_crop < bound:
+            bound = max(1, disk // per_crop)
+            reason = (
+                f"the disk of store {store_path} holds ({memory_size(disk)} free, about {memory_size(per_crop)} "
+                "per crop)"
+            )
+    return bound, reason
 
 
 def _run_locked(
@@ -302,20 +472,43 @@ def _run_locked(
     echo,
     client,
 ) -> JobSummary:
-    """`prepare` is `prepare_store` with the plan's arguments bound; it still takes the batch (and, for a new
-    store sized by `--batch auto`, the worker probe and the worker count)."""
-    if batch == "auto" and not store_exists(store_path):  # a new store: its chunk size is measured on a worker
-        context = contextlib.nullcontext(client) if client is not None else connect(cluster, device)
+    """`prepare` is `prepare_store` with the plan's arguments bound; it still takes the batch, the plan's bound
+    (and, for a new store sized by `--batch auto`, the worker probe and the worker count).
+
+    The chunk size is checked against the device that fits it before the store is created: here for local
+    workers, on a worker (after connecting) for any other cluster."""
+    new = not store_exists(store_path)
+    max_crops, max_crops_reason = _plan_bound(store_path, crop)
+    if new and (batch == "auto" or not _runs_here(cluster, client)):  # checked or measured on a worker
+        if _runs_here(cluster, client):
+            _check_local_workers(cluster, _capacity_here(device, cluster.workers), crop, None)
+        context = contextlib.nullcontext(client) if client is not None else connect(cluster, device_kind(device))
         with context as active:
             workers = _wait_for_a_worker(active)
-            store = prepare(
-                batch="auto",
-                batch_probe=lambda: _batch_on_a_worker(active, crop, device),
-                workers=max(workers, cluster.workers if client is None else 1),
-            )
-            echo(f"batch auto: {store.chunk_size} crops per chunk")
+            if device_kind(device) == "cuda":
+                _check_gpu_workers(active)
+            capacity = _capacity_on_a_worker(active, device)
+            if _runs_here(cluster, client):
+                capacity = dataclasses.replace(capacity, sharing=_capacity_here(device, cluster.workers).sharing)
+            if batch == "auto":
+                store = prepare(
+                    batch="auto",
+                    batch_probe=lambda: auto_batch(crop, capacity.device, capacity.free // capacity.sharing),
+                    workers=max(workers, cluster.workers if client is None else 1),
+                    max_crops=max_crops,
+                    max_crops_reason=max_crops_reason,
+                )
+                echo(f"batch auto: {store.chunk_size} crops per chunk")
+            else:
+                _check_capacity(capacity, crop, batch or DEFAULT_BATCH)
+                store = prepare(batch=batch, max_crops=max_crops, max_crops_reason=max_crops_reason)
             return _run_job(store, store_path, crop, device, progress, echo, active, client, cluster)
-    store = prepare(batch=batch)
+    chunk = open_store(store_path).chunk_size if not new else (batch or DEFAULT_BATCH)
+    if _runs_here(cluster, client):
+        capacity = _capacity_here(device, cluster.workers)
+        _check_capacity(capacity, crop, chunk, "" if new else str(store_path))
+        _check_local_workers(cluster, capacity, crop, chunk)
+    store = prepare(batch=batch, max_crops=max_crops, max_crops_reason=max_crops_reason)
     return _run_job(store, store_path, crop, device, progress, echo, client, client, cluster)
 
 
@@ -328,20 +521,10 @@ def _wait_for_a_worker(client) -> int:
         client.wait_for_workers(1, timeout=AUTO_BATCH_WAIT_S)
     except TimeoutError as err:
         raise ValueError(
-            f"--batch auto: no worker started within {AUTO_BATCH_WAIT_S} s to measure its device; "
-            "give --batch N instead"
+            f"no worker started within {AUTO_BATCH_WAIT_S} s to measure its device for the chunk size; "
+            "check the cluster (queue, image), or give --batch N on a local run"
         ) from err
     return len(client.scheduler_info().get("workers", {}))
-
-
-def _auto_batch_here(crop: int, device: str) -> int:
-    return auto_batch(crop, _worker_device(device))
-
-
-def _batch_on_a_worker(client, crop: int, device: str) -> int:
-    """`auto_batch` measured on one worker (its device and free memory, not the client's)."""
-    first = sorted(client.scheduler_info()["workers"])[0]
-    return int(client.run(_auto_batch_here, crop, device, workers=[first])[first])
 
 
 def _run_job(store, store_path, crop: int, device: str, progress: bool, echo, active, client, cluster) -> JobSummary:
@@ -349,18 +532,28 @@ def _run_job(store, store_path, crop: int, device: str, progress: bool, echo, ac
     status = store.status()
     boxes = np.asarray(store.read("crops/box"))
     todo = []
+    left = 0
     for index in range(store.num_chunks):
         start, stop = store.chunk_bounds(index)
-        if chunk_needs_work(status[start:stop], boxes[start:stop], crop):
+        needs = crops_needing_work(status[start:stop], boxes[start:stop], crop)
+        if needs.any():
             todo.append(index)
+            left += int(needs.sum())
+    check_disk(store_path, store.config, left, free_disk(store_path))
     skipped = int((status == STATUS_DONE).sum())
     results: list[dict] = []
     errors: list[str] = []
     dashboard = None
     seconds = 0.0
     if todo:
-        context = contextlib.nullcontext(active) if active is not None else connect(cluster, device)
+        checked = active is not None or _runs_here(cluster, client)  # a resumed store on a cluster: check there
+        context = contextlib.nullcontext(active) if active is not None else connect(cluster, device_kind(device))
         with context as active:
+            if not checked:
+                _wait_for_a_worker(active)
+                if device_kind(device) == "cuda":
+                    _check_gpu_workers(active)
+                _check_capacity(_capacity_on_a_worker(active, device), crop, store.chunk_size, str(store_path))
             dashboard = getattr(active, "dashboard_link", None)
             if dashboard and client is None:
                 echo(f"dashboard: {dashboard}" + ("" if _has_bokeh() else " (install bokeh to serve it)"))
@@ -368,6 +561,56 @@ def _run_job(store, store_path, crop: int, device: str, progress: bool, echo, ac
             results, errors = _run_tasks(active, store, todo, device, progress)
             seconds = time.perf_counter() - started
     return _summarise(store_path, results, errors, skipped, len(todo), seconds, dashboard)
+
+
+@contextlib.contextmanager
+def disk_full_in_one_line(store_path):
+    """Turn a full disk while the store is created, mended or recorded into one line (the writes before the job's
+    tasks replace whole files and reset a crop's status first, so the store is as it was or says pending);
+    a full disk in the tasks is reported by `_run_tasks` (`disk_full_error`)."""
+    try:
+        yield
+    except StoreDiskFullError:
+        raise
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        free = free_disk(store_path)
+        room = f" ({memory_size(free)} free)" if free is not None else ""
+        if not store_exists(store_path):
+            message = f"the disk of store {store_path} is full{room}: the store was not created; free space and rerun"
+        else:
+            message = (
+                f"the disk of store {store_path} is full{room} before fitting began: no fitted crop was lost (crops "
+                "being mended stay pending); free space and rerun the same command"
+            )
+        raise disk_full_error(message) from err
+
+
+def disk_full_error(message: str) -> StoreDiskFullError:
+    failure = StoreDiskFullError(message)
+    failure.errno = errno.ENOSPC
+    return failure
+
+
+def _disk_full_message(store: PriorStore) -> str:
+    """What a full disk during the tasks leaves: the chunks written before it (done) and what is left."""
+    free = free_disk(store.path)
+    room = f" ({memory_size(free)} free)" if free is not None else ""
+    counts = open_store(store.path).status_counts()
+    need = memory_size(store_bytes_per_crop(store.config) * counts["pending"])
+    return (
+        f"the disk of store {store.path} is full{room}: {counts['done']} crops are done and kept, "
+        f"{counts['pending']} left to fit (about {need} more); free space and rerun the same command to fit the rest"
+    )
+
+
+def _first_reason(store_path) -> str:
+    reasons = open_store(store_path).failure_reasons()
+    if not reasons:
+        return "no reason recorded"
+    reason, count = max(reasons.items(), key=lambda item: item[1])
+    return f"{count} x {reason}"
 
 
 def _check_gpu_workers(client) -> None:
@@ -395,8 +638,8 @@ def _run_tasks(client, store, todo: list[int], device: str, progress: bool) -> t
 
     root = os.getcwd()
     store_path = str(Path(store.path).resolve()) if "://" not in store.path else store.path
-    resources = {"GPU": 1} if device == "cuda" else None
-    if device == "cuda":
+    resources = {"GPU": 1} if device_kind(device) == "cuda" else None
+    if resources:
         _check_gpu_workers(client)
     run = uuid.uuid4().hex[:8]  # task keys unique per run: a client may run several jobs
     shards: dict[int, list[int]] = {}  # one task per shard: its only writer
@@ -427,10 +670,14 @@ def _run_tasks(client, store, todo: list[int], device: str, progress: bool) -> t
     try:
         for future in as_completed(futures):
             if future.status == "error":
+                if is_disk_full(future.exception()):
+                    raise disk_full_error(_disk_full_message(store)) from future.exception()
                 shard = list(shards)[futures.index(future)]
                 errors.append(f"chunks {shards[shard]} (shard {shard}): {future.exception()!r}")
                 continue
             for summary in future.result():
+                if summary.get("no_space"):  # a full disk: no other chunk can be written either
+                    raise disk_full_error(_disk_full_message(store))
                 if "error" in summary:
                     errors.append(f"chunk {summary['chunk']}: {summary['error']}")
                     continue

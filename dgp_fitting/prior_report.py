@@ -15,6 +15,7 @@ import numpy as np
 
 from dgp_fitting.atomic_outputs import stats_transaction
 from dgp_fitting.dictionary_sampling import DEFAULT_QUANTILES, DEFAULT_SIZE, build_dictionary, check_request
+from dgp_fitting.job_limits import check_stats_numbers, free_memory
 from dgp_fitting.prior_plots import write_plots
 from dgp_fitting.prior_stats import (
     CHOLESKY,
@@ -91,6 +92,7 @@ def run_prior_stats(
 
     `scheduler` (a Dask scheduler's address) or `threads` (local threads) say where the statistics run."""
     check_request(method, size, quantiles, spacing)  # before anything is computed or overwritten
+    check_stats_numbers(int(size), min_psnr, int(seed), threads, free_memory())
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file; give a folder for the statistics and plots")

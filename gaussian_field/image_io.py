@@ -11,17 +11,25 @@ HxWx3, grayscale replicated, palette expanded, 16-bit scaled by 1/65535. Writing
 then rename), so a failed or interrupted write never leaves a partial image behind.
 
 File names need not be UTF-8: OpenCV gets bytes (`imdecode`, and `imencode` for such names), never a path it
-cannot convert, because its path conversion crashes on surrogate-escaped names. Pillow's decompression-bomb
-check (headers claiming more than twice `P2G_MAX_IMAGE_PIXELS`, default Pillow's 89.5 MP) becomes an
-ImageReadError naming the setting.
+cannot convert, because its path conversion crashes on surrogate-escaped names.
+
+Every file is opened through `open_image`, the one guarded reader (`read_image_file` and the header reader
+`probe_image` are the only ways in): it reads the header (Pillow's format plugins, or tifffile for a TIFF, whatever
+the name says), refuses a size over `P2G_MAX_IMAGE_PIXELS` (default about 179 MP, what Pillow refuses by default;
+'none' lifts it) with one ImageTooLargeError line naming the file, its size, the limit and the setting, and only
+then decodes, so a small file claiming 40000 x 40000 pixels costs a header read, in every format. Decoder
+failures become one ImageReadError line; tifffile's log and OpenCV's are kept off the terminal.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import struct
 import zlib
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,35 +128,54 @@ def output_format(path: str | os.PathLike, bits: int = 8) -> OutputFormat:
     return fmt
 
 
-#: Pillow's own MAX_IMAGE_PIXELS (1024^3 / 4 / 3), restored whenever P2G_MAX_IMAGE_PIXELS is unset, so a library or
-#: script that changed the global earlier in the process does not change what is refused here.
+#: Pillow's own MAX_IMAGE_PIXELS (1024^3 / 4 / 3): Pillow warns above it and refuses twice it.
 PILLOW_MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+#: The pixel limit when P2G_MAX_IMAGE_PIXELS is unset: what Pillow refuses by default (about 179 MP, an 8-bit RGB
+#: image of 0.5 GB, 2.1 GB as the float32 that `read_image` returns).
+DEFAULT_MAX_IMAGE_PIXELS = 2 * PILLOW_MAX_IMAGE_PIXELS
+MAX_PIXELS_ENV = "P2G_MAX_IMAGE_PIXELS"
+#: How a TIFF file starts (classic and BigTIFF, both byte orders): such files are read by tifffile/OpenCV.
+TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image whose header claims more pixels than P2G_MAX_IMAGE_PIXELS allows: refused before decoding."""
+
+
+def max_image_pixels() -> int | None:
+    """The pixel limit: P2G_MAX_IMAGE_PIXELS (a pixel count; 'none' or 0 for no limit), else the default."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip().lower()
+    if not text:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    if text in ("none", "0"):
+        return None
+    try:
+        limit = int(float(text))
+    except (ValueError, OverflowError):
+        limit = -1
+    if limit < 0:
+        raise ValueError(f"{MAX_PIXELS_ENV} must be a pixel count or 'none', got {text!r}")
+    return limit
 
 
 def configure_pillow():
-    """Pillow's Image module with the pixel limit from P2G_MAX_IMAGE_PIXELS (an integer, or "none")."""
+    """Pillow's Image module, its own bomb check widened to the pixel limit (None for none), so that it never
+    warns about or refuses an image the limit allows; `check_pixel_limit` is what refuses."""
     from PIL import Image
 
-    limit = os.environ.get("P2G_MAX_IMAGE_PIXELS", "").strip().lower()
-    if limit in ("none", "0"):
-        Image.MAX_IMAGE_PIXELS = None
-    elif limit:
-        try:
-            Image.MAX_IMAGE_PIXELS = int(float(limit))
-        except ValueError:
-            raise ValueError(f"P2G_MAX_IMAGE_PIXELS must be a pixel count or 'none', got {limit!r}") from None
-    else:
-        Image.MAX_IMAGE_PIXELS = PILLOW_MAX_IMAGE_PIXELS
+    limit = max_image_pixels()
+    Image.MAX_IMAGE_PIXELS = None if limit is None else max(limit, PILLOW_MAX_IMAGE_PIXELS)
     return Image
 
 
-def bomb_error(path, err: Exception) -> ImageReadError:
-    """The one-line refusal of an image whose header claims more pixels than the decoder allows."""
-    text = str(err).split(" could be decompression bomb")[0]
-    return ImageReadError(
-        f"{path}: header claims too many pixels to decode safely ({text}); set "
-        "P2G_MAX_IMAGE_PIXELS to a larger pixel count (or 'none') if the file is trusted"
-    )
+def check_pixel_limit(path: str | os.PathLike, height: int, width: int) -> None:
+    """Raise ImageTooLargeError if a header's height x width is over the pixel limit (before any decoding)."""
+    limit, pixels = max_image_pixels(), int(height) * int(width)
+    if limit is not None and pixels > limit:
+        raise ImageTooLargeError(
+            f"{path}: header claims too many pixels to decode safely ({width}x{height} = {pixels:,} pixels, "
+            f"limit {limit:,}); if the file is trusted, set {MAX_PIXELS_ENV}={pixels} (or 'none') to read it"
+        )
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -157,35 +184,26 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def read_image_file(path: str | os.PathLike) -> ImageFile:
-    """Decode an image file upright, with its alpha channel, ICC profile and bit depth (see the module doc)."""
-    from PIL import ImageOps, UnidentifiedImageError
+    """Decode an image file upright, with its alpha channel, ICC profile and bit depth (see the module doc).
 
-    Image = configure_pillow()
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            arr, orientation, icc = _read_tiff(path)
-            arr = apply_orientation(arr, orientation)
-        elif _png_bit_depth(path) == 16:  # Pillow would cut 16-bit colour to 8 bits
-            with Image.open(path) as img:
-                orientation, icc = img.getexif().get(ORIENTATION_TAG, 1), img.info.get("icc_profile")
-            arr = apply_orientation(_read_with_opencv(path), orientation)
+    The header is read and checked against the pixel limit first (`open_image`), so a decompression bomb is
+    refused before a pixel is decoded."""
+    with open_image(path) as (header, img):
+        if img is None:  # TIFF
+            try:
+                arr = _read_with_opencv(header.path)
+            except OSError:
+                arr = _tifffile().imread(header.path, key=0)  # e.g. float RGBA, which OpenCV refuses
+            icc = header.icc
+        elif header.probe.bits == 16 and img.format == "PNG":  # Pillow would cut 16-bit colour to 8 bits
+            arr, icc = _read_with_opencv(header.path), header.icc
         else:
-            with Image.open(path) as img:
-                img.load()
-                icc = img.info.get("icc_profile")
-                img = ImageOps.exif_transpose(img)
-                if img.mode == "P" or img.mode in ("LA", "PA", "CMYK", "YCbCr", "HSV", "LAB", "1"):
-                    img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")
-                arr = np.asarray(img)
-    except UnidentifiedImageError:
-        raise ImageReadError(f"{path}: not a recognised image file") from None
-    except Image.DecompressionBombError as err:
-        raise bomb_error(path, err) from None
-    except (OSError, SyntaxError, ValueError, IndexError, KeyError) as err:
-        raise ImageReadError(f"{path}: unreadable image ({err})") from None
+            img.load()
+            icc = img.info.get("icc_profile")
+            if img.mode == "P" or img.mode in ("LA", "PA", "CMYK", "YCbCr", "HSV", "LAB", "1"):
+                img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")
+            arr = np.asarray(img)
+        arr = apply_orientation(arr, header.orientation)
     rgb, alpha = split_alpha(arr)
     return ImageFile(rgb, alpha, rgb_profile(icc), _bits_of(arr))
 
@@ -195,63 +213,176 @@ def rgb_profile(icc: bytes | None) -> bytes | None:
     return icc if icc and icc[16:20] == b"RGB " else None
 
 
-def probe_image(path: str | os.PathLike) -> ImageProbe:
-    """An image's upright size, bit depth, alpha and ICC profile from its header (full decode only where Pillow
-    cannot read the header)."""
+def probe_image(path: str | os.PathLike, verify: bool = False) -> ImageProbe:
+    """An image's upright size, bit depth, alpha and ICC profile from its header (`open_image`, so an image over
+    the pixel limit raises ImageTooLargeError): the one header reader of the project.
+
+    `verify` also checks the structure Pillow can check without decoding (every PNG chunk's CRC, so a cut PNG
+    is found when a folder is scanned rather than when its pixels are needed)."""
+    with open_image(path) as (header, img):
+        if verify and img is not None:
+            img.verify()
+        return header.probe
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What `open_image` read before decoding: the probe, the EXIF orientation (1..8) and the raw ICC profile."""
+
+    path: Path
+    probe: ImageProbe
+    orientation: int
+    icc: bytes | None
+
+
+#: What decoders raise on a damaged file (zlib's and struct's errors are neither OSError nor ValueError).
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, IndexError, KeyError, TypeError, EOFError, zlib.error, struct.error)
+
+
+@contextmanager
+def open_image(path: str | os.PathLike):
+    """The one guarded way into an image file: yields (ImageHeader, the open Pillow image or None for a TIFF)
+    once the header's size has passed `check_pixel_limit`. Within it, decoder errors become one-line
+    ImageReadErrors naming the file and the decoders' own messages stay off the terminal."""
     from PIL import UnidentifiedImageError
 
     Image = configure_pillow()
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
     try:
-        with Image.open(path) as img:
-            width, height = img.size
-            if img.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):
-                width, height = height, width
-            bits = 8
-            if img.format == "PNG":
-                bits = _png_bit_depth(path) or 8
-            elif img.format == "TIFF":
-                sample_bits = img.tag_v2.get(258, 8)
-                sample_bits = max(sample_bits) if isinstance(sample_bits, tuple) else sample_bits
-                bits = 32 if img.tag_v2.get(339) in (3, (3,) * 3, (3,) * 4) else (16 if sample_bits > 8 else 8)
-            elif img.mode in ("I;16", "I", "F"):
-                bits = 16
-            alpha = "A" in img.mode or "transparency" in img.info
-            if img.format == "TIFF" and img.tag_v2.get(338) is not None:
-                alpha = True
-            return ImageProbe(height, width, bits, alpha, rgb_profile(img.info.get("icc_profile")) is not None)
-    except Image.DecompressionBombError as err:
-        raise bomb_error(path, err) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        pass  # a file only OpenCV/tifffile decode: decode it fully, which raises if it is broken
-    image = read_image_file(path)
-    height, width = image.rgb.shape[:2]
-    return ImageProbe(height, width, image.bits, image.alpha is not None, image.icc_profile is not None)
+        with _quiet_decoders(), open(path, "rb") as fh:
+            if fh.read(4) in TIFF_MAGIC:
+                yield _tiff_header(path), None
+            else:
+                with _open_with_pillow(fh, path) as img:
+                    yield _pillow_header(path, img), img
+    except ImageReadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not a recognised image file") from None
+    except Image.DecompressionBombError as err:  # a Pillow plugin checking a size of its own (MPO, GIF frames)
+        raise ImageTooLargeError(
+            f"{path}: header claims too many pixels to decode safely ({err}); if the file is trusted, set "
+            f"{MAX_PIXELS_ENV} to a larger pixel count (or 'none') to read it"
+        ) from None
+    except DECODE_ERRORS as err:
+        raise ImageReadError(f"{path}: unreadable image ({_first_line(err)})") from None
 
 
-def _read_tiff(path: Path) -> tuple[np.ndarray, int, bytes | None]:
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip() or type(err).__name__).splitlines()[0]
+
+
+@contextmanager
+def _open_with_pillow(fh, path: Path):
+    """`PIL.Image.open`'s search of its format plugins, less its decompression-bomb check: `_pillow_header`
+    checks the size itself, naming the file and its size in pixels whatever the size is."""
+    from PIL import Image, UnidentifiedImageError
+
+    fh.seek(0)
+    prefix = fh.read(16)
+    for load_plugins in (Image.preinit, Image.init):
+        load_plugins()
+        for name in Image.ID:
+            factory, accept = Image.OPEN[name]
+            accepted = accept is None or accept(prefix)
+            if isinstance(accepted, str) or not accepted:
+                continue
+            fh.seek(0)
+            try:
+                img = factory(fh, os.fspath(path))
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue  # not this format (what Image.open does too)
+            with img:
+                yield img
+            return
+    raise UnidentifiedImageError(f"cannot identify image file {path!r}")
+
+
+def _pillow_header(path: Path, img) -> ImageHeader:
+    """The header of a file Pillow opened, its size checked against the limit before anything else is read."""
+    width, height = img.size
+    check_pixel_limit(path, height, width)
+    orientation = _pillow_orientation(img)
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    bits = 8
+    if img.format == "PNG":
+        bits = _png_bit_depth(path) or 8
+    elif img.mode in ("I;16", "I", "F"):
+        bits = 16
+    alpha = "A" in img.mode or "transparency" in img.info
+    icc = img.info.get("icc_profile")
+    return ImageHeader(path, ImageProbe(height, width, bits, alpha, rgb_profile(icc) is not None), orientation, icc)
+
+
+def _pillow_orientation(img) -> int:
+    """The EXIF orientation from the header. A PNG's EXIF comes before its pixel data (the PNG specification's
+    place for eXIf); Pillow would decode the whole image to look for one after them, so none there is read."""
+    if img.format == "PNG" and "exif" not in img.info:
+        return 1
+    return int(img.getexif().get(ORIENTATION_TAG, 1))
+
+
+def _tiff_header(path: Path) -> ImageHeader:
+    """The first page's header, read by tifffile (which also decodes what OpenCV cannot); checked against the
+    pixel limit."""
+    with _tifffile().TiffFile(path) as tif:
+        page = tif.pages.first
+        height, width = int(page.imagelength), int(page.imagewidth)
+        check_pixel_limit(path, height, width)
+        orientation = int(page.tags.valueof(274, 1))
+        icc = page.tags.valueof(ICC_TAG)
+        bits = 32 if page.sampleformat == 3 else (16 if page.bitspersample > 8 else 8)
+        alpha = page.tags.valueof(338) is not None
+    if orientation in (5, 6, 7, 8):
+        height, width = width, height
+    icc = bytes(icc) if icc is not None else None
+    return ImageHeader(path, ImageProbe(height, width, bits, alpha, rgb_profile(icc) is not None), orientation, icc)
+
+
+def _tifffile():
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
-        page = tif.pages.first
-        orientation = page.tags.valueof(274, 1)
-        icc = page.tags.valueof(ICC_TAG)
+    return tifffile
+
+
+#: Set while `open_image` reads a file in this thread/task: tifffile's log records are dropped meanwhile.
+_READING_IMAGE: ContextVar[bool] = ContextVar("reading_image", default=False)
+
+
+def _not_while_reading(record: logging.LogRecord) -> bool:
+    return not _READING_IMAGE.get()
+
+
+@contextmanager
+def _quiet_decoders():
+    """tifffile's log records (about a damaged file, which the caller reports in one line) dropped meanwhile, in
+    this thread only (a filter reading a context variable, not the logger's level, which threads share)."""
+    tifffile_log = logging.getLogger("tifffile")
+    if _not_while_reading not in tifffile_log.filters:
+        tifffile_log.addFilter(_not_while_reading)
+    token = _READING_IMAGE.set(True)
     try:
-        arr = _read_with_opencv(path)
-    except OSError:
-        arr = tifffile.imread(path, key=0)  # e.g. float RGBA, which OpenCV refuses
-    return arr, int(orientation), bytes(icc) if icc is not None else None
+        yield
+    finally:
+        _READING_IMAGE.reset(token)
 
 
 def _read_with_opencv(path: Path) -> np.ndarray:
     import cv2
 
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # failures come back as None or cv2.error
     # imread never applies the EXIF orientation (the caller does; imdecode may apply it for TIFF). OpenCV's path
     # conversion crashes on names that are not UTF-8, so those are decoded from bytes.
-    if _utf8_path(path):
-        arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    else:
-        arr = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        if _utf8_path(path):
+            arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        else:
+            arr = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as err:  # e.g. its own pixel limit (2^30) when P2G_MAX_IMAGE_PIXELS is 'none'
+        raise OSError(f"OpenCV could not decode it: {_first_line(err)}") from None
     if arr is None:
         raise OSError("OpenCV could not decode it")
     if arr.ndim == 3:

@@ -18,7 +18,7 @@ import numpy as np
 import zarr
 from zarr.core.chunk_grids import RegularChunkGrid
 
-from prior_store.schema import ARRAYS, STATUS_DONE, STRING
+from prior_store.schema import ARRAYS, STATUS_DONE, STATUS_PENDING, STRING
 from prior_store.store import PriorStore, StoreError, array_at, open_store
 
 _SPECS = {spec.path: spec for spec in ARRAYS}
@@ -248,6 +248,35 @@ def mark_every_chunk_stored(store: PriorStore) -> None:
     store.group.require_group(INTEGRITY_GROUP).attrs.update({"every_chunk_stored": True})
 
 
+#: Child group of INTEGRITY_GROUP whose attrs record the last full verification (its own zarr.json, so recording
+#: it never rewrites the file record beside it).
+VERIFIED_GROUP = f"{INTEGRITY_GROUP}/last_verified"
+
+
+def record_verification(store: PriorStore, report: IntegrityReport, by: str, mended: bool = False) -> None:
+    """Remember when the store was last read whole, what was found and whether it was mended (`p2g info` shows
+    it). The caller holds the store's lock and opened it for writing."""
+    import datetime as _dt
+
+    store.group.require_group(VERIFIED_GROUP).attrs.update(
+        {
+            "at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "by": by,
+            "keys_checked": report.keys_checked,
+            "damaged_keys": len(report.damage),
+            "mended": bool(mended and report.damage),
+        }
+    )
+
+
+def last_verification(store: PriorStore) -> dict | None:
+    """What `record_verification` last stored, or None for a store never verified whole."""
+    if VERIFIED_GROUP not in store.group:
+        return None
+    attrs = dict(store.group[VERIFIED_GROUP].attrs)
+    return attrs if "at" in attrs else None
+
+
 def require_intact(store: str | PriorStore, workers: int | None = None) -> IntegrityReport:
     """Refuse (StoreDamagedError, one line naming the keys and the mending command) a damaged store."""
     report = verify_store(store, workers)
@@ -256,15 +285,33 @@ def require_intact(store: str | PriorStore, workers: int | None = None) -> Integ
     return report
 
 
-def _delete_stored(array: zarr.Array, start: int, stop: int) -> None:
-    """Delete the storage keys of `array` that hold crops [start, stop) (whole keys: the range is widened)."""
-    from zarr.core.sync import sync
+def replace_region(array: zarr.Array, start: int, stop: int, value: np.ndarray) -> None:
+    """Write crops [start, stop) (whole storage keys) of `array` without reading or deleting what is stored.
 
+    The keys are encoded in memory by an array of the same metadata, then each replaces its file whole
+    (`prior_store.atomic_store`): a damaged key is never read to be merged, and a write that fails (a full
+    disk) leaves the previous version in place. Fill-only keys are stored too, so a key is never absent.
+    """
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+    from zarr.storage import MemoryStore
+
+    prototype = default_buffer_prototype()
+    scratch = MemoryStore()
+    for key, buffer in array.metadata.to_buffer_dict(prototype).items():
+        sync(scratch.set(key, buffer))
+    staged = zarr.open_array(scratch, mode="r+").with_config({"write_empty_chunks": True})
+    staged[start:stop] = value
     step = _key_shape(array)[0]
+    if start % step or (stop % step and stop != array.shape[0]):
+        raise ValueError(f"crops {start}-{stop} of {array.path} do not cover whole storage keys of {step} crops")
     tail = (0,) * (len(array.shape) - 1)
     for index in range(start // step, -(-stop // step)):
-        key = f"{array.store_path.path}/{array.metadata.encode_chunk_key((index, *tail))}"
-        sync(array.store_path.store.delete(key))
+        encoded = array.metadata.encode_chunk_key((index, *tail))
+        data = sync(scratch.get(encoded, prototype))
+        if data is None:
+            raise StoreError(f"{array.path}/{encoded} was not encoded")
+        sync(array.store_path.store.set(f"{array.store_path.path}/{encoded}".lstrip("/"), data))
 
 
 def reset_crops(
@@ -278,7 +325,9 @@ def reset_crops(
     """Rewrite crops [start, stop) of every array as freshly planned (pending unless planning failed them).
 
     Ranges are widened to whole storage keys of every array, so each damaged key is replaced without being
-    read; status is written last. Returns the ranges reset.
+    read (`replace_region`: never deleted first, so a failed write keeps the previous version). The crops are
+    marked pending first and given their planned status last: a reset cut short (a full disk, a kill) leaves
+    them pending, to be refitted, never done over reset values. Returns the ranges reset.
     """
     arrays = {spec.path: array_at(store.group, spec.path) for spec in ARRAYS}
     widened = []
@@ -297,8 +346,9 @@ def reset_crops(
             "crops/reason": np.asarray([str(r) for r in reasons[start:stop]], dtype=np.dtypes.StringDType()),
             "crops/status": np.asarray(status[start:stop], dtype=np.int8),
         }
+        pending = np.full(stop - start, STATUS_PENDING, dtype=np.int8)
+        replace_region(arrays["crops/status"], start, stop, pending)  # invalidate first
         for spec in ARRAYS:  # schema order: status last
-            _delete_stored(arrays[spec.path], start, stop)  # a damaged shard is never read to be merged
             value = planned.get(spec.path)
             if value is None:
                 shape = (stop - start,) + tail[spec.path]
@@ -307,18 +357,22 @@ def reset_crops(
                     if spec.dtype is STRING
                     else np.full(shape, spec.fill, dtype=spec.dtype)
                 )
-            arrays[spec.path][start:stop] = value
+            replace_region(arrays[spec.path], start, stop, value)
     return widened
 
 
 __all__ = [
     "INTEGRITY_GROUP",
+    "VERIFIED_GROUP",
     "Damage",
     "IntegrityReport",
     "StoreDamagedError",
     "every_chunk_stored",
+    "last_verification",
     "mark_every_chunk_stored",
     "merge_ranges",
+    "record_verification",
+    "replace_region",
     "require_intact",
     "reset_crops",
     "storage_units",

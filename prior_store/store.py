@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import zarr
 
+from prior_store.atomic_store import zarr_store
 from prior_store.checksums import chunk_compressors
 from prior_store.schema import (
     ARRAYS,
@@ -105,7 +106,7 @@ def store_exists(path: str | Path) -> bool:
     if _is_local(path):
         return Path(path).exists()
     try:
-        zarr.open_group(str(path), mode="r")
+        zarr.open_group(zarr_store(path, read_only=True), mode="r")
         return True
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
         return False
@@ -279,8 +280,15 @@ class PriorStore:
             array_at(self.group, path).with_config({"write_empty_chunks": True})[start:stop] = prepared[path]
 
     # ------------------------------------------------------------------ checks
-    def check_matches(self, config: StoreConfig, digest: str | None = None) -> None:
-        """Refuse (StoreMismatchError) when this store was made with another config or crop plan."""
+    def check_matches(
+        self,
+        config: StoreConfig,
+        digest: str | None = None,
+        sources: Sequence[str] | None = None,
+        boxes: np.ndarray | None = None,
+    ) -> None:
+        """Refuse (StoreMismatchError) when this store was made with another config or crop plan (with the
+        plan's `sources` and `boxes`, the refusal names the images that differ)."""
         mine, theirs = self.config.attrs(), config.attrs()
         for key, hint in (
             ("crop_size", "--crop"),
@@ -305,10 +313,42 @@ class PriorStore:
                 "use the same settings to resume it, or a new --store"
             )
         if digest is not None and self.attrs.get("plan_digest") != digest:
+            what = "different images, crop layout or seed"
+            if sources is not None and boxes is not None:
+                stored = [str(v) for v in self.read("crops/source")]
+                what = plan_difference(stored, np.asarray(self.read("crops/box")), sources, boxes) or what
             raise StoreMismatchError(
-                f"store {self.path} holds another crop plan (different images, crop layout or seed); "
+                f"store {self.path} holds another crop plan ({what}); "
                 "rerun with the same images and crop options to resume it, or use a new --store"
             )
+
+
+def plan_difference(
+    stored_sources: Sequence[str], stored_boxes: np.ndarray, sources: Sequence[str], boxes: np.ndarray
+) -> str:
+    """Which images make two crop plans differ, in words: gone, new, or giving other crops (resized or
+    replaced); '' when only the order or the seed differs."""
+
+    def by_source(names: Sequence[str], rows: np.ndarray) -> dict[str, list[tuple[int, ...]]]:
+        out: dict[str, list[tuple[int, ...]]] = {}
+        for name, row in zip(names, np.asarray(rows, dtype=np.int64).reshape(-1, 4).tolist()):
+            out.setdefault(str(name), []).append(tuple(row))
+        return out
+
+    before, now = by_source(stored_sources, stored_boxes), by_source(sources, boxes)
+    parts = []
+    for names, text in (
+        (sorted(set(before) - set(now)), "no longer among the images given (removed, renamed or unreadable)"),
+        (
+            sorted(name for name in set(before) & set(now) if before[name] != now[name]),
+            "cut into other crops than when the store was planned (resized or replaced)",
+        ),
+        (sorted(set(now) - set(before)), "new since the store was planned"),
+    ):
+        if names:
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            parts.append(f"{shown}: {text}")
+    return "; ".join(parts)
 
 
 def _runs(indices: np.ndarray, gap: int = 4096) -> list[tuple[int, int]]:
@@ -361,12 +401,14 @@ def create_store(
         raise ValueError(f"status and reasons must hold one entry per crop ({count})")
     if config.shard_size is None:
         config = dataclasses.replace(config, shard_size=auto_shard_size(count, config.chunk_size))
-    group = zarr.open_group(str(path), mode="w-")
+    group = zarr.open_group(zarr_store(path), mode="w-")
     arrays = {spec.path: create_per_crop_array(group, spec, config, count) for spec in ARRAYS}
     arrays["crops/source"][:] = np.asarray(list(sources), dtype=np.dtypes.StringDType())
     arrays["crops/box"][:] = boxes
     arrays["crops/reason"][:] = np.asarray(reasons, dtype=np.dtypes.StringDType())
-    arrays["crops/status"][:] = status
+    # every status key stored, pending-only ones too: a chunk write that fails after the other arrays (a full
+    # disk) then leaves its shard's previous status, never a missing key that verification calls damage
+    arrays["crops/status"].with_config({"write_empty_chunks": True})[:] = status
     # attrs last: a store without schema_version is an interrupted creation and is refused on open
     group.attrs.update(
         {
@@ -408,7 +450,7 @@ def open_store(path: str | Path, mode: Literal["r", "r+"] = "r") -> PriorStore:
     if not store_exists(path):
         raise FileNotFoundError(f"prior store not found: {path}")
     try:
-        group = zarr.open_group(str(path), mode=mode)
+        group = zarr.open_group(zarr_store(path, read_only=mode == "r"), mode=mode)
     except Exception as err:  # zarr raises several types for foreign folders
         raise StoreError(f"{path} is not a Zarr v3 prior store ({type(err).__name__}: {err})") from None
     if group.attrs.get("schema_version") == LEGACY_SCHEMA_VERSION:
@@ -434,7 +476,7 @@ def open_or_create(
     """(store, created): open an existing store made with the same config and plan, or create it."""
     if store_exists(path):
         store = open_store(path, mode="r+")
-        store.check_matches(config, plan_digest(list(sources), np.asarray(boxes, dtype=np.int32)))
+        store.check_matches(config, plan_digest(list(sources), np.asarray(boxes, dtype=np.int32)), sources, boxes)
         return store, False
     return create_store(path, config, sources, boxes, status, reasons), True
 
@@ -504,6 +546,7 @@ __all__ = [
     "json_object",
     "open_or_create",
     "open_store",
+    "plan_difference",
     "plan_digest",
     "store_exists",
     "validate_group",

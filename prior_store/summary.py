@@ -8,12 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from prior_store.dictionary import dictionary_summary
+from prior_store.integrity import last_verification
 from prior_store.schema import STATS_GROUP
 from prior_store.store import open_store
 
 
 def describe_store(path: str | Path) -> dict:
-    """Config, crop counts by status, chunk counts, PSNR summary, failure reasons and stats/ members."""
+    """Config, crop counts by status, chunk counts, PSNR summary, failure reasons, stats/ members and the last
+    full verification (`prior_store.integrity.record_verification`; None if never)."""
     store = open_store(path)
     attrs = store.attrs
     status = store.status()  # read once: a million crops are a thousand files
@@ -45,4 +47,5 @@ def describe_store(path: str | Path) -> dict:
         "statistics": [m for m in stats if not m.startswith(f"{STATS_GROUP}/dictionary")],
         "dictionary": [m for m in stats if m.startswith(f"{STATS_GROUP}/dictionary")],
         "dictionary_summary": dictionary_summary(path),
+        "last_verified": last_verification(store),
     }

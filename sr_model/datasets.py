@@ -24,7 +24,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from gaussian_field.image_io import IMAGE_SUFFIXES, ORIENTATION_TAG, ImageReadError, find_image_files, read_image
+from gaussian_field.image_io import (
+    IMAGE_SUFFIXES,
+    ImageReadError,
+    ImageTooLargeError,
+    find_image_files,
+    probe_image,
+    read_image,
+)
 from sr_model.imresize import imresize
 
 
@@ -69,21 +76,11 @@ def by_stem(paths: Sequence[Path], clash: str) -> dict[str, Path]:
     return found
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """(H, W) of an image file from its header (a full decode only when Pillow cannot read the header)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img.verify()  # checks the structure cheaply (no pixel decode for most formats); leaves img unusable
-        with Image.open(path) as img:
-            width, height = img.size
-            if img.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):  # read upright: sides swap
-                width, height = height, width
-        return height, width
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        pass  # maybe a format only OpenCV reads (e.g. some 16-bit TIFFs): decode fully, which raises if broken
-    return read_image(path).shape[:2]
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """Upright (H, W) of an image file from its header, its structure verified where that needs no decoding
+    (`probe_image`: over the pixel limit, ImageTooLargeError)."""
+    probe = probe_image(path, verify=True)
+    return probe.height, probe.width
 
 
 def scan_images(paths: Sequence[Path], min_side: int = 1) -> list[tuple[Path, tuple[int, int]]]:
@@ -92,6 +89,8 @@ def scan_images(paths: Sequence[Path], min_side: int = 1) -> list[tuple[Path, tu
     for path in paths:
         try:
             size = image_size(path)
+        except ImageTooLargeError:
+            raise  # not broken: the user decides (raise the limit, or leave the file out), before any training
         except (ImageReadError, OSError) as err:
             broken.append(path)
             warnings.warn(f"skipping unreadable image {path}: {err}", SkippedImageWarning, stacklevel=2)

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from gaussian_field import GaussianField, render
-from gaussian_field.image_io import ImageReadError, read_image, read_image_file, write_image
+from gaussian_field.image_io import ImageReadError, ImageTooLargeError, read_image, read_image_file, write_image
 from sr_model.datasets import (
     NoImagesError,
     SkippedImageWarning,
@@ -121,8 +121,9 @@ def pair_lr_images(hr_paths: Sequence[Path], lr_paths: Sequence[Path]) -> list[L
             names = lr.stem if match is None else f"{match['stem']} or {lr.stem}"
             warnings.warn(f"skipping LR image {lr}: no HR image named {names}", SkippedImageWarning, stacklevel=2)
             continue
+        sizes = image_size(hr), image_size(lr)  # an unreadable or too large file: its own one-line error
         try:
-            scale = pair_scale(image_size(hr), image_size(lr), named)
+            scale = pair_scale(*sizes, named)
         except ValueError as err:
             raise ValueError(f"{lr} and {hr}: {err}") from None
         pairs.append(LRPair(hr, lr, scale))
@@ -243,6 +244,7 @@ def evaluate(
             raise NoImagesError(f"no LR image at {wanted} in {', '.join(map(str, lr_sources))}")
     else:
         cases = {path: [(scale, None) for scale in scales] for path in paths}
+        refuse_too_large(paths)
     if save_dir is not None:
         _check_save_names(list(cases))
     if model is not None and hasattr(model, "eval"):
@@ -252,6 +254,8 @@ def evaluate(
     for path in progress(list(cases)) if progress else list(cases):
         try:
             hr_full = read_image(path)
+        except ImageTooLargeError:
+            raise  # not broken: scores without it would mislead; the user raises the limit or leaves it out
         except ImageReadError as err:
             warnings.warn(f"skipping unreadable image {path}: {err}", SkippedImageWarning, stacklevel=2)
             skipped += 1
@@ -265,6 +269,18 @@ def evaluate(
     if not rows:
         raise NoImagesError(f"none of the {len(cases)} image(s) could be read ({skipped} unreadable)")
     return rows
+
+
+def refuse_too_large(paths: Iterable[Path]) -> None:
+    """Read every header before any work, so that an image over the pixel limit (ImageTooLargeError) stops the run
+    before it starts; a damaged file is left to the scoring loop, which skips it with a warning."""
+    for path in paths:
+        try:
+            image_size(path)
+        except ImageTooLargeError:
+            raise
+        except (ImageReadError, OSError):
+            continue
 
 
 def _read_pair(hr_full: np.ndarray, lr_path: Path, scale: float) -> tuple[np.ndarray, np.ndarray]:

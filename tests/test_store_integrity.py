@@ -4,6 +4,9 @@ fit-prior per store. Every fault is injected here (a key deleted, overwritten, t
 
 from __future__ import annotations
 
+import builtins
+import errno
+import io
 import json
 import os
 import shutil
@@ -22,7 +25,7 @@ from dgp_fitting.prior_job import run_prior_job
 from prior_store import STATUS_DONE, STATUS_PENDING, open_store
 from prior_store.integrity import StoreDamagedError, require_intact, verify_store
 from prior_store.lock import StoreLockedError, store_lock
-from prior_store.schema import ARRAYS
+from prior_store.schema import ARRAYS, RESULT_ARRAYS
 from workflows.cli import cli
 
 CROP = 32
@@ -240,3 +243,174 @@ def test_a_status_key_lost_alone_is_damage(fitted, tmp_path):
     ]
     assert open_store(store).status()[2:4].tolist() == [STATUS_PENDING] * 2
     assert open_store(original).status()[2:4].tolist() == [STATUS_DONE] * 2
+
+
+class DiskFull:
+    """Files opened for writing under `root` fail with ENOSPC half-way through their first write (`builtins.open`
+    and `io.open`, which `Path.open` calls): all of them (`full`), those of `crops/status` keys (`status_only`), or
+    all of them once `after` files (of status keys only, with `counting="status"`) have been written."""
+
+    STATUS = f"{os.sep}crops{os.sep}status{os.sep}"
+
+    def __init__(self, monkeypatch, root: Path, full=False, after=None, counting="status", status_only=False) -> None:
+        self.root, self.full, self.after, self.status_only = str(root) + os.sep, full, after, status_only
+        self.counting, self.real = counting, io.open
+        monkeypatch.setattr(io, "open", self)
+        monkeypatch.setattr(builtins, "open", self)
+
+    def __call__(self, file, mode="r", *args, **kwargs):
+        handle = self.real(file, mode, *args, **kwargs)
+        path = os.path.abspath(os.fspath(file)) if not isinstance(file, int) else ""
+        if not path.startswith(self.root) or not set(mode) & set("wxa+"):
+            return handle
+        if self.full or (self.status_only and self.STATUS in path):
+            return _HalfWritten(handle)
+        if self.after is not None and (self.counting == "all" or self.STATUS in path):
+            self.after -= 1
+            self.full = self.after == 0  # this write lands; every later one fails
+        return handle
+
+
+class _HalfWritten:
+    """A file on a full disk: half of the first write lands, then ENOSPC."""
+
+    def __init__(self, handle) -> None:
+        self._handle = handle
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        self._handle.write(view[: len(view) // 2])
+        self._handle.flush()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self._handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.close()
+
+
+def store_files(store: Path) -> dict[Path, bytes]:
+    return {p.relative_to(store): p.read_bytes() for p in store.rglob("*") if p.is_file()}
+
+
+def test_a_full_disk_mid_job_ends_in_one_line_and_keeps_what_was_written(fitted, client, tmp_path, monkeypatch):
+    """Workers' chunk writes hit ENOSPC after two chunks: one line, exit 2, no retry, the store intact (its two
+    chunks done, the rest pending); once space is back the same command finishes a store equal to an
+    uninterrupted one."""
+    corpus, original = fitted
+    store = tmp_path / "prior.zarr"
+    args = ["fit-prior", str(corpus), "--store", str(store), "--crop", "32", "--steps", "8", "--batch", "2"]
+    args += ["--scheduler", client.scheduler.address, "--no-progress"]  # workers in this process: fsync patched
+    full = DiskFull(monkeypatch, store, after=2)  # two chunks written, then the disk is full
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[0].startswith("dashboard: ")  # the job had started
+    assert result.output.splitlines()[1:] == [
+        f"error: the disk of store {store} is full ({free_space(store)} free): 4 crops are done and kept, 4 left to "
+        "fit (about 33.1 KiB more); free space and rerun the same command to fit the rest"
+    ]
+    assert full.full and verify_store(store).ok
+    assert open_store(store).status_counts() == {"pending": 4, "done": 4, "failed": 0}
+    assert not [p for p in store.rglob("*") if p.name.endswith(".p2g-partial")]
+    monkeypatch.undo()
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0 and "8 crops: 8 done, 0 failed, 0 pending; 4 skipped" in result.output
+    assert_same_store(store, original)
+
+
+def free_space(store: Path) -> str:
+    from dgp_fitting.job_limits import free_disk, memory_size
+
+    return memory_size(free_disk(store))
+
+
+def test_mending_on_a_full_disk_deletes_nothing_and_loses_no_fit(fitted, tmp_path, monkeypatch):
+    """Mending rewrites whole storage keys: on a full disk each keeps its previous version (no key is deleted
+    first) and the refusal is one line; a mend cut short after its first write leaves the mended crops pending
+    (never done over reset values), and the rerun makes the store equal to an undamaged one."""
+    corpus, original = fitted
+    store = copy_store(original, tmp_path)
+    (store / "field/means/c/1/0/0").unlink()  # crops 2-3 to mend
+    before = store_files(store)
+    args = ["fit-prior", str(corpus), "--store", str(store), "--crop", "32", "--steps", "8", "--no-progress"]
+    DiskFull(monkeypatch, store, full=True)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert store_files(store) == before  # every key still there, with its bytes
+    assert result.output.splitlines() == [
+        f"error: the disk of store {store} is full ({free_space(store)} free) before fitting began: no fitted crop "
+        "was lost (crops being mended stay pending); free space and rerun the same command"
+    ]
+    monkeypatch.undo()
+    DiskFull(monkeypatch, store, after=3, counting="all")  # the mend's first three writes land, then no more
+    assert CliRunner().invoke(cli, args).exit_code == 2
+    monkeypatch.undo()
+    assert open_store(store).status().tolist() == [STATUS_DONE] * 2 + [STATUS_PENDING] * 2 + [STATUS_DONE] * 4
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert_same_store(store, original)
+
+
+def test_store_writes_replace_whole_files_whatever_zarr_writes(fitted, tmp_path, monkeypatch):
+    """zarr before 3.1.3 truncated a key's file and wrote it in place (`_put`): on a full disk the key was lost.
+    The store's own writes never go through it, and a failed write keeps the previous bytes."""
+    import zarr.storage._local as zarr_local
+
+    _, original = fitted
+    store = copy_store(original, tmp_path)
+
+    def in_place(path, value, *args, **kwargs):
+        path.write_bytes(b"")  # truncated, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(zarr_local, "_put", in_place)
+    opened = open_store(store, mode="r+")
+    values = opened.read_chunk(1, RESULT_ARRAYS)
+    values["crops/psnr"] = values["crops/psnr"] + 1  # something to write
+    DiskFull(monkeypatch, store, full=True)
+    before = store_files(store)
+    with pytest.raises(OSError) as err:
+        opened.write_chunk(1, values)
+    assert err.value.errno == errno.ENOSPC
+    assert store_files(store) == before
+    monkeypatch.undo()
+    assert verify_store(store).ok
+    assert_same_store(store, original)
+
+
+def test_a_chunk_write_that_fails_before_its_status_leaves_no_damage(fitted, tmp_path, monkeypatch):
+    """Status is written last; a new store stores every status key, so a write that fails on the status (after the
+    fields) leaves the chunk pending with its previous status, which verification does not call damage."""
+    from dgp_fitting.prior_job import fit_chunk, prepare_store
+
+    corpus, _ = fitted
+    store = tmp_path / "prior.zarr"
+    prepare_store([corpus], store, crop=CROP, fit=FIT, batch=2)
+    assert sorted(p.name for p in (store / "crops/status/c").iterdir()) == ["0", "1", "2", "3"]
+    DiskFull(monkeypatch, store, status_only=True)  # the fields land, the status write fails
+    with pytest.raises(OSError):
+        fit_chunk(str(store), 1, device="cpu")
+    monkeypatch.undo()
+    assert (store / "field/chol/c/1/0/0").exists()  # the fields were written before the status failed
+    assert verify_store(store).ok
+    assert open_store(store).status_counts() == {"pending": 8, "done": 0, "failed": 0}
+
+
+def test_a_run_whose_every_crop_fails_while_fitting_is_an_error(client, photo, tmp_path):
+    """Headers that read (so the crops are planned) over bodies that do not decode: the run ends in one line,
+    not in a summary with exit 0; the store keeps the failures for `p2g info` and a rerun retries them."""
+    from dgp_fitting.prior_job import NothingToFitError
+
+    corpus = write_corpus(tmp_path / "photos", photo)
+    for path in corpus.iterdir():
+        path.write_bytes(path.read_bytes()[:200])  # the PNG header survives, the pixels do not
+    store = tmp_path / "prior.zarr"
+    with pytest.raises(NothingToFitError) as err:
+        run_prior_job([corpus], store, crop=CROP, fit=FIT, batch=2, client=client, progress=False)
+    assert str(err.value).startswith(f"no crop of store {store} could be fitted: all 8 failed (4 x ")
+    assert str(err.value).endswith(f"; `p2g info {store}` lists the reasons")
+    assert open_store(store).status_counts() == {"pending": 0, "done": 0, "failed": 8}

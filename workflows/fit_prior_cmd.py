@@ -60,7 +60,7 @@ class BatchSize(click.ParamType):
     "--batch",
     type=BatchSize(),
     help="Crops per task, per fitting batch and per store chunk, or `auto` (sized to a worker's device "
-    "memory: hundreds of crops on a large GPU) [default: the store's, else 8].",
+    "memory: hundreds of crops on a large GPU); at most what that memory holds [default: the store's, else 8].",
 )
 @device_option()
 @click.option("--cluster", "kind", type=click.Choice(CLUSTER_KINDS), help="Where to run [default: local].")

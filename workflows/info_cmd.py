@@ -36,7 +36,24 @@ def info_lines(info: dict) -> list[str]:
     ]
     for reason, count in sorted(info["failure_reasons"].items(), key=lambda item: -item[1]):
         lines.append(f"failed      {count} x {reason}")
+    lines.append("integrity   " + integrity_line(info.get("last_verified"), info["store"]))
     return lines
+
+
+def integrity_line(last: dict | None, store: str) -> str:
+    """What the last full read of the store found, and how to check again: plain `info` reads no chunk, so it
+    cannot see damage itself."""
+    if not last:
+        return f"never verified; `p2g info --verify {store}` reads every chunk and reports damage"
+    when = f"{last.get('at', '?')} by {last.get('by', '?')}"
+    damaged = int(last.get("damaged_keys", 0))
+    if not damaged:
+        found = "no damage"
+    elif last.get("mended"):
+        found = f"{damaged} damaged storage key(s), mended"
+    else:
+        found = f"{damaged} damaged storage key(s); rerun the p2g fit-prior command that made the store to mend them"
+    return f"{found} when last verified ({when}); `p2g info --verify {store}` checks again"
 
 
 @click.command("info")
@@ -54,6 +71,7 @@ def command(store: Path, as_json: bool, verify: bool) -> None:
 
     if verify:
         report = verify_store(open_store(store))
+        remember_verification(store, report)
         if as_json:
             click.echo(json.dumps(report.as_dict(), indent=2))
         else:
@@ -68,6 +86,21 @@ def command(store: Path, as_json: bool, verify: bool) -> None:
     else:
         for line in info_lines(info):
             click.echo(line)
+
+
+def remember_verification(store: Path, report) -> None:
+    """Record the result for plain `info`, unless another p2g holds the store or it cannot be written (then the
+    verification still stands for this run, it is only not remembered)."""
+    from prior_store import open_store
+    from prior_store.integrity import record_verification
+    from prior_store.lock import store_lock
+    from prior_store.store import StoreError
+
+    try:
+        with store_lock(store, "info --verify"):
+            record_verification(open_store(store, mode="r+"), report, "p2g info --verify")
+    except (OSError, StoreError):
+        pass
 
 
 def describe_or_refuse(store: Path) -> dict:
