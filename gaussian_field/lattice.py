@@ -20,19 +20,26 @@ REACH_GROWTH = 1.0 + 1e-9
 REACH_PAD = 1e-9
 
 
-def base_positions(h: int, w: int, k: int, *, dtype=torch.float64, device=None) -> torch.Tensor:
-    """Base positions (N, 2) of the lattice in LR pixels, x then y."""
-    rows = torch.arange(k * h, dtype=dtype, device=device) / k
-    cols = torch.arange(k * w, dtype=dtype, device=device) / k
-    yy, xx = torch.meshgrid(rows, cols, indexing="ij")
+def base_positions(
+    h: int, w: int, k: int, *, dtype=torch.float64, device=None, rows: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """Base positions (N, 2) of the lattice in LR pixels, x then y; of lattice rows [rows) only, if given."""
+    first, stop = (0, k * h) if rows is None else rows
+    ys = torch.arange(first, stop, dtype=dtype, device=device) / k
+    xs = torch.arange(k * w, dtype=dtype, device=device) / k
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=-1)
 
 
-def add_base_positions(offsets: torch.Tensor, h: int, w: int, k: int) -> torch.Tensor:
-    """`offsets` (B, N, 2) + `base_positions`, in place and without an (N, 2) base tensor (same values)."""
-    grid = offsets.view(offsets.shape[0], k * h, k * w, 2)
+def add_base_positions(
+    offsets: torch.Tensor, h: int, w: int, k: int, rows: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """`offsets` (B, N, 2) + `base_positions(..., rows=rows)`, in place and without an (N, 2) base tensor (same
+    values); `offsets` may also be the (B, rows, k * w, 2) grid."""
+    first, stop = (0, k * h) if rows is None else rows
+    grid = offsets.view(offsets.shape[0], stop - first, k * w, 2)
     grid[..., 0].add_(torch.arange(k * w, dtype=offsets.dtype, device=offsets.device) / k)
-    grid[..., 1].add_((torch.arange(k * h, dtype=offsets.dtype, device=offsets.device) / k).view(-1, 1))
+    grid[..., 1].add_((torch.arange(first, stop, dtype=offsets.dtype, device=offsets.device) / k).view(-1, 1))
     return offsets
 
 

@@ -32,7 +32,7 @@ import torch
 
 from gaussian_field import GaussianField, render
 from gaussian_field.image_io import array_to_rgb_float, quantize
-from sr_model.inference import encode_tiles, plan_encode
+from sr_model.inference import encode
 from sr_model.model import ContinuousSR
 from sr_model.model_files import load_file
 
@@ -190,14 +190,8 @@ class ImageModel:
         lr, kind = image_to_tensor(image)
         param = next(self.model.parameters())
         lr = lr.to(param.device, param.dtype)
-        fields, notes = [], []
-        for i in range(lr.shape[0]):
-            plan = plan_encode(self.model, lr.shape[-2], lr.shape[-1], tile, context)
-            if plan.note:
-                log.info(plan.note)
-                notes.append(plan.note)
-            with torch.no_grad():
-                fields.append(encode_tiles(self.model, lr[i : i + 1], plan))
+        notes: list[str] = []
+        fields = [encode(self.model, lr[i : i + 1], tile, context, notice=notes.append) for i in range(lr.shape[0])]
         return ImageField(fields[0] if len(fields) == 1 else _stack(fields), kind, notes[0] if notes else None)
 
     def upscale(

@@ -24,7 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from gaussian_field.lattice import CUT_MAHALANOBIS_SQ
+from gaussian_field.lattice import CUT_MAHALANOBIS_SQ, base_positions
 
 #: Diagonals below this are treated as this (a mix landing on the zero kernel would divide by zero).
 MIN_DIAGONAL = 1e-4
@@ -34,14 +34,6 @@ INSIDE_CUT = 1.0 - math.exp(-0.5 * CUT_MAHALANOBIS_SQ)
 
 #: Lattice rows per band of `anchor_colors`: its temporaries (about 20 floats per Gaussian) stay bounded.
 BAND_GAUSSIANS = 2**16
-
-
-def _lattice_bases(rows: tuple[int, int], cols: int, k: int, like: torch.Tensor) -> torch.Tensor:
-    """Base positions (N, 2) of lattice rows [rows) of a lattice `cols` wide: `base_positions`' values."""
-    ys = torch.arange(rows[0], rows[1], dtype=like.dtype, device=like.device) / k
-    xs = torch.arange(cols, dtype=like.dtype, device=like.device) / k
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=-1)
 
 
 def coverage(chol: torch.Tensor, k: int, lattice: tuple[int, int], rows: tuple[int, int] | None = None) -> torch.Tensor:
@@ -69,7 +61,7 @@ def coverage(chol: torch.Tensor, k: int, lattice: tuple[int, int], rows: tuple[i
     l22 = torch.where(valid, l22, torch.ones_like(l22)).clamp_min(MIN_DIAGONAL)
     sigma_x = l11
     sigma_y = torch.sqrt(l21 * l21 + l22 * l22)
-    base = _lattice_bases((first, stop), cols, k, chol)
+    base = base_positions(height // k, cols // k, k, dtype=chol.dtype, device=chol.device, rows=(first, stop))
     half = 0.5 / k
 
     def inside(position: torch.Tensor, sigma: torch.Tensor, count: int) -> torch.Tensor:
@@ -85,7 +77,7 @@ def interpolate_at_bases(lr: torch.Tensor, k: int, rows: tuple[int, int] | None 
     """(B, N, 3): bicubic interpolation (torch's, a = -0.75, edges replicated) of the LR image (B, 3, h, w) at
     every lattice base (c/k, r/k) LR px (of lattice rows [rows) only, if given), in the image's dtype."""
     bsz, _, h, w = lr.shape
-    base = _lattice_bases((0, k * h) if rows is None else rows, k * w, k, lr)
+    base = base_positions(h, w, k, dtype=lr.dtype, device=lr.device, rows=rows)
     grid = torch.stack([base[:, 0] / w * 2 - 1, base[:, 1] / h * 2 - 1], -1).view(1, 1, -1, 2)
     values = F.grid_sample(lr, grid.expand(bsz, -1, -1, -1), mode="bicubic", padding_mode="border", align_corners=False)
     return values.view(bsz, 3, -1).transpose(1, 2)

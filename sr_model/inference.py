@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from gaussian_field import GaussianField
+from gaussian_field.lattice import add_base_positions
 from gaussian_field.memory import budget_is_set, memory_budget, memory_size
 from sr_model.model import HEAD_PIECE
 from sr_model.tiling import Tile, default_context, has_global_context, plan_tiles, tile_alignment
@@ -396,8 +397,7 @@ def stitch_tiles(
         parts["colors"][target] = sub.colors.view(*lattice, 3)[:, core_rows, core_cols]
         del sub
     band = parts["means"][:, k * (top - first) :]  # the offsets so far: the base added in the image's frame
-    band[..., 0] += torch.arange(k * width, dtype=band.dtype, device=band.device) / k
-    band[..., 1] += (torch.arange(k * top, k * bottom, dtype=band.dtype, device=band.device) / k).view(-1, 1)
+    add_base_positions(band, lr.shape[-2], width, k, rows=(k * top, k * bottom))
     if origin:
         band[..., 1] -= origin
     if head is not None:
@@ -414,13 +414,16 @@ def encode(
     context: int | None = None,
     budget: int | None = None,
     progress: Callable[[Iterable], Iterable] | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> GaussianField:
     """LR (1, 3, h, w) in [0, 1] -> field, tiled as `plan_encode` decides (no grad); the plan's note, when it tiles
-    by itself, is logged."""
+    by itself, is logged at INFO and given to `notice`."""
     if not isinstance(lr, torch.Tensor) or lr.dim() != 4:
         raise ValueError(f"encode takes an LR batch (1, 3, h, w), got {getattr(lr, 'shape', type(lr).__name__)}")
     plan = plan_encode(model, int(lr.shape[-2]), int(lr.shape[-1]), tile, context, budget)
     if plan.note:
         log.info(plan.note)
+        if notice is not None:
+            notice(plan.note)
     with torch.no_grad():
         return encode_tiles(model, lr, plan, progress)
