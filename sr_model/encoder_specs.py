@@ -1,7 +1,7 @@
 """One entry per encoder: everything the project knows about an architecture, in one table.
 
 Presets, CLI choices, tiling, official-checkpoint import and `build_encoder` all read `ENCODER_SPECS`, so adding
-an encoder is one entry here plus its class in `sr_model/encoders.py`. The table imports no heavy package (the
+an encoder is one entry here plus its class in the module the entry names (`sr_model/encoders.py` by default). The table imports no heavy package (the
 CLI's --help lists the names without loading torch): the class and the spandrel architecture are named and
 resolved on use.
 
@@ -92,7 +92,7 @@ class EncoderSpec:
     """Everything about one encoder architecture."""
 
     name: str
-    #: class name in `sr_model.encoders` (built as `cls(config)`)
+    #: class name in `module` (built as `cls(config)`)
     class_name: str
     #: ModelConfig fields of the preset named after the encoder (beyond `preset` and `encoder`)
     preset: dict[str, Any]
@@ -112,6 +112,8 @@ class EncoderSpec:
     official_dropped: tuple[str, ...] = ()
     #: ModelConfig checks for this encoder: each returns the problem as one line, or None
     checks: tuple[Callable[[ModelConfig], str | None], ...] = ()
+    #: the module that defines `class_name` (imported on first use: spandrel's classes cost seconds to import)
+    module: str = "sr_model.encoders"
 
     @property
     def importable(self) -> bool:
@@ -120,7 +122,7 @@ class EncoderSpec:
 
     def encoder_class(self) -> type:
         """The encoder's nn.Module class (imports torch)."""
-        return getattr(importlib.import_module("sr_model.encoders"), self.class_name)
+        return getattr(importlib.import_module(self.module), self.class_name)
 
     def spandrel_architecture(self):
         """A spandrel Architecture instance that detects and loads this encoder's official weights."""
@@ -135,6 +137,7 @@ ENCODER_SPECS: dict[str, EncoderSpec] = {
         EncoderSpec(
             name="swinir",
             class_name="SwinIREncoder",
+            module="sr_model.transformer_encoders",
             preset=dict(window_size=8, img_size=48, **_TRANSFORMER_PRESET),
             layers=lambda config: _transformer_layers(config, hybrid=False),
             window_aligned=True,
@@ -149,6 +152,7 @@ ENCODER_SPECS: dict[str, EncoderSpec] = {
         EncoderSpec(
             name="hat",
             class_name="HATEncoder",
+            module="sr_model.transformer_encoders",
             preset=dict(window_size=16, img_size=64, **_TRANSFORMER_PRESET),
             layers=lambda config: _transformer_layers(config, hybrid=True),
             window_aligned=True,

@@ -1,10 +1,8 @@
 """Encoders: LR image (B, 3, h, w) in [0, 1] -> features (B, 64, 4h, 4w).
 
-SwinIR and HAT are spandrel's architecture classes (their parameter names equal the official ones), run
-the way ContinuousSR runs them: reflect-pad bottom/right to a multiple of the window, no mean shift, the
-pixel-shuffle upsampler to 4x with 64 channels, no final RGB conv, crop to 4h x 4w. The official
-`conv_last` weights exist in released state dicts but are never used; ours drop the layer (importing
-discards those two tensors), so that no parameter goes without a gradient in training.
+The lite CNN and what every encoder shares live here; SwinIR and HAT (spandrel's classes) live in
+`sr_model.transformer_encoders`, imported only when a model uses them: importing spandrel takes about 1.5 s
+and 170 MiB, which a lite model's `p2g upscale` should not pay.
 
 What else the project knows about each encoder (preset, tiling layers, official import) is its entry in
 `sr_model.encoder_specs.ENCODER_SPECS`, which names the class here.
@@ -17,8 +15,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from spandrel.architectures.HAT import HAT
-from spandrel.architectures.SwinIR import SwinIR
 from torch import nn
 
 from sr_model.encoder_specs import encoder_spec
@@ -119,58 +115,6 @@ def _spans(start: int, stop: int, padded: int, size: int) -> _Span:
     first = (max(0, start - 1), min(padded, stop + 1))
     cells = (max(0, 2 * start - 1), min(2 * size, 2 * stop + 1))
     return _Span(read, first, cells, slice(2 * start - cells[0], 2 * stop - cells[0]))
-
-
-class _OfficialFeatures(_UpsamplingTail):
-    """The ContinuousSR forward shared by the SwinIR and HAT encoders (mixed in before the spandrel class)."""
-
-    window_size: int
-
-    def trunk(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_first(pad_to_window(x, self.window_size))
-        x = self.conv_after_body(self.forward_features(x)) + x
-        return self.conv_before_upsample(x)
-
-
-def _official_arguments(config: ModelConfig) -> dict:
-    """The spandrel constructor arguments SwinIR and HAT share, as ContinuousSR configures them."""
-    return dict(
-        img_size=config.img_size,
-        patch_size=1,
-        in_chans=3,
-        embed_dim=config.embed_dim,
-        depths=list(config.depths),
-        num_heads=list(config.num_heads),
-        window_size=config.window_size,
-        mlp_ratio=config.mlp_ratio,
-        upscale=FEATURE_UPSCALE,
-        img_range=1.0,
-        upsampler="pixelshuffle",
-        resi_connection="1conv",
-    )
-
-
-class SwinIREncoder(_OfficialFeatures, SwinIR):
-    """SwinIR body + 4x pixel-shuffle upsampler, 64 output channels."""
-
-    def __init__(self, config: ModelConfig) -> None:
-        SwinIR.__init__(self, **_official_arguments(config))
-        del self.conv_last
-
-
-class HATEncoder(_OfficialFeatures, HAT):
-    """HAT body + 4x pixel-shuffle upsampler, 64 output channels."""
-
-    def __init__(self, config: ModelConfig) -> None:
-        HAT.__init__(
-            self,
-            **_official_arguments(config),
-            compress_ratio=config.compress_ratio,
-            squeeze_factor=config.squeeze_factor,
-            conv_scale=config.conv_scale,
-            overlap_ratio=config.overlap_ratio,
-        )
-        del self.conv_last
 
 
 class ResBlock(nn.Module):

@@ -108,3 +108,25 @@ def test_error_line_is_the_one_place_that_words_user_errors():
         "error: internal error (RuntimeError: a bug); rerun with --debug (or P2G_DEBUG=1) for the traceback, and "
         "report it"
     )
+
+
+def test_a_lite_model_upscales_without_importing_spandrel(tmp_path):
+    """spandrel (SwinIR/HAT) costs ~1.5 s and ~170 MiB to import; only models with those encoders pay it."""
+    code = f"""
+import json, sys
+import numpy as np
+import torch
+from click.testing import CliRunner
+from gaussian_field.image_io import write_image
+from sr_model.model import build_model
+from sr_model.presets import preset
+from workflows.cli import cli
+write_image({str(tmp_path / "tiny.png")!r}, np.full((8, 8, 3), 0.5, np.float32))
+result = CliRunner().invoke(cli, ["upscale", {str(tmp_path / "tiny.png")!r}, "--scale", "2", "--out",
+                                  {str(tmp_path / "out")!r}, "--device", "cpu"])
+after_lite = "spandrel" in sys.modules
+build_model(preset("swinir", embed_dim=12, depths=(1,), num_heads=(2,), window_size=4), "official")
+print(json.dumps([result.exit_code, after_lite, "spandrel" in sys.modules]))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout.splitlines()[-1]) == [0, False, True]
