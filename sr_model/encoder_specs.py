@@ -1,9 +1,9 @@
 """One entry per encoder: everything the project knows about an architecture, in one table.
 
 Presets, CLI choices, tiling, official-checkpoint import and `build_encoder` all read `ENCODER_SPECS`, so adding
-an encoder is one entry here plus its class in the module the entry names (`sr_model/encoders.py` by default). The table imports no heavy package (the
-CLI's --help lists the names without loading torch): the class and the spandrel architecture are named and
-resolved on use.
+an encoder is one entry here plus its class in the module the entry names (`sr_model/encoders.py` by default).
+The table imports no heavy package (the CLI's --help lists the names without loading torch): the class and the
+spandrel architecture are named and resolved on use.
 
 Receptive layers, as `sr_model/tiling.py` propagates them, each one of:
   ("conv", r)            r-pixel convolution at LR resolution (3x3: r = 1)

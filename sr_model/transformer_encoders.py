@@ -9,6 +9,7 @@ A module of its own so that spandrel is imported only by models that use it (see
 
 from __future__ import annotations
 
+import torch
 from spandrel.architectures.HAT import HAT
 from spandrel.architectures.SwinIR import SwinIR
 
