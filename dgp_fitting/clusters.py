@@ -40,6 +40,9 @@ class ClusterSpec:
     jobs: int = 1
     image: str | None = None  # Kubernetes container image with pixel2gauss installed
     dashboard_address: str = ":8787"
+    #: network interface the scheduler and the SLURM/PBS workers listen on (e.g. "ib0", or "lo" when every job
+    #: runs on this host); None: the machine's outward address, what compute nodes reach from a login node
+    interface: str | None = None
     #: passed unchanged to the cluster class (e.g. job_extra_directives, local_directory, namespace)
     extra: dict = field(default_factory=dict)
 
@@ -109,6 +112,7 @@ def jobqueue_cluster(spec: ClusterSpec):
     jobqueue = _require("dask_jobqueue", spec.kind)
     if spec.cores is None or spec.memory is None:
         raise ClusterConfigError(f"--cluster {spec.kind} needs --cores and --memory (per job), by flag or YAML")
+    check_worker_memory(spec)
     kwargs: dict[str, Any] = {
         "cores": spec.cores,
         "processes": spec.worker_processes,
@@ -118,6 +122,7 @@ def jobqueue_cluster(spec: ClusterSpec):
         "account": spec.account,
         "job_name": "p2g-fit-prior",
         "scheduler_options": {"dashboard_address": spec.dashboard_address},
+        "interface": spec.interface,  # dask-jobqueue uses it for the scheduler and the workers
     }
     extra = dict(spec.extra)
     directives = list(extra.pop("job_extra_directives", []))
@@ -133,6 +138,27 @@ def jobqueue_cluster(spec: ClusterSpec):
     kwargs.update(job_extra_directives=directives, worker_extra_args=worker_args, **extra)
     cls = jobqueue.SLURMCluster if spec.kind == "slurm" else jobqueue.PBSCluster
     return cls(**{k: v for k, v in kwargs.items() if v is not None})
+
+
+#: what one fitting worker process needs: torch and the fitting code take ~0.8 GiB resident before any crop, and
+#: Dask pauses a worker at 80 % of its limit (a paused worker never finishes, and nothing says why)
+MIN_WORKER_MEMORY = 3 * 2**29  # 1.5 GiB
+
+
+def check_worker_memory(spec: ClusterSpec) -> None:
+    """Refuse a per-job memory that leaves a worker process less than MIN_WORKER_MEMORY."""
+    from dask.utils import parse_bytes
+
+    try:
+        per_worker = parse_bytes(spec.memory) / spec.worker_processes
+    except (ValueError, TypeError):
+        raise ClusterConfigError(f"--memory {spec.memory!r} is not a size; use e.g. 16GB") from None
+    if per_worker < MIN_WORKER_MEMORY:
+        raise ClusterConfigError(
+            f"--memory {spec.memory} gives each of the job's {spec.worker_processes} worker process(es) "
+            f"{per_worker / 2**30:.2f} GiB; each needs at least {MIN_WORKER_MEMORY / 2**30:.1f} GiB (torch alone "
+            "takes ~0.8 GiB): raise --memory or lower --cores"
+        )
 
 
 def job_script(spec: ClusterSpec) -> str:

@@ -40,3 +40,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A one-node SLURM cluster on 127.0.0.1 for the whole session (skipped where it cannot start)."""
+    from tests import slurm_cluster as slurm
+
+    reason = slurm.missing()
+    if reason:
+        pytest.skip(reason)
+    cluster = slurm.start(tmp_path_factory.mktemp("slurm"))
+    try:
+        yield cluster
+    finally:
+        slurm.stop(cluster)

@@ -136,3 +136,14 @@ def test_building_a_jobqueue_cluster_keeps_the_ctrl_c_handler():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_job_memory_too_small_for_its_workers_is_refused_in_one_line():
+    with pytest.raises(
+        ClusterConfigError, match=r"--memory 1GB gives each of the job's 1 worker process\(es\) 0.93 GiB"
+    ):
+        job_script(ClusterSpec(kind="slurm", cores=1, memory="1GB"))
+    with pytest.raises(ClusterConfigError, match="4 worker process"):
+        job_script(ClusterSpec(kind="pbs", cores=4, memory="5GB"))
+    with pytest.raises(ClusterConfigError, match="is not a size"):
+        job_script(ClusterSpec(kind="slurm", cores=1, memory="lots"))

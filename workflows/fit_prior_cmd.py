@@ -73,6 +73,11 @@ class BatchSize(click.ParamType):
 @click.option("--gpus", type=int, help="GPUs per job/pod (one worker process per GPU).")
 @click.option("--walltime", help="Job walltime, e.g. 02:00:00.")
 @click.option("--queue", help="Batch queue / partition.")
+@click.option(
+    "--interface",
+    help="Network interface for the scheduler and SLURM/PBS workers (ib0; lo when all jobs run on this host) "
+    "[default: the outward address].",
+)
 @click.option("--print-job-script", is_flag=True, help="Print the SLURM/PBS job script and exit.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @click.option(

@@ -1,0 +1,101 @@
+"""The prior job on a real SLURM: the store it fills equals the local run's, a worker job cancelled mid-run loses
+nothing, and prior-stats computes on a scheduler whose workers are SLURM jobs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from prior_store import open_store
+from tests.test_store_integrity import assert_same_store
+
+pytestmark = pytest.mark.slurm
+
+REPO = Path(__file__).resolve().parents[1]
+PLAN = ["--crop", "32", "--crops-per-image", "3", "--batch", "2", "--preset", "demo", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, photo) -> Path:
+    from gaussian_field.image_io import write_image
+
+    folder = tmp_path_factory.mktemp("photos")
+    for name, top, left in (("astronaut", 30, 180), ("coffee", 100, 250), ("rocket", 200, 300), ("chelsea", 60, 140)):
+        write_image(folder / f"{name}.png", photo(name, top, left, size=72))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def local_store(corpus, tmp_path_factory) -> Path:
+    store = tmp_path_factory.mktemp("local") / "prior.zarr"
+    done = p2g("fit-prior", str(corpus), "--store", str(store), *PLAN, "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    return store
+
+
+def p2g(*args: str, env: dict | None = None, timeout: int = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "workflows.cli", *args], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def cluster_yaml(folder: Path, jobs: int, **more: str) -> Path:
+    path = folder / "cluster.yaml"
+    lines = [
+        f"cluster: slurm\njobs: {jobs}\ncores: 1\nmemory: 2GB\ninterface: lo",
+        f"extra: {{log_directory: {folder}}}",
+    ]
+    path.write_text("\n".join(lines + [f"{key}: {value}" for key, value in more.items()]) + "\n")
+    return path
+
+
+def test_a_store_filled_by_two_slurm_jobs_equals_the_local_one(slurm_cluster, corpus, local_store, tmp_path):
+    store = tmp_path / "prior.zarr"
+    done = p2g(
+        "fit-prior", str(corpus), "--store", str(store), *PLAN, "--cluster-config", str(cluster_yaml(tmp_path, 2)),
+        env=slurm_cluster.env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "12 crops: 12 done, 0 failed, 0 pending" in done.stdout, done.stdout
+    assert "dashboard: http://127.0.0.1:" in done.stdout and "install bokeh" not in done.stdout
+    assert_same_store(store, local_store)
+    logs = sorted(tmp_path.glob("p2g-fit-prior-*.err"))
+    assert len(logs) == 2, logs  # two batch jobs ran the workers
+
+
+def test_a_worker_job_cancelled_mid_run_loses_nothing(slurm_cluster, corpus, local_store, tmp_path):
+    store = tmp_path / "prior.zarr"
+    config = cluster_yaml(tmp_path, 2)
+    args = ["fit-prior", str(corpus), "--store", str(store), *PLAN, "--cluster-config", str(config)]
+    job = subprocess.Popen(
+        [sys.executable, "-m", "workflows.cli", *args], cwd=REPO, env=slurm_cluster.env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while len(slurm_cluster.run("squeue", "-h", "-t", "R", "-o", "%i").split()) < 2 or not _some_done(store):
+            assert job.poll() is None and time.monotonic() < deadline, job.communicate()
+            time.sleep(0.2)
+        victim = slurm_cluster.jobs()[0]
+        slurm_cluster.run("scancel", victim)
+        _, err = job.communicate(timeout=240)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 0, err  # the other job's worker finished the lost tasks
+    again = p2g(*args, env=slurm_cluster.env)
+    assert again.returncode == 0, again.stderr
+    assert "12 crops: 12 done, 0 failed, 0 pending" in again.stdout
+    assert_same_store(store, local_store)
+
+
+def _some_done(store: Path) -> bool:
+    try:
+        return bool((open_store(store).read("crops/status") != 0).any())
+    except Exception:  # not created yet, or mid-write
+        return False
