@@ -1,14 +1,19 @@
 """Where this training process runs: device, and (under `torchrun`) its rank in a DDP group.
 
-`torchrun --nproc_per_node N` (or a multi-node launch) sets WORLD_SIZE, RANK and LOCAL_RANK; `setup` then joins
-the process group (NCCL on CUDA, gloo on CPU) and puts each rank on its own GPU (cuda:LOCAL_RANK). A plain
-`python`/`p2g` call is a world of one and needs no process group.
+`torchrun --nproc_per_node N` (or a multi-node launch) sets WORLD_SIZE, RANK and LOCAL_RANK; `srun -n N p2g train`
+sets SLURM's own variables instead, which `launcher_environment` translates (the first node of the step is the
+rendezvous, on a port derived from the job ID). `setup` then joins the process group (NCCL on CUDA, gloo on CPU)
+and puts each rank on its own GPU (cuda:LOCAL_RANK). A plain `python`/`p2g` call, or a batch script's own
+process, is a world of one and needs no process group.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -54,8 +59,40 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list ("gpu[07-09,12],cpu1" -> "gpu07"), by `scontrol` where it exists."""
+    try:
+        done = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, timeout=30, check=True
+        )
+        return done.stdout.split()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        match = re.match(r"([^,\[]+)(?:\[(\d+))?", nodelist)
+        if match is None:
+            raise ValueError(f"cannot read the SLURM node list {nodelist!r}") from None
+        return match.group(1) + (match.group(2) or "")
+
+
+def launcher_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The torchrun variables for a process that `srun` started (none when torchrun's are set or not under srun).
+
+    Only an `srun` step sets SLURM_STEP_NUM_TASKS: a batch script's own process (SLURM_NTASKS=2, SLURM_PROCID=0)
+    stays a world of one instead of waiting for a rank that never comes.
+    """
+    if "WORLD_SIZE" in env or int(env.get("SLURM_STEP_NUM_TASKS", "1")) <= 1:
+        return {}
+    return {
+        "WORLD_SIZE": env["SLURM_STEP_NUM_TASKS"],
+        "RANK": env["SLURM_PROCID"],
+        "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
+        "MASTER_ADDR": env.get("MASTER_ADDR") or first_host(env.get("SLURM_STEP_NODELIST", "localhost")),
+        "MASTER_PORT": env.get("MASTER_PORT") or str(20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000),
+    }
+
+
 def setup(device: str = "auto") -> Runtime:
-    """Join the torchrun process group if launched by torchrun, and pick this rank's device."""
+    """Join the torchrun (or srun) process group if launched by one, and pick this rank's device."""
+    os.environ.update(launcher_environment(os.environ))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -41,8 +41,8 @@ class SlurmCluster:
     root: Path
     env: dict[str, str]
 
-    def run(self, *args: str, check: bool = True) -> str:
-        done = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=60, check=False)
+    def run(self, *args: str, check: bool = True, timeout: int = 60) -> str:
+        done = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=timeout, check=False)
         if check and done.returncode:
             raise RuntimeError(f"{' '.join(args)}: {done.stderr.strip()}")
         return done.stdout

@@ -251,6 +251,16 @@ def stop_exception(result: TrainResult) -> KeyboardInterrupt:
     "--time-limit", type=POSITIVE_FLOAT, help="Stop after this many minutes (last.pt saved; --resume continues)."
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt, bit for bit.")
+@click.option(
+    "--print-job-script",
+    is_flag=True,
+    help="Print a SLURM script that runs this training under srun (resources from --cluster-config) and exit.",
+)
+@click.option(
+    "--cluster-config",
+    type=click.Path(path_type=Path),
+    help="YAML of SLURM resources for --print-job-script (as fit-prior's: jobs = nodes, gpus, cores, memory ...).",
+)
 @click.pass_context
 def command(
     ctx: click.Context,
@@ -262,6 +272,8 @@ def command(
     workers,
     time_limit,
     resume,
+    print_job_script,
+    cluster_config,
     **_settings,  # the run's other settings, read from ctx.params by _config_fields
 ) -> None:
     """Train ContinuousSR on HR photos with a covariance dictionary; validate against bicubic as it goes.
@@ -269,6 +281,12 @@ def command(
     L1 loss (plus the frequency loss with --freq-weight), Adam with step decay, gradient clipping, AMP on CUDA.
     Checkpoints RUN/best.pt (best mean validation PSNR) and RUN/last.pt load with `p2g eval --checkpoint`.
     """
+    if print_job_script:
+        from dgp_fitting.clusters import cluster_spec
+        from workflows.train_job import train_job_script
+
+        click.echo(train_job_script(cluster_spec(cluster_config, kind=None if cluster_config else "slurm")), nl=False)
+        return
     images = tuple(images) + tuple(more_images)
     fields = _config_fields(ctx.params, images)
     runtime = dict(device=device, workers=workers, time_limit=None if time_limit is None else time_limit * 60)
