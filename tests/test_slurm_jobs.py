@@ -99,3 +99,31 @@ def _some_done(store: Path) -> bool:
         return bool((open_store(store).read("crops/status") != 0).any())
     except Exception:  # not created yet, or mid-write
         return False
+
+
+def test_prior_stats_computes_on_a_scheduler_whose_workers_are_slurm_jobs(
+    slurm_cluster, local_store, tmp_path, monkeypatch
+):
+    from distributed import Client
+
+    from dgp_fitting.clusters import ClusterSpec, jobqueue_cluster
+
+    monkeypatch.setenv("SLURM_CONF", slurm_cluster.env["SLURM_CONF"])
+    spec = ClusterSpec(
+        kind="slurm", jobs=1, cores=1, memory="2GB", interface="lo", extra={"log_directory": str(tmp_path)}
+    )
+    with jobqueue_cluster(spec) as cluster:
+        cluster.scale(jobs=1)
+        with Client(cluster) as client:
+            client.wait_for_workers(1, timeout=120)
+            assert slurm_cluster.jobs(), "the worker runs in a SLURM job"
+            remote = p2g("prior-stats", "--store", str(local_store), "--out", str(tmp_path / "remote"),
+                         "--scheduler", cluster.scheduler_address)  # fmt: skip
+    assert remote.returncode == 0, remote.stderr
+    here = p2g("prior-stats", "--store", str(local_store), "--out", str(tmp_path / "here"))
+    assert here.returncode == 0, here.stderr
+    written = sorted(p.name for p in (tmp_path / "here").iterdir() if p.suffix in (".npy", ".json"))
+    assert "dictionary.npy" in written
+    for name in written:
+        if name.endswith(".npy"):
+            assert (tmp_path / "remote" / name).read_bytes() == (tmp_path / "here" / name).read_bytes(), name
