@@ -50,7 +50,8 @@ def train_job_script(spec: ClusterSpec, argv: Sequence[str] | None = None) -> st
     for flag, value in (("--time", spec.walltime), ("--partition", spec.queue), ("--account", spec.account)):
         if value:
             lines.append(f"#SBATCH {flag}={value}")
-    lines.append("#SBATCH --signal=TERM@120  # last.pt is saved on SIGTERM; rerun with --resume to continue")
+    lines.append("# SIGTERM 2 minutes before the time limit: last.pt is saved; rerun with --resume to continue")
+    lines.append("#SBATCH --signal=TERM@120")
     arguments = run_arguments(sys.argv if argv is None else argv)
     lines += ["", "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}"]
     lines.append(shlex.join(["srun", sys.executable, "-m", "workflows.cli", "train", *arguments]))
