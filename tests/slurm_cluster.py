@@ -42,10 +42,13 @@ class SlurmCluster:
     env: dict[str, str]
 
     def run(self, *args: str, check: bool = True, timeout: int = 60) -> str:
-        done = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=timeout, check=False)
-        if check and done.returncode:
-            raise RuntimeError(f"{' '.join(args)}: {done.stderr.strip()}")
-        return done.stdout
+        """Run a SLURM client command; a failure is retried twice (a busy 2-core host can time out an RPC)."""
+        for attempt in range(3):
+            done = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=timeout, check=False)
+            if not done.returncode or not check:
+                return done.stdout
+            time.sleep(1 + attempt)
+        raise RuntimeError(f"{' '.join(args)}: {done.stderr.strip()}")
 
     def jobs(self) -> list[str]:
         """IDs of the jobs queued or running."""
