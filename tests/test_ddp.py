@@ -158,3 +158,17 @@ def test_the_printed_job_script_trains_two_ranks_under_sbatch(slurm_cluster, tmp
     )
     done = subprocess.CompletedProcess([], 0, log.read_text(), "")
     _check_two_rank_run(done, tmp_path / "run")
+
+
+def test_cluster_config_without_the_script_flag_is_refused_and_neither_lands_in_config_yaml(tmp_path, photo):
+    from click.testing import CliRunner
+
+    from workflows.cli import cli
+
+    args = _train_args(tmp_path, photo)[2:]  # after "-m workflows.cli"
+    refused = CliRunner().invoke(cli, [*args, "--cluster-config", str(tmp_path / "c.yaml")])
+    assert refused.exit_code == 2 and "--cluster-config is for --print-job-script" in refused.output
+    done = CliRunner().invoke(cli, [*args[: -len(TINY_CLI)], *TINY_CLI, "--steps", "1", "--val-every", "1"])
+    assert done.exit_code == 0, done.output
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    assert "print-job-script" not in config and "cluster-config" not in config

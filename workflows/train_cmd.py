@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 VARIANTS = {"full": {}, "fixed-centres": {"positions": "fixed"}, "no-dictionary": {"covariance": "free"}}
 #: Flags that are not settings of a run: never read from nor written to a config file.
-NOT_IN_CONFIG = ("config", "resume")
+NOT_IN_CONFIG = ("config", "resume", "print-job-script", "cluster-config")
 #: Option defaults are TrainConfig's field defaults (sr_model.train_config imports no heavy package).
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
 
@@ -287,6 +287,8 @@ def command(
 
         click.echo(train_job_script(cluster_spec(cluster_config, kind=None if cluster_config else "slurm")), nl=False)
         return
+    if cluster_config is not None:
+        raise click.UsageError("--cluster-config is for --print-job-script; to train on SLURM, run the printed script")
     images = tuple(images) + tuple(more_images)
     fields = _config_fields(ctx.params, images)
     runtime = dict(device=device, workers=workers, time_limit=None if time_limit is None else time_limit * 60)
