@@ -161,6 +161,14 @@ def check_worker_memory(spec: ClusterSpec) -> None:
         )
 
 
+def slurm_memory(memory: str) -> str:
+    """`--mem` for a memory size as dask-jobqueue writes it (whole GiB, rounded up): "32GB" -> "30G", so one YAML
+    asks SLURM for the same memory in fit-prior's jobs and in `p2g train --print-job-script`."""
+    from dask.utils import parse_bytes
+
+    return _require("dask_jobqueue", "slurm").slurm.slurm_format_bytes_ceil(parse_bytes(memory))
+
+
 def job_script(spec: ClusterSpec) -> str:
     """The batch script dask-jobqueue would submit for one job (no scheduler system needed to make it)."""
     cluster = jobqueue_cluster(spec)
@@ -275,4 +283,5 @@ __all__ = [
     "kubernetes_cluster",
     "load_cluster_config",
     "local_gpu_index",
+    "slurm_memory",
 ]

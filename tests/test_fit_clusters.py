@@ -147,3 +147,12 @@ def test_a_job_memory_too_small_for_its_workers_is_refused_in_one_line():
         job_script(ClusterSpec(kind="pbs", cores=4, memory="5GB"))
     with pytest.raises(ClusterConfigError, match="is not a size"):
         job_script(ClusterSpec(kind="slurm", cores=1, memory="lots"))
+
+
+def test_the_train_job_script_asks_for_the_memory_that_fit_prior_jobs_ask_for():
+    from workflows.train_job import train_job_script
+
+    spec = ClusterSpec(kind="slurm", cores=8, memory="32GB")
+    fit_prior = [line for line in job_script(spec).splitlines() if line.startswith("#SBATCH --mem")]
+    train = [line for line in train_job_script(spec, ["p2g", "train"]).splitlines() if line.startswith("#SBATCH --mem")]
+    assert fit_prior == train == ["#SBATCH --mem=30G"]

@@ -11,7 +11,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from dgp_fitting.clusters import ClusterSpec
+from dgp_fitting.clusters import ClusterSpec, slurm_memory
 
 #: flags of `p2g train` that shape the script rather than the run (dropped from the srun line), with their arity
 SCRIPT_FLAGS = {"--print-job-script": 0, "--cluster-config": 1}
@@ -46,7 +46,7 @@ def train_job_script(spec: ClusterSpec, argv: Sequence[str] | None = None) -> st
     if spec.cores:
         lines.append(f"#SBATCH --cpus-per-task={max(1, spec.cores // tasks)}")
     if spec.memory:
-        lines.append(f"#SBATCH --mem={spec.memory.removesuffix('B').removesuffix('i')}")
+        lines.append(f"#SBATCH --mem={slurm_memory(spec.memory)}")
     for flag, value in (("--time", spec.walltime), ("--partition", spec.queue), ("--account", spec.account)):
         if value:
             lines.append(f"#SBATCH {flag}={value}")
