@@ -11,6 +11,7 @@ import contextlib
 import logging
 import re
 import signal
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
@@ -178,6 +179,61 @@ def job_script(spec: ClusterSpec) -> str:
         cluster.close()
 
 
+#: SLURM states of a job that may still run a worker (squeue's long names); any other state, or no longer listed,
+#: means the job has ended (TIMEOUT at its walltime, CANCELLED, FAILED, NODE_FAIL, COMPLETING ...)
+SLURM_LIVE_STATES = frozenset(
+    {"PENDING", "CONFIGURING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "RESIZING", "SUSPENDED"}
+)
+
+
+class BatchJobWatch:
+    """Tells when every worker job of a SLURM cluster has ended, so a job waiting for workers that will never come
+    can say so instead of waiting forever. Job IDs are remembered as they appear (the cluster may drop a job that
+    ended); the queue is asked only while the scheduler has no worker. Other clusters: never ended (unknown)."""
+
+    def __init__(self, client: Any) -> None:
+        self.cluster = getattr(client, "cluster", None)
+        self.enabled = type(self.cluster).__name__ == "SLURMCluster"
+        self.job_ids: list[str] = []
+
+    def remember_jobs(self) -> None:
+        if not self.enabled:
+            return
+        for job in list(getattr(self.cluster, "workers", {}).values()):
+            job_id = getattr(job, "job_id", None)
+            if job_id and str(job_id) not in self.job_ids:
+                self.job_ids.append(str(job_id))
+
+    def ended(self) -> str | None:
+        """ "job 17 TIMEOUT, job 18 CANCELLED" once every job seen has ended; None while one may still run a worker,
+        before any job was seen, or when the queue cannot be read."""
+        self.remember_jobs()
+        if not self.job_ids:
+            return None
+        try:
+            listed = subprocess.run(
+                ["squeue", "--me", "-h", "-o", "%i %T"], capture_output=True, text=True, timeout=30, check=True
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None  # a slow or failing controller is not evidence that the jobs ended
+        states = dict(line.split()[:2] for line in listed.splitlines() if len(line.split()) >= 2)
+        if any(states.get(job_id) in SLURM_LIVE_STATES for job_id in self.job_ids):
+            return None
+        return ", ".join(f"job {job_id} {_slurm_final_state(job_id)}" for job_id in self.job_ids)
+
+
+def _slurm_final_state(job_id: str) -> str:
+    """TIMEOUT, CANCELLED ... as the controller still remembers it (for MinJobAge, 300 s by default), else "ended"."""
+    try:
+        shown = subprocess.run(
+            ["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "ended"
+    match = re.search(r"\bJobState=(\S+)", shown)
+    return match.group(1) if match else "ended"
+
+
 def kubernetes_cluster(spec: ClusterSpec):
     """A dask-kubernetes operator KubeCluster with `jobs` worker pods of `cores`/`memory`/`gpus` each."""
     _require("dask_kubernetes", "kubernetes")
@@ -274,6 +330,7 @@ def local_gpu_index(worker_name: Any, device_count: int) -> int:
 
 __all__ = [
     "CLUSTER_KINDS",
+    "BatchJobWatch",
     "ClusterConfigError",
     "ClusterSpec",
     "cluster_spec",

@@ -37,7 +37,7 @@ from dgp_fitting.chunk_pipeline import (
     run_pipelined,
     write_fitted,
 )
-from dgp_fitting.clusters import ClusterSpec, connect, local_gpu_index
+from dgp_fitting.clusters import BatchJobWatch, ClusterSpec, connect, local_gpu_index
 from dgp_fitting.corpus_check import check_store_before_resume, record_files, refuse_unencodable
 from dgp_fitting.crop_plan import plan_crops
 from dgp_fitting.fitting import FitConfig
@@ -632,8 +632,16 @@ def _has_bokeh() -> bool:
     return True
 
 
+#: How often a job whose tasks are all waiting checks that its SLURM worker jobs have not all ended (seconds).
+WATCH_JOBS_EVERY_S = 5.0
+
+
+class WorkerJobsEnded(ValueError):
+    """Every batch job that ran the workers ended (walltime, scancel) with crops left: nothing more would run.
+    A ValueError so that the CLI reports it in one line, as a condition for the user to act on."""
+
+
 def _run_tasks(client, store, todo: list[int], device: str, progress: bool) -> tuple[list[dict], list[str]]:
-    from distributed import as_completed
     from tqdm import tqdm
 
     root = os.getcwd()
@@ -667,8 +675,9 @@ def _run_tasks(client, store, todo: list[int], device: str, progress: bool) -> t
         desc="fit-prior",
         disable=not progress,
     )
+    watch = BatchJobWatch(client)
     try:
-        for future in as_completed(futures):
+        for future in _completed(client, futures, watch, store):
             if future.status == "error":
                 if is_disk_full(future.exception()):
                     raise disk_full_error(_disk_full_message(store)) from future.exception()
@@ -689,6 +698,36 @@ def _run_tasks(client, store, todo: list[int], device: str, progress: bool) -> t
     finally:
         bar.close()
     return results, errors
+
+
+def _completed(client, futures: list, watch: BatchJobWatch, store: PriorStore):
+    """The futures as they finish (in submission order among those finishing together); raises WorkerJobsEnded
+    when the scheduler has no worker left and every SLURM job that could start one has ended."""
+    from distributed import wait
+
+    pending = list(futures)
+    while pending:
+        watch.remember_jobs()
+        try:
+            wait(pending, timeout=WATCH_JOBS_EVERY_S, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            pass
+        finished = [future for future in pending if future.status != "pending"]
+        pending = [future for future in pending if future.status == "pending"]
+        yield from finished
+        if pending and not finished and not client.scheduler_info().get("workers"):
+            ended = watch.ended()
+            if ended:
+                raise WorkerJobsEnded(_jobs_ended_message(store, ended))
+
+
+def _jobs_ended_message(store: PriorStore, ended: str) -> str:
+    counts = open_store(store.path).status_counts()
+    return (
+        f"every worker job of the SLURM cluster has ended ({ended}) with {counts['pending']} crops left to fit; "
+        f"the {counts['done']} crops done are kept: rerun the same command to fit the rest (with a longer "
+        "--walltime if the jobs hit theirs)"
+    )
 
 
 def _summarise(store_path, results, errors, skipped, chunks_run, seconds, dashboard) -> JobSummary:

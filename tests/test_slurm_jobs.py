@@ -127,3 +127,73 @@ def test_prior_stats_computes_on_a_scheduler_whose_workers_are_slurm_jobs(
     for name in written:
         if name.endswith(".npy"):
             assert (tmp_path / "remote" / name).read_bytes() == (tmp_path / "here" / name).read_bytes(), name
+
+
+def _fit_until_some_done(slurm_cluster, args: list[str], jobs: int) -> subprocess.Popen:
+    """fit-prior started in the background, returned once its `jobs` worker jobs run and some crops are done."""
+    job = subprocess.Popen(
+        [sys.executable, "-m", "workflows.cli", *args], cwd=REPO, env=slurm_cluster.env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    store = Path(args[args.index("--store") + 1])
+    while len(slurm_cluster.run("squeue", "-h", "-t", "R", "-o", "%i").split()) < jobs or not _some_done(store):
+        if job.poll() is not None or time.monotonic() > deadline:
+            job.kill()
+            raise AssertionError(job.communicate())
+        time.sleep(0.2)
+    return job
+
+
+def _resume_locally_and_compare(args: list[str], store: Path, local_store: Path) -> None:
+    """The rerun resumes the same store (here with local workers: the store does not depend on where it ran)."""
+    plan = args[: args.index("--cluster-config")]
+    again = p2g(*plan, "--workers", "2")
+    assert again.returncode == 0, again.stderr
+    assert "12 crops: 12 done, 0 failed, 0 pending" in again.stdout, again.stdout
+    assert_same_store(store, local_store)
+
+
+def test_every_worker_job_ended_is_reported_in_one_line_and_the_rerun_resumes(
+    slurm_cluster, corpus, local_store, tmp_path
+):
+    store = tmp_path / "prior.zarr"
+    args = ["fit-prior", str(corpus), "--store", str(store), *PLAN, "--cluster-config", str(cluster_yaml(tmp_path, 1))]
+    job = _fit_until_some_done(slurm_cluster, args, jobs=1)
+    try:
+        (victim,) = slurm_cluster.jobs()
+        slurm_cluster.run("scancel", victim, check=False)
+        _, err = job.communicate(timeout=120)  # before the watch, this waited for a worker forever
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: every worker job of the SLURM cluster has ended"), err
+    assert f"job {victim} CANCELLED" in lines[0] and "rerun the same command" in lines[0], err
+    _resume_locally_and_compare(args, store, local_store)
+
+
+@pytest.mark.slow  # a real walltime: SLURM kills a job only after a whole minute of its run time, ~90 s here
+def test_a_worker_job_that_hits_its_walltime_is_reported_and_the_rerun_resumes(
+    slurm_cluster, corpus, local_store, tmp_path
+):
+    store = tmp_path / "prior.zarr"
+    slow_plan = [*PLAN, "--steps", "1500"]  # ~15x the demo preset's steps: the fit outlasts a one-minute walltime
+    config = cluster_yaml(tmp_path, 1, walltime="'00:01:00'")
+    args = ["fit-prior", str(corpus), "--store", str(store), *slow_plan, "--cluster-config", str(config)]
+    job = _fit_until_some_done(slurm_cluster, args, jobs=1)
+    try:
+        _, err = job.communicate(timeout=240)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 2, err
+    assert "has ended (job " in err and " TIMEOUT)" in err and len(err.strip().splitlines()) == 1, err
+    counts = open_store(store).status_counts()
+    assert counts["done"] > 0 and counts["pending"] > 0, counts
+    plan = args[: args.index("--cluster-config")]
+    again = p2g(*plan, "--workers", "2", timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "12 crops: 12 done, 0 failed, 0 pending" in again.stdout, again.stdout
+    assert open_store(store).status_counts()["done"] == 12
