@@ -240,11 +240,13 @@ class GaussianField:
         return cls.from_covariance(means, cov, torch.as_tensor(colors).to(means.dtype), lattice)
 
     # ------------------------------------------------------------------ rendering and files
-    def render(self, scale=None, size=None, backend: str = "auto") -> torch.Tensor:
-        """Render at `scale` (s or (s_h, s_w)) or to `size` (H, W); see `gaussian_field.render`."""
+    def render(self, size=None, scale=None, backend: str = "auto") -> torch.Tensor:
+        """Render to `size` (H, W) or at `scale` (s or (s_h, s_w)): `field.render(...)` takes what
+        `render(field, ...)` takes, in the same order, so a number given as the size is refused there, not taken
+        as a scale (the order was (scale, size) before; `field.render(3.7)` now says to write scale=3.7)."""
         from gaussian_field.render import render
 
-        return render(self, size=size, scale=scale, backend=backend)
+        return render(self, size, scale, backend=backend)
 
     def save(self, path: str | Path, **metadata) -> None:
         save_field(self, path, **metadata)

@@ -7,6 +7,7 @@ reference and `backend="auto"` picks the fastest available for the field's devic
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -141,6 +142,10 @@ def render(
     """
     if not isinstance(field, GaussianField):
         raise ValueError(f"render needs a GaussianField, got {type(field).__name__}")
+    if isinstance(size, numbers.Real) or (isinstance(size, torch.Tensor) and size.ndim == 0):
+        raise ValueError(
+            f"size is (H, W), got the number {size!r}: for a scale, pass it by name, render(field, scale={size!r})"
+        )
     if int(y_origin) != y_origin or y_origin < 0:
         raise ValueError(f"y_origin must be a non-negative whole number of LR rows, got {y_origin!r}")
     if y_origin and (size is None or scale is None):

@@ -139,3 +139,14 @@ def test_validate_flag_decides_whether_the_field_is_checked():
     with pytest.raises(ValueError, match="Cholesky diagonal"):
         GaussianField(field.means, chol, field.colors, field.h, field.w, field.k)
     GaussianField(field.means, chol, field.colors, field.h, field.w, field.k, validate=False)
+
+
+def test_a_number_given_as_the_size_is_refused_with_the_keyword_to_use():
+    from gaussian_field import render
+
+    field = field_from_image(torch.rand(1, 3, 4, 5))
+    for call in (lambda: render(field, 3.7), lambda: field.render(3.7), lambda: field.render(torch.tensor(2.0))):
+        with pytest.raises(ValueError, match=r"size is \(H, W\), got the number .*scale="):
+            call()
+    assert field.render((8, 10)).shape == render(field, (8, 10)).shape == (1, 3, 8, 10)
+    torch.testing.assert_close(field.render(None, 2), render(field, scale=2))
