@@ -21,7 +21,7 @@ scalar kernel's np.exp is a libm call, which numba vectorises only with Intel's 
 w * colour is added to the output with one rounding (FMA). fastmath (FMA contraction only) is allowed in those two
 helpers, never for m. The kernel also solves a row's spans before it renders them, and takes each Gaussian's
 window rows from a table built in a first parallel pass instead of re-solving them in every band. This about
-halves the render's time against the scalar kernel (figures in the README, from benchmarks/render_speed.py); the
+halves the render's time against the scalar kernel (figures in docs/benchmarks.md, from benchmarks/render_speed.py); the
 per-pixel counts of kept terms equal the scalar kernel's. `forward` is the
 scalar loop, kept for float64 fields (math.exp) and for windows narrower than a chunk.
 

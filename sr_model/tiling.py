@@ -13,7 +13,7 @@ smaller context every Gaussian at least R pixels from its outer box's inner edge
 so shifted windows add half a window per layer), which is the exact, tight reach for the CNN and an upper
 bound for the transformers. HAT's channel attention pools over the whole input, so HAT has no finite
 radius: its radius counts only the local layers and `has_global_context` says so. Measured values per
-preset: benchmarks/tiling_margin.py and the README.
+preset: benchmarks/tiling_margin.py and docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""benchmarks/peers.py records paths in its results.json without naming the machine's folders, and reads them back."""
+"""benchmarks/compare_peers.py records paths in its results.json without naming the machine's folders, and reads
+them back."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_peers.py"
 
 
 @pytest.fixture()

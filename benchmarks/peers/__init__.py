@@ -1,1 +1,1 @@
-"""Peer methods measured beside ContinuousSR by benchmarks/peers.py (not part of the installed package)."""
+"""Peer methods measured beside ContinuousSR by benchmarks/compare_peers.py (not part of the installed package)."""

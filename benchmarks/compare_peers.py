@@ -1,7 +1,7 @@
 """ContinuousSR-lite side by side with LIIF-lite (benchmarks/peers/liif.py), and the paper's ablations.
 
-    .venv/bin/python benchmarks/peers.py [--steps 150 --batch 8 --patch 16] [--out runs/peers]
-    .venv/bin/python benchmarks/peers.py --tiny          # a one-minute smoke run of every stage
+    .venv/bin/python benchmarks/compare_peers.py [--steps 150 --batch 8 --patch 16] [--out runs/peers]
+    .venv/bin/python benchmarks/compare_peers.py --tiny          # a one-minute smoke run of every stage
 
 1. Photos: scikit-image's (train: 11 photos; held out: motorcycle, camera, coins, clock), as benchmarks/
    train_lite.py; the prior: `p2g fit-prior` + `p2g prior-stats` on the training photos (our pipeline).
@@ -208,8 +208,9 @@ def load_continuoussr(entry: dict, variant_name: str, out: Path, device):
     return (specialise(model) if specialise else model).eval()
 
 
-def train_liif(args, scale_range, train_dir: Path) -> dict:
-    """LIIF on the batches ContinuousSR sees (same dataset, sampler and seed), Adam, same schedule and clip."""
+def train_liif(args, scale_range, train_dir: Path, curve=None, curve_every: int = 0) -> dict:
+    """LIIF on the batches ContinuousSR sees (same dataset, sampler and seed), Adam, same schedule and clip.
+    `curve(model, step)`, if given, is called every `curve_every` steps (a learning-curve point, in eval mode)."""
     import torch
 
     from benchmarks.peers.liif import LIIF, sample_queries
@@ -244,6 +245,10 @@ def train_liif(args, scale_range, train_dir: Path) -> dict:
         optimizer.step()
         step += 1
         losses.append(float(loss.detach()))
+        if curve is not None and curve_every and step % curve_every == 0:
+            model.eval()
+            curve(model, step)
+            model.train()
     seconds = time.perf_counter() - began
     torch.save({"state_dict": model.state_dict(), "step": step}, run / "liif.pt")
     return {
