@@ -303,7 +303,7 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def evaluate(upscaler: Upscaler | None, crops, device) -> dict:
+def evaluate(upscaler: Upscaler | None, crops, device, scales=EVAL_SCALES) -> dict:
     """{"x2": {"psnr", "ssim"}, ...}: means over the held-out crops; None scores bicubic."""
     import numpy as np
     import torch
@@ -312,7 +312,7 @@ def evaluate(upscaler: Upscaler | None, crops, device) -> dict:
     from sr_model.metrics import protocol_settings, psnr, ssim
 
     table = {}
-    for scale in EVAL_SCALES:
+    for scale in scales:
         border, y_channel = protocol_settings("benchmark", scale)
         scores = []
         for _, image in crops:

@@ -5,7 +5,7 @@
 Every model trains on the same photos (`make data`'s wallpapers, halved as `workflows.bundled_model prepare`
 does), with the same `lite` encoder, seed, batches (`ScaleBatchSampler`), LR patch, steps, rate schedule, L1
 loss and gradient clip (`benchmarks/compare_peers.py`'s two training loops). Scored on the held-out split
-(val/, 480 px centre crops) and on scikit-image's held-out photos (motorcycle, camera, coins, clock; 192 px
+(val/, 240 px centre crops) and on scikit-image's held-out photos (motorcycle, camera, coins, clock; 192 px
 centre crops) at x2, x3, x4, x6, x8, x12: Y-PSNR (shave = scale) and SSIM as `p2g eval` scores, per image,
 so each pair of models gets a win count. Learning curves: held-out Y-PSNR at x4 and x8 every steps/4.
 
@@ -92,7 +92,7 @@ def test_sets(args, held_dir: Path) -> dict:
 
     _, skimage_held, _ = prepare_photos(args.out / "skimage", "skimage", args.corpus)
     return {
-        "wallpapers val (480 px)": heldout_crops(held_dir, 480),
+        "wallpapers val (240 px)": heldout_crops(held_dir, 240),
         f"scikit-image held out ({SKIMAGE_CROP} px)": heldout_crops(skimage_held, SKIMAGE_CROP),
     }
 
@@ -115,7 +115,7 @@ def train_one(args, name: str, train_dir: Path, held_dir: Path, sources: dict) -
         curve: list[dict] = []
 
         def point(model, step: int) -> None:
-            scores = evaluate(Upscaler("LIIF", model), curve_crops, args.device)
+            scores = evaluate(Upscaler("LIIF", model), curve_crops, args.device, CURVE_SCALES)
             curve.append({"step": step, **{f"x{s:g}": scores[f"x{s:g}"]["psnr"] for s in CURVE_SCALES}})
 
         entry = train_liif(args, (low, high), train_dir, curve=point, curve_every=max(1, args.steps // 4))
