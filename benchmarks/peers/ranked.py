@@ -146,7 +146,11 @@ def main(argv=None) -> None:
     sources = prior_dictionaries(prior_args, args.corpus / "train")  # the prior of the full-size photos, as bundled
     sets = test_sets(args, held_dir)
     results_file = args.out / "results.json"
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("out", "results")}
+    settings = {  # paths relative to the repository: committed results name no machine's folders
+        k: (os.path.relpath(v, REPO) if isinstance(v, Path) else v)
+        for k, v in vars(args).items()
+        if k not in ("out", "results")
+    }
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     if results.get("settings", {}) | {"models": ""} != settings | {"models": ""}:
         results = {"settings": settings, "models": {}}  # other settings: start over
