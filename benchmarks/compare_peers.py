@@ -303,9 +303,9 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def evaluate(upscaler: Upscaler | None, crops, device, scales=EVAL_SCALES) -> dict:
-    """{"x2": {"psnr", "ssim"}, ...}: means over the held-out crops; None scores bicubic."""
-    import numpy as np
+def per_image_scores(upscaler: Upscaler | None, crops, device, scales=EVAL_SCALES) -> dict:
+    """{"x2": {"psnr": [...], "ssim": [...]}, ...}: one score per held-out crop, in the crops' order; None scores
+    bicubic."""
     import torch
 
     from sr_model.evaluation import bicubic_upscale, make_lr, to_uint8
@@ -314,23 +314,30 @@ def evaluate(upscaler: Upscaler | None, crops, device, scales=EVAL_SCALES) -> di
     table = {}
     for scale in scales:
         border, y_channel = protocol_settings("benchmark", scale)
-        scores = []
+        scores: dict[str, list[float]] = {"psnr": [], "ssim": []}
         for _, image in crops:
             hr, lr = make_lr(image, scale)
-            hr8 = to_uint8(hr)
             if upscaler is None:
                 sr = bicubic_upscale(lr, scale, hr.shape[:2])
             else:
                 with torch.inference_mode():
                     out = upscaler.render(upscaler.encode(to_tensor(lr, device)), hr.shape[:2])
                 sr = out[0].permute(1, 2, 0).double().cpu().numpy()
-            sr8 = to_uint8(sr)
-            scores.append((psnr(hr8, sr8, border, y_channel), ssim(hr8, sr8, border, y_channel)))
-        table[f"x{scale:g}"] = {
-            "psnr": float(np.mean([s[0] for s in scores])),
-            "ssim": float(np.mean([s[1] for s in scores])),
-        }
+            hr8, sr8 = to_uint8(hr), to_uint8(sr)
+            scores["psnr"].append(float(psnr(hr8, sr8, border, y_channel)))
+            scores["ssim"].append(float(ssim(hr8, sr8, border, y_channel)))
+        table[f"x{scale:g}"] = scores
     return table
+
+
+def evaluate(upscaler: Upscaler | None, crops, device, scales=EVAL_SCALES) -> dict:
+    """{"x2": {"psnr", "ssim"}, ...}: means over the held-out crops; None scores bicubic."""
+    import numpy as np
+
+    return {
+        key: {metric: float(np.mean(values)) for metric, values in scores.items()}
+        for key, scores in per_image_scores(upscaler, crops, device, scales).items()
+    }
 
 
 def time_scales(upscaler: Upscaler, lr_image, scales, device) -> dict:

@@ -72,15 +72,8 @@ def test_a_worker_job_cancelled_mid_run_loses_nothing(slurm_cluster, corpus, loc
     store = tmp_path / "prior.zarr"
     config = cluster_yaml(tmp_path, 2)
     args = ["fit-prior", str(corpus), "--store", str(store), *PLAN, "--cluster-config", str(config)]
-    job = subprocess.Popen(
-        [sys.executable, "-m", "workflows.cli", *args], cwd=REPO, env=slurm_cluster.env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    job = _fit_until_some_done(slurm_cluster, args, jobs=2)
     try:
-        deadline = time.monotonic() + 120
-        while len(slurm_cluster.run("squeue", "-h", "-t", "R", "-o", "%i").split()) < 2 or not _some_done(store):
-            assert job.poll() is None and time.monotonic() < deadline, job.communicate()
-            time.sleep(0.2)
         victim = slurm_cluster.jobs()[0]
         slurm_cluster.run("scancel", victim, check=False)  # no retry: a second scancel of the job would fail
         _, err = job.communicate(timeout=240)

@@ -63,30 +63,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def per_image_scores(upscaler, crops, device) -> dict:
-    """{"x2": {"psnr": [...], "ssim": [...]}, ...} per image, in the crops' order; None scores bicubic."""
-    import torch
-    from compare_peers import to_tensor
+    """{"x2": {"psnr": [...], "ssim": [...]}, ...} per image at the six scales; None scores bicubic."""
+    from compare_peers import per_image_scores as scores_per_image
 
-    from sr_model.evaluation import bicubic_upscale, make_lr, to_uint8
-    from sr_model.metrics import protocol_settings, psnr, ssim
-
-    table = {}
-    for scale in SCALES:
-        border, y_channel = protocol_settings("benchmark", scale)
-        scores = {"psnr": [], "ssim": []}
-        for _, image in crops:
-            hr, lr = make_lr(image, scale)
-            if upscaler is None:
-                sr = bicubic_upscale(lr, scale, hr.shape[:2])
-            else:
-                with torch.inference_mode():
-                    out = upscaler.render(upscaler.encode(to_tensor(lr, device)), hr.shape[:2])
-                sr = out[0].permute(1, 2, 0).double().cpu().numpy()
-            hr8, sr8 = to_uint8(hr), to_uint8(sr)
-            scores["psnr"].append(float(psnr(hr8, sr8, border, y_channel)))
-            scores["ssim"].append(float(ssim(hr8, sr8, border, y_channel)))
-        table[f"x{scale:g}"] = scores
-    return table
+    return scores_per_image(upscaler, crops, device, SCALES)
 
 
 def test_sets(args, held_dir: Path) -> dict:
