@@ -7,7 +7,7 @@
    train_lite.py; the prior: `p2g fit-prior` + `p2g prior-stats` on the training photos (our pipeline).
 2. Training, one run per (method, scale range), U(1,4) as LIIF and U(4,8) as the paper: the same photos,
    batches (`ScaleBatchSampler`, same seed), steps, batch, LR patch, rate schedule, L1 loss, gradient clip.
-   ContinuousSR goes through `sr_model.training.train` (the preset's current formulation); LIIF through the
+   ContinuousSR goes through `sr_model.training.loop.train` (the preset's current formulation); LIIF through the
    loop below, which differs only where LIIF does: it decodes `patch^2` random HR pixels per image (the LIIF
    paper's sampling) instead of rendering the whole HR patch.
 3. Ablations at U(4,8), same budget: `benchmarks/peers/variants.py` (dictionaries, fixed centres, P_off only,
@@ -90,8 +90,8 @@ def recorded_settings(args: argparse.Namespace) -> dict:
 # ----------------------------------------------------------------------------------------------- data
 def heldout_crops(held_dir: Path, crop: int) -> list[tuple[str, np.ndarray]]:
     from gaussian_field.image_io import read_image
-    from sr_model.datasets import find_images
-    from sr_model.validation import centre_crop
+    from sr_model.data.datasets import find_images
+    from sr_model.training.validation import centre_crop
 
     return [(path.stem, centre_crop(read_image(path), crop)) for path in find_images([held_dir])]
 
@@ -148,9 +148,9 @@ def prior_dictionaries(args, train_dir: Path) -> dict[str, str]:
 def train_continuoussr(
     args, variant_name: str, scale_range, train_dir: Path, held_dir: Path, sources: dict, validate: bool
 ) -> dict:
-    import sr_model.training as training
+    import sr_model.training.loop as training
     from benchmarks.peers.variants import VARIANTS
-    from sr_model.train_state import TrainConfig, milestones_from_fractions
+    from sr_model.training.state import TrainConfig, milestones_from_fractions
 
     variant = VARIANTS[variant_name]
     run = args.out / "runs" / f"continuoussr-{variant_name}-{scale_range[0]:g}-{scale_range[1]:g}"
@@ -201,7 +201,7 @@ def train_continuoussr(
 
 def load_continuoussr(entry: dict, variant_name: str, out: Path, device):
     from benchmarks.peers.variants import VARIANTS
-    from sr_model.model_files import load_network as load_model
+    from sr_model.files.model_files import load_network as load_model
 
     model = load_model(resolved_path(entry["checkpoint"], out), device)
     specialise = VARIANTS[variant_name].specialise
@@ -214,8 +214,8 @@ def train_liif(args, scale_range, train_dir: Path, curve=None, curve_every: int 
     import torch
 
     from benchmarks.peers.liif import LIIF, sample_queries
-    from sr_model.datasets import ScaleBatchSampler, SRTrainDataset
-    from sr_model.train_state import learning_rate, milestones_from_fractions
+    from sr_model.data.datasets import ScaleBatchSampler, SRTrainDataset
+    from sr_model.training.state import learning_rate, milestones_from_fractions
 
     run = args.out / "runs" / f"liif-{scale_range[0]:g}-{scale_range[1]:g}"
     shutil.rmtree(run, ignore_errors=True)
@@ -308,8 +308,8 @@ def per_image_scores(upscaler: Upscaler | None, crops, device, scales=EVAL_SCALE
     bicubic."""
     import torch
 
-    from sr_model.evaluation import bicubic_upscale, make_lr, to_uint8
-    from sr_model.metrics import protocol_settings, psnr, ssim
+    from sr_model.evaluation.evaluate import bicubic_upscale, make_lr, to_uint8
+    from sr_model.evaluation.metrics import protocol_settings, psnr, ssim
 
     table = {}
     for scale in scales:
@@ -481,9 +481,9 @@ def diagnose(args, results: dict, crops) -> dict:
     import torch
 
     from benchmarks.peers.variants import VARIANTS
-    from sr_model.evaluation import make_lr
-    from sr_model.model import build_model
-    from sr_model.presets import preset
+    from sr_model.evaluation.evaluate import make_lr
+    from sr_model.networks.model import build_model
+    from sr_model.networks.presets import preset
 
     image = make_lr(crops[0][1], 4.0)[1]
     sources = {path.stem: str(path) for path in (args.out / "dictionaries").glob("*.npy")}
@@ -738,7 +738,7 @@ def main() -> None:
     from train_lite import prepare_photos
 
     from benchmarks.peers.variants import VARIANTS
-    from sr_model.evaluation import make_lr
+    from sr_model.evaluation.evaluate import make_lr
 
     args.out.mkdir(parents=True, exist_ok=True)
     # the skimage corpus: the data folder (train_lite's wallpapers) is not read

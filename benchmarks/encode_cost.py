@@ -6,7 +6,7 @@ mosaic of scikit-image's bundled photographs:
 
 - encode: `model.encode` of one image, whole (`--tile 0`), median of `--repeats` runs after a warm-up; the child's
   growth of the resident set over the encode (the heap trimmed first), its peak, and the project's estimate
-  (`sr_model.inference.estimate_encode_bytes`). The bundled `lite` weights, and `swinir`/`hat` at their presets
+  (`sr_model.inference.encode.estimate_encode_bytes`). The bundled `lite` weights, and `swinir`/`hat` at their presets
   with random weights (cost does not depend on the weights).
 - `--large`: a 4000x3000 photo through `sr_model.api` with default settings (tiles picked by the memory budget).
 - `--baseline REV`: the same children run against a git worktree of REV (the K x N dictionary head before it was
@@ -85,8 +85,8 @@ def model_for(name):
     if name == "bundled":
         from sr_model.api import load_model
         return load_model().model.to(device).eval()
-    from sr_model.model import build_model
-    from sr_model.presets import preset
+    from sr_model.networks.model import build_model
+    from sr_model.networks.presets import preset
     return build_model(preset(name), "official").to(device).eval()
 
 
@@ -108,7 +108,7 @@ if kind == "encode":
     h, w = job["size"]
     image = torch.from_numpy(mosaic(h, w)).permute(2, 0, 1)[None].contiguous().to(device)
     try:
-        from sr_model.inference import estimate_encode_bytes
+        from sr_model.inference.encode import estimate_encode_bytes
         result["estimate"] = estimate_encode_bytes(model, h, w)
     except Exception:
         result["estimate"] = None
@@ -151,8 +151,8 @@ elif kind == "liif":
     result["peak"] = peak()
 elif kind == "train":
     from gaussian_field import render
-    from sr_model.model import build_model
-    from sr_model.presets import preset
+    from sr_model.networks.model import build_model
+    from sr_model.networks.presets import preset
     model = build_model(preset("lite"), "official").to(device).train()
     optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
     hr_all = torch.from_numpy(mosaic(512, 512)).permute(2, 0, 1)[None]

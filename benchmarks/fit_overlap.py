@@ -17,6 +17,7 @@ PNG) when present, else the scikit-image photos (small: decoding is cheap, so th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from dgp_fitting.fitting import FitConfig
+from dgp_fitting.job_plan import JobPlan
 from dgp_fitting.prior_job import fit_chunk, fit_shard, prepare_store
 from prior_store import open_store
 from workflows.demo_assets import write_demo_photos
@@ -99,14 +101,14 @@ def main() -> None:
         if not images.is_dir():
             images = work / "photos"
             write_demo_photos(images)
-        fit = FitConfig(steps=args.steps)
-        common = dict(crop=args.crop, crops_per_image=args.crops_per_image, fit=fit, batch=args.batch)
         template = work / "template.zarr"
-        store = prepare_store([images], template, **common, echo=lambda _: None)
+        fit = FitConfig(steps=args.steps)
+        job = JobPlan([images], template, crop=args.crop, crops_per_image=args.crops_per_image, fit=fit)
+        store = prepare_store(job, args.batch, echo=lambda _: None)
         crops, chunks = store.num_crops, list(range(store.num_chunks))
         if store.num_shards != 1:  # one task = one shard; a bigger corpus is several tasks, each like this one
             shutil.rmtree(template)
-            store = prepare_store([images], template, **common, shard_size=-(-crops // args.batch) * args.batch)
+            store = prepare_store(dataclasses.replace(job, shard_size=-(-crops // args.batch) * args.batch), args.batch)
             chunks = list(store.shard_chunks(0))
         root = os.getcwd()
         warm = work / "warm-up.zarr"  # imports, JIT compilation, caches: not timed

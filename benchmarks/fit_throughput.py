@@ -1,18 +1,20 @@
-"""Prior-fitting throughput: the fitting engine against the previous one, and `p2g fit-prior` on 1 vs 2 workers.
+"""Prior-fitting throughput: the fitting engine against an earlier revision's, and `p2g fit-prior` on 1 vs 2 workers.
 
-`--engines` (in this process, on photo crops of the images bundled with scikit-image, 8-bit as the job reads them):
-the previous engine (kept below as `previous_fit_crops`: a host read of the loss every step, Adam's for-loop, batches
-of `--previous-batch`) against `dgp_fitting.fitting.fit_crops` in batches of `--batch` (default auto), on the same
-crops in one run. Per engine: crops/s, HR Mpx/s, median and 5th-percentile PSNR, the largest per-crop PSNR difference
-to the previous engine, the share of step time per phase (a short profiled run that synchronises the device
-between phases), and the device-hours the paper's corpus (40,000 images of 2.8 Mpx) would take at that rate,
-beside the paper's 700 GPU-hours. `--json FILE` writes every figure.
+`--engines` (on photo crops of the images bundled with scikit-image, 8-bit as the job reads them): the fitting code
+of the git revision `--against REV` (default: the engine before the sync-free rewrite, a host read of the loss every
+step; `fit_revision.PREVIOUS_ENGINE`) in batches of `--previous-batch`, against `dgp_fitting.fitting.fit_crops` of
+this checkout in batches of `--batch` (default auto), on the same crops in one run. The revision is exported with
+`git archive` to a temporary folder and runs in a subprocess that imports only its code (`fit_revision.py`), so its
+figures are that revision's engine and renderer together. Per engine: crops/s, HR Mpx/s, median and 5th-percentile
+PSNR; the largest per-crop PSNR difference to the revision; for the current engine the share of step time per phase
+(a short profiled run that synchronises the device between phases) and the device-hours the paper's corpus (40,000
+images of 2.8 Mpx) would take at that rate, beside the paper's 700 GPU-hours. `--json FILE` writes every figure.
 
 Default mode: the real job (LocalCluster, one thread per worker, the store written by the workers) on 1 and on 2
 workers; every worker first fits a tiny crop so that imports and JIT compilation are not counted, and the time runs
 from the first task to the last result. Timings on a shared machine are noisy: compare rows of one run only.
 
-    python benchmarks/fit_throughput.py --engines [--device cpu] [--preset demo] [--crop 64] [--crops 64]
+    python benchmarks/fit_throughput.py --engines [--against REV] [--device cpu] [--preset demo] [--crops 64]
     python benchmarks/fit_throughput.py [--preset demo] [--crop 64] [--crops-per-image 4] [--workers 1 2] [--batch auto]
     python benchmarks/fit_throughput.py --curve 25 50 100 200 500 1000   # PSNR vs steps, in-process
     python benchmarks/fit_throughput.py --engines --device cuda --preset quality --crops 2048 --previous-crops 64
@@ -30,121 +32,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fit_revision import PREVIOUS_ENGINE, RevisionFitError, fit_at_revision, resolve_revision
 
 from dgp_fitting.batch_size import auto_batch
-from dgp_fitting.fitting import (
-    FIT_PRESETS,
-    CropFieldParams,
-    FitConfig,
-    FitResult,
-    PhaseTimer,
-    _lr_factor,
-    _scatter,
-    fit_crops,
-    psnr_of,
-)
-from gaussian_field import GaussianField, render
+from dgp_fitting.fitting import FIT_PRESETS, FitConfig, PhaseTimer, fit_crops
 from workflows.demo_assets import DEMO_CROPS, bundled_photo, write_demo_photos
 
 #: The paper's corpus and its fitting cost (ContinuousSR: ~40,000 HR photos of DIV2K size, 700+ GPU-hours).
 PAPER_IMAGES = 40_000
 PAPER_MPX_PER_IMAGE = 2.8
 PAPER_GPU_HOURS = 700.0
-
-
-# ---- the previous engine, kept as it was so that both run in one benchmark ------------------------------------
-
-
-class _PreviousParams(CropFieldParams):
-    """The previous bounded map (no sanitising of raw values: a diverged crop had to leave the batch at once)."""
-
-    def field(self) -> GaussianField:
-        cfg = self.config
-        means = self.base + torch.tanh(self.offset_raw)
-        d11, c21, d22 = self.chol_raw.unbind(-1)
-        span = cfg.chol_max - cfg.chol_min
-        chol = torch.stack(
-            [
-                cfg.chol_min + span * torch.sigmoid(d11),
-                cfg.chol_max * torch.tanh(c21),
-                cfg.chol_min + span * torch.sigmoid(d22),
-            ],
-            -1,
-        )
-        return GaussianField(means, chol, self.colors, self.h, self.w, self.k, validate=False)
-
-
-def previous_fit_crops(
-    crops, seeds, config: FitConfig, scale: int = 4, k: int = 2, backend: str = "auto", timer: PhaseTimer | None = None
-) -> FitResult:
-    """The previous engine: stops at the first non-finite loss and refits the batch without the diverged crops."""
-    bsz = crops.shape[0]
-    finite = torch.isfinite(crops).flatten(1).all(1).tolist()
-    failed = ["" if ok else "crop has NaN or infinite pixels" for ok in finite]
-    active = [i for i in range(bsz) if finite[i]]
-    result = None
-    while active:
-        result, bad = _previous_fit_once(crops[active], [seeds[i] for i in active], config, scale, k, backend, timer)
-        if not bad:
-            break
-        for j in bad:
-            failed[active[j]] = "fit diverged (non-finite loss)"
-        active = [i for j, i in enumerate(active) if j not in bad]
-        result = None
-    return _scatter(result, active, failed, crops, config, scale, k)
-
-
-def _previous_fit_once(crops, seeds, config, scale, k, backend, timer):
-    params = _PreviousParams(crops, config, seeds, scale, k)
-    size = (crops.shape[2], crops.shape[3])
-    optimiser = torch.optim.Adam(
-        [
-            {"params": [params.offset_raw, params.chol_raw], "lr": config.lr},
-            {"params": [params.colors], "lr": config.color_lr},
-        ],
-        betas=(0.9, config.adam_beta2),
-    )
-    base_lrs = [group["lr"] for group in optimiser.param_groups]
-    lap = timer.lap if timer is not None else (lambda name: None)
-    for step in range(config.steps):
-        factor = _lr_factor(step, config)
-        for group, base_lr in zip(optimiser.param_groups, base_lrs):
-            group["lr"] = base_lr * factor
-        lap("python")
-        field = params.field()
-        lap("parametrisation")
-        if timer is not None:  # the render's inputs as leaves, so that its backward is timed on its own
-            leaves = [t.detach().requires_grad_(True) for t in (field.means, field.chol, field.colors)]
-            rendered = render(
-                GaussianField(*leaves, field.h, field.w, field.k, validate=False), size=size, backend=backend
-            )
-        else:
-            rendered = render(field, size=size, backend=backend)
-        lap("render forward")
-        diff = rendered - crops
-        per_crop = (diff.abs() if config.loss == "l1" else diff * diff).flatten(1).mean(1)
-        lap("loss")
-        finite = torch.isfinite(per_crop)
-        if not bool(finite.all()):
-            return None, [int(i) for i in torch.nonzero(~finite).flatten()]
-        lap("divergence check (host read)")
-        optimiser.zero_grad(set_to_none=True)
-        if timer is not None:
-            grads = torch.autograd.grad(per_crop.sum(), leaves)
-            lap("render backward")
-            torch.autograd.backward([field.means, field.chol, field.colors], grads)
-            lap("parametrisation")
-        else:
-            per_crop.sum().backward()
-        optimiser.step()
-        lap("adam")
-    with torch.no_grad():
-        field = params.field()
-        psnr = psnr_of(render(field, size=size, backend=backend), crops)
-    bad = [int(i) for i in torch.nonzero(~torch.isfinite(psnr)).flatten()]
-    if bad:
-        return None, bad
-    return (field.means.detach(), field.chol.detach(), field.colors.detach(), psnr), []
 
 
 # ---- engines compared in one run --------------------------------------------------------------------------------
@@ -168,17 +65,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_engine(fit_fn, crops: torch.Tensor, batch: int, config: FitConfig) -> dict:
-    """Fit every crop in batches of `batch` with `fit_fn`; wall time, PSNR per crop."""
+def run_engine(crops: torch.Tensor, batch: int, config: FitConfig) -> dict:
+    """Fit every crop in batches of `batch` with this checkout's engine; `engine_figures` of the run."""
     seeds = list(range(crops.shape[0]))
     _sync(crops.device)
     start = time.perf_counter()
     psnr = []
     for i in range(0, crops.shape[0], batch):
-        psnr.append(fit_fn(crops[i : i + batch], seeds[i : i + batch], config).psnr)
+        psnr.append(fit_crops(crops[i : i + batch], seeds[i : i + batch], config).psnr)
     _sync(crops.device)
-    seconds = time.perf_counter() - start
-    psnr = torch.cat(psnr).numpy()
+    return engine_figures(crops, batch, time.perf_counter() - start, torch.cat(psnr).tolist())
+
+
+def engine_figures(crops: torch.Tensor, batch: int, seconds: float, psnr_list: list[float]) -> dict:
+    """Rate, PSNR percentiles and the paper corpus's device-hours of one engine's timed fit of `crops`."""
+    psnr = np.array(psnr_list)
     pixels = crops.shape[0] * crops.shape[2] * crops.shape[3]
     mpx_s = pixels / seconds / 1e6
     return {
@@ -194,10 +95,10 @@ def run_engine(fit_fn, crops: torch.Tensor, batch: int, config: FitConfig) -> di
     }
 
 
-def profile_engine(fit_fn, crops: torch.Tensor, batch: int, config: FitConfig, steps: int) -> dict:
+def profile_engine(crops: torch.Tensor, batch: int, config: FitConfig, steps: int) -> dict:
     """Share of step time per phase over `steps` steps of one batch (device synchronised between phases)."""
     timer = PhaseTimer(crops.device)
-    fit_fn(
+    fit_crops(
         crops[:batch], list(range(min(batch, crops.shape[0]))), dataclasses.replace(config, steps=steps), timer=timer
     )
     total = sum(timer.seconds.values())
@@ -215,9 +116,7 @@ def compare_engines(args, fit: FitConfig) -> dict:
     batch = auto_batch(args.crop, device) if args.batch == "auto" else int(args.batch)
     batch = min(batch, crops.shape[0])
     previous_crops = crops[: args.previous_crops or crops.shape[0]]
-    warm = dataclasses.replace(fit, steps=2)
-    fit_crops(crops[:2], [0, 1], warm)  # kernel compilation and caches stay out of both timings
-    previous_fit_crops(crops[:2], [0, 1], warm)
+    fit_crops(crops[:2], [0, 1], dataclasses.replace(fit, steps=2))  # compilation and caches stay out of the timing
     report = {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -229,8 +128,11 @@ def compare_engines(args, fit: FitConfig) -> dict:
     }
     old_fit = FIT_PRESETS[args.previous_preset] if args.previous_preset else fit
     report["previous_config"] = old_fit.as_dict()
-    previous = run_engine(previous_fit_crops, previous_crops, args.previous_batch, old_fit)
-    new = run_engine(fit_crops, crops, batch, fit)
+    commit = args.against_commit  # the revision warms up in its own process, as this one did above
+    at_revision = fit_at_revision(commit, previous_crops, old_fit.as_dict(), args.previous_batch, args.threads)
+    report["previous_revision"] = {"commit": commit, "asked": args.against, "module": at_revision["module"]}
+    previous = engine_figures(previous_crops, args.previous_batch, at_revision["seconds"], at_revision["psnr"])
+    new = run_engine(crops, batch, fit)
     count = previous_crops.shape[0]
     gain = np.array(new["psnr"][:count]) - np.array(previous["psnr"])
     delta = np.abs(gain)
@@ -240,10 +142,7 @@ def compare_engines(args, fit: FitConfig) -> dict:
     new["compared_crops"] = count
     report["previous"], report["new"] = previous, new
     report["speedup_crops_per_s"] = new["crops_per_s"] / previous["crops_per_s"]
-    report["profile"] = {
-        "previous": profile_engine(previous_fit_crops, crops, args.previous_batch, old_fit, args.profile_steps),
-        "new": profile_engine(fit_crops, crops, batch, fit, args.profile_steps),
-    }
+    report["profile"] = {"new": profile_engine(crops, batch, fit, args.profile_steps)}
     report["load_average_after"] = os.getloadavg()
     return report
 
@@ -305,11 +204,17 @@ def process_scaling(args, fit: FitConfig, counts: list[int]) -> list[dict]:
     return rows
 
 
+def _revision_label(revision: dict) -> str:
+    commit, asked = revision["commit"], revision["asked"]
+    return f"revision {commit[:10]}" + ("" if commit.startswith(asked) else f" (--against {asked})")
+
+
 def format_engines(report: dict) -> list[str]:
     lines = [
         f"fitting engines on {report['device_name']} ({report['device']}, {report['threads']} torch threads): "
         f"{report['preset_steps']} steps, {report['crop']} px crops; load average "
         f"{report['load_average'][0]:.1f} before, {report['load_average_after'][0]:.1f} after",
+        f"previous: {_revision_label(report['previous_revision'])}, its fitting engine and renderer, in a subprocess",
         f"{'engine':>9} {'crops':>6} {'batch':>6} {'seconds':>8} {'crops/s':>8} {'HR Mpx/s':>9} "
         f"{'PSNR med':>9} {'PSNR p5':>8} {'paper corpus':>14}",
     ]
@@ -337,8 +242,7 @@ def format_engines(report: dict) -> list[str]:
         f"{new['paper_corpus_device_hours']:.0f} device-hours per device (paper: {PAPER_GPU_HOURS:.0f} "
         f"GPU-hours; target <= {PAPER_GPU_HOURS / 20:.0f})"
     )
-    for name in ("previous", "new"):
-        prof = report["profile"][name]
+    for name, prof in report["profile"].items():
         shares = ", ".join(
             f"{phase} {share * 100:.0f}%" for phase, share in sorted(prof["shares"].items(), key=lambda kv: -kv[1])
         )
@@ -442,7 +346,7 @@ def main() -> None:
     parser.add_argument(
         "--previous-preset",
         choices=sorted(FIT_PRESETS),
-        help="--engines: the previous engine with this preset's settings instead (e.g. quality vs --preset fast)",
+        help="--engines: the revision with this preset's settings instead (e.g. quality vs --preset fast)",
     )
     parser.add_argument("--steps", type=int, help="override the preset's steps")
     parser.add_argument("--crop", type=int, default=64)
@@ -453,15 +357,21 @@ def main() -> None:
     parser.add_argument(
         "--engines",
         action="store_true",
-        help="compare the previous fitting engine with the current one in this process",
+        help="compare the fitting engine of --against REV with the current one, on the same crops",
+    )
+    parser.add_argument(
+        "--against",
+        default=PREVIOUS_ENGINE,
+        metavar="REV",
+        help="--engines: the git revision to compare with [default: the engine before the sync-free rewrite]",
     )
     parser.add_argument("--crops", type=int, default=64, help="--engines: crops fitted by the current engine")
     parser.add_argument(
         "--previous-crops",
         type=int,
-        help="--engines: fit only the first N of them with the previous engine [default: all]",
+        help="--engines: fit only the first N of them with the revision [default: all]",
     )
-    parser.add_argument("--previous-batch", type=int, default=8, help="--engines: the previous engine's batch")
+    parser.add_argument("--previous-batch", type=int, default=8, help="--engines: the revision's batch")
     parser.add_argument("--profile-steps", type=int, default=20, help="--engines: steps of the phase profile")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch and numba")
     parser.add_argument(
@@ -503,8 +413,15 @@ def main() -> None:
     except ImportError:
         pass
     if args.engines:
+        try:
+            args.against_commit = resolve_revision(args.against)
+        except ValueError as err:
+            parser.error(f"--against: {err}")
         args.batch = args.batch or "auto"
-        report = compare_engines(args, fit)
+        try:
+            report = compare_engines(args, fit)
+        except RevisionFitError as err:
+            parser.exit(1, f"{parser.prog}: error: {err}\n")
         if args.processes:
             report["processes"] = process_scaling(args, fit, args.processes)
         for line in format_engines(report):

@@ -35,6 +35,7 @@ def fit_source(path: Path, crops_per_photo: int = 4) -> None:
     from skimage import data
 
     from dgp_fitting.fitting import FitConfig
+    from dgp_fitting.job_plan import JobPlan
     from dgp_fitting.prior_job import fit_chunk, prepare_store
 
     photos = path.parent / "source_photos"
@@ -43,7 +44,7 @@ def fit_source(path: Path, crops_per_photo: int = 4) -> None:
         image = getattr(data, name)()
         Image.fromarray(image[..., :3] if image.ndim == 3 else np.stack([image] * 3, -1)).save(photos / f"{name}.png")
     fit = FitConfig(steps=100)
-    store = prepare_store([photos], path, crop=64, crops_per_image=crops_per_photo, fit=fit, batch=8)
+    store = prepare_store(JobPlan([photos], path, crop=64, crops_per_image=crops_per_photo, fit=fit), batch=8)
     for index in range(store.num_chunks):
         fit_chunk(str(path), index, root=".", device="cpu")
 

@@ -1,13 +1,13 @@
 """Measure what tiled encoding costs in exactness and what an encode costs in memory, per encoder.
 
 For each model:
-- `radius`: `sr_model.tiling.receptive_radius` (LR px), the bound the default tile context uses;
+- `radius`: `sr_model.inference.tiling.receptive_radius` (LR px), the bound the default tile context uses;
 - `reach`: measured in float64 by changing one LR pixel of a photo and finding the farthest Gaussian that
   changes at all, and the distances beyond which every change stays below 1e-4 and 1e-6 (the effective
   margin of that model's weights);
 - `tiled vs untiled`: max |difference| of the Gaussian parameters (means, Cholesky, colours) between a tiled
   and an untiled float32 encode, for the default context and shorter ones;
-- `--memory`: the encode memory estimate (`sr_model.inference.estimate_encode_bytes`) against the growth of the
+- `--memory`: the encode memory estimate (`sr_model.inference.encode.estimate_encode_bytes`) against the growth of the
   resident set during the encode, sampled every 0.5 ms in a fresh process (float32, one thread).
 
 Models: the `lite` preset (random weights), the golden small official SwinIR and HAT (their stored weights,
@@ -32,12 +32,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sr_model.inference import encode  # noqa: E402
-from sr_model.model import build_model  # noqa: E402
-from sr_model.model_files import load_network  # noqa: E402
-from sr_model.official_import import model_from_official  # noqa: E402
-from sr_model.presets import preset  # noqa: E402
-from sr_model.tiling import default_context, has_global_context, receptive_radius  # noqa: E402
+from sr_model.files.model_files import load_network  # noqa: E402
+from sr_model.files.official_import import model_from_official  # noqa: E402
+from sr_model.inference.encode import encode  # noqa: E402
+from sr_model.inference.tiling import default_context, has_global_context, receptive_radius  # noqa: E402
+from sr_model.networks.model import build_model  # noqa: E402
+from sr_model.networks.presets import preset  # noqa: E402
 from workflows.demo_assets import bundled_photo  # noqa: E402
 
 
@@ -115,7 +115,7 @@ import sys, threading, time, psutil, torch
 sys.path.insert(0, {root!r})
 torch.set_num_threads(1)
 from benchmarks.tiling_margin import models_by_name
-from sr_model.inference import estimate_encode_bytes
+from sr_model.inference.encode import estimate_encode_bytes
 model = models_by_name({name!r}, {checkpoint!r})
 side = {side}
 estimate = estimate_encode_bytes(model, side, side)

@@ -11,11 +11,11 @@
    `--prior STORE` uses an existing store instead.
 3. Training. Each variant trains with the same settings and the same budget: --steps steps, cut at --minutes of
    wall-clock time, whichever comes first. Variants: `full` (the `lite` preset: colours anchored on the LR's
-   interpolation, sr_model.color_anchor), `unanchored` (the same model with raw colours, as the official
+   interpolation, sr_model.networks.color_anchor), `unanchored` (the same model with raw colours, as the official
    architectures and the `lite` preset before anchoring), and the paper's ablations `fixed-centres`,
    `no-dictionary`. The machine is shared: the steps reached in the budget depend on its load and are reported.
 4. Learning curves. Before training and every --curve-every steps, the training loop's validation
-   (sr_model.validation, the protocol of `p2g eval`: MATLAB-bicubic LR rounded to 8 bits, BasicSR Y-PSNR with
+   (sr_model.training.validation, the protocol of `p2g eval`: MATLAB-bicubic LR rounded to 8 bits, BasicSR Y-PSNR with
    shave = scale) on centre crops (--val-crop px) of the held-out photos at x2, x3, x4, x6, x8: the gain over
    bicubic per scale and the per-channel mean error (SR - HR in 8-bit levels), which separates a global colour
    bias from structural error.
@@ -131,7 +131,7 @@ def build_prior(out: Path, train_dir: Path, crops_per_image: int, size: int) -> 
 
 
 def _config(args, name: str, train_dir: Path, held_dir: Path, prior: Path):
-    from sr_model.train_state import TrainConfig, milestones_from_fractions
+    from sr_model.training.state import TrainConfig, milestones_from_fractions
 
     overrides = VARIANTS[name]
     return TrainConfig(
@@ -160,9 +160,9 @@ def initial_scores(config) -> dict:
     """The validation of the model training starts from (built as `train` builds it: same seed)."""
     import torch
 
-    from sr_model.dictionary import load_dictionary
-    from sr_model.model import build_model
-    from sr_model.validation import Validator
+    from sr_model.networks.covariance_dictionary import load_dictionary
+    from sr_model.networks.model import build_model
+    from sr_model.training.validation import Validator
 
     torch.manual_seed(config.seed)
     model_config = config.model_config()
@@ -173,7 +173,7 @@ def initial_scores(config) -> dict:
 def train_variant(args, name: str, train_dir: Path, held_dir: Path, prior: Path) -> dict:
     import torch
 
-    from sr_model.training import train
+    from sr_model.training.loop import train
 
     torch.set_num_threads(args.threads)
 
@@ -264,7 +264,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from sr_model.datasets import find_images
+    from sr_model.data.datasets import find_images
 
     torch.set_num_threads(args.threads)
     unknown = sorted(set(args.variants.split(",")) - set(VARIANTS))

@@ -41,7 +41,7 @@ def fitted_field(steps: int):
     """A field fitted to a 256 px crop of chelsea (64x64 LR at x4), and the crop's MATLAB-bicubic LR image."""
     from dgp_fitting.fitting import FitConfig, fit_crops
     from gaussian_field import GaussianField
-    from sr_model.imresize import imresize
+    from sr_model.data.imresize import imresize
 
     hr = torch.from_numpy(bundled_photo("chelsea")[20:276, 120:376].astype(np.float32)).permute(2, 0, 1)[None]
     result = fit_crops(hr, [0], FitConfig(steps=steps), scale=4, k=2)

@@ -1,14 +1,15 @@
-"""`--batch auto`: how many crops one fitting step should hold on a device.
+"""`--batch`: how many crops one fitting step (and one store chunk) holds, resolved once per job.
 
-A step's cost has a fixed part (Python, kernel launches, the optimiser's dispatch) and a part that grows with the
-pixels of the batch, so a batch should hold as many pixels as the device can work on at once, within its memory.
-On a GPU that is hundreds to thousands of crops; on a CPU the numba kernels already spread one crop over the
-threads, so a moderate number of pixels amortises the fixed part.
+`auto` sizes it to a device. A step's cost has a fixed part (Python, kernel launches, the optimiser's dispatch)
+and a part that grows with the pixels of the batch, so a batch should hold as many pixels as the device can work on
+at once, within its memory. On a GPU that is hundreds to thousands of crops; on a CPU the numba kernels already
+spread one crop over the threads, so a moderate number of pixels amortises the fixed part.
 """
 
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 
@@ -25,6 +26,8 @@ GPU_PIXELS = 64 * 2**20
 CPU_PIXELS = 2**18
 #: Upper bound whatever the memory says (a chunk this large is still a few seconds of store writes).
 MAX_BATCH = 16384
+#: Crops per chunk (= per task and per fitting batch) when neither --batch nor an existing store says.
+DEFAULT_BATCH = 8
 
 
 def auto_batch(crop: int, device: str | torch.device = "cpu", free_bytes: int | None = None) -> int:
@@ -60,3 +63,35 @@ def _free_bytes(device: torch.device) -> int:
 def spread(batch: int, crops: int, workers: int) -> int:
     """`batch`, lowered so that a corpus of `crops` gives every one of `workers` at least one chunk."""
     return max(1, min(batch, math.ceil(crops / max(1, workers))))
+
+
+def resolve_batch(
+    batch: int | str | None,
+    store_chunks: int | None = None,
+    measured: int | None = None,
+    crops: int = 0,
+    workers: int = 1,
+) -> int:
+    """The one place a job turns `--batch` (a number, "auto" or None) into its chunk size.
+
+    `store_chunks` is an existing store's chunk size (None: a new store); None or "auto" keep it, and a number is
+    passed on as asked, to be compared with it when the store is reopened (a store's chunks cannot change). On a new
+    store: the number asked, else DEFAULT_BATCH; "auto" takes `measured` (`auto_batch` on the device that fits the
+    chunks), lowered so that a corpus of `crops` gives each of `workers` a chunk (`spread`).
+    """
+    check_requested_batch(batch)
+    if batch is not None and batch != "auto":
+        return cast(int, batch)  # a number: any other string was refused
+    if store_chunks is not None:
+        return store_chunks
+    if batch is None:
+        return DEFAULT_BATCH
+    if measured is None:
+        raise ValueError("--batch auto on a new store needs the batch measured on the device that fits it")
+    return spread(measured, crops, workers)
+
+
+def check_requested_batch(batch: int | str | None) -> None:
+    """Refuse a string other than "auto" (the CLI only passes numbers and "auto"; library callers may not)."""
+    if isinstance(batch, str) and batch != "auto":
+        raise ValueError(f"batch must be a positive integer or 'auto', got {batch!r}")

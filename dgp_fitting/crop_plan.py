@@ -65,12 +65,6 @@ def scan_images(paths: Iterable[str | os.PathLike]) -> list[str]:
     return sorted(_scan(paths))
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """Upright (height, width) from the header (`probe_image`: over the pixel limit, ImageTooLargeError)."""
-    probe = probe_image(path)
-    return probe.height, probe.width
-
-
 def _image_seed(seed: int, key: str) -> np.random.Generator:
     digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
@@ -159,7 +153,7 @@ def plan_crops(
 
     for source in files:
         try:
-            height, width = image_size(source)
+            height, width = probe_image(source).size
         except (ImageReadError, OSError) as err:
             add(source, (0, 0, 0, 0), STATUS_FAILED, _short(err))
             continue

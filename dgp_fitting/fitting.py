@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from dgp_fitting.fit_losses import FIT_LOSSES, either
 from gaussian_field import GaussianField, render
 from gaussian_field.initial import field_from_image
 from gaussian_field.lattice import base_positions
@@ -64,8 +65,8 @@ class FitConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 0:
             raise ValueError(f"steps must be a non-negative integer, got {self.steps!r}")
-        if self.loss not in ("l1", "l2"):
-            raise ValueError(f"loss must be 'l1' or 'l2', got {self.loss!r}")
+        if self.loss not in tuple(FIT_LOSSES):  # compared by equality, as an unhashable value must be refused too
+            raise ValueError(f"loss must be {either(FIT_LOSSES)}, got {self.loss!r}")
         if not 0 < self.chol_min < self.init_sigma < self.chol_max:
             raise ValueError(
                 f"need 0 < chol_min < init_sigma < chol_max, got {self.chol_min}, {self.init_sigma}, {self.chol_max}"
@@ -247,8 +248,8 @@ def make_optimiser(params: CropFieldParams, config: FitConfig) -> torch.optim.Ad
 
 
 def _loss_per_crop(rendered: torch.Tensor, crops: torch.Tensor, loss: str) -> torch.Tensor:
-    diff = rendered - crops
-    return (diff.abs() if loss == "l1" else diff * diff).flatten(1).mean(1)
+    """One value per crop, from the loss table (`dgp_fitting.fit_losses.FIT_LOSSES`)."""
+    return FIT_LOSSES[loss](rendered, crops)
 
 
 def _fit_batch(

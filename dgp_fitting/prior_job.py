@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import functools
 import math
 import os
 import re
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dgp_fitting.batch_size import auto_batch, spread
+from dgp_fitting.batch_size import auto_batch, check_requested_batch, resolve_batch
 from dgp_fitting.chunk_pipeline import (
     ImageCache,
     crops_needing_work,
@@ -39,7 +38,7 @@ from dgp_fitting.chunk_pipeline import (
 )
 from dgp_fitting.clusters import BatchJobWatch, ClusterSpec, connect, local_gpu_index
 from dgp_fitting.corpus_check import check_store_before_resume, record_files, refuse_unencodable
-from dgp_fitting.crop_plan import plan_crops
+from dgp_fitting.crop_plan import CropPlan, plan_crops
 from dgp_fitting.fitting import FitConfig
 from dgp_fitting.job_limits import (
     WORKER_PROCESS_BYTES,
@@ -56,6 +55,7 @@ from dgp_fitting.job_limits import (
     memory_size,
     store_bytes_per_crop,
 )
+from dgp_fitting.job_plan import JobPlan
 from prior_store import (
     STATUS_DONE,
     StoreConfig,
@@ -68,8 +68,6 @@ from prior_store.creation import create_store_atomically
 from prior_store.lock import check_writable, store_lock
 from prior_store.store import PriorStore
 
-#: Crops per chunk (= per task and per fitting batch) when neither --batch nor an existing store says.
-DEFAULT_BATCH = 8
 #: Times a chunk whose fitting raised is tried again before it is reported as errored (worker loss is separate:
 #: the scheduler reschedules the shard's task, up to distributed's `allowed-failures`).
 TASK_RETRIES = 2
@@ -225,59 +223,55 @@ def fit_shard(
 
 
 def prepare_store(
-    images: Sequence[str | os.PathLike],
-    store_path: str | os.PathLike,
-    crop: int = 256,
-    stride: int | None = None,
-    crops_per_image: int | None = None,
-    fit: FitConfig = FitConfig(),
+    job: JobPlan,
     batch: int | str | None = None,
-    reference_scale: int = 4,
-    k: int = 2,
     refit_changed: bool = False,
     echo: Callable[[str], None] = print,
-    batch_probe: Callable[[], int] | None = None,
-    workers: int = 1,
-    shard_size: int | None = None,
-    max_crops: int | None = None,
-    max_crops_reason: str = "this machine's memory holds",
 ) -> PriorStore:
     """Plan the crops and create the store, or reopen it after checking it was made the same way, mending
-    damaged chunks and checking that its images did not change (`dgp_fitting.corpus_check`).
+    damaged chunks and checking that its images did not change (`dgp_fitting.corpus_check`), in this process.
 
-    `batch` None or "auto" on an existing store takes its chunk size; "auto" on a new one asks `batch_probe` (a
-    worker's `auto_batch`), else `auto_batch` for this process's device, and lowers it so that each of `workers`
-    gets a chunk. `shard_size` (crops per shard, a multiple of the batch) applies to a new store; None picks it
-    from the crop count (`prior_store.schema.auto_shard_size`). `max_crops` bounds the plan (`plan_crops`). A
-    corpus none of whose crops can be fitted is refused before any store is made.
+    `batch` None or "auto" on an existing store takes its chunk size; "auto" on a new one sizes the chunks to this
+    process's device (`auto_batch`). A corpus none of whose crops can be fitted is refused before any store is made.
+    `run_prior_job` does the same with its chunks checked (or `auto` measured) on the device that fits them.
     """
-    plan = plan_crops(
-        images, crop, stride, crops_per_image, fit.seed, max_crops=max_crops, max_crops_reason=max_crops_reason
+    crops = plan_corpus(job)
+    store_chunks = open_store(job.store_path).chunk_size if store_exists(job.store_path) else None
+    measured = auto_batch(job.crop, _worker_device("auto")) if batch == "auto" and store_chunks is None else None
+    chunk = resolve_batch(batch, store_chunks, measured, len(crops.boxes))
+    return open_job_store(job, crops, chunk, refit_changed, echo)
+
+
+def plan_corpus(
+    job: JobPlan, max_crops: int | None = None, max_crops_reason: str = "this machine's memory holds"
+) -> CropPlan:
+    """The job's crop plan (`plan_crops`, bounded by `max_crops`), refused when nothing in it can be fitted."""
+    crops = plan_crops(
+        job.images,
+        job.crop,
+        job.stride,
+        job.crops_per_image,
+        job.fit.seed,
+        max_crops=max_crops,
+        max_crops_reason=max_crops_reason,
     )
-    refuse_unencodable(plan.sources)
-    refuse_unusable_plan(plan, crop)
-    if batch is None or batch == "auto":
-        if store_exists(store_path):
-            batch = open_store(store_path).chunk_size
-        elif batch == "auto":
-            measured = batch_probe() if batch_probe is not None else auto_batch(crop, _worker_device("auto"))
-            batch = spread(measured, len(plan.boxes), workers)
-        else:
-            batch = DEFAULT_BATCH
-    config = StoreConfig(
-        crop_size=crop,
-        chunk_size=batch,
-        reference_scale=reference_scale,
-        k=k,
-        fitting=fit.as_dict(),
-        shard_size=shard_size,
-    )
-    if not store_exists(store_path):
-        store = create_store_atomically(store_path, config, plan.sources, plan.boxes, plan.status, plan.reasons)
-        record_files(store, plan.sources)
+    refuse_unencodable(crops.sources)
+    refuse_unusable_plan(crops, job.crop)
+    return crops
+
+
+def open_job_store(
+    job: JobPlan, crops: CropPlan, batch: int, refit_changed: bool = False, echo: Callable[[str], None] = print
+) -> PriorStore:
+    """Create the job's store with chunks of `batch` crops, or reopen it after checking that it was made with the
+    same settings and plan (a different `batch` included) and that its images did not change."""
+    config = job.store_config(batch)
+    if not store_exists(job.store_path):
+        store = create_store_atomically(job.store_path, config, crops.sources, crops.boxes, crops.status, crops.reasons)
+        record_files(store, crops.sources)
         return store
-    store, _ = open_or_create(store_path, config, plan.sources, plan.boxes, plan.status, plan.reasons)
-    check_store_before_resume(store, plan.sources, plan.boxes, plan.status, plan.reasons, refit_changed, echo=echo)
+    store, _ = open_or_create(job.store_path, config, crops.sources, crops.boxes, crops.status, crops.reasons)
+    check_store_before_resume(store, crops.sources, crops.boxes, crops.status, crops.reasons, refit_changed, echo=echo)
     return store
 
 
@@ -323,29 +317,17 @@ def run_prior_job(
     ends the job with one line (`StoreDiskFullError`), the chunks written before it intact.
     """
     device = check_device(device)
-    if isinstance(batch, str) and batch != "auto":
-        raise ValueError(f"batch must be a positive integer or 'auto', got {batch!r}")
+    check_requested_batch(batch)
     check_fit_config(fit)
     check_grid(crop, stride)
     check_cluster_size(cluster)
     if _runs_here(cluster, client):
         _check_local_device(device)
-    prepare = functools.partial(
-        prepare_store,
-        images,
-        store_path,
-        crop,
-        stride,
-        crops_per_image,
-        fit,
-        refit_changed=refit_changed,
-        echo=echo,
-        shard_size=shard_size,
-    )
+    job = JobPlan(images, store_path, crop, stride, crops_per_image, fit, shard_size)
     with store_lock(store_path, "fit-prior"):
         check_writable(store_path)
         with disk_full_in_one_line(store_path):
-            summary = _run_locked(prepare, store_path, crop, batch, cluster, device, progress, echo, client)
+            summary = _run_locked(job, batch, cluster, device, progress, echo, client, refit_changed)
     if summary.done == 0 and summary.pending == 0 and not summary.errors:
         raise NothingToFitError(
             f"no crop of store {store_path} could be fitted: all {summary.failed} failed "
@@ -462,54 +444,68 @@ def _plan_bound(store_path, crop: int, reference_scale: int = 4, k: int = 2) -> 
 
 
 def _run_locked(
-    prepare: Callable[..., PriorStore],
-    store_path,
-    crop: int,
-    batch,
+    job: JobPlan,
+    batch: int | str | None,
     cluster: ClusterSpec,
     device: str,
-    progress,
-    echo,
+    progress: bool,
+    echo: Callable[[str], None],
     client,
+    refit_changed: bool,
 ) -> JobSummary:
-    """`prepare` is `prepare_store` with the plan's arguments bound; it still takes the batch, the plan's bound
-    (and, for a new store sized by `--batch auto`, the worker probe and the worker count).
+    """Resolve the chunk size once, check it against the device that fits the chunks, then create or reopen the
+    store and run it.
 
-    The chunk size is checked against the device that fits it before the store is created: here for local
-    workers, on a worker (after connecting) for any other cluster."""
-    new = not store_exists(store_path)
-    max_crops, max_crops_reason = _plan_bound(store_path, crop)
-    if new and (batch == "auto" or not _runs_here(cluster, client)):  # checked or measured on a worker
-        if _runs_here(cluster, client):
-            _check_local_workers(cluster, _capacity_here(device, cluster.workers), crop, None)
-        context = contextlib.nullcontext(client) if client is not None else connect(cluster, device_kind(device))
-        with context as active:
-            workers = _wait_for_a_worker(active)
-            if device_kind(device) == "cuda":
-                _check_gpu_workers(active)
-            capacity = _capacity_on_a_worker(active, device)
-            if _runs_here(cluster, client):
-                capacity = dataclasses.replace(capacity, sharing=_capacity_here(device, cluster.workers).sharing)
-            if batch == "auto":
-                store = prepare(
-                    batch="auto",
-                    batch_probe=lambda: auto_batch(crop, capacity.device, capacity.free // capacity.sharing),
-                    workers=max(workers, cluster.workers if client is None else 1),
-                    max_crops=max_crops,
-                    max_crops_reason=max_crops_reason,
-                )
-                echo(f"batch auto: {store.chunk_size} crops per chunk")
-            else:
-                _check_capacity(capacity, crop, batch or DEFAULT_BATCH)
-                store = prepare(batch=batch, max_crops=max_crops, max_crops_reason=max_crops_reason)
-            return _run_job(store, store_path, crop, device, progress, echo, active, client, cluster)
-    chunk = open_store(store_path).chunk_size if not new else (batch or DEFAULT_BATCH)
+    A chunk size asked or kept (an existing store's) is checked before the corpus is read and the store created:
+    here for local workers, on a worker (after connecting) for any other cluster. `batch` "auto" on a new store is
+    measured on a worker instead, after the crops are planned, since it is spread over them."""
+    path, crop = job.store_path, job.crop
+    new = not store_exists(path)
+    here = _runs_here(cluster, client)
+    max_crops, max_crops_reason = _plan_bound(path, crop, job.reference_scale, job.k)
+    store_chunks = None if new else open_store(path).chunk_size
+    auto = new and batch == "auto"
+    on_a_worker = new and (auto or not here)  # checked or measured on a worker
+    if on_a_worker and here:
+        _check_local_workers(cluster, _capacity_here(device, cluster.workers), crop, None)
+    context = (
+        connect(cluster, device_kind(device)) if on_a_worker and client is None else contextlib.nullcontext(client)
+    )
+    with context as active:
+        capacity: Capacity | None = None
+        workers = 1
+        if on_a_worker:
+            capacity, workers = _capacity_of_the_workers(active, device, cluster, client)
+        elif here:
+            capacity = _capacity_here(device, cluster.workers)
+        crops, measured = None, None
+        if auto and capacity is not None:  # spread over the crops: planned first
+            crops = plan_corpus(job, max_crops, max_crops_reason)
+            measured = auto_batch(crop, capacity.device, capacity.free // capacity.sharing)
+        chunk_size = resolve_batch(batch, store_chunks, measured, len(crops.boxes) if crops is not None else 0, workers)
+        if capacity is not None and not auto:  # the chunks fitted are the store's own when it exists
+            fitted = chunk_size if store_chunks is None else store_chunks
+            _check_capacity(capacity, crop, fitted, "" if new else str(path))
+            if not on_a_worker:
+                _check_local_workers(cluster, capacity, crop, fitted)
+        if crops is None:
+            crops = plan_corpus(job, max_crops, max_crops_reason)
+        store = open_job_store(job, crops, chunk_size, refit_changed, echo)
+        if auto:
+            echo(f"batch auto: {store.chunk_size} crops per chunk")
+        return _run_job(store, path, crop, device, progress, echo, active, client, cluster)
+
+
+def _capacity_of_the_workers(active, device: str, cluster: ClusterSpec, client) -> tuple[Capacity, int]:
+    """Once a first worker has started: its capacity (shared as local workers share this machine) and the workers
+    a new store's chunks are spread over (those started, or the local workers asked for)."""
+    started = _wait_for_a_worker(active)
+    if device_kind(device) == "cuda":
+        _check_gpu_workers(active)
+    capacity = _capacity_on_a_worker(active, device)
     if _runs_here(cluster, client):
-        capacity = _capacity_here(device, cluster.workers)
-        _check_capacity(capacity, crop, chunk, "" if new else str(store_path))
-        _check_local_workers(cluster, capacity, crop, chunk)
-    store = prepare(batch=batch, max_crops=max_crops, max_crops_reason=max_crops_reason)
-    return _run_job(store, store_path, crop, device, progress, echo, client, client, cluster)
+        capacity = dataclasses.replace(capacity, sharing=_capacity_here(device, cluster.workers).sharing)
+    return capacity, max(started, cluster.workers if client is None else 1)
 
 
 #: How long `--batch auto` waits for a first worker to measure its device (batch jobs may queue).

@@ -123,7 +123,7 @@ class BandedImage:
     """One output file filled band of rows by band of rows: its pixel array (in memory, or a memory-mapped scratch file
     for large ones), then the file written whole under a temporary name and renamed. Use as a context manager: an
     error or interrupt removes every partial file. `render_to_file` fills one from one field; a streamed upscale
-    fills several from windows of a field that is never whole (`sr_model.streaming`).
+    fills several from windows of a field that is never whole (`sr_model.inference.streaming`).
     """
 
     def __init__(

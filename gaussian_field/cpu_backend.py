@@ -207,4 +207,4 @@ def render_window(
     return torch.from_numpy(forward_numpy(_numpy(field.means), _numpy(field.chol), _numpy(field.colors), geo))
 
 
-register_backend(Backend("cpu", render_window, lambda device: torch.device(device).type == "cpu", 10, True))
+register_backend(Backend("cpu", render_window, lambda device: torch.device(device).type == "cpu"))

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gaussian_field.integrity import DamagedFileError, UnverifiedFileWarning, damaged, write_atomically
+from gaussian_field.integrity import DamagedFileError, UnverifiedFileWarning, damaged, first_line, write_atomically
 from gaussian_field.lattice import base_positions
 
 #: Covariances with det(Sigma) = (l11 * l22)^2 at or below this (LR px^4) are degenerate for `conic()`: it marks
@@ -346,7 +346,7 @@ def _read_field_arrays(path: Path) -> dict[str, np.ndarray]:
     except ValueError:
         raise
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError) as err:
-        raise ValueError(f"{path} is not a readable field file ({_one_line(err)}); {_REDO}") from None
+        raise ValueError(f"{path} is not a readable field file ({first_line(err)}); {_REDO}") from None
 
 
 def _read_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, size: int | None = None) -> np.ndarray:
@@ -381,8 +381,3 @@ def _bytes_text(count: int) -> str:
         if count >= size:
             return f"{count / size:.1f} {unit}"
     return f"{count} bytes"
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0]

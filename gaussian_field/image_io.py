@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gaussian_field.integrity import first_line
+
 #: Suffixes scanned as images (lower case).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
 #: EXIF/TIFF tag numbers.
@@ -83,6 +85,11 @@ class ImageProbe:
     bits: int
     has_alpha: bool
     has_icc: bool
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width), upright: what plans and pairings need from a header."""
+        return self.height, self.width
 
 
 @dataclass(frozen=True)
@@ -267,11 +274,7 @@ def open_image(path: str | os.PathLike):
             f"{MAX_PIXELS_ENV} to a larger pixel count (or 'none') to read it"
         ) from None
     except DECODE_ERRORS as err:
-        raise ImageReadError(f"{path}: unreadable image ({_first_line(err)})") from None
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip() or type(err).__name__).splitlines()[0]
+        raise ImageReadError(f"{path}: unreadable image ({first_line(err)})") from None
 
 
 @contextmanager
@@ -382,7 +385,7 @@ def _read_with_opencv(path: Path) -> np.ndarray:
         else:
             arr = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as err:  # e.g. its own pixel limit (2^30) when P2G_MAX_IMAGE_PIXELS is 'none'
-        raise OSError(f"OpenCV could not decode it: {_first_line(err)}") from None
+        raise OSError(f"OpenCV could not decode it: {first_line(err)}") from None
     if arr is None:
         raise OSError("OpenCV could not decode it")
     if arr.ndim == 3:

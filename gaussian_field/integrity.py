@@ -6,8 +6,8 @@
 - `UnverifiedFileWarning`: a file that carries no digest (official ContinuousSR files, files written before
   digests existed); it is loaded, and the user is told once.
 
-Field files (`gaussian_field.field`), checkpoints (`sr_model.checkpoint`) and exports (`sr_model.export`) use
-these; each computes its digest over its own names, dtypes, shapes and bytes.
+Field files (`gaussian_field.field`), checkpoints (`sr_model.files.checkpoint`) and exports
+(`sr_model.files.export`) use these; each computes its digest over its own names, dtypes, shapes and bytes.
 """
 
 from __future__ import annotations
@@ -19,6 +19,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 DIGEST_ALGORITHM = "sha256"
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (its type's name if empty): what a one-line error quotes of a library's
+    own message. (The CLI keeps a copy, `workflows.cli.one_line`: importing this package would load torch.)"""
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0]
 
 
 class DamagedFileError(ValueError):

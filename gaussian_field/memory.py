@@ -1,7 +1,7 @@
 """How much memory a job may plan to use: `$P2G_MEMORY_BUDGET`, or a share of what is free now.
 
-One definition for every layer that sizes work before allocating it: the encode's tiles (`sr_model.inference`), and
-outputs that an encoder must hold whole (`gaussian_field.band_writer`).
+One definition for every layer that sizes work before allocating it: the encode's tiles
+(`sr_model.inference.encode`), and outputs that an encoder must hold whole (`gaussian_field.band_writer`).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ reference and `backend="auto"` picks the fastest available for the field's devic
 
 from __future__ import annotations
 
+import importlib
 import math
 import numbers
 import os
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from gaussian_field import torch_reference
+from gaussian_field.backend_table import BACKENDS, backend_entry
 from gaussian_field.field import GaussianField, _scale_pair
 
 #: Default cap on one render's output tensor; override with P2G_MAX_RENDER_BYTES or `max_output_bytes`.
@@ -29,30 +31,49 @@ RenderFn = Callable[[GaussianField, tuple[float, float], int, int, int, int], to
 
 @dataclass(frozen=True)
 class Backend:
+    """A loaded backend: its band renderer and where it runs; its priority and differentiability are its entry's
+    in `gaussian_field.backend_table`, so that they are written once."""
+
     name: str
     render_window: RenderFn
     is_available: Callable[[torch.device], bool]
-    #: Higher wins under backend="auto" among the available ones.
-    priority: int
-    differentiable: bool
+
+    @property
+    def priority(self) -> int:
+        """Higher wins under backend="auto" among the available ones."""
+        return backend_entry(self.name).priority
+
+    @property
+    def differentiable(self) -> bool:
+        return backend_entry(self.name).differentiable
 
 
-_BACKENDS: dict[str, Backend] = {
-    "torch": Backend("torch", torch_reference.render_window, lambda device: True, 0, True),
-}
+_BACKENDS: dict[str, Backend] = {}
 
 
 def register_backend(backend: Backend) -> None:
-    """Add a backend (fast CPU or GPU kernels do this on import)."""
+    """Add a backend (fast CPU or GPU kernels do this on import); its name must be in the backend table."""
+    try:
+        backend_entry(backend.name)
+    except KeyError:
+        raise ValueError(
+            f"render backend {backend.name!r} is not in gaussian_field/backend_table.py; add its entry there"
+        ) from None
     _BACKENDS[backend.name] = backend
 
 
+register_backend(Backend("torch", torch_reference.render_window, lambda device: True))
+
+
 def _load_optional_backends() -> None:
-    for module in ("gaussian_field.cpu_backend", "gaussian_field.triton_backend"):
-        try:
-            __import__(module)
-        except ImportError:
-            pass
+    """Import the module of every table entry not registered yet; one that cannot be imported (numba missing) is
+    left out, as unknown."""
+    for entry in BACKENDS:
+        if entry.name not in _BACKENDS:
+            try:
+                importlib.import_module(entry.module)
+            except ImportError:
+                pass
 
 
 def available_backends(device: str | torch.device = "cpu", differentiable: bool = False) -> list[str]:

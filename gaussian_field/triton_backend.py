@@ -266,4 +266,4 @@ def render_window(
     return forward(field, *detached, scale_hw, width, row_start, row_stop, y_origin=y_origin)
 
 
-register_backend(Backend("triton", render_window, is_available, 5, True))
+register_backend(Backend("triton", render_window, is_available))

@@ -32,7 +32,8 @@ DICTIONARY_GROUP = f"{STATS_GROUP}/dictionary"
 KERNELS = f"{DICTIONARY_GROUP}/kernels"
 #: Provenance keys every stored dictionary has (the model's loader relies on them).
 REQUIRED_PROVENANCE = ("reference_scale", "method", "size", "content_hash", "crop_count", "quantiles", "seed")
-#: Reference scale of exported `.npy` files (what `sr_model.dictionary.load_dictionary` assumes for them).
+#: Reference scale of exported `.npy` files (what the model's `load_dictionary` assumes for them:
+#: sr_model/networks/covariance_dictionary.py).
 NPY_REFERENCE_SCALE = 4
 
 

@@ -32,9 +32,9 @@ import torch
 
 from gaussian_field import GaussianField, render
 from gaussian_field.image_io import array_to_rgb_float, quantize
-from sr_model.inference import encode
-from sr_model.model import ContinuousSR
-from sr_model.model_files import load_file
+from sr_model.files.model_files import load_file
+from sr_model.inference.encode import encode
+from sr_model.networks.model import ContinuousSR
 
 log = logging.getLogger(__name__)
 #: Tensor dtypes taken as images: floats in [0, 1] and 8-bit levels.
@@ -185,7 +185,7 @@ class ImageModel:
 
     def encode(self, image: Any, tile: int | None = None, context: int | None = None) -> ImageField:
         """Encode once -> an ImageField. Memory is checked first: the whole image when it fits the budget
-        (`sr_model.inference.memory_budget`, $P2G_MEMORY_BUDGET), else tiles that do, exactly (the field's `note`
+        (`sr_model.inference.encode.memory_budget`, $P2G_MEMORY_BUDGET), else tiles that do, exactly (the field's `note`
         says so, and the log at INFO); `tile=N` asks for N x N LR tiles, `tile=0` for one piece."""
         lr, kind = image_to_tensor(image)
         param = next(self.model.parameters())

@@ -8,7 +8,7 @@ from PIL import Image
 from gaussian_field import load_field, render
 from gaussian_field.image_io import quantize
 from sr_model import api
-from sr_model.checkpoint import save_checkpoint
+from sr_model.files.checkpoint import save_checkpoint
 from tests.test_tiling import tiny_model
 
 
@@ -142,7 +142,7 @@ def test_bad_tensors_are_clear_errors(model, bad, words):
 
 def test_one_load_model_for_every_model_file(tmp_path, model):
     """api.load_model is the one loader: checkpoints and exports alike give an ImageModel."""
-    from sr_model.model_files import export_file
+    from sr_model.files.model_files import export_file
 
     save_checkpoint(tmp_path / "m.pt", model)
     export_file(tmp_path / "m.pt", tmp_path / "m.safetensors")
@@ -153,6 +153,6 @@ def test_one_load_model_for_every_model_file(tmp_path, model):
         assert isinstance(loaded, api.ImageModel) and name in loaded.source
         outs.append(loaded(x, scale=3))
     assert torch.equal(outs[0], outs[1])
-    import sr_model.checkpoint
+    import sr_model.files.checkpoint
 
-    assert not hasattr(sr_model.checkpoint, "load_model")
+    assert not hasattr(sr_model.files.checkpoint, "load_model")

@@ -5,11 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from sr_model.checkpoint import CheckpointError, checkpoint_payload, read_checkpoint, save_checkpoint, tensor_digest
-from sr_model.model import build_model
-from sr_model.model_files import load_network
-from sr_model.official_import import OfficialCheckpointError
-from sr_model.presets import preset
+from sr_model.files.checkpoint import (
+    CheckpointError,
+    checkpoint_payload,
+    read_checkpoint,
+    save_checkpoint,
+    tensor_digest,
+)
+from sr_model.files.model_files import load_network
+from sr_model.files.official_import import OfficialCheckpointError
+from sr_model.networks.model import build_model
+from sr_model.networks.presets import preset
 
 
 def lr_image(photo, size=10):

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from dgp_fitting.fitting import FitConfig
+from dgp_fitting.job_plan import JobPlan
 from dgp_fitting.prior_job import check_fit_config
 from gaussian_field.image_io import ImageReadError, read_image, write_image
 from tests.cli_checks import one_error_line
@@ -100,10 +101,10 @@ def test_interrupted_creation_leaves_nothing_at_the_store_path(tmp_path, photo, 
 
     monkeypatch.setattr(creation, "create_store", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        prior_job.prepare_store([corpus], tmp_path / "s.zarr", crop=32, fit=FitConfig(steps=1))
+        prior_job.prepare_store(JobPlan([corpus], tmp_path / "s.zarr", crop=32, fit=FitConfig(steps=1)))
     assert sorted(os.listdir(tmp_path)) == ["photos"]
     monkeypatch.setattr(creation, "create_store", real)
-    store = prior_job.prepare_store([corpus], tmp_path / "s.zarr", crop=32, fit=FitConfig(steps=1))
+    store = prior_job.prepare_store(JobPlan([corpus], tmp_path / "s.zarr", crop=32, fit=FitConfig(steps=1)))
     assert store.num_crops == 1
 
 
@@ -139,19 +140,20 @@ def bomb_png(path: Path, width: int = 20000, height: int = 20000) -> Path:
 
 
 def test_decompression_bomb_headers_are_one_line(tmp_path, photo, monkeypatch):
-    from dgp_fitting.crop_plan import image_size, plan_crops
+    from dgp_fitting.crop_plan import plan_crops
+    from gaussian_field.image_io import probe_image
 
     bomb = bomb_png(tmp_path / "photos" / "huge.png") if (tmp_path / "photos").mkdir() is None else None
     with pytest.raises(ImageReadError, match="header claims too many pixels to decode safely.*P2G_MAX_IMAGE_PIXELS"):
         read_image(bomb)
     with pytest.raises(ImageReadError, match="too many pixels"):
-        image_size(bomb)
+        probe_image(bomb)
     small_corpus(tmp_path / "photos", photo)
     plan = plan_crops([tmp_path / "photos"], 32)
     reasons = dict(zip(plan.sources, plan.reasons))
     assert "too many pixels" in reasons[str(bomb)] and reasons[str(tmp_path / "photos" / "coffee.png")] == ""
     monkeypatch.setenv("P2G_MAX_IMAGE_PIXELS", "none")
-    assert image_size(bomb) == (20000, 20000)  # allowed on request (the header is all that is read)
+    assert probe_image(bomb).size == (20000, 20000)  # allowed on request (the header is all that is read)
 
 
 def test_render_refuses_a_truncated_field_file(tmp_path):
@@ -176,7 +178,7 @@ def test_read_only_store_is_refused_before_any_fitting(tmp_path, photo, monkeypa
     from prior_store import lock
 
     corpus = small_corpus(tmp_path / "photos", photo)
-    prior_job.prepare_store([corpus], tmp_path / "s.zarr", crop=32, fit=FitConfig(steps=1))
+    prior_job.prepare_store(JobPlan([corpus], tmp_path / "s.zarr", crop=32, fit=FitConfig(steps=1)))
     real_open = open
 
     def read_only(path, *args, **kwargs):  # the fault: the store refuses new files, as on a read-only mount
@@ -203,7 +205,7 @@ def test_read_only_store_by_permissions(tmp_path, photo):
 
     corpus = small_corpus(tmp_path / "photos", photo)
     store = tmp_path / "s.zarr"
-    prior_job.prepare_store([corpus], store, crop=32, fit=FitConfig(steps=1))
+    prior_job.prepare_store(JobPlan([corpus], store, crop=32, fit=FitConfig(steps=1)))
     store.chmod(0o555)
     try:
         result = CliRunner().invoke(cli, ["prior-stats", "--store", str(store), "--out", str(tmp_path / "o")])
@@ -248,8 +250,8 @@ def test_sigterm_is_an_interrupt_with_cleanup(monkeypatch, tmp_path):
 )
 def test_a_signal_that_stopped_train_after_a_step_sets_the_exit_code(tmp_path, monkeypatch, stop_signal, code, word):
     """Ctrl-C (130) or SIGTERM (143) stopped the run after step 3 with last.pt saved; a time limit (no signal): 0."""
-    from sr_model import training
-    from sr_model.training import TrainResult
+    from sr_model.training import loop as training
+    from sr_model.training.loop import TrainResult
 
     def stopped(config, **runtime):  # what train() returns after the signal at step 3: last.pt saved
         last = Path(config.out) / "last.pt"
@@ -294,7 +296,7 @@ def test_a_png_whose_data_ends_early_is_refused_not_zero_filled(tmp_path, photo,
 
 
 def test_upscale_names_its_own_inputs_when_a_folder_has_no_images(tmp_path):
-    from sr_model.upscale_files import collect_inputs
+    from sr_model.inference.upscale_files import collect_inputs
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="found in folder .*empty; give image files or folders") as err:
@@ -303,7 +305,7 @@ def test_upscale_names_its_own_inputs_when_a_folder_has_no_images(tmp_path):
 
 
 def test_eval_report_keeps_non_utf8_names(tmp_path):
-    from sr_model.evaluation import EvalRow, write_report
+    from sr_model.evaluation.evaluate import EvalRow, write_report
 
     row = EvalRow(
         image=LATIN1_NAME,

@@ -54,8 +54,8 @@ def test_version_is_the_package_version():
 def test_choices_repeated_in_verbs_match_the_library():
     from dgp_fitting import dictionary_sampling
     from dgp_fitting.fitting import FIT_PRESETS
-    from gaussian_field import speed
-    from workflows import bench_cmd, fit_prior_cmd, prior_stats_cmd
+    from gaussian_field import backend_table, speed
+    from workflows import bench_cmd, fit_prior_cmd, options, prior_stats_cmd
 
     assert tuple(sorted(FIT_PRESETS)) == fit_prior_cmd.FIT_PRESET_NAMES
     assert (prior_stats_cmd.METHODS, prior_stats_cmd.SPACINGS, prior_stats_cmd.DEFAULT_SIZE) == (
@@ -64,6 +64,7 @@ def test_choices_repeated_in_verbs_match_the_library():
         dictionary_sampling.DEFAULT_SIZE,
     )
     assert bench_cmd.DEFAULT_SCALES == speed.DEFAULT_SCALES
+    assert options.BACKEND_NAMES == backend_table.BACKEND_NAMES
 
 
 def test_device_defaults_to_auto_in_every_verb():
@@ -118,8 +119,8 @@ import numpy as np
 import torch
 from click.testing import CliRunner
 from gaussian_field.image_io import write_image
-from sr_model.model import build_model
-from sr_model.presets import preset
+from sr_model.networks.model import build_model
+from sr_model.networks.presets import preset
 from workflows.cli import cli
 write_image({str(tmp_path / "tiny.png")!r}, np.full((8, 8, 3), 0.5, np.float32))
 result = CliRunner().invoke(cli, ["upscale", {str(tmp_path / "tiny.png")!r}, "--scale", "2", "--out",

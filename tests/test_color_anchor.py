@@ -10,13 +10,13 @@ import torch
 
 from gaussian_field import GaussianField, render
 from gaussian_field.lattice import base_positions
-from sr_model.checkpoint import checkpoint_payload, model_from_checkpoint
-from sr_model.color_anchor import INSIDE_CUT, anchor_colors, coverage, interpolate_at_bases
-from sr_model.evaluation import bicubic_upscale, make_lr, model_upscale, to_uint8
-from sr_model.metrics import psnr
-from sr_model.model import build_model
-from sr_model.presets import PRESETS, ConfigError, ModelConfig, preset
-from sr_model.validation import channel_bias
+from sr_model.evaluation.evaluate import bicubic_upscale, make_lr, model_upscale, to_uint8
+from sr_model.evaluation.metrics import psnr
+from sr_model.files.checkpoint import checkpoint_payload, model_from_checkpoint
+from sr_model.networks.color_anchor import INSIDE_CUT, anchor_colors, coverage, interpolate_at_bases
+from sr_model.networks.model import build_model
+from sr_model.networks.presets import PRESETS, ConfigError, ModelConfig, preset
+from sr_model.training.validation import channel_bias
 
 
 def _flat_field(value: torch.Tensor, chol, h: int = 10, w: int = 12) -> GaussianField:

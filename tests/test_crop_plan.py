@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dgp_fitting.crop_plan import crop_boxes, image_size, plan_crops, scan_images
+from dgp_fitting.crop_plan import crop_boxes, plan_crops, scan_images
+from gaussian_field.image_io import probe_image
 from prior_store import STATUS_FAILED, STATUS_PENDING
 
 
@@ -61,10 +62,10 @@ def test_scan_is_recursive_sorted_and_takes_image_suffixes(corpus):
 
 
 def test_image_size_reads_every_format(corpus):
-    assert image_size(corpus / "a" / "astro.png") == (80, 80)
-    assert image_size(corpus / "a" / "b" / "chelsea.webp") == (48, 48)
-    assert image_size(corpus / "a" / "colour16.tif") == (40, 40)
-    assert image_size(corpus / "gray16.png") == (40, 40)
+    assert probe_image(corpus / "a" / "astro.png").size == (80, 80)
+    assert probe_image(corpus / "a" / "b" / "chelsea.webp").size == (48, 48)
+    assert probe_image(corpus / "a" / "colour16.tif").size == (40, 40)
+    assert probe_image(corpus / "gray16.png").size == (40, 40)
 
 
 def test_grid_plan_counts_and_failed_entries(corpus):
@@ -107,7 +108,7 @@ def test_random_crops_are_seeded_per_image_and_inside(corpus, tmp_path_factory):
     assert not np.array_equal(first.boxes, other.boxes)
     ok = first.status == STATUS_PENDING
     assert ok.sum() == 3 * 8  # 8 usable images
-    sizes = {s: image_size(s) for s in set(first.sources) if not s.endswith(("fake.png", "tiny.png"))}
+    sizes = {s: probe_image(s).size for s in set(first.sources) if not s.endswith(("fake.png", "tiny.png"))}
     for source, (top, left, h, w) in zip(np.array(first.sources)[ok], first.boxes[ok]):
         height, width = sizes[source]
         assert (h, w) == (24, 24) and 0 <= top <= height - 24 and 0 <= left <= width - 24

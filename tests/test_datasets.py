@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gaussian_field.image_io import write_image
-from sr_model.datasets import (
+from sr_model.data.datasets import (
     NoImagesError,
     ScaleBatchSampler,
     SkippedImageWarning,
@@ -20,7 +20,7 @@ from sr_model.datasets import (
     make_train_loader,
     to_8bit_levels,
 )
-from sr_model.imresize import imresize
+from sr_model.data.imresize import imresize
 
 PHOTOS = (("astronaut", 0, 140), ("coffee", 100, 200), ("chelsea", 30, 120), ("rocket", 150, 250))
 

@@ -14,13 +14,13 @@ import torch
 from torch.utils.data import default_collate
 
 from gaussian_field.image_io import write_image
-from sr_model.datasets import ScaleBatchSampler, SRTrainDataset
-from sr_model.dictionary import official_kernels
-from sr_model.distributed import first_host, launcher_environment
-from sr_model.losses import reconstruction_loss
-from sr_model.model import build_model
-from sr_model.train_state import TrainConfig, learning_rate
-from sr_model.training import Upscaler
+from sr_model.data.datasets import ScaleBatchSampler, SRTrainDataset
+from sr_model.networks.covariance_dictionary import official_kernels
+from sr_model.networks.model import build_model
+from sr_model.training.distributed import first_host, launcher_environment
+from sr_model.training.loop import Upscaler
+from sr_model.training.losses import reconstruction_loss
+from sr_model.training.state import TrainConfig, learning_rate
 
 TINY = dict(lite_channels=8, lite_blocks=1, cov_dim=16, cov_hidden=(16,), color_hidden=(16,), offset_hidden=(16,))
 TINY_CLI = [
@@ -127,7 +127,7 @@ def test_srun_variables_become_torchrun_variables():
 
 
 def test_a_plain_process_is_a_world_of_one(monkeypatch):
-    from sr_model.distributed import setup
+    from sr_model.training.distributed import setup
 
     for variable in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(variable, raising=False)

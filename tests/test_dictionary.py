@@ -31,8 +31,8 @@ from prior_store.dictionary import (
     read_dictionary,
     write_dictionary,
 )
-from sr_model.dictionary import content_hash as model_content_hash
-from sr_model.dictionary import load_dictionary
+from sr_model.networks.covariance_dictionary import content_hash as model_content_hash
+from sr_model.networks.covariance_dictionary import load_dictionary
 from tests.test_prior_stats import make_store
 from workflows.cli import cli
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sr_model.inference import allocated_peak
+from sr_model.inference.encode import allocated_peak
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,7 +19,7 @@ MEASURE = """
 import ctypes, json, sys
 import torch
 from sr_model.api import load_model
-from sr_model.inference import encode_cost, estimate_encode_bytes
+from sr_model.inference.encode import encode_cost, estimate_encode_bytes
 torch.set_num_threads(2)
 model = load_model().model
 side = int(sys.argv[1])

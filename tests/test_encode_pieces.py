@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-import sr_model.model as model_module
-from sr_model.heads import mix_dictionary, mix_dictionary_reference
-from sr_model.model import build_model
-from sr_model.presets import preset
+import sr_model.networks.model as model_module
+from sr_model.networks.heads import mix_dictionary, mix_dictionary_reference
+from sr_model.networks.model import build_model
+from sr_model.networks.presets import preset
 from tests.test_model import SMALL, sharpen
 
 HEAD_SMALL = dict(cov_dim=16, cov_hidden=(16,), color_hidden=(16,), offset_hidden=(16,))
@@ -37,7 +37,7 @@ def test_the_head_uses_the_fused_mix_never_the_weights(monkeypatch, photo):
         raise AssertionError("the encode built the K x N mixing weights")
 
     monkeypatch.setattr(type(model.covariance_head), "weights", forbidden)
-    monkeypatch.setattr("sr_model.heads.mix_dictionary_reference", forbidden)
+    monkeypatch.setattr("sr_model.networks.heads.mix_dictionary_reference", forbidden)
     lr = torch.from_numpy(np.ascontiguousarray(photo("coffee", size=40))).permute(2, 0, 1)[None].float()
     with torch.no_grad():
         assert model.encode(lr).num_gaussians == 4 * 40 * 40

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import importlib
+import inspect
+from pathlib import Path
 
 import click
 import pytest
 
-from sr_model.encoder_specs import ENCODER_SPECS, EncoderSpec
-from sr_model.official_import import IMPORTABLE_ENCODERS, OfficialCheckpointError, encoder_overrides
-from sr_model.presets import ENCODERS, PRESETS, ModelConfig, preset
-from sr_model.tiling import encoder_layers, has_global_context, tile_alignment
-from sr_model.train_config import TrainConfig
+from sr_model.files.official_import import IMPORTABLE_ENCODERS, OfficialCheckpointError, encoder_overrides
+from sr_model.inference.tiling import encoder_layers, has_global_context, tile_alignment
+from sr_model.networks.encoder_specs import ENCODER_SPECS, EncoderSpec
+from sr_model.networks.presets import ENCODERS, PRESETS, ModelConfig, preset
+from sr_model.training.config import TrainConfig
 from workflows import train_cmd
+
+ENCODERS_MODULE = "sr_model.networks.encoders"  # what every encoder shares (_UpsamplingTail)
 
 
 def test_presets_encoders_and_cli_choices_are_the_table():
@@ -30,12 +36,23 @@ def test_presets_encoders_and_cli_choices_are_the_table():
 def test_every_consumer_reads_the_entry(name):
     spec, config = ENCODER_SPECS[name], preset(name)
     assert spec.encoder_class().__name__ == spec.class_name
+    # the class takes exactly its own settings, by name: it needs neither ModelConfig nor this table
+    assert list(inspect.signature(spec.encoder_class()).parameters) == list(spec.settings)
+    assert set(spec.settings) <= {f.name for f in dataclasses.fields(ModelConfig)}
     assert tile_alignment(config) == (config.window_size if spec.window_aligned else 1)
     assert has_global_context(config) is spec.global_context
     assert encoder_layers(config)[0] == spec.layers(config)
     if spec.importable:
         assert spec.spandrel_architecture().id.lower() == spec.spandrel_arch.lower()
         assert {f for f, _ in spec.official_fields} <= {f.name for f in dataclasses.fields(ModelConfig)}
+
+
+def test_encoder_classes_import_nothing_of_the_table_or_the_config():
+    """No import circle: the table names the class modules, and they do not import it (or ModelConfig) back."""
+    for module in {spec.module for spec in ENCODER_SPECS.values()}:
+        tree = ast.parse(Path(importlib.import_module(module).__file__).read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert not {name for name in imported if name and name.startswith("sr_model")} - {ENCODERS_MODULE}, module
 
 
 def test_a_changed_entry_changes_what_tiling_answers(monkeypatch):

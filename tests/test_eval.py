@@ -1,4 +1,4 @@
-"""`p2g eval` and sr_model.evaluation: geometry, the bicubic baseline against BasicSR's golden pair, a stand-in
+"""`p2g eval` and sr_model.evaluation.evaluate: geometry, the bicubic baseline against BasicSR's golden pair, a stand-in
 model (one encode per LR, one render at the HR size), the report files, and clear errors."""
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from click.testing import CliRunner
 from gaussian_field import render
 from gaussian_field.image_io import read_image, write_image
 from gaussian_field.initial import field_from_image
-from sr_model.datasets import SkippedImageWarning
-from sr_model.evaluation import (
+from sr_model.data.datasets import SkippedImageWarning
+from sr_model.data.imresize import imresize
+from sr_model.evaluation.evaluate import (
     bicubic_upscale,
     evaluate,
     lr_geometry,
@@ -26,8 +27,7 @@ from sr_model.evaluation import (
     to_uint8,
     write_report,
 )
-from sr_model.imresize import imresize
-from sr_model.metrics import psnr, ssim
+from sr_model.evaluation.metrics import psnr, ssim
 from workflows.cli import cli
 
 
@@ -219,9 +219,9 @@ def test_parse_scales():
 @pytest.fixture
 def tiny_checkpoint(tmp_path) -> Path:
     """A real (untrained) checkpoint: a small `lite` model with the official dictionary."""
-    from sr_model.checkpoint import save_checkpoint
-    from sr_model.model import build_model
-    from sr_model.presets import preset
+    from sr_model.files.checkpoint import save_checkpoint
+    from sr_model.networks.model import build_model
+    from sr_model.networks.presets import preset
 
     torch.manual_seed(0)
     model = build_model(preset("lite", lite_channels=8, lite_blocks=1), "official")
@@ -229,7 +229,7 @@ def tiny_checkpoint(tmp_path) -> Path:
 
 
 def test_cli_with_a_real_checkpoint(hr_dir, tmp_path, tiny_checkpoint):
-    from sr_model.model_files import load_network
+    from sr_model.files.model_files import load_network
 
     out = tmp_path / "eval"
     result = CliRunner().invoke(
@@ -276,7 +276,7 @@ def test_cli_damaged_checkpoint_is_one_line(hr_dir, tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_model_on_cuda_scores_like_cpu(hr_dir, tiny_checkpoint):
-    from sr_model.model_files import load_network
+    from sr_model.files.model_files import load_network
 
     cpu = evaluate([hr_dir], [2, 4], model=load_network(tiny_checkpoint, "cpu"), device="cpu")
     gpu = evaluate([hr_dir], [2, 4], model=load_network(tiny_checkpoint, "cuda"), device="cuda")
@@ -288,8 +288,8 @@ def test_model_on_cuda_scores_like_cpu(hr_dir, tiny_checkpoint):
 def test_a_model_over_the_memory_budget_is_tiled_by_itself_with_a_notice(hr_dir, tmp_path, photo):
     """eval plans every encode as upscale does: over the budget it tiles (exactly), says so once per image and
     scale, and scores what the whole image would."""
-    from sr_model.checkpoint import save_checkpoint
-    from sr_model.inference import estimate_encode_bytes
+    from sr_model.files.checkpoint import save_checkpoint
+    from sr_model.inference.encode import estimate_encode_bytes
     from tests.test_model import sharpen
     from tests.test_tiling import tiny_model
 

@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from gaussian_field.image_io import read_image, write_image
-from sr_model.datasets import SkippedImageWarning
-from sr_model.evaluation import bicubic_upscale, evaluate, make_lr, pair_scale, to_uint8
-from sr_model.metrics import psnr
+from sr_model.data.datasets import SkippedImageWarning
+from sr_model.evaluation.evaluate import bicubic_upscale, evaluate, make_lr, pair_scale, to_uint8
+from sr_model.evaluation.metrics import psnr
 from tests.test_eval import tiny_checkpoint  # noqa: F401  (fixture)
 from workflows.cli import cli
 

@@ -16,6 +16,7 @@ from PIL import Image
 
 from dgp_fitting import prior_job
 from dgp_fitting.fitting import FitConfig
+from dgp_fitting.job_plan import JobPlan
 from dgp_fitting.prior_job import prepare_store
 from prior_store import open_store
 from tests.cli_checks import assert_one_line_error, one_error_line
@@ -54,7 +55,7 @@ def test_a_batch_beyond_memory_is_refused_before_the_store_is_made(tmp_path, pho
 
 def test_a_store_whose_chunks_cannot_be_fitted_here_is_refused_unchanged(tmp_path, photo, monkeypatch):
     corpus = write_corpus(tmp_path / "photos", photo)
-    prepare_store([corpus], tmp_path / "s.zarr", crop=32, fit=FIT, batch=4)
+    prepare_store(JobPlan([corpus], tmp_path / "s.zarr", crop=32, fit=FIT), batch=4)
     before = {p: p.read_bytes() for p in (tmp_path / "s.zarr").rglob("*") if p.is_file()}
     monkeypatch.setattr(prior_job, "free_memory", lambda device=None: 3 * 32 * 32 * 312)  # room for 3 crops
     line = one_error_line(fit_prior(tmp_path, corpus, "--device", "cpu"))
@@ -92,7 +93,7 @@ def test_a_plan_beyond_memory_or_disk_is_refused_before_its_boxes_are_made(tmp_p
 
 def test_a_store_left_to_fit_beyond_its_disk_is_refused(tmp_path, photo, monkeypatch):
     corpus = write_corpus(tmp_path / "photos", photo)
-    prepare_store([corpus], tmp_path / "s.zarr", crop=32, fit=FIT, batch=4)
+    prepare_store(JobPlan([corpus], tmp_path / "s.zarr", crop=32, fit=FIT), batch=4)
     monkeypatch.setattr(prior_job, "free_disk", lambda path: 32 * 2**10)
     line = one_error_line(fit_prior(tmp_path, corpus, "--device", "cpu"))
     assert line == (
@@ -176,7 +177,7 @@ def test_a_corpus_with_nothing_to_fit_is_refused_without_a_store(tmp_path, photo
 
 def test_a_changed_crop_plan_names_the_images(tmp_path, photo):
     corpus = write_corpus(tmp_path / "photos", photo)
-    prepare_store([corpus], tmp_path / "s.zarr", crop=32, fit=FIT, batch=4)
+    prepare_store(JobPlan([corpus], tmp_path / "s.zarr", crop=32, fit=FIT), batch=4)
     coffee = corpus / "coffee.png"
     Image.open(coffee).resize((96, 64)).save(coffee)  # resized: other crops
     (corpus / "astronaut.png").unlink()  # removed
@@ -192,7 +193,7 @@ def test_a_changed_crop_plan_names_the_images(tmp_path, photo):
 def test_plain_info_says_when_the_store_was_last_verified(tmp_path, photo):
     corpus = write_corpus(tmp_path / "photos", photo)
     store = tmp_path / "s.zarr"
-    prepare_store([corpus], store, crop=32, fit=FIT, batch=4)
+    prepare_store(JobPlan([corpus], store, crop=32, fit=FIT), batch=4)
     runner = CliRunner()
     result = runner.invoke(cli, ["info", str(store)])
     assert result.exit_code == 0, result.output

@@ -17,7 +17,6 @@ import pytest
 import tifffile
 from PIL import Image
 
-from dgp_fitting.crop_plan import image_size as crop_plan_size
 from gaussian_field.image_io import (
     DEFAULT_MAX_IMAGE_PIXELS,
     ImageReadError,
@@ -28,7 +27,6 @@ from gaussian_field.image_io import (
     read_image_file,
     write_image,
 )
-from sr_model.datasets import image_size as datasets_size
 
 ROOT = Path(__file__).resolve().parent.parent
 HEIGHT, WIDTH = 30, 40  # 1200 pixels
@@ -111,6 +109,11 @@ def trap_decoders(patch: pytest.MonkeyPatch) -> None:
     patch.setattr(ImageFile.ImageFile, "load", decoded)
 
 
+def verified_probe(path):
+    """The header read that training and evaluation scans make (structure verified too)."""
+    return probe_image(path, verify=True)
+
+
 @pytest.mark.parametrize("name", FORMATS)
 def test_every_format_is_refused_from_its_header_before_decoding(tmp_path, photo, monkeypatch, name):
     path = tmp_path / name
@@ -119,7 +122,7 @@ def test_every_format_is_refused_from_its_header_before_decoding(tmp_path, photo
     monkeypatch.setenv("P2G_MAX_IMAGE_PIXELS", "1000")
     with monkeypatch.context() as trapped:
         trap_decoders(trapped)
-        for reader in (read_image_file, read_image, probe_image, datasets_size, crop_plan_size):
+        for reader in (read_image_file, read_image, probe_image, verified_probe):
             with pytest.raises(ImageTooLargeError) as caught:
                 reader(path)
             message = str(caught.value)
@@ -135,13 +138,13 @@ def test_every_format_is_refused_from_its_header_before_decoding(tmp_path, photo
     probe = probe_image(path)
     assert (probe.height, probe.width) == (HEIGHT, WIDTH)
     assert (probe.bits, probe.has_alpha) == (image.bits, image.alpha is not None)
-    assert datasets_size(path) == crop_plan_size(path) == (HEIGHT, WIDTH)
+    assert verified_probe(path).size == probe.size == (HEIGHT, WIDTH)
 
 
 def test_a_header_only_tiff_bomb_is_one_quiet_line(tmp_path, capfd, caplog, recwarn):
     bomb = tiff_bomb(tmp_path / "header_only.tif", 30000, header_only=True)
     assert bomb.stat().st_size < 100_000
-    for reader in (read_image, probe_image, datasets_size, crop_plan_size):
+    for reader in (read_image, probe_image, verified_probe):
         with pytest.raises(ImageTooLargeError, match=r"header_only.tif: .*30000x30000 = 900,000,000 pixels"):
             reader(bomb)
     assert capfd.readouterr().err == ""
@@ -233,5 +236,5 @@ def test_the_datasets_scan_still_finds_a_cut_png_without_decoding_it(tmp_path, p
         trap_decoders(trapped)
         assert probe_image(tmp_path / "cut.png").height == 64  # the header alone is whole
         with pytest.raises(ImageReadError, match="cut.png: unreadable image"):
-            datasets_size(tmp_path / "cut.png")  # verified: the chunks' CRCs, no pixel decoded
-        assert datasets_size(tmp_path / "whole.png") == (64, 64)
+            verified_probe(tmp_path / "cut.png")  # verified: the chunks' CRCs, no pixel decoded
+        assert verified_probe(tmp_path / "whole.png").size == (64, 64)

@@ -14,8 +14,7 @@ from click.testing import CliRunner
 from PIL import Image, ImageCms
 
 from gaussian_field.image_io import ORIENTATION_TAG, probe_image, read_image, read_image_file, write_image
-from sr_model.checkpoint import save_checkpoint
-from sr_model.datasets import image_size
+from sr_model.files.checkpoint import save_checkpoint
 from tests.test_tiling import tiny_model
 from workflows.cli import cli
 
@@ -109,7 +108,7 @@ def test_orientation_6_jpeg_comes_out_upright(tmp_path, photo, checkpoint):
     error = np.abs(image - upright / 255.0).mean()
     sideways = np.abs(np.rot90(image, k=2) - upright / 255.0).mean()  # the same shape, the wrong way round
     assert error < 0.02 < sideways
-    assert image_size(tmp_path / "phone.jpg") == (24, 40)
+    assert probe_image(tmp_path / "phone.jpg", verify=True).size == (24, 40)
     assert (probe_image(tmp_path / "phone.jpg").height, probe_image(tmp_path / "phone.jpg").width) == (24, 40)
     result = upscale(tmp_path / "phone.jpg", "--checkpoint", checkpoint, "--out", tmp_path / "out", "--scale", 2)
     assert result.exit_code == 0, result.output
@@ -282,9 +281,11 @@ def test_16_bit_png_stays_16_bit_through_upscale(tmp_path, photo, checkpoint):
 
 def test_header_sizes_of_the_crop_plan_and_datasets_are_upright(tmp_path, photo):
     """Crops and training patches are planned from header sizes: they must be the upright sizes read_image gives."""
-    from dgp_fitting.crop_plan import image_size as crop_plan_size
+    from dgp_fitting.crop_plan import plan_crops
 
     upright = np.round(photo("coffee", 0, 0, 48)[:20, :36] * 255).astype(np.uint8)
     jpeg_with_orientation(tmp_path / "phone.jpg", upright, 6)
     assert read_image(tmp_path / "phone.jpg").shape[:2] == (20, 36)
-    assert crop_plan_size(tmp_path / "phone.jpg") == (20, 36) == image_size(tmp_path / "phone.jpg")
+    assert probe_image(tmp_path / "phone.jpg").size == (20, 36) == probe_image(tmp_path / "phone.jpg", verify=True).size
+    plan = plan_crops([tmp_path], 20, stride=16)  # crops of the upright 20 x 36 image: 1 row of 2
+    assert [tuple(box) for box in plan.boxes] == [(0, 0, 20, 20), (0, 16, 20, 20)]

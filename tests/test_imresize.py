@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sr_model.imresize import imresize, output_size, resize_weights
+from sr_model.data.imresize import imresize, output_size, resize_weights
 
 TAGS = ("x1_2", "x1_3", "x1_4", "x1_3.7", "x4")
 IMAGES = ("astronaut", "coffee")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from sr_model.metrics import protocol_settings, psnr, rgb_to_y, ssim
+from sr_model.evaluation.metrics import protocol_settings, psnr, rgb_to_y, ssim
 
 PSNR_ATOL = 1e-4  # dB
 SSIM_ATOL = 1e-6

@@ -8,10 +8,10 @@ from scipy.spatial import ConvexHull
 
 from gaussian_field import GaussianField
 from gaussian_field.lattice import base_positions
-from sr_model.dictionary import load_dictionary, official_kernels
-from sr_model.model import ContinuousSR, build_model
-from sr_model.official_import import OFFICIAL_KEY_MAP
-from sr_model.presets import ConfigError, ModelConfig, preset
+from sr_model.files.official_import import OFFICIAL_KEY_MAP
+from sr_model.networks.covariance_dictionary import load_dictionary, official_kernels
+from sr_model.networks.model import ContinuousSR, build_model
+from sr_model.networks.presets import ConfigError, ModelConfig, preset
 
 #: Small transformer encoders for fast tests (the golden files use the same sizes).
 SMALL = dict(embed_dim=30, depths=(1,), num_heads=(2,), window_size=4, img_size=16)
@@ -29,7 +29,7 @@ def sharpen(model: ContinuousSR, seed: int = 0) -> ContinuousSR:
         model.covariance_head.mlp_vector.layers[-1].weight.mul_(128)
         if model.offset_head is not None:
             last = model.offset_head.mlp.layers[-1]
-            if not last.weight.any():  # an anchored model starts with zero offsets (sr_model.color_anchor)
+            if not last.weight.any():  # an anchored model starts with zero offsets (sr_model.networks.color_anchor)
                 last.reset_parameters()
             last.weight.mul_(64)
     return model.eval()

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from sr_model.dictionary import DictionaryError, content_hash, load_dictionary, official_dictionary, official_kernels
+from sr_model.networks.covariance_dictionary import (
+    DictionaryError,
+    content_hash,
+    load_dictionary,
+    official_dictionary,
+    official_kernels,
+)
 
 
 def test_official_dictionary_is_the_upstream_constant(golden_model):

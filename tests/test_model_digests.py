@@ -25,18 +25,18 @@ from gaussian_field import load_field, save_field
 from gaussian_field.initial import field_from_image
 from gaussian_field.integrity import DamagedFileError, SaveError, UnverifiedFileWarning
 from sr_model import api, weights
-from sr_model.checkpoint import (
+from sr_model.files.checkpoint import (
     CHECKPOINT_VERSION,
     DamagedModelFileError,
     checkpoint_payload,
     read_checkpoint,
     save_checkpoint,
 )
-from sr_model.export import EXPORT_VERSION, METADATA_KEY, read_export
-from sr_model.model_files import export_file, load_file, load_network
-from sr_model.official_import import import_official
-from sr_model.train_state import LAST
-from sr_model.training import train
+from sr_model.files.export import EXPORT_VERSION, METADATA_KEY, read_export
+from sr_model.files.model_files import export_file, load_file, load_network
+from sr_model.files.official_import import import_official
+from sr_model.training.loop import train
+from sr_model.training.state import LAST
 from tests.cli_checks import one_error_line
 from tests.test_official_import import write_official
 from tests.test_tiling import tiny_model

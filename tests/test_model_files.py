@@ -14,11 +14,11 @@ from safetensors.torch import save_file
 
 from gaussian_field.image_io import read_image, write_image
 from sr_model import api, weights
-from sr_model.checkpoint import read_checkpoint, save_checkpoint
-from sr_model.export import METADATA_KEY, ExportError, export_digest, is_safetensors
-from sr_model.model_files import export_file, load_file, load_network
-from sr_model.official_import import import_official
-from sr_model.presets import ConfigError
+from sr_model.files.checkpoint import read_checkpoint, save_checkpoint
+from sr_model.files.export import METADATA_KEY, ExportError, export_digest, is_safetensors
+from sr_model.files.model_files import export_file, load_file, load_network
+from sr_model.files.official_import import import_official
+from sr_model.networks.presets import ConfigError
 from tests.cli_checks import one_error_line
 from tests.test_official_import import write_official
 from tests.test_tiling import tiny_model

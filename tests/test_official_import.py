@@ -6,10 +6,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from sr_model.checkpoint import read_checkpoint
-from sr_model.dictionary import official_kernels
-from sr_model.model_files import load_network
-from sr_model.official_import import OfficialCheckpointError, import_official
+from sr_model.files.checkpoint import read_checkpoint
+from sr_model.files.model_files import load_network
+from sr_model.files.official_import import OfficialCheckpointError, import_official
+from sr_model.networks.covariance_dictionary import official_kernels
 from workflows.cli import cli
 
 #: The scales stored per golden file, as our API takes them: s or (s_h, s_w).

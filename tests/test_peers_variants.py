@@ -14,8 +14,8 @@ from benchmarks.peers.variants import (
     grid_dictionary,
     raw_covariance,
 )
-from sr_model.model import build_model
-from sr_model.presets import preset
+from sr_model.networks.model import build_model
+from sr_model.networks.presets import preset
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 

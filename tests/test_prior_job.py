@@ -18,6 +18,7 @@ import zarr
 from PIL import Image
 
 from dgp_fitting.fitting import FitConfig
+from dgp_fitting.job_plan import JobPlan
 from dgp_fitting.prior_job import chunk_needs_work, fit_chunk, prepare_store, run_prior_job
 from prior_store import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, open_store
 
@@ -285,7 +286,7 @@ def test_broken_files_are_recorded_as_failed_and_good_ones_fitted(tmp_path, phot
 def test_fit_chunk_without_a_cluster_keeps_done_crops(reference, corpus, tmp_path):
     """The task function itself: refits only what is not done, leaves done crops byte-identical."""
     path = tmp_path / "prior.zarr"
-    store = prepare_store([corpus], path, crop=CROP, fit=FIT, batch=4)
+    store = prepare_store(JobPlan([corpus], path, crop=CROP, fit=FIT), batch=4)
     ref = open_store(reference)
     values = ref.read_chunk(
         0,
@@ -364,7 +365,7 @@ def test_fit_shard_writes_what_fit_chunk_writes(corpus, tmp_path):
 
     inline, piped = tmp_path / "inline.zarr", tmp_path / "piped.zarr"
     for path in (inline, piped):
-        prepare_store([corpus], path, crop=CROP, fit=FitConfig(steps=20), batch=2, shard_size=12)
+        prepare_store(JobPlan([corpus], path, crop=CROP, fit=FitConfig(steps=20), shard_size=12), batch=2)
     for index in range(6):
         fit_chunk(str(inline), index, root=os.getcwd(), device="cpu")
     summaries = fit_shard(str(piped), 0, list(range(6)), root=os.getcwd(), device="cpu", threads_for_decoding=3)

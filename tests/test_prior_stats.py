@@ -378,6 +378,7 @@ def test_statistics_of_a_store_fitted_by_the_real_job(tmp_path, photo):
     from PIL import Image
 
     from dgp_fitting.fitting import FitConfig
+    from dgp_fitting.job_plan import JobPlan
 
     spec = [
         ("astronaut", 0, 0),
@@ -395,7 +396,7 @@ def test_statistics_of_a_store_fitted_by_the_real_job(tmp_path, photo):
         pixels = (photo(name, top, left, 32) * 255).round().astype(np.uint8)
         Image.fromarray(pixels).save(folder / f"{i}_{name}.png")
     fit = FitConfig(steps=25)
-    store = prior_job.prepare_store([folder], tmp_path / "prior.zarr", crop=32, fit=fit, batch=4)
+    store = prior_job.prepare_store(JobPlan([folder], tmp_path / "prior.zarr", crop=32, fit=fit), batch=4)
     for index in range(store.num_chunks):
         prior_job.fit_chunk(str(tmp_path / "prior.zarr"), index, root=str(tmp_path), device="cpu")
     stats = compute_statistics(tmp_path / "prior.zarr")

@@ -7,6 +7,8 @@ runs the same comparisons for the Triton kernels (on CUDA, or on CPU through TRI
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -116,6 +118,41 @@ def test_a_fast_cpu_backend_exists_and_auto_picks_it():
     assert available_backends("cpu", differentiable=True)[0] == "cpu"
     field = random_field(seed=9)
     assert torch.equal(render(field, scale=2.5), render(field, scale=2.5, backend="cpu"))
+
+
+def test_the_registry_holds_the_backend_table_and_auto_follows_its_priorities():
+    from gaussian_field.backend_table import BACKEND_NAMES, backend_entry
+    from gaussian_field.render import _BACKENDS
+
+    available_backends("cpu")  # loads every backend module that imports here (numba and triton_backend do)
+    assert list(BACKEND_NAMES) == sorted(_BACKENDS, key=BACKEND_NAMES.index)
+    assert set(_BACKENDS) == set(BACKEND_NAMES)
+    for device in ("cpu", "cuda"):
+        priorities = [backend_entry(name).priority for name in available_backends(device)]
+        assert priorities == sorted(priorities, reverse=True), device
+    assert {name: _BACKENDS[name].differentiable for name in BACKEND_NAMES} == {
+        name: backend_entry(name).differentiable for name in BACKEND_NAMES
+    }
+
+
+def test_a_backend_outside_the_table_is_refused():
+    from gaussian_field.render import Backend, register_backend
+
+    with pytest.raises(ValueError, match="backend_table.py"):
+        register_backend(Backend("mine", lambda *args: torch.zeros(0), lambda device: True))
+    with pytest.raises(ValueError) as refused:
+        render(random_field(), scale=2, backend="mine")
+    assert str(refused.value) == "unknown render backend 'mine'; choose one of: auto, cpu, torch, triton"
+
+
+def test_importing_the_package_imports_no_backend_kernels():
+    """numba and triton load when a render first needs them, not with `import gaussian_field`."""
+    code = (
+        "import sys, gaussian_field, gaussian_field.backend_table; "
+        "print(sorted(m for m in ('numba', 'triton', 'gaussian_field.cpu_backend') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -385,11 +385,12 @@ def test_store_writes_replace_whole_files_whatever_zarr_writes(fitted, tmp_path,
 def test_a_chunk_write_that_fails_before_its_status_leaves_no_damage(fitted, tmp_path, monkeypatch):
     """Status is written last; a new store stores every status key, so a write that fails on the status (after the
     fields) leaves the chunk pending with its previous status, which verification does not call damage."""
+    from dgp_fitting.job_plan import JobPlan
     from dgp_fitting.prior_job import fit_chunk, prepare_store
 
     corpus, _ = fitted
     store = tmp_path / "prior.zarr"
-    prepare_store([corpus], store, crop=CROP, fit=FIT, batch=2)
+    prepare_store(JobPlan([corpus], store, crop=CROP, fit=FIT), batch=2)
     assert sorted(p.name for p in (store / "crops/status/c").iterdir()) == ["0", "1", "2", "3"]
     DiskFull(monkeypatch, store, status_only=True)  # the fields land, the status write fails
     with pytest.raises(OSError):

@@ -10,9 +10,9 @@ import torch
 
 from gaussian_field import render
 from gaussian_field.lattice import support_half_extents
-from sr_model.inference import encode_tiles, plan_encode
-from sr_model.streaming import reach_bound, window_rows
-from sr_model.upscale_files import RenderRequest, upscale_files
+from sr_model.inference.encode import encode_tiles, plan_encode
+from sr_model.inference.streaming import reach_bound, window_rows
+from sr_model.inference.upscale_files import RenderRequest, upscale_files
 from tests.test_model import sharpen
 from tests.test_tiling import tiny_model
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sr_model.inference import (
+from sr_model.inference.encode import (
     EncodeMemoryError,
     encode,
     estimate_encode_bytes,
@@ -14,9 +14,9 @@ from sr_model.inference import (
     plan_encode,
     work_bytes,
 )
-from sr_model.model import build_model
-from sr_model.presets import preset
-from sr_model.tiling import default_context, has_global_context, plan_tiles, receptive_radius, tile_alignment
+from sr_model.inference.tiling import default_context, has_global_context, plan_tiles, receptive_radius, tile_alignment
+from sr_model.networks.model import build_model
+from sr_model.networks.presets import preset
 
 TINY_LITE = dict(lite_channels=8, lite_blocks=1, cov_dim=16, cov_hidden=(16,), color_hidden=(16,), offset_hidden=(16,))
 TINY_SWINIR = dict(

@@ -9,7 +9,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from sr_model.train_state import TrainConfig
+from sr_model.training.state import TrainConfig
 from tests.test_training import TINY_CLI, folders, train_cli_args  # noqa: F401  (fixture)
 from workflows.cli import cli
 
@@ -59,7 +59,7 @@ def test_flags_override_the_config_file(folders, monkeypatch):
         captured.append((config, runtime))
         raise KeyboardInterrupt  # stop here: the test is about the settings
 
-    monkeypatch.setattr("sr_model.training.train", fake_train)
+    monkeypatch.setattr("sr_model.training.loop.train", fake_train)
     config_file = folders["root"] / "run.yaml"
     config_file.write_text(
         yaml.safe_dump(
@@ -111,7 +111,7 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_config(folders, 
         assert (folders["root"] / "failed" / "config.yaml").is_file()  # written before the first step
         raise ValueError("no images to train on")
 
-    monkeypatch.setattr("sr_model.training.train", failing_train)
+    monkeypatch.setattr("sr_model.training.loop.train", failing_train)
     result = CliRunner().invoke(cli, train_args(folders, folders["root"] / "failed"))
     assert result.exit_code == 2 and result.output.startswith("error: no images to train on")
     assert not (folders["root"] / "failed").exists()

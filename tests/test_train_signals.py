@@ -103,7 +103,7 @@ def test_a_second_ctrl_c_before_the_first_checkpoint_says_so_and_a_new_start_log
     folders, monkeypatch
 ):
     """The second Ctrl-C interrupts step 2 at once (before the checkpoint at step 2); step 1 was logged."""
-    from sr_model import training
+    from sr_model.training import loop as training
 
     run, step, calls = folders["root"] / "run", training._train_step, []
 

@@ -12,16 +12,16 @@ import torch
 from click.testing import CliRunner
 
 from gaussian_field.image_io import write_image
-from sr_model.datasets import NoImagesError, SkippedImageWarning
-from sr_model.dictionary import official_kernels
-from sr_model.evaluation import evaluate
-from sr_model.losses import frequency_loss, reconstruction_loss
-from sr_model.model import build_model
-from sr_model.model_files import load_network
-from sr_model.presets import preset
-from sr_model.train_state import TrainConfig, TrainConfigError, learning_rate, milestones_from_fractions
-from sr_model.training import Upscaler, resume_training, train
-from sr_model.validation import Validator
+from sr_model.data.datasets import NoImagesError, SkippedImageWarning
+from sr_model.evaluation.evaluate import evaluate
+from sr_model.files.model_files import load_network
+from sr_model.networks.covariance_dictionary import official_kernels
+from sr_model.networks.model import build_model
+from sr_model.networks.presets import preset
+from sr_model.training.loop import Upscaler, resume_training, train
+from sr_model.training.losses import frequency_loss, reconstruction_loss
+from sr_model.training.state import TrainConfig, TrainConfigError, learning_rate, milestones_from_fractions
+from sr_model.training.validation import Validator
 from workflows.cli import cli
 
 #: The lite preset shrunk so a step takes milliseconds.
@@ -267,7 +267,7 @@ def test_ctrl_c_stops_after_the_current_step_and_saves(folders, monkeypatch):
     import os
     import signal
 
-    import sr_model.training as training
+    import sr_model.training.loop as training
 
     calls = []
 

@@ -11,10 +11,10 @@ from PIL import Image
 from gaussian_field import band_writer, load_field, render
 from gaussian_field.band_writer import OutputTooLargeError, render_to_file
 from gaussian_field.image_io import quantize, read_image, write_image
-from sr_model import encoders
-from sr_model.checkpoint import save_checkpoint
-from sr_model.inference import encode, estimate_encode_bytes
-from sr_model.upscale_files import RenderRequest, upscale_files
+from sr_model.files.checkpoint import save_checkpoint
+from sr_model.inference.encode import encode, estimate_encode_bytes
+from sr_model.inference.upscale_files import RenderRequest, upscale_files
+from sr_model.networks import encoders
 from tests.cli_checks import assert_one_line_error
 from tests.test_field import random_field
 from tests.test_tiling import tiny_model
@@ -307,7 +307,7 @@ def test_library_job_returns_timings_and_reads_folders(workspace, model):
 
 
 def test_encode_memory_check_happens_before_the_encoder_runs(encoder_calls):
-    from sr_model.inference import EncodeMemoryError
+    from sr_model.inference.encode import EncodeMemoryError
 
     with pytest.raises(EncodeMemoryError):
         encode(tiny_model("lite"), torch.rand(1, 3, 64, 64), budget=10**6)
@@ -317,7 +317,7 @@ def test_encode_memory_check_happens_before_the_encoder_runs(encoder_calls):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_upscale_matches_cpu(workspace, model):
-    from sr_model.inference import memory_budget
+    from sr_model.inference.encode import memory_budget
 
     assert memory_budget("cuda") > 0
     for device in ("cpu", "cuda"):

@@ -20,7 +20,7 @@ from PIL import Image
 
 from gaussian_field import GaussianField, render, save_field
 from gaussian_field.image_io import write_image
-from sr_model.checkpoint import save_checkpoint
+from sr_model.files.checkpoint import save_checkpoint
 from tests.cli_checks import assert_one_line_error
 from tests.test_tiling import tiny_model
 from tests.viewer_fields import field, lr, photo_field  # noqa: F401  (fixtures)

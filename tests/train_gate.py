@@ -23,7 +23,8 @@ def wait_at_gate(folder: Path) -> None:
 
 def install(point: str, folder: Path) -> None:
     """Wrap the library function where `point` lies so that it waits at the gate there."""
-    from sr_model import training, validation
+    from sr_model.training import loop as training
+    from sr_model.training import validation
 
     if point == "start-up":
         prepare = training._prepare

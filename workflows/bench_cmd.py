@@ -44,8 +44,8 @@ def lite_multi_scale(device: torch.device, lr_size: int, seed: int = 0, scales: 
     from gaussian_field.speed import MULTI_SCALES, multi_scale_speed
 
     try:
-        from sr_model.model import build_model
-        from sr_model.presets import preset
+        from sr_model.networks.model import build_model
+        from sr_model.networks.presets import preset
     except ImportError as err:
         return {"skipped": f"the model package cannot be imported here ({err})"}
     torch.manual_seed(seed)

@@ -122,8 +122,8 @@ def train(out: Path, args) -> None:
 def score(out: Path, checkpoint: Path | None) -> None:
     import numpy as np
 
-    from sr_model.evaluation import evaluate, summarize
-    from sr_model.model_files import load_network as load_model
+    from sr_model.evaluation.evaluate import evaluate, summarize
+    from sr_model.files.model_files import load_network as load_model
 
     checkpoint = checkpoint or out / "train" / "last.pt"
     rows = evaluate([out / "photos" / "val"], [float(s) for s in SCORE_SCALES], model=load_model(checkpoint))

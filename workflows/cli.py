@@ -55,6 +55,7 @@ RESUME_HINTS = {
 
 
 def one_line(err: BaseException) -> str:
+    """`gaussian_field.integrity.first_line`, copied: importing gaussian_field at CLI start would load torch."""
     text = str(err).strip() or type(err).__name__
     return text.splitlines()[0]
 

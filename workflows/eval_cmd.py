@@ -80,8 +80,8 @@ def command(
     from click.core import ParameterSource
 
     from sr_model.api import check_device
-    from sr_model.evaluation import evaluate, load_eval_model, parse_scales, summary_markdown, write_report
-    from sr_model.model_files import load_file
+    from sr_model.evaluation.evaluate import evaluate, load_eval_model, parse_scales, summary_markdown, write_report
+    from sr_model.files.model_files import load_file
 
     sources = list(images) + list(more_images)
     if not sources:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from sr_model.presets import OFFSET_INPUTS
+from sr_model.networks.presets import OFFSET_INPUTS
 
 
 @click.command("export")
@@ -25,7 +25,7 @@ def command(source: Path, out: Path, offset_input: str | None, force: bool) -> N
     source file's name, hash and training step in the metadata. Every loader (upscale, eval, load_model) reads it;
     best.pt / last.pt stay the format to resume training from.
     """
-    from sr_model.model_files import export_file  # imports the model stack only when used
+    from sr_model.files.model_files import export_file  # imports the model stack only when used
 
     summary = export_file(source, out, overwrite=force, offset_input=offset_input)
     click.echo(

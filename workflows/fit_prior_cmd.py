@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from dgp_fitting.clusters import CLUSTER_KINDS, cluster_spec, job_script
+from dgp_fitting.fit_losses import FIT_LOSSES
 from workflows.options import POSITIVE_FLOAT, device_option
 
 #: The names of dgp_fitting.fitting.FIT_PRESETS, repeated so that `--help` does not import torch (tested).
@@ -54,7 +55,7 @@ class BatchSize(click.ParamType):
 @click.option("--steps", type=int, help="Optimisation steps per crop [default: the preset's].")
 @click.option("--lr", type=POSITIVE_FLOAT, help="Adam learning rate of positions and shapes [default: the preset's].")
 @click.option("--color-lr", type=POSITIVE_FLOAT, help="Adam learning rate of colours [default: the preset's].")
-@click.option("--loss", type=click.Choice(["l2", "l1"]), help="Fitting loss [default: the preset's].")
+@click.option("--loss", type=click.Choice(list(FIT_LOSSES)), help="Fitting loss [default: the preset's].")
 @click.option("--seed", default=0, show_default=True, help="Seed of random crops and of every crop's start.")
 @click.option(
     "--batch",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from sr_model.presets import OFFSET_INPUTS, RELEASED_OFFSET_INPUT
+from sr_model.networks.presets import OFFSET_INPUTS, RELEASED_OFFSET_INPUT
 
 
 @click.command("import-official")
@@ -23,7 +23,7 @@ from sr_model.presets import OFFSET_INPUTS, RELEASED_OFFSET_INPUT
 @click.option("--force", is_flag=True, help="Replace an existing --out file.")
 def command(official: Path, out: Path, offset_input: str, force: bool) -> None:
     """Import an official ContinuousSR checkpoint (SwinIR or HAT encoder) with the official dictionary."""
-    from sr_model.official_import import import_official  # imports the model stack only when used
+    from sr_model.files.official_import import import_official  # imports the model stack only when used
 
     summary = import_official(official, out, offset_input=offset_input, overwrite=force)
     c = summary.config_overrides

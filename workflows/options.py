@@ -67,10 +67,20 @@ SIZE = SizeType()
 
 DEVICE_HELP = "auto (a CUDA GPU when there is one, else cpu), cpu, cuda or cuda:N."
 
+#: gaussian_field.backend_table.BACKEND_NAMES, repeated here so that `--help` does not import torch (tested).
+BACKEND_NAMES = ("torch", "cpu", "triton")
+#: --backend's help where a verb lists every renderer.
+BACKEND_HELP = f"Renderer: auto, {', '.join(BACKEND_NAMES)}."
+
 
 def device_option():
     """The same --device for every verb: auto by default."""
     return click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+
+
+def backend_option(help_text: str = BACKEND_HELP):
+    """The same --backend for every verb that renders: auto by default, checked by the library (`render`)."""
+    return click.option("--backend", default="auto", show_default=True, help=help_text)
 
 
 def resolve_device(device: str) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from workflows.options import SCALE, SIZE, scale_tag
+from workflows.options import SCALE, SIZE, backend_option, scale_tag
 
 
 def render_field_file(
@@ -48,7 +48,7 @@ def render_field_file(
 @click.option("--scale", "scales", type=SCALE, multiple=True, help="Scale s or HxW (s_h x s_w); repeatable.")
 @click.option("--size", "sizes", type=SIZE, multiple=True, help="Output size WxH; repeatable.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Output folder.")
-@click.option("--backend", default="auto", show_default=True, help="Renderer: auto, torch, or a fast backend.")
+@backend_option("Renderer: auto, torch, or a fast backend.")
 @click.option("--bits", type=click.Choice(["8", "16"]), default="8", show_default=True, help="PNG bit depth.")
 def command(field_path: Path, scales, sizes, out_dir: Path, backend: str, bits: str) -> None:
     """Render a saved Gaussian field at each scale/size to PNG files."""

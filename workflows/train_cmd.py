@@ -17,18 +17,18 @@ from typing import TYPE_CHECKING
 import click
 from click.core import ParameterSource
 
-from sr_model.presets import PRESETS
-from sr_model.train_config import TrainConfig
+from sr_model.networks.presets import PRESETS
+from sr_model.training.config import TrainConfig
 from workflows.options import NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, device_option
 from workflows.run_config import CONFIG_NAME, read_flag_config, write_flag_config
 
 if TYPE_CHECKING:
-    from sr_model.training import TrainResult
+    from sr_model.training.loop import TrainResult
 
 VARIANTS = {"full": {}, "fixed-centres": {"positions": "fixed"}, "no-dictionary": {"covariance": "free"}}
 #: Flags that are not settings of a run: never read from nor written to a config file.
 NOT_IN_CONFIG = ("config", "resume", "print-job-script", "cluster-config")
-#: Option defaults are TrainConfig's field defaults (sr_model.train_config imports no heavy package).
+#: Option defaults are TrainConfig's field defaults (sr_model.training.config imports no heavy package).
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
 
 
@@ -307,8 +307,8 @@ def command(
 
 def _config_fields(params: dict, images: tuple) -> dict:
     """TrainConfig's settings (all but `out`) from the verb's flags: scales, schedule and model options parsed."""
-    from sr_model.evaluation import parse_scales
-    from sr_model.train_state import milestones_from_fractions
+    from sr_model.evaluation.evaluate import parse_scales
+    from sr_model.training.state import milestones_from_fractions
 
     scale_min, scale_max = parse_scale_range(params["scales"])
     overrides = {**VARIANTS[params["variant"]], **parse_model_options(params["model_options"])}
@@ -340,7 +340,7 @@ def _config_fields(params: dict, images: tuple) -> dict:
 
 def _resume(ctx: click.Context, out_dir: Path, fields: dict, runtime: dict) -> TrainResult:
     """Continue the run in `out_dir`; only the settings given on the command line are passed on as changes."""
-    from sr_model.training import resume_training
+    from sr_model.training.loop import resume_training
 
     if ctx.default_map:
         raise click.UsageError("--resume continues RUN from its last.pt, which holds the run's settings; drop --config")
@@ -360,7 +360,7 @@ def _resume(ctx: click.Context, out_dir: Path, fields: dict, runtime: dict) -> T
 
 def _start(ctx: click.Context, out_dir: Path, fields: dict, runtime: dict) -> TrainResult:
     """A new run in `out_dir`, its config.yaml written first (and removed again if it fails before a checkpoint)."""
-    from sr_model.training import train
+    from sr_model.training.loop import train
 
     images = fields["images"]
     if not images:

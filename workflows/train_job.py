@@ -1,7 +1,7 @@
 """`p2g train --print-job-script`: the SLURM batch script that runs this very training under `srun`.
 
 One task per GPU (or `workers` tasks per node on CPU) across `jobs` nodes; `srun` starts them and
-`sr_model.distributed` turns SLURM's rank variables into a DDP group, so the script needs no torchrun.
+`sr_model.training.distributed` turns SLURM's rank variables into a DDP group, so the script needs no torchrun.
 The resources come from the same cluster YAML as `p2g fit-prior --cluster-config`.
 """
 

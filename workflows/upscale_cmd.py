@@ -7,17 +7,17 @@ from typing import TYPE_CHECKING
 
 import click
 
-from workflows.options import device_option, parse_scale, parse_size, resolve_device, scale_tag
+from workflows.options import backend_option, device_option, parse_scale, parse_size, resolve_device, scale_tag
 
 if TYPE_CHECKING:
-    from sr_model.upscale_files import ImageResult, RenderRequest
+    from sr_model.inference.upscale_files import ImageResult, RenderRequest
 
 FORMAT_SUFFIXES = {"png": ".png", "jpg": ".jpg", "tif": ".tif", "webp": ".webp"}
 
 
 def render_requests(scales, sizes) -> list[RenderRequest]:
     """Requests from --scale and --size texts, duplicates dropped; bad values raise a one-line ValueError."""
-    from sr_model.upscale_files import RenderRequest
+    from sr_model.inference.upscale_files import RenderRequest
 
     try:
         parsed = [RenderRequest(scale_tag(s), scale=s) for s in map(parse_scale, scales)]
@@ -84,7 +84,7 @@ def _print(result: ImageResult) -> None:
 @click.option("--size", "sizes", multiple=True, metavar="WxH", help="Exact output size WxH; repeatable.")
 @click.option("--save-field", is_flag=True, help="Also write IMAGE_field.npz, for `p2g render`.")
 @device_option()
-@click.option("--backend", default="auto", show_default=True, help="Renderer: auto, torch, cpu, triton.")
+@backend_option()
 @click.option("--tile", type=int, metavar="N", help="Encode on tiles of N x N LR pixels (for large images).")
 @click.option(
     "--tile-context",
@@ -141,8 +141,8 @@ def command(
     to disk in bands; an encode that would not fit in memory is refused with a --tile that does.
     """
     from sr_model.api import check_device
-    from sr_model.model_files import load_file
-    from sr_model.upscale_files import upscale_files
+    from sr_model.files.model_files import load_file
+    from sr_model.inference.upscale_files import upscale_files
 
     requests = render_requests(scales, sizes)
     loaded = load_file(checkpoint, check_device(resolve_device(device)))

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sr_model.encoders import LiteEncoder
-from sr_model.presets import ModelConfig, preset
+from sr_model.networks.encoders import LiteEncoder
+from sr_model.networks.presets import ModelConfig, preset
 
 #: The paper's decoder: 4 hidden layers of 256 and the output layer (5 linear layers).
 HIDDEN = (256, 256, 256, 256)
@@ -102,7 +102,7 @@ class LIIF(nn.Module):
     def __init__(self, config: ModelConfig | None = None, hidden: Sequence[int] = HIDDEN) -> None:
         super().__init__()
         self.config = config or preset("lite")
-        lite = LiteEncoder(self.config)
+        lite = LiteEncoder(self.config.lite_channels, self.config.lite_blocks)
         self.head, self.body = lite.head, lite.body  # the upsampler is left out, as LIIF does with EDSR
         channels = self.config.lite_channels
         layers: list[nn.Module] = []

@@ -152,7 +152,7 @@ def main(argv=None) -> None:
     if SHIPPED not in results:  # the bundled weights on the same photos: is any model here stronger?
         from compare_peers import Upscaler
 
-        from sr_model.model_files import load_network
+        from sr_model.files.model_files import load_network
 
         shipped = Upscaler("ContinuousSR", load_network(None, args.device))
         results[SHIPPED] = {set_name: per_image_scores(shipped, crops, args.device) for set_name, crops in sets.items()}

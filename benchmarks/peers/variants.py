@@ -2,7 +2,7 @@
 
 A variant is preset overrides (fixed centres, free covariance), a dictionary source (our prior's, or the
 crude grids K1 / K2), and optionally a `specialise` step that swaps one module's class for a subclass with
-the same parameters (so checkpoints written by `sr_model.training.train` load into it unchanged):
+the same parameters (so checkpoints written by `sr_model.training.loop.train` load into it unchanged):
 
 - `P_off only`: positions are the offset head's tanh output mapped to the whole image, (t + 1)/2 * (w, h),
   with no lattice start. Our renderers work out each field's lattice reach from its drift, so such a field
@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from gaussian_field import GaussianField
-from sr_model.heads import LEAKY_SLOPE, Core, FreeCovarianceHead, crop, per_gaussian
-from sr_model.model import LATTICE_K, ContinuousSR
+from sr_model.networks.heads import LEAKY_SLOPE, Core, FreeCovarianceHead, crop, per_gaussian
+from sr_model.networks.model import LATTICE_K, ContinuousSR
 
 
 class AbsolutePositionsSR(ContinuousSR):

@@ -1,7 +1,7 @@
 """Weights shipped inside the package (safetensors exports), so that a model works without training or network.
 
 `lite.safetensors` is the default model of `p2g upscale`, `p2g eval` and `sr_model.api.load_model()`; it is
-written by `p2g export` and read like any other export (`sr_model.model_files`), its digest checked on load.
+written by `p2g export` and read like any other export (`sr_model.files.model_files`), its digest checked on load.
 """
 
 from __future__ import annotations

@@ -11,20 +11,20 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-from sr_model.encoder_specs import ENCODER_SPECS
+from sr_model.networks.encoder_specs import ENCODER_SPECS
 
 ENCODERS = tuple(ENCODER_SPECS)
 #: "raw": the offset MLP reads the pixel-unshuffled features (official 482ec14, 2025-03-24);
 #: "leaky_relu": it reads leaky_relu(features) like the covariance branch (official refactor 2521c53 and HEAD).
 OFFSET_INPUTS = ("raw", "leaky_relu")
-#: The variant the released official checkpoint was trained with (reasoning in sr_model/official_import.py).
+#: The variant the released official checkpoint was trained with (reasoning in sr_model/files/official_import.py).
 RELEASED_OFFSET_INPUT = "raw"
 #: "drift": base + tanh offset (|offset| < 1 LR px); "fixed": Gaussians stay on the lattice (ablation).
 POSITIONS = ("drift", "fixed")
 #: "dictionary": softmax mix of the covariance dictionary; "free": an MLP predicts the triplet (ablation).
 COVARIANCES = ("dictionary", "free")
 #: "none": the colour head's output is the colour (official); "lr": it is a residual over the colour that makes
-#: the field render the LR's bicubic interpolation (sr_model.color_anchor), so training starts at bicubic.
+#: the field render the LR's bicubic interpolation (sr_model.networks.color_anchor), so training starts at bicubic.
 COLOR_ANCHORS = ("none", "lr")
 
 

@@ -25,8 +25,8 @@ from torch import nn
 from gaussian_field import GaussianField, render
 from gaussian_field.band_writer import BAND_BYTES, BandedImage, band_height
 from gaussian_field.lattice import CUT_MAHALANOBIS_SQ
-from sr_model.inference import EncodePlan, stitch_tiles
-from sr_model.tiling import Tile
+from sr_model.inference.encode import EncodePlan, stitch_tiles
+from sr_model.inference.tiling import Tile
 
 
 def reach_bound(model: nn.Module) -> float | None:

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
-from sr_model.checkpoint import save_checkpoint, warn_unverified
-from sr_model.dictionary import official_dictionary
-from sr_model.encoder_specs import ENCODER_SPECS
-from sr_model.model import ContinuousSR
-from sr_model.presets import OFFSET_INPUTS, RELEASED_OFFSET_INPUT, preset
+from sr_model.files.checkpoint import save_checkpoint, warn_unverified
+from sr_model.networks.covariance_dictionary import official_dictionary
+from sr_model.networks.encoder_specs import ENCODER_SPECS
+from sr_model.networks.model import ContinuousSR
+from sr_model.networks.presets import OFFSET_INPUTS, RELEASED_OFFSET_INPUT, preset
 
 #: Official head prefixes -> ours (checked in order; "mlp." does not match "mlp_offset." or "mlp_vector.").
 OFFICIAL_KEY_MAP = (

@@ -11,8 +11,8 @@ Files are written to `NAME.partial`, flushed to the disk and renamed, so a kille
 leaves half a checkpoint and never spoils the previous one (`gaussian_field.integrity.write_atomically`). A file
 whose contents no longer match its digest is refused; one written before digests existed (format version 1)
 is loaded with a one-line notice that it carries none.
-This is the training-resume format; `sr_model.export` writes the weights-only safetensors file for sharing, and
-`sr_model.model_files.load_network` reads either (and official ContinuousSR files).
+This is the training-resume format; `sr_model.files.export` writes the weights-only safetensors file for sharing, and
+`sr_model.files.model_files.load_network` reads either (and official ContinuousSR files).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 
 from gaussian_field.integrity import DamagedFileError, UnverifiedFileWarning, damaged, write_atomically
-from sr_model.dictionary import CovarianceDictionary, content_hash
-from sr_model.model import ContinuousSR
-from sr_model.presets import ModelConfig
+from sr_model.networks.covariance_dictionary import CovarianceDictionary, content_hash
+from sr_model.networks.model import ContinuousSR
+from sr_model.networks.presets import ModelConfig
 
 CHECKPOINT_FORMAT = "pixel2gauss-checkpoint"
 #: 2: the checkpoint carries a digest of its contents (version 1 has none and is loaded with a notice).

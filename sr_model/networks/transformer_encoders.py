@@ -4,7 +4,7 @@ pixel-shuffle upsampler to 4x with 64 channels, no final RGB conv, crop to 4h x 
 `conv_last` weights exist in released state dicts but are never used; ours drop the layer (importing
 discards those two tensors), so that no parameter goes without a gradient in training.
 
-A module of its own so that spandrel is imported only by models that use it (see `sr_model.encoders`).
+A module of its own so that spandrel is imported only by models that use it (see `sr_model.networks.encoders`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import torch
 from spandrel.architectures.HAT import HAT
 from spandrel.architectures.SwinIR import SwinIR
 
-from sr_model.encoders import FEATURE_UPSCALE, _UpsamplingTail, pad_to_window
-from sr_model.presets import ModelConfig
+from sr_model.networks.encoders import FEATURE_UPSCALE, _UpsamplingTail, pad_to_window
 
 
 class _OfficialFeatures(_UpsamplingTail):
@@ -28,17 +27,24 @@ class _OfficialFeatures(_UpsamplingTail):
         return self.conv_before_upsample(x)
 
 
-def _official_arguments(config: ModelConfig) -> dict:
+def _official_arguments(
+    embed_dim: int,
+    depths: tuple[int, ...],
+    num_heads: tuple[int, ...],
+    window_size: int,
+    mlp_ratio: float,
+    img_size: int,
+) -> dict:
     """The spandrel constructor arguments SwinIR and HAT share, as ContinuousSR configures them."""
     return dict(
-        img_size=config.img_size,
+        img_size=img_size,
         patch_size=1,
         in_chans=3,
-        embed_dim=config.embed_dim,
-        depths=list(config.depths),
-        num_heads=list(config.num_heads),
-        window_size=config.window_size,
-        mlp_ratio=config.mlp_ratio,
+        embed_dim=embed_dim,
+        depths=list(depths),
+        num_heads=list(num_heads),
+        window_size=window_size,
+        mlp_ratio=mlp_ratio,
         upscale=FEATURE_UPSCALE,
         img_range=1.0,
         upsampler="pixelshuffle",
@@ -49,21 +55,41 @@ def _official_arguments(config: ModelConfig) -> dict:
 class SwinIREncoder(_OfficialFeatures, SwinIR):
     """SwinIR body + 4x pixel-shuffle upsampler, 64 output channels."""
 
-    def __init__(self, config: ModelConfig) -> None:
-        SwinIR.__init__(self, **_official_arguments(config))
+    def __init__(
+        self,
+        embed_dim: int,
+        depths: tuple[int, ...],
+        num_heads: tuple[int, ...],
+        window_size: int,
+        mlp_ratio: float,
+        img_size: int,
+    ) -> None:
+        SwinIR.__init__(self, **_official_arguments(embed_dim, depths, num_heads, window_size, mlp_ratio, img_size))
         del self.conv_last
 
 
 class HATEncoder(_OfficialFeatures, HAT):
     """HAT body + 4x pixel-shuffle upsampler, 64 output channels."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(
+        self,
+        embed_dim: int,
+        depths: tuple[int, ...],
+        num_heads: tuple[int, ...],
+        window_size: int,
+        mlp_ratio: float,
+        img_size: int,
+        compress_ratio: int,
+        squeeze_factor: int,
+        conv_scale: float,
+        overlap_ratio: float,
+    ) -> None:
         HAT.__init__(
             self,
-            **_official_arguments(config),
-            compress_ratio=config.compress_ratio,
-            squeeze_factor=config.squeeze_factor,
-            conv_scale=config.conv_scale,
-            overlap_ratio=config.overlap_ratio,
+            **_official_arguments(embed_dim, depths, num_heads, window_size, mlp_ratio, img_size),
+            compress_ratio=compress_ratio,
+            squeeze_factor=squeeze_factor,
+            conv_scale=conv_scale,
+            overlap_ratio=overlap_ratio,
         )
         del self.conv_last

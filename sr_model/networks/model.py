@@ -19,11 +19,12 @@ from torch import nn
 
 from gaussian_field import GaussianField, render
 from gaussian_field.lattice import add_base_positions, base_positions
-from sr_model.color_anchor import anchor_colors
-from sr_model.dictionary import OFFICIAL_REFERENCE_SCALE, CovarianceDictionary, load_dictionary
-from sr_model.encoders import FEATURE_CHANNELS, build_encoder
-from sr_model.heads import ColorHead, DictionaryCovarianceHead, FreeCovarianceHead, OffsetHead, per_gaussian
-from sr_model.presets import ConfigError, ModelConfig
+from sr_model.networks.color_anchor import anchor_colors
+from sr_model.networks.covariance_dictionary import OFFICIAL_REFERENCE_SCALE, CovarianceDictionary, load_dictionary
+from sr_model.networks.encoder_specs import encoder_spec
+from sr_model.networks.encoders import FEATURE_CHANNELS
+from sr_model.networks.heads import ColorHead, DictionaryCovarianceHead, FreeCovarianceHead, OffsetHead, per_gaussian
+from sr_model.networks.presets import ConfigError, ModelConfig
 
 #: Gaussians per LR pixel along each axis (PixelUnshuffle(2) of the 4x features).
 LATTICE_K = 2
@@ -47,7 +48,7 @@ class ContinuousSR(nn.Module):
     def __init__(self, config: ModelConfig, dictionary: CovarianceDictionary | None) -> None:
         super().__init__()
         self.config = config
-        self.encoder = build_encoder(config)
+        self.encoder = encoder_spec(config.encoder).build(config)
         self.unshuffle = nn.PixelUnshuffle(LATTICE_K)
         if config.uses_dictionary:
             if dictionary is None:

@@ -1,6 +1,6 @@
 """`TrainConfig`: everything that decides a training run's weights (data, model, schedule, seed).
 
-Kept apart from `sr_model.train_state` (checkpoints, logs) so that it imports no heavy package: the `p2g train`
+Kept apart from `sr_model.training.state` (checkpoints, logs) so that it imports no heavy package: the `p2g train`
 verb takes its option defaults from these fields without loading torch for `--help`.
 """
 
@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sr_model.presets import ModelConfig, preset, unknown_fields
+from sr_model.networks.presets import ModelConfig, preset, unknown_fields
 
 
 class TrainConfigError(ValueError):

@@ -1,24 +1,21 @@
 """Encoders: LR image (B, 3, h, w) in [0, 1] -> features (B, 64, 4h, 4w).
 
 The lite CNN and what every encoder shares live here; SwinIR and HAT (spandrel's classes) live in
-`sr_model.transformer_encoders`, imported only when a model uses them: importing spandrel takes about 1.5 s
+`sr_model.networks.transformer_encoders`, imported only when a model uses them: importing spandrel takes about 1.5 s
 and 170 MiB, which a lite model's `p2g upscale` should not pay.
 
 What else the project knows about each encoder (preset, tiling layers, official import) is its entry in
-`sr_model.encoder_specs.ENCODER_SPECS`, which names the class here.
+`sr_model.networks.encoder_specs.ENCODER_SPECS`, which names the class here and the settings it takes; this
+module imports nothing else of the project.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from sr_model.encoder_specs import encoder_spec
-from sr_model.presets import ModelConfig
 
 #: Every encoder ends here: 64 channels at 4x the LR size, then PixelUnshuffle(2) gives 256 per Gaussian.
 FEATURE_CHANNELS = 64
@@ -141,11 +138,11 @@ class LiteEncoder(_UpsamplingTail, nn.Module):
     lattice are the same.
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, lite_channels: int, lite_blocks: int) -> None:
         super().__init__()
-        ch = config.lite_channels
+        ch = lite_channels
         self.head = nn.Conv2d(3, ch, 3, padding=1)
-        self.body = nn.Sequential(*[ResBlock(ch) for _ in range(config.lite_blocks)], nn.Conv2d(ch, ch, 3, padding=1))
+        self.body = nn.Sequential(*[ResBlock(ch) for _ in range(lite_blocks)], nn.Conv2d(ch, ch, 3, padding=1))
         self.upsample = nn.Sequential(
             nn.Conv2d(ch, 4 * ch, 3, padding=1),
             nn.PixelShuffle(2),
@@ -156,10 +153,3 @@ class LiteEncoder(_UpsamplingTail, nn.Module):
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         x = self.head(x)
         return self.body(x) + x
-
-
-def build_encoder(config: ModelConfig) -> nn.Module:
-    """The encoder named by `config.encoder` (the class its spec names)."""
-    with warnings.catch_warnings():  # spandrel calls torch.meshgrid without `indexing`: harmless, silenced
-        warnings.filterwarnings("ignore", message="torch.meshgrid", category=UserWarning)
-        return encoder_spec(config.encoder).encoder_class()(config)

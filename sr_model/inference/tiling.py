@@ -21,8 +21,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sr_model.encoder_specs import Op, encoder_spec
-from sr_model.presets import ModelConfig
+from sr_model.networks.encoder_specs import Op, encoder_spec
+from sr_model.networks.presets import ModelConfig
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def has_global_context(config: ModelConfig) -> bool:
 def encoder_layers(config: ModelConfig) -> tuple[list[Op], list[Op]]:
     """(LR-resolution layers, 2x-resolution layers) of the encoder plus the covariance head's conv1.
 
-    The LR layers come from the encoder's spec (`sr_model.encoder_specs`, which also lists the layer kinds).
+    The LR layers come from the encoder's spec (`sr_model.networks.encoder_specs`, which also lists the layer kinds).
     All encoders end with conv -> PixelShuffle(2) -> conv -> PixelShuffle(2); the model's PixelUnshuffle(2)
     puts lattice row r on the second conv's row r, and the covariance head's 3x3 conv1 runs on that lattice.
     """

@@ -14,7 +14,7 @@ One metadata key holding one JSON document with sorted keys: safetensors writes 
 order, so several keys would make two exports of the same model differ in their bytes. The config is rebuilt
 generically from its dict: a field this version does not know is refused by name, never dropped. Absolute
 paths in the provenance are reduced to their last part (an export is meant to leave the machine it was made
-on). Training checkpoints (`sr_model.checkpoint`) stay the format to resume from.
+on). Training checkpoints (`sr_model.files.checkpoint`) stay the format to resume from.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-from gaussian_field.integrity import damaged, write_atomically
-from sr_model.checkpoint import CheckpointError, DamagedModelFileError, tensor_digest, warn_unverified
-from sr_model.dictionary import content_hash
-from sr_model.model import ContinuousSR
+from gaussian_field.integrity import damaged, first_line, write_atomically
+from sr_model.files.checkpoint import CheckpointError, DamagedModelFileError, tensor_digest, warn_unverified
+from sr_model.networks.covariance_dictionary import content_hash
+from sr_model.networks.model import ContinuousSR
 
 EXPORT_FORMAT = "pixel2gauss-export"
 #: 2: the document carries a digest of the tensors and itself (version 1 has none and is loaded with a notice).
@@ -130,7 +130,7 @@ def read_export(path: str | Path) -> dict:
             metadata = fh.metadata() or {}
             state = {key: fh.get_tensor(key) for key in fh.keys()}
     except Exception as err:  # safetensors raises its own error types on damaged headers and short files
-        raise ExportError(f"{path} is not a readable safetensors file ({one_line(err)})") from None
+        raise ExportError(f"{path} is not a readable safetensors file ({first_line(err)})") from None
     if METADATA_KEY not in metadata:
         raise ExportError(f"{path} is a safetensors file without pixel2gauss metadata (not written by `p2g export`)")
     try:
@@ -165,8 +165,3 @@ def _check_digest(path: Path, state: dict, document: dict, version: int) -> None
         return
     if document.get("digest") != export_digest(state, document):
         raise damaged(path, "contents", cls=DamagedModelFileError)
-
-
-def one_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0]

@@ -1,9 +1,9 @@
-"""What a training run is (`TrainConfig`, from `sr_model.train_config`), what it saves (`best.pt`, `last.pt`)
+"""What a training run is (`TrainConfig`, from `sr_model.training.config`), what it saves (`best.pt`, `last.pt`)
 and what it logs (`metrics.jsonl`).
 
 The config holds everything that decides the weights: data, model, schedule, seed. A run directory keeps it in
 every checkpoint, so `--resume` rebuilds the same run from `last.pt` alone. Checkpoints are the model's checkpoint
-format (`sr_model.checkpoint`: config, dictionary and its provenance, weights) plus the optimiser and AMP
+format (`sr_model.files.checkpoint`: config, dictionary and its provenance, weights) plus the optimiser and AMP
 scaler state, the step, the training config and the best validation score: plain containers and tensors that
 `torch.load(weights_only=True)` reads.
 
@@ -19,9 +19,9 @@ import os
 from dataclasses import fields, replace
 from pathlib import Path
 
-from sr_model.checkpoint import read_checkpoint, save_checkpoint
-from sr_model.model import ContinuousSR
-from sr_model.train_config import TrainConfig, TrainConfigError
+from sr_model.files.checkpoint import read_checkpoint, save_checkpoint
+from sr_model.networks.model import ContinuousSR
+from sr_model.training.config import TrainConfig, TrainConfigError
 
 LAST, BEST, METRICS = "last.pt", "best.pt", "metrics.jsonl"
 #: Settings a resumed run may change: they do not alter the weights of the steps already taken.

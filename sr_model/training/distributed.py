@@ -39,7 +39,7 @@ class Runtime:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+def rank_device(name: str, local_rank: int = 0) -> torch.device:
     """'auto' -> cuda (this rank's GPU) when available, else cpu; 'cuda' under torchrun -> cuda:LOCAL_RANK."""
     name = (name or "auto").strip().lower()
     if name == "auto":
@@ -96,7 +96,7 @@ def setup(device: str = "auto") -> Runtime:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    resolved = resolve_device(device, local_rank)
+    resolved = rank_device(device, local_rank)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo")
     return Runtime(resolved, rank, world_size, local_rank)

@@ -1,6 +1,6 @@
 """Periodic validation during training: Y-PSNR (shave = scale) of the model and of bicubic on held-out photos.
 
-The same protocol as `p2g eval` (`sr_model.evaluation`: mod-crop, MATLAB-bicubic LR rounded to 8 bits, BasicSR
+The same protocol as `p2g eval` (`sr_model.evaluation.evaluate`: mod-crop, MATLAB-bicubic LR rounded to 8 bits, BasicSR
 PSNR on Y with `scale` pixels shaved), but prepared once: the LR inputs and the bicubic scores are computed when
 training starts, so each validation only runs the model. Images larger than `crop` are centre-cropped to
 crop x crop so that validating a folder of 4K photos stays cheap; say so when quoting the numbers.
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from gaussian_field.image_io import ImageReadError, read_image
-from sr_model.datasets import NoImagesError, SkippedImageWarning, find_images
-from sr_model.evaluation import EncodesFields, bicubic_upscale, make_lr, model_upscale, to_uint8
-from sr_model.metrics import protocol_settings, psnr
+from sr_model.data.datasets import NoImagesError, SkippedImageWarning, find_images
+from sr_model.evaluation.evaluate import EncodesFields, bicubic_upscale, make_lr, model_upscale, to_uint8
+from sr_model.evaluation.metrics import protocol_settings, psnr
 
 
 @dataclass(frozen=True)

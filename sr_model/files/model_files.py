@@ -1,8 +1,8 @@
 """Every file a model can come from, read by one function: `load_network(path)` -> ContinuousSR.
 
-- our safetensors export (`p2g export`, `sr_model.export`), including the bundled weights;
-- our training checkpoints (`best.pt`, `last.pt`, `p2g import-official` output; `sr_model.checkpoint`);
-- official ContinuousSR `.pth` files, converted in memory by `sr_model.official_import` (the code of
+- our safetensors export (`p2g export`, `sr_model.files.export`), including the bundled weights;
+- our training checkpoints (`best.pt`, `last.pt`, `p2g import-official` output; `sr_model.files.checkpoint`);
+- official ContinuousSR `.pth` files, converted in memory by `sr_model.files.official_import` (the code of
   `p2g import-official`, which stays for saving the conversion).
 
 The kind is read from the file's contents, not its name. `path=None` means the bundled `lite` weights.
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from sr_model import weights
-from sr_model.checkpoint import (
+from sr_model.files.checkpoint import (
     CheckpointError,
     check_checkpoint,
     is_checkpoint,
@@ -26,9 +26,8 @@ from sr_model.checkpoint import (
     torch_load_plain,
     warn_unverified,
 )
-from sr_model.export import is_safetensors, read_export, write_export
-from sr_model.model import ContinuousSR
-from sr_model.official_import import (
+from sr_model.files.export import is_safetensors, read_export, write_export
+from sr_model.files.official_import import (
     DEFAULT_OFFSET_INPUT,
     file_sha256,
     import_record,
@@ -36,6 +35,7 @@ from sr_model.official_import import (
     model_from_official,
     official_spec,
 )
+from sr_model.networks.model import ContinuousSR
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def load_file(
 ) -> LoadedModel:
     """The model in `path` (None: the bundled `lite` weights) on `device`, in eval mode, with its origin.
 
-    `offset_input` applies to official files only (default: the released model's, see `sr_model.official_import`).
+    `offset_input` applies to official files only (default: the released model's, see `sr_model.files.official_import`).
     """
     bundled = path is None
     path = weights.bundled_path() if bundled else Path(path)

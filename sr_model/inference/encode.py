@@ -3,7 +3,7 @@
 Each tile's encoder run gives a field on its own lattice; the Gaussians of its core are copied into the
 image's lattice (lattice row k*i + a of the image for LR row i of the core), with means moved from tile to
 image coordinates. Covariances and colours do not depend on position. With the default context (the
-encoder's receptive radius, `sr_model.tiling`) the stitched field equals the untiled one to float rounding.
+encoder's receptive radius, `sr_model.inference.tiling`) the stitched field equals the untiled one to float rounding.
 
 Memory is planned before anything is allocated, from what the model itself takes on a 128 px probe
 (`encode_cost`: the allocator's peaks in the trunk and in the whole encode, and the resident set beyond them).
@@ -27,8 +27,8 @@ from torch import nn
 from gaussian_field import GaussianField
 from gaussian_field.lattice import add_base_positions
 from gaussian_field.memory import budget_is_set, memory_budget, memory_size
-from sr_model.model import HEAD_PIECE
-from sr_model.tiling import Tile, default_context, has_global_context, plan_tiles, tile_alignment
+from sr_model.inference.tiling import Tile, default_context, has_global_context, plan_tiles, tile_alignment
+from sr_model.networks.model import HEAD_PIECE
 
 log = logging.getLogger(__name__)
 #: ... and at most this much of a CPU's memory unless $P2G_MEMORY_BUDGET says otherwise: tiles cost only their
@@ -239,8 +239,8 @@ def _largest_outer(tiles: Iterable[Tile]) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class _Budget:
-    """What a plan must fit: everything (`total`) and the encode's own work (`work`); a streamed field (rendered
-    and dropped row of tiles by row of tiles, `sr_model.streaming`) holds one row of tiles plus `window_rows`."""
+    """What a plan must fit: everything (`total`) and the encode's own work (`work`); a streamed field (rendered and
+    dropped row of tiles by row of tiles, `sr_model.inference.streaming`) holds one row of tiles plus `window_rows`."""
 
     total: int
     work: int
@@ -290,7 +290,7 @@ def plan_encode(
     so in one line); `tile=0`: the whole image; `tile=N`: N x N tiles. What does not fit raises EncodeMemoryError
     naming what would. `budget` (bytes) bounds everything; by default `memory_budget` bounds everything and
     `work_budget` the encode's own work. `stream_rows`: the field is never whole (it is rendered row of tiles by
-    row of tiles, `sr_model.streaming`), each row held with this many more LR rows.
+    row of tiles, `sr_model.inference.streaming`), each row held with this many more LR rows.
     """
     config = model.config
     context = default_context(config) if context is None else int(context)

@@ -1,11 +1,12 @@
 """One entry per encoder: everything the project knows about an architecture, in one table.
 
-Presets, CLI choices, tiling, official-checkpoint import and `build_encoder` all read `ENCODER_SPECS`, so adding
-an encoder is one entry here plus its class in the module the entry names (`sr_model/encoders.py` by default).
-The table imports no heavy package (the CLI's --help lists the names without loading torch): the class and the
-spandrel architecture are named and resolved on use.
+Presets, CLI choices, tiling, official-checkpoint import and the model's encoder (`EncoderSpec.build`) all read
+`ENCODER_SPECS`, so adding an encoder is one entry here plus its class in the module the entry names
+(`sr_model/networks/encoders.py` by default). An entry names the class and the settings it takes (ModelConfig fields,
+passed by name), so a class needs neither this table nor ModelConfig. The table imports no heavy package (the
+CLI's --help lists the names without loading torch): the class and the spandrel architecture are resolved on use.
 
-Receptive layers, as `sr_model/tiling.py` propagates them, each one of:
+Receptive layers, as `sr_model/inference/tiling.py` propagates them, each one of:
   ("conv", r)            r-pixel convolution at LR resolution (3x3: r = 1)
   ("window", ws, shift)  window attention, windows [shift + m*ws, shift + (m+1)*ws)
   ("overlap", ws, pad)   overlapping cross-attention: window m reads [m*ws - pad, (m+1)*ws + pad)
@@ -17,12 +18,13 @@ A spec's `layers` lists the LR-resolution layers; every encoder then ends in the
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sr_model.presets import ModelConfig
+    from sr_model.networks.presets import ModelConfig
 
 Op = tuple
 
@@ -84,6 +86,8 @@ _TRANSFORMER_FIELDS = (
     ("mlp_ratio", float),
     ("img_size", int),
 )
+#: The settings SwinIR and HAT take (their constructors' keyword arguments).
+_TRANSFORMER_SETTINGS = tuple(name for name, _ in _TRANSFORMER_FIELDS)
 _TRANSFORMER_PRESET = dict(embed_dim=180, depths=(6,) * 6, num_heads=(6,) * 6, mlp_ratio=2.0)
 
 
@@ -92,8 +96,10 @@ class EncoderSpec:
     """Everything about one encoder architecture."""
 
     name: str
-    #: class name in `module` (built as `cls(config)`)
+    #: class name in `module` (built as `cls(**settings)`)
     class_name: str
+    #: the encoder's own settings: the ModelConfig fields its class takes, as keyword arguments of the same names
+    settings: tuple[str, ...]
     #: ModelConfig fields of the preset named after the encoder (beyond `preset` and `encoder`)
     preset: dict[str, Any]
     #: LR-resolution receptive layers (see the module docstring)
@@ -113,7 +119,7 @@ class EncoderSpec:
     #: ModelConfig checks for this encoder: each returns the problem as one line, or None
     checks: tuple[Callable[[ModelConfig], str | None], ...] = ()
     #: the module that defines `class_name` (imported on first use: spandrel's classes cost seconds to import)
-    module: str = "sr_model.encoders"
+    module: str = "sr_model.networks.encoders"
 
     @property
     def importable(self) -> bool:
@@ -123,6 +129,12 @@ class EncoderSpec:
     def encoder_class(self) -> type:
         """The encoder's nn.Module class (imports torch)."""
         return getattr(importlib.import_module(self.module), self.class_name)
+
+    def build(self, config: ModelConfig):
+        """The encoder of `config` (an nn.Module; imports torch): its class given only its own settings."""
+        with warnings.catch_warnings():  # spandrel calls torch.meshgrid without `indexing`: harmless, silenced
+            warnings.filterwarnings("ignore", message="torch.meshgrid", category=UserWarning)
+            return self.encoder_class()(**{name: getattr(config, name) for name in self.settings})
 
     def spandrel_architecture(self):
         """A spandrel Architecture instance that detects and loads this encoder's official weights."""
@@ -137,7 +149,8 @@ ENCODER_SPECS: dict[str, EncoderSpec] = {
         EncoderSpec(
             name="swinir",
             class_name="SwinIREncoder",
-            module="sr_model.transformer_encoders",
+            settings=_TRANSFORMER_SETTINGS,
+            module="sr_model.networks.transformer_encoders",
             preset=dict(window_size=8, img_size=48, **_TRANSFORMER_PRESET),
             layers=lambda config: _transformer_layers(config, hybrid=False),
             window_aligned=True,
@@ -147,12 +160,13 @@ ENCODER_SPECS: dict[str, EncoderSpec] = {
             checks=(_heads_divide_width,),
         ),
         # HAT-SRx4 settings (window 16). The released HAT checkpoint's own settings are read from its weights
-        # on import (sr_model.official_import), so this preset only matters for training from scratch. Channel
+        # on import (sr_model.files.official_import), so this preset only matters for training from scratch. Channel
         # attention pools over the whole input: global context.
         EncoderSpec(
             name="hat",
             class_name="HATEncoder",
-            module="sr_model.transformer_encoders",
+            settings=_TRANSFORMER_SETTINGS + ("compress_ratio", "squeeze_factor", "conv_scale", "overlap_ratio"),
+            module="sr_model.networks.transformer_encoders",
             preset=dict(window_size=16, img_size=64, **_TRANSFORMER_PRESET),
             layers=lambda config: _transformer_layers(config, hybrid=True),
             window_aligned=True,
@@ -168,7 +182,8 @@ ENCODER_SPECS: dict[str, EncoderSpec] = {
         EncoderSpec(
             name="lite",
             class_name="LiteEncoder",
-            # colours anchored on the LR's interpolation (sr_model.color_anchor)
+            settings=("lite_channels", "lite_blocks"),
+            # colours anchored on the LR's interpolation (sr_model.networks.color_anchor)
             preset=dict(
                 lite_channels=32,
                 lite_blocks=4,

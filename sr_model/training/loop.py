@@ -2,9 +2,9 @@
 
     for step in start..steps:   batch b = step * world + rank  (SRTrainDataset: one random scale per batch)
         sr = render(model.encode(lr), size = hr size)            (AMP autocast on CUDA for encoder and heads)
-        loss = L1(sr, hr) [+ freq_weight * FFT-L1]               (sr_model.losses)
-        Adam step with clipped gradients at the step-decayed rate (sr_model.train_state.learning_rate)
-        every val_every steps: Y-PSNR vs bicubic (sr_model.validation), best.pt / last.pt
+        loss = L1(sr, hr) [+ freq_weight * FFT-L1]               (sr_model.training.losses)
+        Adam step with clipped gradients at the step-decayed rate (sr_model.training.state.learning_rate)
+        every val_every steps: Y-PSNR vs bicubic (sr_model.training.validation), best.pt / last.pt
 
 Reproducible: what batch b holds depends only on (seed, b), the model is seeded, the learning rate is a
 function of the step, and last.pt carries the weights, the optimiser and the AMP scaler, so a run resumed from
@@ -30,13 +30,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from gaussian_field import render
-from sr_model.checkpoint import model_from_checkpoint
-from sr_model.datasets import ScaleBatchSampler, SRTrainDataset
-from sr_model.dictionary import load_dictionary
-from sr_model.distributed import Runtime, barrier, check_in_sync, setup, teardown
-from sr_model.losses import reconstruction_loss
-from sr_model.model import ContinuousSR, build_model
-from sr_model.train_state import (
+from sr_model.data.datasets import ScaleBatchSampler, SRTrainDataset
+from sr_model.files.checkpoint import model_from_checkpoint
+from sr_model.networks.covariance_dictionary import load_dictionary
+from sr_model.networks.model import ContinuousSR, build_model
+from sr_model.training.distributed import Runtime, barrier, check_in_sync, setup, teardown
+from sr_model.training.losses import reconstruction_loss
+from sr_model.training.state import (
     BEST,
     LAST,
     MetricsLog,
@@ -46,7 +46,7 @@ from sr_model.train_state import (
     resume_config,
     save_state,
 )
-from sr_model.validation import Validator
+from sr_model.training.validation import Validator
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Each batch draws one scale s ~ U(s_min, s_max) (4..8 as the paper, or 1..4 as LIIF); every sample in it is a
 random HR crop of round(patch * s) pixels, randomly flipped/transposed, and its LR is the MATLAB bicubic
-downscale to patch x patch (`sr_model.imresize`), clipped and rounded to 8 bits as a saved LR file would be.
+downscale to patch x patch (`sr_model.data.imresize`), clipped and rounded to 8 bits as a saved LR file would be.
 
 Reproducibility: what batch b holds (images, scale, crop positions, flips) depends only on (seed, b), never on
 the number of DataLoader workers or on what ran before, so a run resumed at batch b sees exactly the batches an
@@ -32,7 +32,7 @@ from gaussian_field.image_io import (
     probe_image,
     read_image,
 )
-from sr_model.imresize import imresize
+from sr_model.data.imresize import imresize
 
 
 class SkippedImageWarning(UserWarning):
@@ -76,19 +76,12 @@ def by_stem(paths: Sequence[Path], clash: str) -> dict[str, Path]:
     return found
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """Upright (H, W) of an image file from its header, its structure verified where that needs no decoding
-    (`probe_image`: over the pixel limit, ImageTooLargeError)."""
-    probe = probe_image(path, verify=True)
-    return probe.height, probe.width
-
-
-def scan_images(paths: Sequence[Path], min_side: int = 1) -> list[tuple[Path, tuple[int, int]]]:
+def usable_images(paths: Sequence[Path], min_side: int = 1) -> list[tuple[Path, tuple[int, int]]]:
     """(path, (H, W)) of the readable images at least min_side on both sides; the rest warned about, skipped."""
     usable, broken, small = [], [], []
     for path in paths:
         try:
-            size = image_size(path)
+            size = probe_image(path, verify=True).size  # a cut PNG is found by this scan, not mid-run
         except ImageTooLargeError:
             raise  # not broken: the user decides (raise the limit, or leave the file out), before any training
         except (ImageReadError, OSError) as err:
@@ -173,7 +166,7 @@ class SRTrainDataset(Dataset):
         self.quantize_lr = quantize_lr
         self.cache = cache
         self._cached: dict[int, np.ndarray] = {}
-        entries = scan_images(find_images(sources), min_side=self.hr_size(s_max))
+        entries = usable_images(find_images(sources), min_side=self.hr_size(s_max))
         self.paths = [path for path, _ in entries]
         self.sizes = [size for _, size in entries]
 

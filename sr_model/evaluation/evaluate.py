@@ -3,12 +3,12 @@
 For every HR image and scale s:
 1. the HR image is mod-cropped (top-left kept) so the LR size is whole: h = floor(H / s), and the HR crop is
    round(h * s) rows (for integer s simply H - H mod s; likewise for the width);
-2. LR = MATLAB bicubic downscale by 1/s to (h, w) (`sr_model.imresize`), clipped and rounded to 8 bits as
+2. LR = MATLAB bicubic downscale by 1/s to (h, w) (`sr_model.data.imresize`), clipped and rounded to 8 bits as
    the benchmark LR files are;
 3. the model encodes that LR once and renders the field at the HR crop size (both timed); the bicubic
    baseline upscales the same LR with MATLAB bicubic by s to the same size (timed as its "render");
 4. SR and HR are rounded to 8 bits (BasicSR's `tensor2img`; 16-bit HR files are compared at 8 bits) and
-   scored with BasicSR's PSNR/SSIM (`sr_model.metrics`): protocol 'benchmark' = Y channel, shave s;
+   scored with BasicSR's PSNR/SSIM (`sr_model.evaluation.metrics`): protocol 'benchmark' = Y channel, shave s;
    'div2k' = RGB, shave s + 6 (ceil(s) for non-integer s).
 Scores are averaged per image (mean of per-image PSNRs), as the literature does.
 
@@ -36,19 +36,25 @@ import numpy as np
 import torch
 
 from gaussian_field import GaussianField, render
-from gaussian_field.image_io import ImageReadError, ImageTooLargeError, read_image, read_image_file, write_image
-from sr_model.datasets import (
+from gaussian_field.image_io import (
+    ImageReadError,
+    ImageTooLargeError,
+    probe_image,
+    read_image,
+    read_image_file,
+    write_image,
+)
+from sr_model.data.datasets import (
     NoImagesError,
     SkippedImageWarning,
     by_stem,
     find_images,
-    image_size,
     to_8bit_levels,
 )
-from sr_model.imresize import imresize
-from sr_model.inference import encode_tiles, plan_encode
-from sr_model.metrics import protocol_settings, psnr, ssim
-from sr_model.model import ContinuousSR
+from sr_model.data.imresize import imresize
+from sr_model.evaluation.metrics import protocol_settings, psnr, ssim
+from sr_model.inference.encode import encode_tiles, plan_encode
+from sr_model.networks.model import ContinuousSR
 
 log = logging.getLogger(__name__)
 BICUBIC = "bicubic"
@@ -121,7 +127,8 @@ def pair_lr_images(hr_paths: Sequence[Path], lr_paths: Sequence[Path]) -> list[L
             names = lr.stem if match is None else f"{match['stem']} or {lr.stem}"
             warnings.warn(f"skipping LR image {lr}: no HR image named {names}", SkippedImageWarning, stacklevel=2)
             continue
-        sizes = image_size(hr), image_size(lr)  # an unreadable or too large file: its own one-line error
+        # an unreadable or too large file: its own one-line error
+        sizes = probe_image(hr, verify=True).size, probe_image(lr, verify=True).size
         try:
             scale = pair_scale(*sizes, named)
         except ValueError as err:
@@ -186,7 +193,7 @@ def model_upscale(
 ) -> tuple[np.ndarray, float, float]:
     """(SR (H, W, 3), encode seconds, render seconds): one encode, one render at `size`.
 
-    A ContinuousSR model's encode is planned first (`sr_model.inference.plan_encode`): refused over the memory
+    A ContinuousSR model's encode is planned first (`sr_model.inference.encode.plan_encode`): refused over the memory
     budget, tiled by itself when the whole image does not fit, which `notice` (default: the log) is told.
     """
     device = torch.device(device)
@@ -276,7 +283,7 @@ def refuse_too_large(paths: Iterable[Path]) -> None:
     before it starts; a damaged file is left to the scoring loop, which skips it with a warning."""
     for path in paths:
         try:
-            image_size(path)
+            probe_image(path, verify=True)
         except ImageTooLargeError:
             raise
         except (ImageReadError, OSError):
@@ -368,7 +375,7 @@ def load_eval_model(checkpoint: str | os.PathLike, device: str | torch.device = 
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path} (or use --checkpoint bicubic for the baseline alone)")
     try:
-        from sr_model.model_files import load_network
+        from sr_model.files.model_files import load_network
     except ImportError as err:
         raise ValueError(f"cannot load model checkpoints in this installation ({err})") from None
     return load_network(path, device)

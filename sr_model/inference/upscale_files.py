@@ -34,9 +34,9 @@ from gaussian_field.image_io import (
     read_image_file,
 )
 from gaussian_field.render import available_backends, resolve_geometry
-from sr_model.datasets import by_stem, image_size
-from sr_model.inference import EncodePlan, encode_tiles, plan_encode
-from sr_model.streaming import StreamedOutput, stream_to_files, window_rows
+from sr_model.data.datasets import by_stem
+from sr_model.inference.encode import EncodePlan, encode_tiles, plan_encode
+from sr_model.inference.streaming import StreamedOutput, stream_to_files, window_rows
 
 
 @dataclass(frozen=True)
@@ -155,8 +155,8 @@ def plan_jobs(
     )
     jobs = []
     for source in inputs:
-        height, width = image_size(source)  # a damaged header raises ImageReadError naming the file
-        probe = probe_image(source)
+        probe = probe_image(source, verify=True)  # a damaged header raises ImageReadError naming the file
+        height, width = probe.size
         job_bits = output_bits(probe.bits, suffix.lower()) if bits is None else bits
         keep_alpha = probe.has_alpha and fmt.alpha
         notices = (
@@ -302,7 +302,8 @@ def _stream_job(
     tile_progress: Callable[[Iterable], Iterable] | None,
     result: ImageResult,
 ) -> list[WrittenImage]:
-    """Every output of a tiled job filled row of tiles by row of tiles (`sr_model.streaming`); all or none written."""
+    """Every output of a tiled job filled row of tiles by row of tiles (`sr_model.inference.streaming`); all or
+    none written."""
     size = (job.plan.height, job.plan.width)
     with ExitStack() as stack:
         outputs = []
