@@ -290,6 +290,9 @@ def connect(spec: ClusterSpec, device: str = "cpu") -> Iterator[Any]:
                 cluster.close()
             raise
         with cluster, Client(cluster) as client:
+            from dgp_fitting.quiet_workers import QuietLocalHeartbeats
+
+            client.register_plugin(QuietLocalHeartbeats())
             yield client
         return
     if spec.kind in ("slurm", "pbs"):

@@ -156,3 +156,24 @@ def test_the_train_job_script_asks_for_the_memory_that_fit_prior_jobs_ask_for():
     fit_prior = [line for line in job_script(spec).splitlines() if line.startswith("#SBATCH --mem")]
     train = [line for line in train_job_script(spec, ["p2g", "train"]).splitlines() if line.startswith("#SBATCH --mem")]
     assert fit_prior == train == ["#SBATCH --mem=30G"]
+
+
+def test_local_workers_do_not_log_heartbeat_failures():
+    """A local cluster's workers drop "failed to communicate with scheduler during heartbeat" (the scheduler is the
+    client's own, closing: a worker busy fitting logged two tracebacks after Ctrl-C's one line); others still log."""
+    import logging
+
+    from dgp_fitting.clusters import connect
+    from dgp_fitting.quiet_workers import HEARTBEAT_FAILURE, not_a_heartbeat_failure
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, message, None, None)
+
+    assert not not_a_heartbeat_failure(record(HEARTBEAT_FAILURE + "."))
+    assert not_a_heartbeat_failure(record("Compute Failed"))
+
+    def worker_filters() -> list[str]:
+        return [getattr(f, "__name__", "") for f in logging.getLogger("distributed.worker").filters]
+
+    with connect(ClusterSpec(kind="local", workers=1, dashboard_address=None)) as client:
+        assert [names for names in client.run(worker_filters).values()] == [["not_a_heartbeat_failure"]]
