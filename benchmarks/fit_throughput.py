@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fit_revision import PREVIOUS_ENGINE, RevisionFitError, fit_at_revision, resolve_revision
+from fit_revision import PREVIOUS_ENGINE, RevisionFitError, fit_at_revision, resolve_revision, sync, timed_fits
 
 from dgp_fitting.batch_size import auto_batch
 from dgp_fitting.fitting import FIT_PRESETS, FitConfig, PhaseTimer, fit_crops
@@ -60,21 +60,10 @@ def photo_crops(count: int, size: int) -> torch.Tensor:
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float().contiguous()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def run_engine(crops: torch.Tensor, batch: int, config: FitConfig) -> dict:
     """Fit every crop in batches of `batch` with this checkout's engine; `engine_figures` of the run."""
-    seeds = list(range(crops.shape[0]))
-    _sync(crops.device)
-    start = time.perf_counter()
-    psnr = []
-    for i in range(0, crops.shape[0], batch):
-        psnr.append(fit_crops(crops[i : i + batch], seeds[i : i + batch], config).psnr)
-    _sync(crops.device)
-    return engine_figures(crops, batch, time.perf_counter() - start, torch.cat(psnr).tolist())
+    seconds, psnr = timed_fits(fit_crops, crops, batch, config)
+    return engine_figures(crops, batch, seconds, psnr)
 
 
 def engine_figures(crops: torch.Tensor, batch: int, seconds: float, psnr_list: list[float]) -> dict:
@@ -166,7 +155,7 @@ def _engine_worker(rank: int, workers: int, args, fit: FitConfig, barrier, resul
     start = time.time()
     for i in range(0, mine.shape[0], batch):
         fit_crops(mine[i : i + batch], list(range(i, min(i + batch, mine.shape[0]))), fit)
-    _sync(device)
+    sync(device)
     results.put((rank, start, time.time(), int(mine.shape[0]), batch))
 
 
